@@ -1,0 +1,502 @@
+import { channel } from 'node:diagnostics_channel';
+import { hostname, tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  type ErrorMessage,
+  MessageType,
+  MetricKind,
+  PROTOCOL_VERSION,
+  type ProfilePack,
+  type SidecarState,
+  type StateChange,
+  type Welcome,
+  Writer,
+  encodeActiveStack,
+  encodeBtRegistration,
+  encodeEvent,
+  encodeHeartbeat,
+  encodeHello,
+  encodeSnapshot,
+  encodeTrace,
+  socketPathCandidates,
+  writeMetricsHeader,
+} from '@apm-sidecar/proto';
+import { Connection, type ConnectionHandler } from './connection';
+import { randomHex } from './ids';
+import { type Counter, type Gauge, type Histogram, MetricRegistry } from './metrics';
+import { type DurableFrame, FrameFifo, bufferSize, durableSize } from './outbox';
+import { ActiveTransaction, NoopTransaction, type Transaction, type TransactionSink, noopHeaders, readIncoming } from './transaction';
+
+export const SHIM_VERSION = '0.1.0';
+
+export type ShimState = 'connecting' | 'active' | 'standby' | 'muted' | 'disconnected';
+
+export interface ConnectOptions {
+  /** Application name reported to the sidecar. */
+  app?: string;
+  /** Unix socket path; else APM_SIDECAR_SOCKET; else the default locations. */
+  socket?: string;
+  /** Metric flush period; default: what the sidecar says (1000 ms). */
+  flushMs?: number;
+  /** Bytes held for the sidecar while it is away or slow (default 8 MiB). */
+  bufferBytes?: number;
+  /** Distinct metric series this process may create (default 10000). */
+  maxSeries?: number;
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** How long close() waits for queued bytes to be written (default 2000 ms). */
+  closeTimeoutMs?: number;
+}
+
+export interface ShimStats {
+  state: ShimState;
+  sent: number;
+  acked: number;
+  buffered: number;
+  bufferedBytes: number;
+  dropped: Record<string, number>;
+}
+
+export interface EventInput {
+  type: string;
+  message: string;
+  attributes?: Record<string, string | number | boolean>;
+}
+
+const stateChannel = channel('apm-sidecar:shim:state');
+const dropChannel = channel('apm-sidecar:shim:drop');
+
+const MAX_STACK_FRAMES = 256;
+const MAX_BT_NAMES = 10000;
+const TX_DURATION = 'apm.transaction.duration';
+const TX_ERRORS = 'apm.transaction.errors';
+
+function positive(v: unknown, fallback: number): number {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+function shimState(s: SidecarState): ShimState {
+  if (s === 'standby') return 'standby';
+  if (s === 'muted' || s === 'stopped') return 'muted';
+  return 'active';
+}
+
+/** Resolve the socket path now (called on every connection attempt, so a late sidecar is found). */
+function resolveSocket(explicit: string | undefined): string {
+  if (explicit !== undefined && explicit.length > 0) return explicit;
+  const env = process.env.APM_SIDECAR_SOCKET;
+  if (env !== undefined && env.length > 0) return env;
+  const candidates = socketPathCandidates(process.env, process.getuid?.() ?? 0, tmpdir());
+  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string);
+}
+
+/**
+ * The application's handle on apm-sidecar. No method throws into the app; bad
+ * input and overflow are counted in stats().dropped by reason.
+ */
+export class ApmClient implements ConnectionHandler, TransactionSink {
+  readonly app: string;
+  readonly instanceId = randomHex(16);
+  private readonly conn: Connection;
+  private readonly registry: MetricRegistry;
+  private readonly durable = new FrameFifo<DurableFrame>(durableSize);
+  /** Durable frames (from the head) already written on the current connection. */
+  private durableSent = 0;
+  private readonly pending = new FrameFifo<Buffer>(bufferSize);
+  private readonly bufferBytes: number;
+  private readonly closeTimeoutMs: number;
+  private readonly explicitFlushMs: number | undefined;
+  private flushMs: number;
+  private maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+  private flushTimer: NodeJS.Timeout | null = null;
+  private windowStart = Date.now();
+  private seq = 0;
+  private ackedSeq = 0;
+  private sentSinceFlush = 0;
+  private _state: ShimState = 'connecting';
+  private closing: Promise<void> | null = null;
+  private waiters: { seq: number; resolve: (ok: boolean) => void; timer: NodeJS.Timeout }[] = [];
+  private readonly btNames = new Set<string>();
+  private readonly txHandles = new Map<string, Histogram>();
+  private readonly writer = new Writer(16 * 1024);
+  private readonly body = new Writer(16 * 1024);
+  private counts = { sent: 0, acked: 0 };
+  private readonly dropped: Record<string, number> = {};
+  /** Last error the sidecar reported (for diagnostics). */
+  lastSidecarError: ErrorMessage | null = null;
+
+  constructor(opts: ConnectOptions = {}) {
+    const o = typeof opts === 'object' && opts !== null ? opts : {};
+    this.app = typeof o.app === 'string' && o.app.length > 0 ? o.app.slice(0, 256) : 'app';
+    this.bufferBytes = positive(o.bufferBytes, 8 * 1024 * 1024);
+    this.closeTimeoutMs = positive(o.closeTimeoutMs, 2000);
+    this.explicitFlushMs = o.flushMs === undefined ? undefined : positive(o.flushMs, 1000);
+    this.flushMs = this.explicitFlushMs ?? 1000;
+    this.registry = new MetricRegistry(this, Math.floor(positive(o.maxSeries, 10000)));
+    const socket = typeof o.socket === 'string' ? o.socket : undefined;
+    this.conn = new Connection(
+      {
+        path: () => resolveSocket(socket),
+        hello: () =>
+          encodeHello({
+            v: PROTOCOL_VERSION,
+            app: this.app,
+            pid: process.pid,
+            shimVersion: SHIM_VERSION,
+            instanceId: this.instanceId,
+            host: hostname(),
+            runtime: `node ${process.version}`,
+          }),
+        reconnectMinMs: positive(o.reconnectMinMs, 100),
+        reconnectMaxMs: positive(o.reconnectMaxMs, 5000),
+      },
+      this,
+    );
+    this.startFlushTimer();
+    this.conn.start();
+  }
+
+  get state(): ShimState {
+    return this._state;
+  }
+
+  // --- metrics ------------------------------------------------------------
+
+  counter(name: string, tags?: Record<string, string | number | boolean>): Counter {
+    return this.registry.get(MetricKind.Counter, name, tags) as Counter;
+  }
+
+  gauge(name: string, tags?: Record<string, string | number | boolean>): Gauge {
+    return this.registry.get(MetricKind.Gauge, name, tags) as Gauge;
+  }
+
+  histogram(name: string, tags?: Record<string, string | number | boolean>): Histogram {
+    return this.registry.get(MetricKind.Histogram, name, tags) as Histogram;
+  }
+
+  // --- transactions ---------------------------------------------------------
+
+  /** A transaction for an incoming request; a no-op one in standby or muted, or when the caller said notxdetect=true. */
+  startTransaction(name: string, incomingHeaders?: unknown): Transaction {
+    try {
+      const incoming = incomingHeaders === undefined ? undefined : readIncoming(incomingHeaders);
+      const label = typeof name === 'string' && name.length > 0 ? name.slice(0, 1024) : '';
+      if (incoming?.notxdetect === true || this._state === 'muted') return new NoopTransaction(label, noopHeaders(incoming, true));
+      if (this._state === 'standby' || this.closing !== null) return new NoopTransaction(label, noopHeaders(incoming, false));
+      if (label.length === 0) {
+        this.drop('invalid');
+        return new NoopTransaction(label, noopHeaders(incoming, false));
+      }
+      return new ActiveTransaction(this, label, incoming?.traceId, incoming?.parentId);
+    } catch {
+      this.drop('internal');
+      return new NoopTransaction('', {});
+    }
+  }
+
+  transactionEnded(_tx: ActiveTransaction, pack: ProfilePack): void {
+    let h = this.txHandles.get(pack.name);
+    if (h === undefined) {
+      h = this.histogram(TX_DURATION, { tx: pack.name });
+      if (this.txHandles.size < 1000) this.txHandles.set(pack.name, h);
+    }
+    h.record(pack.durationMs);
+    if (pack.error !== undefined) this.counter(TX_ERRORS, { tx: pack.name }).add(1);
+    if (this._state === 'standby' || this._state === 'muted') return;
+    this.bestEffort(() => encodeTrace(pack));
+  }
+
+  activeStack(tx: Transaction, frames: string[] | string): void {
+    if (!(tx instanceof ActiveTransaction) || tx.isEnded) return;
+    if (this._state === 'standby' || this._state === 'muted') return;
+    let list: unknown[];
+    if (typeof frames === 'string') list = frames.split('\n');
+    else if (Array.isArray(frames)) list = frames;
+    else return this.drop('invalid');
+    const out: string[] = [];
+    for (const f of list) {
+      if (out.length >= MAX_STACK_FRAMES) break;
+      if (typeof f === 'string' && f.trim().length > 0) out.push(f.trim().slice(0, 1024));
+    }
+    this.bestEffort(() => encodeActiveStack({ txid: tx.txid, name: tx.name, ts: Date.now(), elapsedMs: tx.elapsedMs, frames: out }));
+  }
+
+  // --- events, snapshots, registrations ------------------------------------
+
+  event(e: EventInput): void {
+    if (typeof e !== 'object' || e === null || typeof e.type !== 'string' || typeof e.message !== 'string') return this.drop('invalid');
+    if (this._state === 'muted') return this.drop('muted');
+    const pack: { ts: number; type: string; message: string; attributes?: Record<string, string | number | boolean> } = {
+      ts: Date.now(),
+      type: e.type.slice(0, 256),
+      message: e.message.slice(0, 16 * 1024),
+    };
+    if (e.attributes !== undefined) {
+      if (typeof e.attributes !== 'object' || e.attributes === null) return this.drop('invalid');
+      const attrs: Record<string, string | number | boolean> = {};
+      for (const [k, v] of Object.entries(e.attributes)) {
+        const t = typeof v;
+        if (t === 'string' || t === 'boolean' || (t === 'number' && Number.isFinite(v))) attrs[k] = v;
+      }
+      pack.attributes = attrs;
+    }
+    this.bestEffort(() => encodeEvent(pack));
+  }
+
+  snapshot(data: unknown, kind = 'app'): void {
+    if (this._state === 'muted') return this.drop('muted');
+    if (data === undefined || typeof kind !== 'string') return this.drop('invalid');
+    this.bestEffort(() => encodeSnapshot({ ts: Date.now(), kind: kind.slice(0, 256), data }));
+  }
+
+  /** Durable: kept until the sidecar has committed it, resent after reconnects. */
+  registerBusinessTransaction(name: string): void {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 1024) return this.drop('invalid');
+    if (this.closing !== null) return this.drop('closed');
+    if (this.btNames.has(name)) return;
+    if (this.btNames.size >= MAX_BT_NAMES) return this.drop('bt_limit');
+    this.btNames.add(name);
+    const seq = ++this.seq;
+    this.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }));
+  }
+
+  // --- lifecycle ----------------------------------------------------------
+
+  stats(): ShimStats {
+    return {
+      state: this._state,
+      sent: this.counts.sent,
+      acked: this.counts.acked,
+      buffered: this.durable.size + this.pending.size,
+      bufferedBytes: this.durable.bytes + this.pending.bytes,
+      dropped: { ...this.dropped },
+    };
+  }
+
+  /**
+   * Send the metrics aggregated so far and wait until every durable frame is
+   * acked by the sidecar. Resolves true when acked, false on timeout or after close.
+   */
+  flush(timeoutMs = 5000): Promise<boolean> {
+    try {
+      this.flushMetrics();
+      if (this.ackedSeq >= this.seq) return Promise.resolve(true);
+      if (this.closing !== null) return Promise.resolve(false);
+      return new Promise((resolve) => {
+        const waiter = {
+          seq: this.seq,
+          resolve,
+          timer: setTimeout(() => {
+            this.waiters = this.waiters.filter((w) => w !== waiter);
+            resolve(false);
+          }, positive(timeoutMs, 5000)),
+        };
+        waiter.timer.unref();
+        this.waiters.push(waiter);
+      });
+    } catch {
+      return Promise.resolve(false);
+    }
+  }
+
+  /** Flush, write what can be written within closeTimeoutMs, and stop. Safe to call twice. */
+  close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
+    try {
+      this.flushMetrics();
+    } catch {
+      this.drop('internal');
+    }
+    if (this.flushTimer !== null) clearInterval(this.flushTimer);
+    this.flushTimer = null;
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.resolve(this.ackedSeq >= w.seq);
+    }
+    this.waiters = [];
+    this.closing = this.conn.close(this.closeTimeoutMs).catch(() => undefined);
+    return this.closing;
+  }
+
+  // --- ConnectionHandler ----------------------------------------------------
+
+  welcome(w: Welcome): void {
+    this.maxFrameBytes = w.settings.maxFrameBytes > 0 ? w.settings.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
+    if (this.explicitFlushMs === undefined && w.settings.flushMs > 0 && w.settings.flushMs !== this.flushMs) {
+      this.flushMs = w.settings.flushMs;
+      this.startFlushTimer();
+    }
+    // The sidecar already committed everything up to ackedSeq (the ack was lost with the connection).
+    this.acked(w.ackedSeq);
+    this.durableSent = 0;
+    this.setState(shimState(w.state), 'welcome');
+    this.pump();
+  }
+
+  stateChange(s: StateChange): void {
+    this.setState(shimState(s.state), s.cause);
+  }
+
+  ack(seq: number): void {
+    this.acked(seq);
+  }
+
+  sidecarError(e: ErrorMessage): void {
+    this.lastSidecarError = e;
+  }
+
+  lost(cause: string): void {
+    this.durableSent = 0;
+    this.setState('disconnected', cause);
+  }
+
+  drain(): void {
+    this.pump();
+  }
+
+  drop(reason: string, n = 1): void {
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + n;
+    if (dropChannel.hasSubscribers) dropChannel.publish({ reason, n });
+  }
+
+  // --- internals ------------------------------------------------------------
+
+  private setState(next: ShimState, cause: string): void {
+    if (next === this._state) return;
+    const from = this._state;
+    this._state = next;
+    if (stateChannel.hasSubscribers) stateChannel.publish({ from, to: next, cause });
+  }
+
+  private startFlushTimer(): void {
+    if (this.flushTimer !== null) clearInterval(this.flushTimer);
+    this.flushTimer = setInterval(() => this.tick(), this.flushMs);
+    this.flushTimer.unref();
+  }
+
+  private tick(): void {
+    try {
+      this.flushMetrics();
+      if (this.sentSinceFlush === 0 && this.conn.ready && !this.conn.congested) this.write(encodeHeartbeat(Date.now()));
+      this.sentSinceFlush = 0;
+    } catch {
+      this.drop('internal');
+    }
+  }
+
+  /** Encode dirty handles into durable metrics frames of at most maxFrameBytes. */
+  private flushMetrics(): void {
+    const now = Date.now();
+    const ts = this.windowStart;
+    this.windowStart = now;
+    const dirty = this.registry.takeDirty();
+    if (dirty.length === 0) return;
+    const limit = this.maxFrameBytes - 64;
+    const body = this.body;
+    let n = 0;
+    for (const h of dirty) {
+      const before = body.length;
+      h.write(body);
+      h.reset();
+      n++;
+      if (body.length >= limit && n > 1) {
+        // This point pushed the frame over: emit what came before it, keep it for the next.
+        const all = body.body();
+        this.emitMetrics(ts, now - ts, n - 1, all.subarray(0, before));
+        body.bytes(all.subarray(before));
+        n = 1;
+      }
+    }
+    if (n > 0) this.emitMetrics(ts, now - ts, n, body.body());
+  }
+
+  private emitMetrics(ts: number, windowMs: number, n: number, points: Buffer): void {
+    const seq = ++this.seq;
+    writeMetricsHeader(this.writer, seq, ts, windowMs, n);
+    this.writer.bytes(points);
+    const frame = this.writer.frame(MessageType.Metrics);
+    if (frame.length - 4 > this.maxFrameBytes) {
+      // A single point larger than a frame cannot happen within the series limits; count it if it does.
+      this.drop('too_large', n);
+      return;
+    }
+    this.enqueueDurable(seq, frame);
+  }
+
+  private enqueueDurable(seq: number, frame: Buffer): void {
+    this.durable.push({ seq, frame });
+    if (this.conn.ready && this.durableSent === this.durable.size - 1 && !this.conn.congested) {
+      this.write(frame);
+      this.durableSent++;
+    }
+    this.enforceBudget();
+  }
+
+  private bestEffort(encode: () => Buffer): void {
+    if (this.closing !== null) return this.drop('closed');
+    let frame: Buffer;
+    try {
+      frame = encode();
+    } catch {
+      return this.drop('invalid');
+    }
+    if (frame.length - 4 > this.maxFrameBytes) return this.drop('too_large');
+    if (this.conn.ready && this.pending.size === 0 && !this.conn.congested) {
+      this.write(frame);
+      return;
+    }
+    this.pending.push(frame);
+    this.enforceBudget();
+  }
+
+  /** Over budget: the oldest best-effort frames go first, then the oldest durable ones. */
+  private enforceBudget(): void {
+    while (this.durable.bytes + this.pending.bytes > this.bufferBytes) {
+      if (this.pending.size > 0) {
+        this.pending.shift();
+      } else {
+        this.durable.shift();
+        if (this.durableSent > 0) this.durableSent--;
+      }
+      this.drop('buffer_full');
+    }
+  }
+
+  private write(frame: Buffer): void {
+    this.conn.send(frame);
+    this.counts.sent++;
+    this.sentSinceFlush++;
+  }
+
+  /** Write what waits, durable first, until the socket is congested. */
+  private pump(): void {
+    if (!this.conn.ready) return;
+    while (this.durableSent < this.durable.size && !this.conn.congested) {
+      this.write((this.durable.at(this.durableSent) as DurableFrame).frame);
+      this.durableSent++;
+    }
+    while (this.pending.size > 0 && !this.conn.congested) this.write(this.pending.shift() as Buffer);
+  }
+
+  private acked(seq: number): void {
+    if (seq > this.ackedSeq) this.ackedSeq = seq;
+    let head = this.durable.peek();
+    while (head !== undefined && head.seq <= seq) {
+      this.durable.shift();
+      this.counts.acked++;
+      if (this.durableSent > 0) this.durableSent--;
+      head = this.durable.peek();
+    }
+    if (this.waiters.length > 0) {
+      const still = [];
+      for (const w of this.waiters) {
+        if (w.seq <= this.ackedSeq) {
+          clearTimeout(w.timer);
+          w.resolve(true);
+        } else still.push(w);
+      }
+      this.waiters = still;
+    }
+  }
+}

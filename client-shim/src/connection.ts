@@ -1,0 +1,203 @@
+import { type Socket, createConnection } from 'node:net';
+import {
+  type ApmError,
+  DEFAULT_MAX_FRAME_BYTES,
+  type ErrorMessage,
+  FrameParser,
+  MessageType,
+  type StateChange,
+  UnexpectedMessageError,
+  type Welcome,
+  decodeAck,
+  decodeError,
+  decodeStateChange,
+  decodeWelcome,
+} from '@apm-sidecar/proto';
+import { backoffDelay } from './backoff';
+
+export interface ConnectionHandler {
+  /** A welcome arrived: the connection is ready for frames. */
+  welcome(w: Welcome): void;
+  stateChange(s: StateChange): void;
+  ack(seq: number): void;
+  sidecarError(e: ErrorMessage): void;
+  /** The connection is gone (or never came); a retry is scheduled. */
+  lost(cause: string): void;
+  /** The socket drained below its high-water mark. */
+  drain(): void;
+}
+
+export interface ConnectionOptions {
+  path: () => string;
+  hello: () => Buffer;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+}
+
+type Phase = 'idle' | 'connecting' | 'handshaking' | 'ready' | 'closed';
+
+/** Bytes queued in the socket past which best-effort frames wait instead. */
+export const SOCKET_HIGH_WATER = 1024 * 1024;
+
+/**
+ * One Unix-socket connection to the sidecar, re-established with jittered
+ * backoff. Never keeps the process alive: the socket and timers are unref'd.
+ * Events from a socket that is no longer the current one are ignored.
+ */
+export class Connection {
+  private socket: Socket | null = null;
+  private phase: Phase = 'idle';
+  private attempt = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private corked = false;
+  readonly uncork = (): void => {
+    this.corked = false;
+    this.socket?.uncork();
+  };
+
+  constructor(
+    private readonly opts: ConnectionOptions,
+    private readonly handler: ConnectionHandler,
+  ) {}
+
+  get ready(): boolean {
+    return this.phase === 'ready';
+  }
+
+  get congested(): boolean {
+    return this.socket !== null && this.socket.writableLength > SOCKET_HIGH_WATER;
+  }
+
+  start(): void {
+    if (this.phase === 'idle') this.open();
+  }
+
+  /** Write one frame; only call when ready. Frames of one tick go out in one writev. */
+  send(frame: Buffer): void {
+    const s = this.socket;
+    if (s === null) return;
+    if (!this.corked) {
+      this.corked = true;
+      s.cork();
+      process.nextTick(this.uncork);
+    }
+    s.write(frame);
+  }
+
+  /** Drop the current connection (if any) and retry after backoff. */
+  reset(cause: string): void {
+    if (this.phase === 'closed') return;
+    this.teardown();
+    this.handler.lost(cause);
+    this.schedule();
+  }
+
+  /** Stop for good; waits for queued bytes to be written, bounded by `timeoutMs`. */
+  close(timeoutMs: number): Promise<void> {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const s = this.socket;
+    const wasReady = this.phase === 'ready';
+    this.phase = 'closed';
+    this.socket = null;
+    if (s === null) return Promise.resolve();
+    if (!wasReady) {
+      s.destroy();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        s.destroy();
+        resolve();
+      }, timeoutMs);
+      t.unref();
+      s.once('close', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      if (this.corked) this.uncork();
+      s.end();
+    });
+  }
+
+  private open(): void {
+    this.phase = 'connecting';
+    let path: string;
+    try {
+      path = this.opts.path();
+    } catch {
+      this.handler.lost('no socket path');
+      this.schedule();
+      return;
+    }
+    const s = createConnection({ path });
+    this.socket = s;
+    s.unref();
+    s.setNoDelay?.(true);
+    const parser = new FrameParser(DEFAULT_MAX_FRAME_BYTES, (type, payload) => this.frame(s, type, payload));
+    s.on('connect', () => {
+      if (s !== this.socket) return;
+      this.phase = 'handshaking';
+      s.write(this.opts.hello());
+    });
+    s.on('data', (chunk: Buffer) => {
+      if (s !== this.socket) return;
+      try {
+        parser.push(chunk);
+      } catch (err) {
+        this.reset(`bad frame from sidecar: ${(err as ApmError).code ?? 'error'}`);
+      }
+    });
+    s.on('drain', () => {
+      if (s === this.socket && this.phase === 'ready') this.handler.drain();
+    });
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      if (s === this.socket) this.reset(err.code ?? err.message);
+    });
+    s.on('close', () => {
+      if (s === this.socket) this.reset('socket closed');
+    });
+  }
+
+  private frame(s: Socket, type: number, payload: Buffer): void {
+    if (s !== this.socket) return;
+    switch (type) {
+      case MessageType.Welcome: {
+        const w = decodeWelcome(payload);
+        this.phase = 'ready';
+        this.attempt = 0;
+        this.handler.welcome(w);
+        return;
+      }
+      case MessageType.StateChange:
+        this.handler.stateChange(decodeStateChange(payload));
+        return;
+      case MessageType.Ack:
+        this.handler.ack(decodeAck(payload));
+        return;
+      case MessageType.Error:
+        this.handler.sidecarError(decodeError(payload));
+        return;
+      default:
+        throw new UnexpectedMessageError(`sidecar sent message type ${type}`);
+    }
+  }
+
+  private teardown(): void {
+    const s = this.socket;
+    this.socket = null;
+    this.corked = false;
+    if (s !== null) s.destroy();
+    if (this.phase !== 'closed') this.phase = 'idle';
+  }
+
+  private schedule(): void {
+    if (this.phase === 'closed' || this.timer !== null) return;
+    const delay = backoffDelay(this.attempt++, this.opts.reconnectMinMs, this.opts.reconnectMaxMs);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      if (this.phase === 'idle') this.open();
+    }, delay);
+    this.timer.unref();
+  }
+}

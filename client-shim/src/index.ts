@@ -1,0 +1,12 @@
+import { ApmClient, type ConnectOptions } from './client';
+
+/** Create a client and start connecting to the sidecar in the background. Never throws. */
+export function connect(opts?: ConnectOptions): ApmClient {
+  return new ApmClient(opts);
+}
+
+export { ApmClient, SHIM_VERSION } from './client';
+export type { ConnectOptions, EventInput, ShimState, ShimStats } from './client';
+export type { Counter, Gauge, Histogram } from './metrics';
+export type { EndOptions, OutgoingHeaders, Transaction } from './transaction';
+export { backoffDelay } from './backoff';

@@ -1,0 +1,78 @@
+/**
+ * One error family for everything that crosses a boundary. `code` is stable and
+ * is what programs (and tests) match on; `message` is for people.
+ */
+export class ApmError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** A frame header declared more bytes than the receiver accepts. Checked before buffering. */
+export class FrameTooLargeError extends ApmError {
+  readonly declared: number;
+  readonly max: number;
+  constructor(declared: number, max: number) {
+    super('ERR_FRAME_TOO_LARGE', `frame declares ${declared} bytes, maximum is ${max}`);
+    this.declared = declared;
+    this.max = max;
+  }
+}
+
+/** A frame with length 0 has no type byte: never valid. */
+export class EmptyFrameError extends ApmError {
+  constructor() {
+    super('ERR_FRAME_EMPTY', 'frame declares length 0 (no type byte)');
+  }
+}
+
+/** The stream ended in the middle of a frame. */
+export class TruncatedFrameError extends ApmError {
+  readonly pendingBytes: number;
+  constructor(pendingBytes: number) {
+    super('ERR_FRAME_TRUNCATED', `stream ended with ${pendingBytes} bytes of an incomplete frame`);
+    this.pendingBytes = pendingBytes;
+  }
+}
+
+/** The type byte names no message this protocol knows. */
+export class UnknownMessageTypeError extends ApmError {
+  readonly type: number;
+  constructor(type: number) {
+    super('ERR_UNKNOWN_MESSAGE_TYPE', `unknown message type ${type}`);
+    this.type = type;
+  }
+}
+
+/** The payload of a known message type does not decode (truncated, bad JSON, wrong field types). */
+export class MalformedMessageError extends ApmError {
+  constructor(what: string) {
+    super('ERR_MALFORMED_MESSAGE', `malformed message: ${what}`);
+  }
+}
+
+/** A peer speaks a protocol version this side does not. */
+export class ProtocolVersionError extends ApmError {
+  readonly version: number;
+  constructor(version: number, supported: number) {
+    super('ERR_PROTOCOL_VERSION', `protocol version ${version} is not supported (this side speaks ${supported})`);
+    this.version = version;
+  }
+}
+
+/** A well-formed message that is not allowed here (data before hello, a sidecar-only message from a shim, ...). */
+export class UnexpectedMessageError extends ApmError {
+  constructor(what: string) {
+    super('ERR_UNEXPECTED_MESSAGE', what);
+  }
+}
+
+/** The receiver already serves as many connections as it allows. */
+export class TooManyConnectionsError extends ApmError {
+  constructor(max: number) {
+    super('ERR_TOO_MANY_CONNECTIONS', `connection limit of ${max} reached`);
+  }
+}

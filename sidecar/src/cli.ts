@@ -1,0 +1,215 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { ApmError } from '@apm-sidecar/proto';
+import { ConfigError, type EffectiveConfig, configToJson, formatConfig, loadConfig } from './config';
+import { startHttp } from './http';
+import { createLogger } from './logger';
+import { Sidecar } from './sidecar';
+import { resolveSocketPath } from './socket-path';
+import { requestControl, requestStatus } from './status-client';
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage. */
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+
+/** Flags that map straight onto config keys. */
+const KEY_FLAGS: [flag: string, key: string, help: string][] = [
+  ['--socket <path>', 'socket', 'Unix socket the shims connect to'],
+  ['--transport <name>', 'transport', 'upstream: tcp | http | debug'],
+  ['--server-host <hosts>', 'server_host', 'collector host(s), comma-separated, tried in order'],
+  ['--server-port <port>', 'server_port', 'collector port (shared by all hosts)'],
+  ['--access-key-file <path>', 'access_key_file', 'file holding the access key (never pass the key itself as a flag)'],
+  ['--data-dir <dir>', 'data_dir', 'directory for the retention database'],
+  ['--http <host:port>', 'http', 'serve /healthz, /readyz and /metrics'],
+  ['--profile <name>', 'profile', 'disconnected-behaviour profile: appdynamics | whatap'],
+  ['--log-level <level>', 'log_level', 'trace | debug | info | warn | error | fatal | silent'],
+];
+
+interface ConfigOpts {
+  config?: string;
+  set?: string[];
+  [k: string]: unknown;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function addConfigOptions(cmd: Command): Command {
+  cmd.option('--config <path>', 'config file of `key = value` lines');
+  cmd.option('--set <key=value>', 'set any configuration key (repeatable)', collect, []);
+  for (const [flag, , help] of KEY_FLAGS) cmd.addOption(new Option(flag, help));
+  return cmd;
+}
+
+function camel(key: string): string {
+  return key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+function effectiveConfig(opts: ConfigOpts): EffectiveConfig {
+  const flags: Record<string, string | undefined> = {};
+  for (const [, key] of KEY_FLAGS) {
+    const v = opts[camel(key)];
+    if (typeof v === 'string') flags[key] = v;
+  }
+  return loadConfig({ flags, sets: opts.set ?? [], env: process.env, configFile: opts.config });
+}
+
+function fail(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`apm-sidecar: configuration error: ${err.message}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  if (err instanceof ApmError) {
+    process.stderr.write(`apm-sidecar: ${err.message} [${err.code}]\n`);
+    process.exit(EXIT_RUNTIME);
+  }
+  process.stderr.write(`apm-sidecar: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(EXIT_RUNTIME);
+}
+
+async function run(opts: ConfigOpts): Promise<void> {
+  let eff: EffectiveConfig;
+  try {
+    eff = effectiveConfig(opts);
+  } catch (err) {
+    fail(err);
+  }
+  const c = eff.values;
+  const log = createLogger(c.log_level);
+  for (const w of eff.warnings) log.warn(w);
+  if (c.transport !== 'debug') {
+    process.stderr.write(`apm-sidecar: configuration error: transport: "${c.transport}" is not available in this version; use --transport debug (from ${eff.sources.transport})\n`);
+    process.exit(EXIT_USAGE);
+  }
+  const socketPath = resolveSocketPath(c.socket);
+  const sidecar = new Sidecar({
+    socketPath,
+    socketGroup: c.socket_group,
+    transport: c.transport,
+    debugOutput: c.debug_output,
+    agentId: c.agent_id,
+    flushMs: c.flush_ms,
+    metricIntervalMs: c.metric_interval_ms,
+    queue1Size: c.net_send_queue1_size,
+    queue2Size: c.net_send_queue2_size,
+    maxFrameBytes: c.ipc_max_frame_bytes,
+    maxSeries: c.max_series,
+    maxShims: c.max_shims,
+    shutdownTimeoutMs: c.shutdown_timeout_ms,
+    log,
+  });
+  try {
+    await sidecar.start();
+    if (c.http !== null) await startHttp(sidecar, c.http.host, c.http.port, log);
+  } catch (err) {
+    log.error({ code: (err as ApmError).code }, (err as Error).message);
+    await sidecar.stop().catch(() => undefined);
+    fail(err);
+  }
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    if (signals++ > 0) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(EXIT_RUNTIME);
+    }
+    log.info({ signal }, 'shutting down: flushing within shutdown_timeout_ms');
+    sidecar.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(EXIT_RUNTIME);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    void sidecar.control('reconnect').then((r) => log.info({ signal: 'SIGHUP', ok: r.ok }, r.message));
+  });
+}
+
+function socketFor(opts: ConfigOpts): string {
+  try {
+    return resolveSocketPath(effectiveConfig(opts).values.socket);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+async function status(opts: ConfigOpts & { json?: boolean }): Promise<void> {
+  const path = socketFor(opts);
+  let s: Record<string, unknown>;
+  try {
+    s = await requestStatus(path);
+  } catch (err) {
+    fail(err);
+  }
+  if (opts.json === true) {
+    process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
+    return;
+  }
+  process.stdout.write(humanStatus(s));
+}
+
+function humanStatus(s: Record<string, unknown>): string {
+  const q = s.queues as Record<string, { depth: number; capacity: number; dropped: number }>;
+  const counters = s.counters as { received: Record<string, number>; sent: Record<string, number>; dropped: Record<string, number> };
+  const shims = s.shims as { app: string; pid: number; lastSeenAt: string }[];
+  const lines = [
+    `state:      ${s.state} (since ${s.stateSince}: ${s.stateCause})`,
+    `agent:      ${s.agentId}  transport: ${s.transport}  socket: ${s.socket}`,
+    `queue1:     ${q.queue1?.depth}/${q.queue1?.capacity} (dropped ${q.queue1?.dropped})`,
+    `queue2:     ${q.queue2?.depth}/${q.queue2?.capacity} (dropped ${q.queue2?.dropped})`,
+    `received:   ${Object.entries(counters.received).map(([k, v]) => `${k}=${v}`).join(' ')}`,
+    `sent:       ${Object.entries(counters.sent).map(([k, v]) => `${k}=${v}`).join(' ')}`,
+    `dropped:    ${Object.entries(counters.dropped).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
+    `shims:      ${shims.length}`,
+    ...shims.map((x) => `  - ${x.app} pid ${x.pid}, last seen ${x.lastSeenAt}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+async function reconnect(opts: ConfigOpts): Promise<void> {
+  const path = socketFor(opts);
+  try {
+    const r = await requestControl(path, 'reconnect');
+    process.stdout.write(`${r.message}\n`);
+    if (!r.ok) process.exitCode = EXIT_RUNTIME;
+  } catch (err) {
+    fail(err);
+  }
+}
+
+function configCmd(opts: ConfigOpts & { json?: boolean }): void {
+  try {
+    const eff = effectiveConfig(opts);
+    process.stdout.write(opts.json === true ? `${JSON.stringify(configToJson(eff), null, 2)}\n` : formatConfig(eff));
+  } catch (err) {
+    fail(err);
+  }
+}
+
+export function main(argv: string[]): void {
+  const program = new Command('apm-sidecar');
+  program.description('APM sidecar: receives metrics, traces and events from in-app shims and ships them upstream').version('0.1.0');
+  program.exitOverride();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  addConfigOptions(program.command('run').description('run the sidecar in the foreground')).action((o: ConfigOpts) => run(o));
+  addConfigOptions(program.command('status').description('ask the running sidecar for its state, queues and counters'))
+    .option('--json', 'print JSON')
+    .action((o: ConfigOpts & { json?: boolean }) => status(o));
+  addConfigOptions(program.command('reconnect').description('make the running sidecar try its upstream again now')).action((o: ConfigOpts) => reconnect(o));
+  addConfigOptions(program.command('config').description('print the effective configuration and where each value came from (secrets masked)'))
+    .option('--json', 'print JSON')
+    .action((o: ConfigOpts & { json?: boolean }) => configCmd(o));
+  for (const cmd of program.commands) cmd.exitOverride();
+  program.parseAsync(argv).catch((err: unknown) => {
+    if (err instanceof CommanderError) {
+      process.exit(err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help' ? 0 : EXIT_USAGE);
+    }
+    fail(err);
+  });
+}
+
+if (require.main === module) main(process.argv);

@@ -1,0 +1,61 @@
+import type { BoundedQueue } from './queue';
+import type { Pack } from './pack';
+import type { Transport } from './transport/transport';
+
+/**
+ * Drains queue1 and queue2 into the transport. Weighted round robin (queue1
+ * gets `weight` turns for each of queue2's) so a flood of traces never starves
+ * metrics, and metrics never starve traces. A pack leaves its queue only when
+ * the transport acknowledges it; on failure it stays at the head for a retry.
+ *
+ * `step()` is the one re-entrancy-guarded driver: it looks at the queues and the
+ * transport and takes the next step.
+ */
+export class Sender {
+  private inFlight = 0;
+  private stepping = false;
+  private turn = 0;
+
+  constructor(
+    private readonly queues: [BoundedQueue<Pack>, BoundedQueue<Pack>],
+    private readonly transport: Transport,
+    private readonly onSent: (pack: Pack) => void,
+    private readonly weight = 4,
+  ) {}
+
+  get pending(): number {
+    return this.inFlight;
+  }
+
+  step = (): void => {
+    if (this.stepping) return;
+    this.stepping = true;
+    try {
+      while (this.transport.ready && this.inFlight < this.transport.window) {
+        const qi = this.pick();
+        if (qi < 0) break;
+        const q = this.queues[qi] as BoundedQueue<Pack>;
+        const pack = q.shift() as Pack;
+        this.inFlight++;
+        this.transport.send(pack, (err) => {
+          this.inFlight--;
+          if (err === undefined) this.onSent(pack);
+          else q.unshift(pack);
+          if (!this.stepping) setImmediate(this.step);
+        });
+      }
+    } finally {
+      this.stepping = false;
+    }
+  };
+
+  private pick(): number {
+    const a = this.queues[0].depth > 0;
+    const b = this.queues[1].depth > 0;
+    if (!a && !b) return -1;
+    if (a && !b) return 0;
+    if (b && !a) return 1;
+    this.turn = (this.turn + 1) % (this.weight + 1);
+    return this.turn === this.weight ? 1 : 0;
+  }
+}

@@ -1,0 +1,57 @@
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { type Pack, packToJson } from '../pack';
+import type { Transport } from './transport';
+
+/**
+ * `transport = debug`: no network; every pack is printed as one JSON line to
+ * `debug_output` ('-' = stdout, or a file path). A pack counts as delivered once
+ * the stream has taken it; stream backpressure holds the sender.
+ */
+export class DebugTransport implements Transport {
+  readonly name = 'debug';
+  readonly window = 64;
+  private readonly out: Writable;
+  private readonly ownsStream: boolean;
+  private waiting = false;
+  private wake: () => void = () => {};
+
+  constructor(
+    private readonly agentId: string,
+    output: string,
+  ) {
+    if (output === '-' || output === '') {
+      this.out = process.stdout;
+      this.ownsStream = false;
+    } else {
+      this.out = createWriteStream(output, { flags: 'a' });
+      this.ownsStream = true;
+    }
+  }
+
+  get ready(): boolean {
+    return !this.waiting;
+  }
+
+  start(wake: () => void): void {
+    this.wake = wake;
+  }
+
+  send(pack: Pack, done: (err?: Error) => void): void {
+    const line = `${JSON.stringify(packToJson(this.agentId, pack))}\n`;
+    const ok = this.out.write(line);
+    done();
+    if (!ok && !this.waiting) {
+      this.waiting = true;
+      this.out.once('drain', () => {
+        this.waiting = false;
+        this.wake();
+      });
+    }
+  }
+
+  close(): Promise<void> {
+    if (!this.ownsStream) return Promise.resolve();
+    return new Promise((resolve) => this.out.end(resolve));
+  }
+}
