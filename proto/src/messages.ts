@@ -505,7 +505,8 @@ function decodeSeriesBody(view: Buffer, key: string): Series {
     if (k.length === 0 || k.length > LIMITS.tagBytes || v.length > LIMITS.tagBytes) throw new MalformedMessageError('tag key empty or tag too long');
     if (i > 0 && k <= prev) throw new MalformedMessageError('tag keys not sorted or duplicated');
     prev = k;
-    tags[k] = v;
+    // Not `tags[k] = v`: for k = '__proto__' that would call the prototype setter and drop the tag.
+    Object.defineProperty(tags, k, { value: v, enumerable: true, writable: true, configurable: true });
   }
   r.expectEnd('series');
   return { key, kind: kind as MetricKindCode, name, tags };

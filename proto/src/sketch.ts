@@ -46,7 +46,7 @@ export class BucketStore {
   add(key: number, n: number): void {
     let i = key - this.offset;
     if (i < 0 || i >= this.counts.length) {
-      this.grow(key);
+      this.reserve(key, key);
       i = key - this.offset;
     }
     this.counts[i] += n;
@@ -59,9 +59,11 @@ export class BucketStore {
     return i >= 0 && i < this.counts.length ? (this.counts[i] as number) : 0;
   }
 
-  private grow(key: number): void {
-    const lo = Math.min(this.lo, key);
-    const hi = Math.max(this.hi, key);
+  /** Make room for keys [lo, hi] as well as the ones held, with at most one allocation. */
+  private reserve(lo: number, hi: number): void {
+    if (lo - this.offset >= 0 && hi - this.offset < this.counts.length) return;
+    lo = Math.min(this.lo, lo);
+    hi = Math.max(this.hi, hi);
     const used = hi - lo + 1;
     let size = Math.max(this.counts.length * 2, 64);
     while (size < used) size *= 2;
@@ -79,10 +81,21 @@ export class BucketStore {
 
   merge(other: BucketStore): void {
     if (other.empty) return;
-    for (let k = other.lo; k <= other.hi; k++) {
-      const c = other.counts[k - other.offset] as number;
-      if (c !== 0) this.add(k, c);
-    }
+    const src = other.counts;
+    let lo = other.lo;
+    let hi = other.hi;
+    // Zero counts at the ends neither extend [lo, hi] nor need room (as adding key by key would).
+    while (lo <= hi && src[lo - other.offset] === 0) lo++;
+    while (hi > lo && src[hi - other.offset] === 0) hi--;
+    if (lo > hi) return;
+    // Room for the whole range at once, then a plain element-wise add (this is the
+    // sidecar's per-point aggregation cost; growing key by key dominated it).
+    this.reserve(lo, hi);
+    const dst = this.counts;
+    const shift = other.offset - this.offset;
+    for (let i = lo - other.offset, end = hi - other.offset; i <= end; i++) dst[i + shift] += src[i] as number;
+    if (lo < this.lo) this.lo = lo;
+    if (hi > this.hi) this.hi = hi;
   }
 
   /** Forget the counts, keep the allocation (the shim reuses a handle's store every flush). */
@@ -111,6 +124,8 @@ export class BucketStore {
     if (n > r.remaining) throw new MalformedMessageError(`sketch declares ${n} buckets, ${r.remaining} bytes left`);
     const lo = r.zigzag();
     if (lo < SKETCH_MIN_KEY || lo + n - 1 > SKETCH_MAX_KEY) throw new MalformedMessageError('sketch key out of range');
+    // One allocation for the declared range (validated above) instead of growing as keys arrive.
+    this.reserve(lo, lo + n - 1);
     let total = 0;
     for (let k = lo; k < lo + n; k++) {
       const c = r.varint();

@@ -1,7 +1,8 @@
 /**
  * A bounded FIFO of packs. When full, the oldest item is dropped and counted
  * (the newest data is the most useful to a monitoring user); the owner logs
- * once when dropping starts and once with the total when it stops.
+ * once when dropping starts and once with the total when it stops (when a push
+ * finds the queue drained to half its capacity).
  *
  *   push → [ tail … head ] → shift
  */
@@ -27,7 +28,9 @@ export class BoundedQueue<T> {
       this.shift();
       this.dropped++;
       if (this.dropsInEpisode++ === 0) this.onDropEpisode(this, 'start', 0);
-    } else if (this.dropsInEpisode > 0) {
+    } else if (this.dropsInEpisode > 0 && this.depth <= this.capacity >> 1) {
+      // Hysteresis: the episode ends only once the queue has drained to half,
+      // so a queue hovering at its bound does not log on every push.
       this.onDropEpisode(this, 'end', this.dropsInEpisode);
       this.dropsInEpisode = 0;
     }

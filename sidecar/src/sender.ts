@@ -6,7 +6,9 @@ import type { Transport } from './transport/transport';
  * Drains queue1 and queue2 into the transport. Weighted round robin (queue1
  * gets `weight` turns for each of queue2's) so a flood of traces never starves
  * metrics, and metrics never starve traces. A pack leaves its queue only when
- * the transport acknowledges it; on failure it stays at the head for a retry.
+ * the transport acknowledges it; on failure it goes back to the head and the
+ * sender waits until the transport wakes it (it reconnected), so a dead
+ * upstream never turns into a busy loop.
  *
  * `step()` is the one re-entrancy-guarded driver: it looks at the queues and the
  * transport and takes the next step.
@@ -15,6 +17,8 @@ export class Sender {
   private inFlight = 0;
   private stepping = false;
   private turn = 0;
+  /** A send failed: wait for the transport to call step() again (its wake) before retrying. */
+  private backoff = false;
 
   constructor(
     private readonly queues: [BoundedQueue<Pack>, BoundedQueue<Pack>],
@@ -30,8 +34,9 @@ export class Sender {
   step = (): void => {
     if (this.stepping) return;
     this.stepping = true;
+    this.backoff = false;
     try {
-      while (this.transport.ready && this.inFlight < this.transport.window) {
+      while (!this.backoff && this.transport.ready && this.inFlight < this.transport.window) {
         const qi = this.pick();
         if (qi < 0) break;
         const q = this.queues[qi] as BoundedQueue<Pack>;
@@ -39,9 +44,13 @@ export class Sender {
         this.inFlight++;
         this.transport.send(pack, (err) => {
           this.inFlight--;
-          if (err === undefined) this.onSent(pack);
-          else q.unshift(pack);
-          if (!this.stepping) setImmediate(this.step);
+          if (err === undefined) {
+            this.onSent(pack);
+            if (!this.stepping) setImmediate(this.step);
+          } else {
+            q.unshift(pack);
+            this.backoff = true;
+          }
         });
       }
     } finally {

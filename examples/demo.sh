@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# apm-sidecar end to end on this machine, in about 15 seconds:
+#
+#   sidecar (transport debug: packs go to a JSON-lines file, logs to sidecar.log)
+#     ▲ Unix socket $TMP/apm.sock
+#   example app (examples/http-app, instrumented with @apm-sidecar/shim)
+#     ▲ HTTP on 127.0.0.1
+#   load generator (examples/http-app/load.js, LOAD_SECONDS, default 6)
+#
+# Then it prints `apm-sidecar status`, the sidecar's /readyz and a few /metrics lines,
+# stops the app and the sidecar (SIGTERM: the sidecar flushes open intervals), and shows
+# a few of the packs the sidecar would have sent upstream, with a count by kind.
+#
+# Run from anywhere after `npm ci && npx tsc -b` (or `make demo`, which does both).
+# KEEP=1 keeps the temporary directory (logs, packs) for a look afterwards.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+LOAD_SECONDS="${LOAD_SECONDS:-6}"
+if ! [[ $LOAD_SECONDS =~ ^[0-9]+$ ]] || ((LOAD_SECONDS < 1 || LOAD_SECONDS > 120)); then
+  echo "demo: LOAD_SECONDS must be an integer 1..120, got '$LOAD_SECONDS'" >&2
+  exit 2
+fi
+
+command -v node >/dev/null || { echo "demo: node is not on PATH (Node.js >= 20 is needed)" >&2; exit 1; }
+node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
+  { echo "demo: Node.js >= 20 is needed, found $(node --version)" >&2; exit 1; }
+for f in proto/dist/index.js client-shim/dist/index.js sidecar/dist/cli.js; do
+  [[ -f $f ]] || { echo "demo: $f is missing: run 'npm ci && npx tsc -b' first (make demo does both)" >&2; exit 1; }
+done
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/apm-demo.XXXXXX")"
+SOCK="$TMP/apm.sock"
+SIDECAR_PID=""
+APP_PID=""
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# stop PID NAME: SIGTERM, wait up to 10 s, then SIGKILL. Prints nothing if already gone.
+stop() {
+  local pid=$1 name=$2 i
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "demo: $name (pid $pid) did not stop within 10 s; killing it" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop "$APP_PID" "example app"
+  stop "$SIDECAR_PID" "sidecar"
+  wait 2>/dev/null || true
+  if [[ -n ${KEEP:-} ]]; then
+    echo "demo: files kept in $TMP" >&2
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_for SECONDS PID WHAT CMD...: poll CMD every 0.1 s while PID is alive.
+wait_for() {
+  local secs=$1 pid=$2 what=$3 i
+  shift 3
+  for ((i = 0; i < secs * 10; i++)); do
+    if "$@"; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "demo: $what exited early" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "demo: timed out waiting for $what" >&2
+  return 1
+}
+
+# The port the sidecar's --http listener got (it logs the address it bound).
+http_port() {
+  node -e '
+    for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
+      try { const o = JSON.parse(l); if (o.http && o.http.port) { console.log(o.http.port); process.exit(0); } } catch {}
+    }
+    process.exit(1);' "$TMP/sidecar.log"
+}
+
+say "starting the sidecar (transport debug, socket $SOCK)"
+node sidecar/dist/cli.js run \
+  --transport debug \
+  --socket "$SOCK" \
+  --http 127.0.0.1:0 \
+  --set metric_interval_ms=2000 \
+  --set flush_ms=500 \
+  --set debug_output="$TMP/packs.jsonl" \
+  >"$TMP/sidecar.log" 2>&1 &
+SIDECAR_PID=$!
+if ! wait_for 10 "$SIDECAR_PID" "the sidecar" http_port >/dev/null; then
+  cat "$TMP/sidecar.log" >&2
+  exit 1
+fi
+HTTP_PORT="$(http_port)"
+echo "sidecar pid $SIDECAR_PID; /healthz, /readyz and /metrics on 127.0.0.1:$HTTP_PORT"
+
+say "starting the example app (examples/http-app/server.js)"
+APM_SIDECAR_SOCKET="$SOCK" PORT=0 node examples/http-app/server.js >"$TMP/app.out" 2>"$TMP/app.err" &
+APP_PID=$!
+if ! wait_for 10 "$APP_PID" "the example app" grep -q '"listening"' "$TMP/app.out"; then
+  cat "$TMP/app.err" >&2
+  exit 1
+fi
+APP_PORT="$(sed -n 's/.*"listening":\([0-9]*\).*/\1/p' "$TMP/app.out" | head -n 1)"
+echo "app pid $APP_PID listening on 127.0.0.1:$APP_PORT"
+
+say "one GET /pay: the headers its outgoing call to /inventory carried (tx.outgoingHeaders())"
+node -e '
+  fetch(`http://127.0.0.1:${process.argv[1]}/pay`).then((r) => r.json()).then(
+    (j) => console.log(JSON.stringify(j.inventory.received, null, 2)),
+    (e) => { console.error(`demo: ${e.message}`); process.exit(1); });' "$APP_PORT"
+
+say "load for ${LOAD_SECONDS} s (examples/http-app/load.js)"
+node examples/http-app/load.js --port "$APP_PORT" --duration "$LOAD_SECONDS" --concurrency 4 2>&1
+sleep 1 # one more shim flush (flush_ms=500) so the status below includes the last requests
+
+say "apm-sidecar status"
+node sidecar/dist/cli.js status --socket "$SOCK"
+
+say "the sidecar's /readyz and a few lines of /metrics"
+node -e '
+  const base = `http://127.0.0.1:${process.argv[1]}`;
+  (async () => {
+    const r = await fetch(`${base}/readyz`);
+    console.log(`GET /readyz -> ${r.status} ${(await r.text()).trim()}`);
+    const m = await (await fetch(`${base}/metrics`)).text();
+    for (const l of m.split("\n")) if (/^apm_sidecar_(state\{.*\} 1|received_total|queue_depth|shims)/.test(l)) console.log(l);
+  })().catch((e) => { console.error(`demo: ${e.message}`); process.exit(1); });' "$HTTP_PORT"
+
+say "stopping the app (SIGTERM: the shim flushes, waits for the ack, closes)"
+stop "$APP_PID" "example app"
+wait "$APP_PID" 2>/dev/null || true
+APP_PID=""
+tail -n 1 "$TMP/app.err"
+
+say "stopping the sidecar (SIGTERM: it closes open intervals and writes every queued pack)"
+kill -TERM "$SIDECAR_PID"
+rc=0
+wait "$SIDECAR_PID" || rc=$?
+SIDECAR_PID=""
+echo "sidecar exited with code $rc"
+echo "its log (JSON lines on stdout; time and message shown):"
+node -e '
+  for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
+    if (l.trim() === "") continue;
+    try { const o = JSON.parse(l); console.log(`  ${o.time}  ${o.msg}${o.app ? ` (${o.app} pid ${o.appPid})` : ""}`); }
+    catch { console.log(`  ${l}`); }
+  }' "$TMP/sidecar.log"
+[[ $rc -eq 0 ]] || exit "$rc"
+
+say "packs the sidecar would have sent upstream ($TMP/packs.jsonl)"
+node examples/show-packs.js "$TMP/packs.jsonl"
+
+say "done"
