@@ -61,6 +61,8 @@ export const LIMITS = {
   tagCount: 32,
   tagBytes: 256,
   pointsPerFrame: 100_000,
+  /** Nesting of free-form JSON (snapshot data): re-serializing a much deeper value overflows the stack. */
+  jsonDepth: 256,
 } as const;
 
 // ---------------------------------------------------------------------------
@@ -332,9 +334,22 @@ export function encodeSnapshot(m: SnapshotPack): Buffer {
   return json(MessageType.Snapshot, m);
 }
 
+/** Whether arrays/objects in v nest at most max deep. Iterative: v may nest deeper than the call stack allows. */
+function nestsWithin(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 1]];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const [x, depth] = top;
+    if (typeof x !== 'object' || x === null) continue;
+    if (depth > max) return false;
+    for (const c of Object.values(x)) stack.push([c, depth + 1]);
+  }
+  return true;
+}
+
 export function decodeSnapshot(p: Buffer): SnapshotPack {
   const o = parseJson(p, 'snapshot');
   if (!('data' in o)) throw new MalformedMessageError('snapshot.data is missing');
+  if (!nestsWithin(o.data, LIMITS.jsonDepth)) throw new MalformedMessageError(`snapshot.data nests deeper than ${LIMITS.jsonDepth}`);
   return { ts: num(o, 'ts', 'snapshot'), kind: str(o, 'kind', 'snapshot', 256), data: o.data };
 }
 
