@@ -17,14 +17,13 @@ import {
   encodeEvent,
   encodeHeartbeat,
   encodeHello,
-  encodeSnapshot,
   encodeTrace,
   socketPathCandidates,
   writeMetricsHeader,
 } from '@apm-sidecar/proto';
 import { Connection, type ConnectionHandler } from './connection';
 import { randomHex } from './ids';
-import { type Counter, type Gauge, type Histogram, MetricRegistry } from './metrics';
+import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry } from './metrics';
 import { type DurableFrame, FrameFifo, bufferSize, durableSize } from './outbox';
 import { ActiveTransaction, NoopTransaction, type Transaction, type TransactionSink, noopHeaders, readIncoming } from './transaction';
 
@@ -47,6 +46,8 @@ export interface ConnectOptions {
   reconnectMaxMs?: number;
   /** How long close() waits for queued bytes to be written (default 2000 ms). */
   closeTimeoutMs?: number;
+  /** A write making no progress this long means the sidecar hung: reconnect (default 5000 ms). */
+  stallTimeoutMs?: number;
 }
 
 export interface ShimStats {
@@ -74,6 +75,41 @@ const TX_ERRORS = 'apm.transaction.errors';
 
 function positive(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+/** setTimeout fires at once (with a warning) past 2^31-1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Read an option without trusting the object (a getter or a Proxy may throw). */
+function option(o: object, key: string): unknown {
+  try {
+    return (o as Record<string, unknown>)[key];
+  } catch {
+    return undefined;
+  }
+}
+
+/** A tag value within the series limits (LIMITS.tagBytes): 85 UTF-16 units never exceed 255 bytes. */
+function tagValue(s: string): string {
+  return s.length <= 85 || Buffer.byteLength(s) <= 256 ? s : s.slice(0, 85);
+}
+
+/**
+ * Snapshot frame, serialized here rather than with encodeSnapshot: JSON.stringify
+ * silently omits a `data` that is a function, a symbol or whose toJSON returns
+ * undefined, and the sidecar rejects a snapshot without data by closing the
+ * connection. Throws (counted as invalid) when data cannot be serialized.
+ */
+function snapshotFrame(ts: number, kind: string, data: unknown): Buffer {
+  const json = JSON.stringify(data);
+  if (typeof json !== 'string') throw new TypeError('snapshot data is not serializable');
+  const body = `{"ts":${ts},"kind":${JSON.stringify(kind)},"data":${json}}`;
+  const n = Buffer.byteLength(body);
+  const out = Buffer.allocUnsafe(5 + n);
+  out.writeUInt32LE(n + 1, 0);
+  out[4] = MessageType.Snapshot;
+  out.write(body, 5, n, 'utf8');
+  return out;
 }
 
 function shimState(s: SidecarState): ShimState {
@@ -127,14 +163,18 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   lastSidecarError: ErrorMessage | null = null;
 
   constructor(opts: ConnectOptions = {}) {
-    const o = typeof opts === 'object' && opts !== null ? opts : {};
-    this.app = typeof o.app === 'string' && o.app.length > 0 ? o.app.slice(0, 256) : 'app';
-    this.bufferBytes = positive(o.bufferBytes, 8 * 1024 * 1024);
-    this.closeTimeoutMs = positive(o.closeTimeoutMs, 2000);
-    this.explicitFlushMs = o.flushMs === undefined ? undefined : positive(o.flushMs, 1000);
+    const o: object = typeof opts === 'object' && opts !== null ? opts : {};
+    const app = option(o, 'app');
+    this.app = typeof app === 'string' && app.length > 0 ? app.slice(0, 256) : 'app';
+    this.bufferBytes = positive(option(o, 'bufferBytes'), 8 * 1024 * 1024);
+    this.closeTimeoutMs = Math.min(positive(option(o, 'closeTimeoutMs'), 2000), MAX_TIMER_MS);
+    const flushMs = option(o, 'flushMs');
+    this.explicitFlushMs = flushMs === undefined ? undefined : Math.min(positive(flushMs, 1000), MAX_TIMER_MS);
     this.flushMs = this.explicitFlushMs ?? 1000;
-    this.registry = new MetricRegistry(this, Math.floor(positive(o.maxSeries, 10000)));
-    const socket = typeof o.socket === 'string' ? o.socket : undefined;
+    this.registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)));
+    const socketOpt = option(o, 'socket');
+    const socket = typeof socketOpt === 'string' ? socketOpt : undefined;
+    const reconnectMinMs = Math.min(positive(option(o, 'reconnectMinMs'), 100), MAX_TIMER_MS);
     this.conn = new Connection(
       {
         path: () => resolveSocket(socket),
@@ -148,8 +188,9 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
             host: hostname(),
             runtime: `node ${process.version}`,
           }),
-        reconnectMinMs: positive(o.reconnectMinMs, 100),
-        reconnectMaxMs: positive(o.reconnectMaxMs, 5000),
+        reconnectMinMs,
+        reconnectMaxMs: Math.min(Math.max(positive(option(o, 'reconnectMaxMs'), 5000), reconnectMinMs), MAX_TIMER_MS),
+        stallTimeoutMs: Math.min(positive(option(o, 'stallTimeoutMs'), 5000), MAX_TIMER_MS),
       },
       this,
     );
@@ -164,15 +205,27 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   // --- metrics ------------------------------------------------------------
 
   counter(name: string, tags?: Record<string, string | number | boolean>): Counter {
-    return this.registry.get(MetricKind.Counter, name, tags) as Counter;
+    try {
+      return this.registry.get(MetricKind.Counter, name, tags) as Counter;
+    } catch {
+      return new DroppingHandle(this, 'invalid');
+    }
   }
 
   gauge(name: string, tags?: Record<string, string | number | boolean>): Gauge {
-    return this.registry.get(MetricKind.Gauge, name, tags) as Gauge;
+    try {
+      return this.registry.get(MetricKind.Gauge, name, tags) as Gauge;
+    } catch {
+      return new DroppingHandle(this, 'invalid');
+    }
   }
 
   histogram(name: string, tags?: Record<string, string | number | boolean>): Histogram {
-    return this.registry.get(MetricKind.Histogram, name, tags) as Histogram;
+    try {
+      return this.registry.get(MetricKind.Histogram, name, tags) as Histogram;
+    } catch {
+      return new DroppingHandle(this, 'invalid');
+    }
   }
 
   // --- transactions ---------------------------------------------------------
@@ -198,16 +251,24 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   transactionEnded(_tx: ActiveTransaction, pack: ProfilePack): void {
     let h = this.txHandles.get(pack.name);
     if (h === undefined) {
-      h = this.histogram(TX_DURATION, { tx: pack.name });
+      h = this.histogram(TX_DURATION, { tx: tagValue(pack.name) });
       if (this.txHandles.size < 1000) this.txHandles.set(pack.name, h);
     }
     h.record(pack.durationMs);
-    if (pack.error !== undefined) this.counter(TX_ERRORS, { tx: pack.name }).add(1);
+    if (pack.error !== undefined) this.counter(TX_ERRORS, { tx: tagValue(pack.name) }).add(1);
     if (this._state === 'standby' || this._state === 'muted') return;
     this.bestEffort(() => encodeTrace(pack));
   }
 
   activeStack(tx: Transaction, frames: string[] | string): void {
+    try {
+      this.activeStackUnsafe(tx, frames);
+    } catch {
+      this.drop('invalid');
+    }
+  }
+
+  private activeStackUnsafe(tx: Transaction, frames: string[] | string): void {
     if (!(tx instanceof ActiveTransaction) || tx.isEnded) return;
     if (this._state === 'standby' || this._state === 'muted') return;
     let list: unknown[];
@@ -225,6 +286,14 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   // --- events, snapshots, registrations ------------------------------------
 
   event(e: EventInput): void {
+    try {
+      this.eventUnsafe(e);
+    } catch {
+      this.drop('invalid');
+    }
+  }
+
+  private eventUnsafe(e: EventInput): void {
     if (typeof e !== 'object' || e === null || typeof e.type !== 'string' || typeof e.message !== 'string') return this.drop('invalid');
     if (this._state === 'muted') return this.drop('muted');
     const pack: { ts: number; type: string; message: string; attributes?: Record<string, string | number | boolean> } = {
@@ -247,7 +316,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   snapshot(data: unknown, kind = 'app'): void {
     if (this._state === 'muted') return this.drop('muted');
     if (data === undefined || typeof kind !== 'string') return this.drop('invalid');
-    this.bestEffort(() => encodeSnapshot({ ts: Date.now(), kind: kind.slice(0, 256), data }));
+    this.bestEffort(() => snapshotFrame(Date.now(), kind.slice(0, 256), data));
   }
 
   /** Durable: kept until the sidecar has committed it, resent after reconnects. */
@@ -280,20 +349,27 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
    */
   flush(timeoutMs = 5000): Promise<boolean> {
     try {
+      if (this.closing !== null) return Promise.resolve(false);
       this.flushMetrics();
       if (this.ackedSeq >= this.seq) return Promise.resolve(true);
-      if (this.closing !== null) return Promise.resolve(false);
+      // The app awaits this: the timer (not unref'd) and the socket (held) keep the
+      // loop alive until it settles, at most timeoutMs, so the ack can arrive and the
+      // code after `await apm.flush()` runs.
       return new Promise((resolve) => {
         const waiter = {
           seq: this.seq,
           resolve,
-          timer: setTimeout(() => {
-            this.waiters = this.waiters.filter((w) => w !== waiter);
-            resolve(false);
-          }, positive(timeoutMs, 5000)),
+          timer: setTimeout(
+            () => {
+              this.waiters = this.waiters.filter((w) => w !== waiter);
+              if (this.waiters.length === 0) this.conn.hold(false);
+              resolve(false);
+            },
+            Math.min(positive(timeoutMs, 5000), MAX_TIMER_MS),
+          ),
         };
-        waiter.timer.unref();
         this.waiters.push(waiter);
+        this.conn.hold(true);
       });
     } catch {
       return Promise.resolve(false);
@@ -315,7 +391,11 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       w.resolve(this.ackedSeq >= w.seq);
     }
     this.waiters = [];
-    this.closing = this.conn.close(this.closeTimeoutMs).catch(() => undefined);
+    try {
+      this.closing = this.conn.close(this.closeTimeoutMs).catch(() => undefined);
+    } catch {
+      this.closing = Promise.resolve();
+    }
     return this.closing;
   }
 
@@ -324,7 +404,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   welcome(w: Welcome): void {
     this.maxFrameBytes = w.settings.maxFrameBytes > 0 ? w.settings.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     if (this.explicitFlushMs === undefined && w.settings.flushMs > 0 && w.settings.flushMs !== this.flushMs) {
-      this.flushMs = w.settings.flushMs;
+      this.flushMs = Math.min(w.settings.flushMs, MAX_TIMER_MS);
       this.startFlushTimer();
     }
     // The sidecar already committed everything up to ackedSeq (the ack was lost with the connection).
@@ -390,6 +470,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const now = Date.now();
     const ts = this.windowStart;
     this.windowStart = now;
+    // The wall clock may step back (NTP): a negative window would not encode.
+    const windowMs = now > ts ? now - ts : 0;
     const dirty = this.registry.takeDirty();
     if (dirty.length === 0) return;
     const limit = this.maxFrameBytes - 64;
@@ -403,12 +485,12 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       if (body.length >= limit && n > 1) {
         // This point pushed the frame over: emit what came before it, keep it for the next.
         const all = body.body();
-        this.emitMetrics(ts, now - ts, n - 1, all.subarray(0, before));
+        this.emitMetrics(ts, windowMs, n - 1, all.subarray(0, before));
         body.bytes(all.subarray(before));
         n = 1;
       }
     }
-    if (n > 0) this.emitMetrics(ts, now - ts, n, body.body());
+    if (n > 0) this.emitMetrics(ts, windowMs, n, body.body());
   }
 
   private emitMetrics(ts: number, windowMs: number, n: number, points: Buffer): void {
@@ -418,6 +500,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const frame = this.writer.frame(MessageType.Metrics);
     if (frame.length - 4 > this.maxFrameBytes) {
       // A single point larger than a frame cannot happen within the series limits; count it if it does.
+      // Give the seq back: nothing was sent with it, and flush() waits for every seq to be acked.
+      this.seq--;
       this.drop('too_large', n);
       return;
     }
@@ -497,6 +581,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
         } else still.push(w);
       }
       this.waiters = still;
+      if (still.length === 0) this.conn.hold(false);
     }
   }
 }

@@ -32,6 +32,12 @@ export interface ConnectionOptions {
   hello: () => Buffer;
   reconnectMinMs: number;
   reconnectMaxMs: number;
+  /**
+   * A write that makes no progress for this long means the sidecar stopped
+   * reading: the connection is dropped (and retried). Without this, a pending
+   * write to a hung sidecar would hold the app's event loop open forever.
+   */
+  stallTimeoutMs: number;
 }
 
 type Phase = 'idle' | 'connecting' | 'handshaking' | 'ready' | 'closed';
@@ -41,8 +47,11 @@ export const SOCKET_HIGH_WATER = 1024 * 1024;
 
 /**
  * One Unix-socket connection to the sidecar, re-established with jittered
- * backoff. Never keeps the process alive: the socket and timers are unref'd.
- * Events from a socket that is no longer the current one are ignored.
+ * backoff. Never keeps the process alive: the socket and timers are unref'd,
+ * except while the app awaits flush()/close() (`hold`), which are bounded by
+ * their deadlines, and a write stuck behind a sidecar that stopped reading is
+ * cut after `stallTimeoutMs`. Events from a socket that is no longer the
+ * current one are ignored.
  */
 export class Connection {
   private socket: Socket | null = null;
@@ -50,9 +59,28 @@ export class Connection {
   private attempt = 0;
   private timer: NodeJS.Timeout | null = null;
   private corked = false;
+  private held = false;
+  private readyAt = 0;
+  /** Write completions on the current socket, and the value the stall check saw last. */
+  private writesDone = 0;
+  private writesDoneAtCheck = 0;
+  private stallTimer: NodeJS.Timeout | null = null;
   readonly uncork = (): void => {
     this.corked = false;
     this.socket?.uncork();
+  };
+  private readonly written = (): void => {
+    this.writesDone++;
+  };
+  private readonly checkStall = (): void => {
+    this.stallTimer = null;
+    const s = this.socket;
+    if (s === null || s.writableLength === 0) return;
+    if (this.writesDone === this.writesDoneAtCheck) {
+      this.reset('sidecar stopped reading');
+      return;
+    }
+    this.armStallCheck();
   };
 
   constructor(
@@ -81,7 +109,21 @@ export class Connection {
       s.cork();
       process.nextTick(this.uncork);
     }
-    s.write(frame);
+    s.write(frame, this.written);
+    if (this.stallTimer === null) this.armStallCheck();
+  }
+
+  /**
+   * Keep the event loop alive (true) while the app awaits flush() or close(),
+   * so the ack or the close can arrive; the caller bounds it with a deadline.
+   */
+  hold(on: boolean): void {
+    this.held = on;
+    const s = this.socket;
+    if (s !== null) {
+      if (on) s.ref();
+      else s.unref();
+    }
   }
 
   /** Drop the current connection (if any) and retry after backoff. */
@@ -96,6 +138,7 @@ export class Connection {
   close(timeoutMs: number): Promise<void> {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    this.disarmStallCheck();
     const s = this.socket;
     const wasReady = this.phase === 'ready';
     this.phase = 'closed';
@@ -105,12 +148,13 @@ export class Connection {
       s.destroy();
       return Promise.resolve();
     }
+    // The app awaits this promise: keep the loop alive until it settles (at most timeoutMs).
+    s.ref();
     return new Promise((resolve) => {
       const t = setTimeout(() => {
         s.destroy();
         resolve();
       }, timeoutMs);
-      t.unref();
       s.once('close', () => {
         clearTimeout(t);
         resolve();
@@ -132,7 +176,9 @@ export class Connection {
     }
     const s = createConnection({ path });
     this.socket = s;
-    s.unref();
+    this.writesDone = 0;
+    this.writesDoneAtCheck = 0;
+    if (!this.held) s.unref();
     s.setNoDelay?.(true);
     const parser = new FrameParser(DEFAULT_MAX_FRAME_BYTES, (type, payload) => this.frame(s, type, payload));
     s.on('connect', () => {
@@ -165,7 +211,7 @@ export class Connection {
       case MessageType.Welcome: {
         const w = decodeWelcome(payload);
         this.phase = 'ready';
-        this.attempt = 0;
+        this.readyAt = Date.now();
         this.handler.welcome(w);
         return;
       }
@@ -183,10 +229,26 @@ export class Connection {
     }
   }
 
+  private armStallCheck(): void {
+    this.writesDoneAtCheck = this.writesDone;
+    this.stallTimer = setTimeout(this.checkStall, this.opts.stallTimeoutMs);
+    this.stallTimer.unref();
+  }
+
+  private disarmStallCheck(): void {
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+  }
+
   private teardown(): void {
     const s = this.socket;
+    // A connection that stayed up longer than the longest backoff was healthy: start the
+    // backoff over. One that is welcomed and then dropped at once (a sidecar rejecting
+    // what we send, or overloaded) keeps backing off instead of reconnecting in a tight loop.
+    if (this.phase === 'ready' && Date.now() - this.readyAt >= this.opts.reconnectMaxMs) this.attempt = 0;
     this.socket = null;
     this.corked = false;
+    this.disarmStallCheck();
     if (s !== null) s.destroy();
     if (this.phase !== 'closed') this.phase = 'idle';
   }

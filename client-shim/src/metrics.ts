@@ -50,10 +50,24 @@ abstract class Handle {
   }
 }
 
+/**
+ * The sidecar rejects a point whose sum is not finite, and a rejected durable
+ * frame would be resent forever: a value that would overflow the sum is
+ * dropped (counted as 'overflow') instead.
+ */
+function overflows(sum: number, v: number): boolean {
+  const s = sum + v;
+  return s - s !== 0;
+}
+
 export class CounterHandle extends Handle implements Counter {
   add(n = 1): void {
     if (typeof n !== 'number' || n - n !== 0 || n < 0) {
       this.reg.sink.drop('invalid');
+      return;
+    }
+    if (overflows(this.sum, n)) {
+      this.reg.sink.drop('overflow');
       return;
     }
     this.count++;
@@ -74,6 +88,10 @@ export class GaugeHandle extends Handle implements Gauge {
   set(v: number): void {
     if (typeof v !== 'number' || v - v !== 0) {
       this.reg.sink.drop('invalid');
+      return;
+    }
+    if (overflows(this.sum, v)) {
+      this.reg.sink.drop('overflow');
       return;
     }
     this.count++;
@@ -98,6 +116,10 @@ export class HistogramHandle extends Handle implements Histogram {
       this.reg.sink.drop('invalid');
       return;
     }
+    if (overflows(this.sketch.sum, v)) {
+      this.reg.sink.drop('overflow');
+      return;
+    }
     this.sketch.add(v);
     if (!this.dirty) this.touch();
   }
@@ -114,7 +136,7 @@ export class HistogramHandle extends Handle implements Histogram {
 }
 
 /** Returned for bad names/tags or past the series limit: every call is a counted drop. */
-class DroppingHandle implements Counter, Gauge, Histogram {
+export class DroppingHandle implements Counter, Gauge, Histogram {
   constructor(
     private readonly sink: DropSink,
     private readonly reason: string,
@@ -142,7 +164,8 @@ function validTags(tags: unknown): Tags | undefined | null {
     const s = String(v);
     if (k.length === 0 || k.length > LIMITS.tagBytes || Buffer.byteLength(s) > LIMITS.tagBytes) return null;
     if (++n > LIMITS.tagCount) return null;
-    out[k] = s;
+    // Not `out[k] = s`: for k = '__proto__' that would call the prototype setter and lose the tag.
+    Object.defineProperty(out, k, { value: s, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }
@@ -179,7 +202,12 @@ export class MetricRegistry {
     if (found !== undefined) return found as CounterHandle | GaugeHandle | HistogramHandle;
     if (this.handles.size >= this.maxSeries) return new DroppingHandle(this.sink, 'series_limit');
     const bytes = encodeSeries(kind, name, tags);
-    const h = kind === MetricKind.Counter ? new CounterHandle(this, bytes) : kind === MetricKind.Gauge ? new GaugeHandle(this, bytes) : new HistogramHandle(this, bytes);
+    const h =
+      kind === MetricKind.Counter
+        ? new CounterHandle(this, bytes)
+        : kind === MetricKind.Gauge
+          ? new GaugeHandle(this, bytes)
+          : new HistogramHandle(this, bytes);
     this.handles.set(key, h);
     return h;
   }

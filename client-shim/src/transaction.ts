@@ -39,10 +39,12 @@ export interface TransactionSink {
   drop(reason: string, n?: number): void;
 }
 
-function errorText(e: unknown): string | undefined {
-  if (e === undefined || e === null || e === false) return undefined;
-  if (e instanceof Error) return `${e.name}: ${e.message}`.slice(0, MAX_STEP_TEXT);
+/** Text of `opts.error`; never throws (an error object's getters or toString may). */
+function errorText(opts: EndOptions | undefined): string | undefined {
   try {
+    const e = opts?.error;
+    if (e === undefined || e === null || e === false) return undefined;
+    if (e instanceof Error) return `${e.name}: ${e.message}`.slice(0, MAX_STEP_TEXT);
     return String(e).slice(0, MAX_STEP_TEXT);
   } catch {
     return 'error';
@@ -82,7 +84,13 @@ export class ActiveTransaction implements Transaction {
 
   step(type: string, text: string, durationMs: number): void {
     if (this.ended) return this.sink.drop('closed');
-    if (typeof type !== 'string' || typeof text !== 'string' || typeof durationMs !== 'number' || !(durationMs >= 0) || durationMs === Number.POSITIVE_INFINITY) {
+    if (
+      typeof type !== 'string' ||
+      typeof text !== 'string' ||
+      typeof durationMs !== 'number' ||
+      !(durationMs >= 0) ||
+      durationMs === Number.POSITIVE_INFINITY
+    ) {
       return this.sink.drop('invalid');
     }
     if (this.steps.length >= MAX_STEPS) return this.sink.drop('too_many_steps');
@@ -110,7 +118,7 @@ export class ActiveTransaction implements Transaction {
       steps: this.steps,
     };
     if (this.parentSpanId !== undefined) pack.parentSpanId = this.parentSpanId;
-    const err = errorText(opts?.error);
+    const err = errorText(opts);
     if (err !== undefined) pack.error = err;
     this.sink.transactionEnded(this, pack);
   }

@@ -164,9 +164,9 @@ export interface ControlResult {
 // ---------------------------------------------------------------------------
 // Small validators: decoders return typed values or throw MalformedMessageError.
 
-type Obj = Record<string, unknown>;
+export type Obj = Record<string, unknown>;
 
-function parseJson(payload: Buffer, what: string): Obj {
+export function parseJson(payload: Buffer, what: string): Obj {
   let v: unknown;
   try {
     v = JSON.parse(payload.toString('utf8'));
@@ -269,7 +269,11 @@ export function encodeTrace(m: ProfilePack): Buffer {
 }
 
 export function decodeTrace(p: Buffer): ProfilePack {
-  const o = parseJson(p, 'trace');
+  return traceFromObject(parseJson(p, 'trace'));
+}
+
+/** Validate a parsed trace object (also used for upstream text batches). */
+export function traceFromObject(o: Obj): ProfilePack {
   const stepsRaw = o.steps;
   if (!Array.isArray(stepsRaw)) throw new MalformedMessageError('trace.steps must be an array');
   const steps: TraceStep[] = stepsRaw.map((s: unknown, i) => {
@@ -299,7 +303,11 @@ export function encodeActiveStack(m: ActiveStackPack): Buffer {
 }
 
 export function decodeActiveStack(p: Buffer): ActiveStackPack {
-  const o = parseJson(p, 'activeStack');
+  return activeStackFromObject(parseJson(p, 'activeStack'));
+}
+
+/** Validate a parsed activeStack object (also used for upstream text batches). */
+export function activeStackFromObject(o: Obj): ActiveStackPack {
   const frames = o.frames;
   if (!Array.isArray(frames) || frames.some((f) => typeof f !== 'string')) throw new MalformedMessageError('activeStack.frames must be strings');
   return {
@@ -316,7 +324,11 @@ export function encodeEvent(m: EventPack): Buffer {
 }
 
 export function decodeEvent(p: Buffer): EventPack {
-  const o = parseJson(p, 'event');
+  return eventFromObject(parseJson(p, 'event'));
+}
+
+/** Validate a parsed event object (also used for upstream text batches). */
+export function eventFromObject(o: Obj): EventPack {
   const m: EventPack = { ts: num(o, 'ts', 'event'), type: str(o, 'type', 'event', 256), message: str(o, 'message', 'event') };
   const a = o.attributes;
   if (a !== undefined) {
@@ -347,7 +359,11 @@ function nestsWithin(v: unknown, max: number): boolean {
 }
 
 export function decodeSnapshot(p: Buffer): SnapshotPack {
-  const o = parseJson(p, 'snapshot');
+  return snapshotFromObject(parseJson(p, 'snapshot'));
+}
+
+/** Validate a parsed snapshot object (also used for upstream text batches). */
+export function snapshotFromObject(o: Obj): SnapshotPack {
   if (!('data' in o)) throw new MalformedMessageError('snapshot.data is missing');
   if (!nestsWithin(o.data, LIMITS.jsonDepth)) throw new MalformedMessageError(`snapshot.data nests deeper than ${LIMITS.jsonDepth}`);
   return { ts: num(o, 'ts', 'snapshot'), kind: str(o, 'kind', 'snapshot', 256), data: o.data };
@@ -548,6 +564,41 @@ export function encodeMetrics(m: MetricsMessage, w = new Writer(1024)): Buffer {
   return w.frame(MessageType.Metrics);
 }
 
+/** Read one point written by writePoint. */
+export function readPoint(r: Reader, seriesCache?: Map<string, Series>): MetricPoint {
+  const slen = r.varint();
+  const sview = r.view(slen);
+  if (slen === 0) throw new MalformedMessageError('empty series');
+  const key = sview.toString('latin1');
+  let series = seriesCache?.get(key);
+  if (series === undefined) {
+    series = decodeSeriesBody(sview, key);
+    seriesCache?.set(key, series);
+  }
+  const count = r.varint();
+  const sum = r.f64();
+  const min = r.f64();
+  const max = r.f64();
+  if (!Number.isFinite(sum) || (count > 0 && (!Number.isFinite(min) || !Number.isFinite(max) || min > max))) {
+    throw new MalformedMessageError('point statistics are not finite or min > max');
+  }
+  let last = Number.NaN;
+  let sketch: Sketch | null = null;
+  if (series.kind === MetricKind.Gauge) {
+    last = r.f64();
+    if (!Number.isFinite(last)) throw new MalformedMessageError('gauge value is not finite');
+  } else if (series.kind === MetricKind.Histogram) {
+    sketch = new Sketch();
+    const total = sketch.decodeBuckets(r);
+    if (total !== count) throw new MalformedMessageError(`sketch holds ${total} values, point says ${count}`);
+    sketch.count = count;
+    sketch.sum = sum;
+    sketch.min = min;
+    sketch.max = max;
+  }
+  return { series, count, sum, min, max, last, sketch };
+}
+
 /**
  * Decode a metrics payload. `seriesCache` (optional, owned by the caller) maps
  * series keys to parsed series so repeated series are not re-parsed; the caller
@@ -562,39 +613,7 @@ export function decodeMetrics(p: Buffer, seriesCache?: Map<string, Series>): Met
   const n = r.varint();
   if (n > LIMITS.pointsPerFrame || n > r.remaining) throw new MalformedMessageError(`metrics declares ${n} points`);
   const points: MetricPoint[] = [];
-  for (let i = 0; i < n; i++) {
-    const slen = r.varint();
-    const sview = r.view(slen);
-    if (slen === 0) throw new MalformedMessageError('empty series');
-    const key = sview.toString('latin1');
-    let series = seriesCache?.get(key);
-    if (series === undefined) {
-      series = decodeSeriesBody(sview, key);
-      seriesCache?.set(key, series);
-    }
-    const count = r.varint();
-    const sum = r.f64();
-    const min = r.f64();
-    const max = r.f64();
-    if (!Number.isFinite(sum) || (count > 0 && (!Number.isFinite(min) || !Number.isFinite(max) || min > max))) {
-      throw new MalformedMessageError('point statistics are not finite or min > max');
-    }
-    let last = Number.NaN;
-    let sketch: Sketch | null = null;
-    if (series.kind === MetricKind.Gauge) {
-      last = r.f64();
-      if (!Number.isFinite(last)) throw new MalformedMessageError('gauge value is not finite');
-    } else if (series.kind === MetricKind.Histogram) {
-      sketch = new Sketch();
-      const total = sketch.decodeBuckets(r);
-      if (total !== count) throw new MalformedMessageError(`sketch holds ${total} values, point says ${count}`);
-      sketch.count = count;
-      sketch.sum = sum;
-      sketch.min = min;
-      sketch.max = max;
-    }
-    points.push({ series, count, sum, min, max, last, sketch });
-  }
+  for (let i = 0; i < n; i++) points.push(readPoint(r, seriesCache));
   r.expectEnd('metrics');
   return { seq, ts, windowMs, points };
 }

@@ -4,7 +4,8 @@ import { ApmError } from '@apm-sidecar/proto';
 import { ConfigError, type EffectiveConfig, configToJson, formatConfig, loadConfig } from './config';
 import { startHttp } from './http';
 import { createLogger } from './logger';
-import { Sidecar } from './sidecar';
+import { Sidecar, type UpstreamOptions } from './sidecar';
+import { type AccessKey, parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { resolveSocketPath } from './socket-path';
 import { requestControl, requestStatus } from './status-client';
 
@@ -78,16 +79,18 @@ async function run(opts: ConfigOpts): Promise<void> {
   const c = eff.values;
   const log = createLogger(c.log_level);
   for (const w of eff.warnings) log.warn(w);
-  if (c.transport !== 'debug') {
-    process.stderr.write(`apm-sidecar: configuration error: transport: "${c.transport}" is not available in this version; use --transport debug (from ${eff.sources.transport})\n`);
-    process.exit(EXIT_USAGE);
+  let upstream: UpstreamOptions;
+  try {
+    upstream = upstreamOptions(eff);
+  } catch (err) {
+    fail(err);
   }
   const socketPath = resolveSocketPath(c.socket);
   const sidecar = new Sidecar({
     socketPath,
     socketGroup: c.socket_group,
-    transport: c.transport,
-    debugOutput: c.debug_output,
+    upstream,
+    readyMaxAckAgeMs: c.ready_max_ack_age_ms,
     agentId: c.agent_id,
     flushMs: c.flush_ms,
     metricIntervalMs: c.metric_interval_ms,
@@ -127,6 +130,34 @@ async function run(opts: ConfigOpts): Promise<void> {
   process.on('SIGHUP', () => {
     void sidecar.control('reconnect').then((r) => log.info({ signal: 'SIGHUP', ok: r.ok }, r.message));
   });
+}
+
+/** The upstream a configuration asks for; a configuration error when it cannot be had. */
+function upstreamOptions(eff: EffectiveConfig): UpstreamOptions {
+  const c = eff.values;
+  if (c.transport === 'debug') return { kind: 'debug', output: c.debug_output };
+  if (c.transport === 'http') {
+    throw new ConfigError('transport', eff.sources.transport, `transport: "http" is not available in this version; use tcp or debug (from ${eff.sources.transport})`);
+  }
+  if (c.access_key.length === 0) {
+    throw new ConfigError('access_key', eff.sources.access_key, 'access_key: required for transport tcp; set APM_SIDECAR_ACCESS_KEY or --access-key-file (or use --transport debug)');
+  }
+  let key: AccessKey;
+  try {
+    key = parseAccessKey(c.access_key);
+  } catch (err) {
+    throw new ConfigError('access_key', eff.sources.access_key, `access_key: ${(err as Error).message} (from ${eff.sources.access_key})`);
+  }
+  return {
+    kind: 'tcp',
+    hosts: c.server_host,
+    port: c.server_port,
+    key,
+    connectTimeoutMs: c.tcp_connection_timeout,
+    soTimeoutMs: c.tcp_so_timeout,
+    maxSendBytes: c.net_send_max_bytes,
+    schedule: c.reconnect_schedule_parsed,
+  };
 }
 
 function socketFor(opts: ConfigOpts): string {

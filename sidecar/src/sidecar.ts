@@ -20,15 +20,18 @@ import { ShimSession, type SessionHost } from './shim-session';
 import { claimSocketPath, prepareSocketDir } from './socket-path';
 import { StateHolder } from './state';
 import { DebugTransport } from './transport/debug';
+import { TcpTransport, type TcpTransportOptions } from './transport/tcp';
 import type { Transport } from './transport/transport';
 
 export const SIDECAR_VERSION = '0.1.0';
 
+export type UpstreamOptions = { kind: 'debug'; output: string } | ({ kind: 'tcp' } & Omit<TcpTransportOptions, 'apps' | 'agentId' | 'version'>);
+
 export interface SidecarOptions {
   socketPath: string;
   socketGroup: string;
-  transport: 'debug' | 'tcp' | 'http';
-  debugOutput: string;
+  upstream: UpstreamOptions;
+  readyMaxAckAgeMs: number;
   agentId: string;
   flushMs: number;
   metricIntervalMs: number;
@@ -85,8 +88,11 @@ export class Sidecar implements SessionHost {
     this.queue1 = new BoundedQueue<Pack>('queue1', opts.queue1Size, dropEpisode);
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);
     this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) => this.emitMetrics(start, points));
-    if (opts.transport !== 'debug') throw new ApmError('ERR_TRANSPORT_UNAVAILABLE', `transport "${opts.transport}" is not available in this version; use transport = debug`);
-    this.transport = new DebugTransport(opts.agentId, opts.debugOutput);
+    const up = opts.upstream;
+    this.transport =
+      up.kind === 'debug'
+        ? new DebugTransport(opts.agentId, up.output)
+        : new TcpTransport({ ...up, agentId: opts.agentId, version: SIDECAR_VERSION, apps: () => this.apps() });
     this.sender = new Sender([this.queue1, this.queue2], this.transport, (pack) => this.sent(pack));
     this.server = createServer((socket) => this.accept(socket));
     this.state.onChange((to, cause) => {
@@ -114,12 +120,10 @@ export class Sidecar implements SessionHost {
     chmodSync(this.opts.socketPath, gid === null ? 0o600 : 0o660);
     if (gid !== null) chownSync(this.opts.socketPath, process.getuid?.() ?? 0, gid);
     this.server.on('error', (err) => this.log.error({ err }, 'IPC server error'));
-    this.transport.start(this.sender.step);
+    this.transport.start({ wake: this.sender.step, state: this.state, log: this.log });
     const tickMs = Math.max(50, Math.min(1000, Math.floor(this.opts.metricIntervalMs / 4)));
     this.tickTimer = setInterval(() => this.tick(), tickMs);
     this.log.info({ socket: this.opts.socketPath, transport: this.transport.name, agentId: this.opts.agentId }, 'listening for shims');
-    // The debug transport has no upstream to wait for.
-    this.state.set('active', `transport ${this.transport.name} needs no upstream`);
   }
 
   /** Stop accepting, emit open intervals, send what can be sent before the deadline. Safe to call twice. */
@@ -166,7 +170,8 @@ export class Sidecar implements SessionHost {
   readiness(): { ready: boolean; reason: string } {
     if (!this.listening) return { ready: false, reason: 'IPC socket not listening yet' };
     if (this.stopping !== null) return { ready: false, reason: 'shutting down' };
-    return { ready: true, reason: `listening on ${this.opts.socketPath}; transport ${this.transport.name}` };
+    const up = this.transport.readiness(this.opts.readyMaxAckAgeMs);
+    return { ready: up.ready, reason: `listening on ${this.opts.socketPath}; ${up.reason}` };
   }
 
   // --- SessionHost ----------------------------------------------------------
@@ -249,6 +254,7 @@ export class Sidecar implements SessionHost {
       uptimeMs: Date.now() - this.startedAt,
       socket: this.opts.socketPath,
       transport: this.transport.name,
+      upstream: this.transport.status(),
       queues: { queue1: q(this.queue1), queue2: q(this.queue2) },
       // No durable retention store with this transport: nothing is held beyond the aggregation window.
       retention: { store: 'none', rows: 0, oldestAgeMs: 0 },
@@ -281,7 +287,7 @@ export class Sidecar implements SessionHost {
   }
 
   control(command: string): Promise<ControlResult> {
-    if (command === 'reconnect') return Promise.resolve({ ok: false, message: `transport ${this.transport.name} has no upstream to reconnect` });
+    if (command === 'reconnect') return Promise.resolve(this.transport.reconnect());
     return Promise.resolve({ ok: false, message: `unknown command "${command}"` });
   }
 
@@ -299,6 +305,13 @@ export class Sidecar implements SessionHost {
   closed(session: ShimSession): void {
     if (!this.sessions.delete(session)) return;
     if (session.isShim) this.log.info({ session: session.id, app: session.hello?.app, appPid: session.hello?.pid }, 'shim disconnected');
+  }
+
+  /** Apps of the shims connected now. */
+  apps(): string[] {
+    const out = new Set<string>();
+    for (const s of this.sessions) if (s.hello !== null) out.add(s.hello.app);
+    return [...out];
   }
 
   // --- internals ------------------------------------------------------------

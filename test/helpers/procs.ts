@@ -99,7 +99,9 @@ export interface SidecarProc extends Proc {
 /** Start `apm-sidecar run` with the debug transport on a socket in `dir`; resolves once it listens. */
 export async function startSidecar(dir: string, extra: string[] = [], env: Record<string, string> = {}): Promise<SidecarProc> {
   const socket = join(dir, 'apm.sock');
-  const args = [SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket, '--set', 'agent_id=test-agent', ...extra];
+  const transport = extra.includes('--transport') ? [] : ['--transport', 'debug'];
+  const agent = extra.some((a) => a.startsWith('agent_id=')) ? [] : ['--set', 'agent_id=test-agent'];
+  const args = [SIDECAR_CLI, 'run', ...transport, '--socket', socket, ...agent, ...extra];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const p = new Proc(child) as SidecarProc;
   p.socket = socket;

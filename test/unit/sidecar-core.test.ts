@@ -114,6 +114,15 @@ class FakeTransport implements Transport {
     this.sent.push(pack);
     done();
   }
+  reconnect() {
+    return { ok: false, message: 'fake' };
+  }
+  status() {
+    return {};
+  }
+  readiness() {
+    return { ready: true, reason: 'fake' };
+  }
   close(): Promise<void> {
     return Promise.resolve();
   }

@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { type Pack, packToJson } from '../pack';
-import type { Transport } from './transport';
+import type { Transport, TransportContext } from './transport';
 
 /**
  * `transport = debug`: no network; every pack is printed as one JSON line to
@@ -33,8 +33,22 @@ export class DebugTransport implements Transport {
     return !this.waiting;
   }
 
-  start(wake: () => void): void {
-    this.wake = wake;
+  start(ctx: TransportContext): void {
+    this.wake = ctx.wake;
+    // No upstream to wait for.
+    ctx.state.set('active', 'transport debug needs no upstream');
+  }
+
+  reconnect(): { ok: boolean; message: string } {
+    return { ok: false, message: 'transport debug has no upstream to reconnect' };
+  }
+
+  status(): Record<string, unknown> {
+    return { transport: 'debug', output: this.out === process.stdout ? 'stdout' : 'file' };
+  }
+
+  readiness(): { ready: boolean; reason: string } {
+    return { ready: true, reason: 'transport debug' };
   }
 
   send(pack: Pack, done: (err?: Error) => void): void {

@@ -1,0 +1,363 @@
+import { type Server, type Socket, createServer } from 'node:net';
+import { ApmError, FrameParser, FrameTooLargeError, type Series } from '@apm-sidecar/proto';
+import {
+  type AgentInfo,
+  BadKeyError,
+  Direction,
+  Inner,
+  Opener,
+  ReplayError,
+  Sealer,
+  ServerHandshake,
+  TamperedFrameError,
+  UpstreamType,
+  decodeAgentInfo,
+  decodeMetricBatch,
+  decodePing,
+  decodeTextBatch,
+  encodeAgentConfig,
+  encodeLicense,
+  encodePing,
+  encodeUpAck,
+  encodeUpError,
+  readClientHello,
+} from '@apm-sidecar/proto/upstream';
+import nacl from 'tweetnacl';
+import type { Logger } from 'pino';
+import { LicensePool } from './licenses';
+import type { CollectorStats, CollectorStore } from './types';
+
+export interface AgentServerOptions {
+  host: string;
+  port: number;
+  store: CollectorStore;
+  stats: CollectorStats;
+  log: Logger;
+  licenses: number;
+  idlePingMs: number;
+  stallAfterMs: number;
+  licenseReleaseMs: number;
+  maxFrameBytes: number;
+}
+
+export interface AgentServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+const INNER_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Inner).map(([k, v]) => [v, k]));
+const SERIES_CACHE_MAX = 200_000;
+
+type Phase = 'hello' | 'finished' | 'info' | 'active' | 'closed';
+
+/**
+ * One agent connection on the collector:
+ *
+ *   ClientHello → (key lookup, proof) → ServerHello → ClientFinished
+ *   → AgentInfo → Config + License → data frames (stored, then acked)
+ *
+ * Every rejection is counted (badKey, replay, tampered, tooLarge, malformed)
+ * and closes only this connection. Liveness (Introscope): a failed write marks
+ * the agent disconnected at once; a connection idle for idle_ping_ms is
+ * pinged and closed if the pong does not come within another idle_ping_ms; a
+ * live connection that carries no data for stall_after_ms is `stalled`.
+ */
+class AgentConnection {
+  private phase: Phase = 'hello';
+  private projectId = '';
+  private agentId = '';
+  private handshake: ServerHandshake | null = null;
+  private sealer: Sealer | null = null;
+  private opener: Opener | null = null;
+  private lastActivity = Date.now();
+  private lastData = Date.now();
+  private pingSentAt = 0;
+  private stalled = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly srv: AgentServerImpl,
+  ) {
+    const parser = new FrameParser(srv.opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
+    socket.on('data', (chunk: Buffer) => {
+      this.lastActivity = Date.now();
+      this.pingSentAt = 0;
+      try {
+        parser.push(chunk);
+      } catch (err) {
+        this.reject(err);
+      }
+    });
+    socket.on('error', () => this.close('write or read failed'));
+    socket.on('close', () => this.close('connection closed'));
+    const every = Math.max(10, Math.min(srv.opts.idlePingMs, srv.opts.stallAfterMs) / 4);
+    this.timer = setInterval(() => this.tick(), every);
+  }
+
+  get agent(): string {
+    return this.agentId;
+  }
+
+  close(cause: string): void {
+    if (this.phase === 'closed') return;
+    const wasActive = this.phase === 'active';
+    this.phase = 'closed';
+    if (this.timer !== null) clearInterval(this.timer);
+    this.socket.destroy();
+    this.srv.connectionClosed(this, wasActive, cause);
+  }
+
+  /** Send a sealed error, then close (used when the connection is replaced or the server stops). */
+  end(code: string, message: string): void {
+    if (this.sealer !== null && this.phase !== 'closed') this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
+    this.socket.end();
+    setTimeout(() => this.close(message), 200).unref();
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    const o = this.srv.opts;
+    if (this.pingSentAt > 0 && now - this.pingSentAt >= o.idlePingMs) {
+      this.srv.log.warn({ agentId: this.agentId }, `no answer to a ping within ${o.idlePingMs} ms: agent disconnected`);
+      this.close('ping unanswered');
+      return;
+    }
+    if (this.phase === 'active' && this.pingSentAt === 0 && now - this.lastActivity >= o.idlePingMs) {
+      this.pingSentAt = now;
+      this.write((this.sealer as Sealer).text(Inner.Ping, encodePing(now)));
+    }
+    if (this.phase === 'active' && !this.stalled && now - this.lastData >= o.stallAfterMs) {
+      this.stalled = true;
+      this.srv.opts.store.agentState(this.agentId, 'stalled', now);
+      this.srv.log.warn({ agentId: this.agentId }, `connected but no data for ${o.stallAfterMs} ms: agent stalled`);
+    }
+  }
+
+  private write(frame: Buffer): void {
+    if (this.phase === 'closed') return;
+    // A failed write surfaces as 'error' and marks the agent disconnected at once.
+    this.socket.write(frame);
+  }
+
+  private count(type: string): void {
+    const f = this.srv.opts.stats.frames;
+    f[type] = (f[type] ?? 0) + 1;
+  }
+
+  private reject(err: unknown): void {
+    const st = this.srv.opts.stats.rejected;
+    const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
+    if (err instanceof BadKeyError) st.badKey++;
+    else if (err instanceof ReplayError) st.replay++;
+    else if (err instanceof TamperedFrameError) st.tampered++;
+    else if (err instanceof FrameTooLargeError) st.tooLarge++;
+    else st.malformed++;
+    const message = err instanceof Error ? err.message : String(err);
+    this.srv.log.warn({ code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress }, `rejected agent connection: ${message}`);
+    if (this.phase === 'hello' || this.phase === 'finished') {
+      // Clear-text refusal: the agent has no session keys yet.
+      const body = Buffer.from(JSON.stringify({ code, message }));
+      const frame = Buffer.allocUnsafe(5 + body.length);
+      frame.writeUInt32LE(body.length + 1, 0);
+      frame[4] = UpstreamType.HandshakeRejected;
+      body.copy(frame, 5);
+      this.socket.write(frame);
+    } else if (this.sealer !== null && !(err instanceof TamperedFrameError) && !(err instanceof ReplayError)) {
+      this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
+    }
+    this.socket.end();
+    if (this.phase !== 'closed') setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
+  }
+
+  private frame(type: number, payload: Buffer): void {
+    switch (this.phase) {
+      case 'hello': {
+        if (type !== UpstreamType.ClientHello) throw new ApmError('ERR_HANDSHAKE', `expected ClientHello, got frame type ${type}`);
+        this.count('ClientHello');
+        const hello = readClientHello(payload);
+        this.projectId = hello.projectId;
+        this.agentId = hello.agentId;
+        const secret = this.srv.opts.store.keySecret(hello.projectId);
+        if (secret === undefined) throw new BadKeyError(`no access key for project "${hello.projectId}"`);
+        this.handshake = new ServerHandshake(nacl, hello, secret);
+        this.write(this.handshake.serverHello());
+        this.phase = 'finished';
+        return;
+      }
+      case 'finished': {
+        if (type !== UpstreamType.ClientFinished) throw new ApmError('ERR_HANDSHAKE', `expected ClientFinished, got frame type ${type}`);
+        this.count('ClientFinished');
+        const keys = (this.handshake as ServerHandshake).clientFinished(payload);
+        this.handshake = null;
+        this.sealer = new Sealer(nacl, keys, Direction.CollectorToAgent);
+        this.opener = new Opener(nacl, keys, Direction.AgentToCollector);
+        this.phase = 'info';
+        return;
+      }
+      case 'info':
+      case 'active':
+        this.sealed(type, payload);
+        return;
+      case 'closed':
+        return;
+    }
+  }
+
+  private sealed(type: number, payload: Buffer): void {
+    const m = (this.opener as Opener).open(type, payload);
+    this.count(INNER_NAMES[m.inner] ?? `inner${m.inner}`);
+    const o = this.srv.opts;
+    const now = Date.now();
+    if (this.phase === 'info') {
+      if (m.inner !== Inner.AgentInfo) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'the first sealed message must be AgentInfo');
+      const info = decodeAgentInfo(m.body);
+      if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
+      this.activate(info);
+      return;
+    }
+    switch (m.inner) {
+      case Inner.MetricBatch: {
+        const packs = decodeMetricBatch(m.body, this.srv.seriesCache);
+        const r = o.store.storeMetrics(this.agentId, packs, now);
+        o.stats.received.metricPoints += r.stored;
+        o.stats.droppedLate += r.late;
+        o.stats.duplicatePacks += r.duplicatePacks;
+        this.dataSeen(now);
+        this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
+        return;
+      }
+      case Inner.TextBatch: {
+        const items = decodeTextBatch(m.body);
+        o.store.storeText(this.agentId, items);
+        const rec = o.stats.received;
+        for (const it of items) {
+          if (it.kind === 'trace') rec.traces++;
+          else if (it.kind === 'event') rec.events++;
+          else if (it.kind === 'snapshot') rec.snapshots++;
+          else if (it.kind === 'btRegistration') rec.btRegistrations++;
+          else rec.activeStacks++;
+        }
+        this.dataSeen(now);
+        this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
+        return;
+      }
+      case Inner.Ping:
+        this.write((this.sealer as Sealer).text(Inner.Pong, encodePing(decodePing(m.body))));
+        return;
+      case Inner.Pong:
+        return;
+      default:
+        throw new ApmError('ERR_UNEXPECTED_MESSAGE', `unexpected message ${m.inner} from an agent`);
+    }
+  }
+
+  private dataSeen(now: number): void {
+    this.lastData = now;
+    this.srv.opts.store.agentSeen(this.agentId, now);
+    if (this.stalled) {
+      this.stalled = false;
+      this.srv.opts.store.agentState(this.agentId, 'live', now);
+    }
+  }
+
+  private activate(info: AgentInfo): void {
+    const o = this.srv.opts;
+    const now = Date.now();
+    o.store.agentConnected(this.projectId, info, now);
+    this.srv.replaceOlder(this);
+    const lic = this.srv.licenses.acquire(this.agentId);
+    o.store.agentLicensed(this.agentId, lic.granted);
+    const s = this.sealer as Sealer;
+    this.write(s.text(Inner.Config, encodeAgentConfig({ configVersion: 1, settings: {} })));
+    this.write(s.text(Inner.License, encodeLicense(lic)));
+    if (!lic.granted) {
+      o.log.warn({ agentId: this.agentId, reason: lic.reason }, 'agent refused: no license available');
+      this.socket.end();
+      return;
+    }
+    this.phase = 'active';
+    this.lastData = now;
+    o.stats.sessions.tcp++;
+    o.store.agentState(this.agentId, 'live', now);
+    o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
+  }
+}
+
+class AgentServerImpl implements AgentServer {
+  readonly seriesCache = new Map<string, Series>();
+  readonly licenses: LicensePool;
+  readonly log: Logger;
+  private readonly conns = new Set<AgentConnection>();
+  private server: Server | null = null;
+  port = 0;
+
+  constructor(readonly opts: AgentServerOptions) {
+    this.log = opts.log;
+    this.licenses = new LicensePool(opts.licenses, opts.licenseReleaseMs, (agentId) => {
+      opts.store.agentLicensed(agentId, false);
+      this.log.info({ agentId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
+    });
+  }
+
+  listen(): Promise<void> {
+    const server = createServer((socket) => {
+      if (this.seriesCache.size > SERIES_CACHE_MAX) this.seriesCache.clear();
+      this.conns.add(new AgentConnection(socket, this));
+    });
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.opts.port, this.opts.host, () => {
+        server.off('error', reject);
+        const a = server.address();
+        this.port = typeof a === 'object' && a !== null ? a.port : this.opts.port;
+        resolve();
+      });
+    });
+  }
+
+  /** A newer connection of the same agent wins; the old one is closed. */
+  replaceOlder(current: AgentConnection): void {
+    for (const c of this.conns) {
+      if (c !== current && c.agent === current.agent) {
+        this.conns.delete(c);
+        c.end('ERR_REPLACED', 'a newer connection of this agent replaced this one');
+      }
+    }
+  }
+
+  connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void {
+    this.conns.delete(c);
+    if (!wasActive) return;
+    this.opts.stats.sessions.tcp--;
+    // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
+    for (const other of this.conns) if (other.agent === c.agent) return;
+    this.opts.store.agentState(c.agent, 'disconnected', Date.now());
+    this.licenses.disconnected(c.agent);
+    this.log.info({ agentId: c.agent, cause }, 'agent disconnected');
+  }
+
+  close(): Promise<void> {
+    for (const c of this.conns) c.end('ERR_SHUTDOWN', 'the collector is shutting down');
+    this.licenses.close();
+    const s = this.server;
+    if (s === null) return Promise.resolve();
+    return new Promise((resolve) => {
+      // Connections told to end get a moment to flush, then go.
+      const t = setTimeout(() => {
+        for (const c of [...this.conns]) c.close('shutdown');
+      }, 300);
+      s.close(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
+
+export async function startAgentServer(opts: AgentServerOptions): Promise<AgentServer> {
+  const srv = new AgentServerImpl(opts);
+  await srv.listen();
+  return srv;
+}

@@ -1,0 +1,250 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ApmError } from '@apm-sidecar/proto';
+import { formatAccessKey } from '@apm-sidecar/proto/upstream';
+import { type AgentServer, startAgentServer } from './agent-server';
+import { ProjectNameError } from './errors';
+import { closeServer, createHttpApi, listen } from './http-api';
+import { LOG_LEVELS, type Logger, createLogger } from './logger';
+import { type CollectorSettings, SettingError, parseSettings } from './settings';
+import { SqliteStore } from './store';
+import { CollectorStats } from './types';
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage. */
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  const d = env.APM_COLLECTOR_DATA_DIR;
+  return d !== undefined && d.length > 0 ? d : './.data/collector';
+}
+
+function parsePort(v: string): number {
+  const n = /^\d+$/.test(v) ? Number(v) : Number.NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port from 0 to 65535.');
+  return n;
+}
+
+function parseCount(v: string): number {
+  const n = /^\d+$/.test(v) ? Number(v) : Number.NaN;
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('expected a non-negative integer (0 = unlimited).');
+  return n;
+}
+
+/** HOST:PORT, [IPv6]:PORT. */
+export function parseHostPort(v: string): { host: string; port: number } {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d+)$/.exec(v) ?? /^([^:\s[\]]+):(\d+)$/.exec(v);
+  if (m === null) throw new InvalidArgumentError('expected HOST:PORT (for example 127.0.0.1:6680 or [::1]:6680).');
+  return { host: m[1] as string, port: parsePort(m[2] as string) };
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function die(code: number, message: string): never {
+  process.stderr.write(`apm-collector: ${message}\n`);
+  process.exit(code);
+}
+
+function failStore(err: unknown): never {
+  if (err instanceof ProjectNameError) die(EXIT_USAGE, err.message);
+  if (err instanceof ApmError) die(EXIT_RUNTIME, `${err.message} [${err.code}]`);
+  die(EXIT_RUNTIME, err instanceof Error ? err.message : String(err));
+}
+
+function openStore(dataDir: string): SqliteStore {
+  try {
+    return SqliteStore.open(dataDir);
+  } catch (err) {
+    failStore(err);
+  }
+}
+
+interface RunOpts {
+  port: number;
+  host: string;
+  http: { host: string; port: number };
+  dataDir?: string;
+  licenses: number;
+  set: string[];
+  logLevel: string;
+}
+
+async function run(o: RunOpts): Promise<void> {
+  let settings: CollectorSettings;
+  try {
+    settings = parseSettings(o.set);
+  } catch (err) {
+    if (err instanceof SettingError) die(EXIT_USAGE, `configuration error: ${err.message}`);
+    throw err;
+  }
+  const log = createLogger(o.logLevel);
+  const dataDir = o.dataDir ?? defaultDataDir();
+  let store: SqliteStore;
+  try {
+    store = SqliteStore.open(dataDir);
+  } catch (err) {
+    log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
+    failStore(err);
+  }
+  const reset = store.resetSessions(Date.now());
+  log.info({ db: store.path, agentsReset: reset, settings }, 'store opened');
+  const stats = new CollectorStats();
+  const http = createHttpApi({ store, stats, log, disconnectedRetentionMs: settings.disconnected_retention_ms });
+  let agents: AgentServer | null = null;
+  let httpPort: number;
+  try {
+    httpPort = (await listen(http, o.http.host, o.http.port)).port;
+    agents = await startAgentServer({
+      host: o.host,
+      port: o.port,
+      store,
+      stats,
+      log,
+      licenses: o.licenses,
+      idlePingMs: settings.idle_ping_ms,
+      stallAfterMs: settings.stall_after_ms,
+      licenseReleaseMs: settings.license_release_ms,
+      maxFrameBytes: settings.max_frame_bytes,
+    });
+  } catch (err) {
+    log.fatal({ err }, 'cannot listen');
+    await closeServer(http, 0);
+    store.close();
+    die(EXIT_RUNTIME, `cannot listen: ${(err as Error).message}`);
+  }
+  const agentServer = agents;
+  log.info({ agents: { host: o.host, port: agentServer.port }, http: { host: o.http.host, port: httpPort }, dataDir }, 'listening');
+
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(EXIT_RUNTIME);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    const deadline = setTimeout(() => {
+      log.error({ deadlineMs: SHUTDOWN_DEADLINE_MS }, 'shutdown did not finish in time: exiting');
+      process.exit(EXIT_RUNTIME);
+    }, SHUTDOWN_DEADLINE_MS);
+    deadline.unref();
+    // Stop accepting and end agent sessions first (they write to the store), then HTTP, then the db.
+    agentServer
+      .close()
+      .then(() => closeServer(http))
+      .then(
+        () => {
+          store.close();
+          log.info('stopped');
+          process.exit(0);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          store.close();
+          process.exit(EXIT_RUNTIME);
+        },
+      );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('uncaughtException', (err) => fatal(log, store, err));
+  process.on('unhandledRejection', (err) => fatal(log, store, err));
+}
+
+function fatal(log: Logger, store: SqliteStore, err: unknown): never {
+  log.fatal({ err }, 'unexpected error: exiting');
+  try {
+    store.close();
+  } catch {
+    // exiting anyway
+  }
+  process.exit(EXIT_RUNTIME);
+}
+
+function keysCreate(o: { project: string; dataDir?: string }): void {
+  const store = openStore(o.dataDir ?? defaultDataDir());
+  try {
+    const key = store.createKey(o.project);
+    const row = store.listKeys().find((k) => k.projectId === key.projectId);
+    // Informational lines first; the key alone on the last line (`| tail -n 1`).
+    process.stdout.write(`created access key for project ${JSON.stringify(o.project.trim())}: project id ${key.projectId}, fingerprint ${row?.fingerprint ?? '?'}\n`);
+    process.stdout.write('it is shown only this once; store it as a secret (e.g. in the sidecar access_key_file):\n');
+    process.stdout.write(`${formatAccessKey(key)}\n`);
+  } catch (err) {
+    store.close();
+    failStore(err);
+  }
+  store.close();
+}
+
+function keysList(o: { dataDir?: string; json?: boolean }): void {
+  const store = openStore(o.dataDir ?? defaultDataDir());
+  let keys: ReturnType<SqliteStore['listKeys']>;
+  try {
+    keys = store.listKeys();
+  } finally {
+    store.close();
+  }
+  if (o.json === true) {
+    process.stdout.write(`${JSON.stringify(keys.map((k) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() })), null, 2)}\n`);
+    return;
+  }
+  if (keys.length === 0) {
+    process.stdout.write('no access keys; create one with: apm-collector keys create --project NAME\n');
+    return;
+  }
+  const rows = [['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT'], ...keys.map((k) => [k.projectId, k.name, new Date(k.createdAt).toISOString(), k.fingerprint])];
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => (r[i] as string).length)));
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i < 3 ? c.padEnd(widths[i] as number) : c)).join('  ')}\n`);
+}
+
+export function main(argv: string[]): void {
+  const program = new Command('apm-collector');
+  program.description('apm-sidecar reference collector: authenticates agents, stores their data in SQLite, serves a JSON API and a web page').version('0.1.0');
+  program.exitOverride();
+  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  const dataDirHelp = 'directory of the SQLite database (default: $APM_COLLECTOR_DATA_DIR, else ./.data/collector)';
+
+  program
+    .command('run')
+    .description('run the collector in the foreground')
+    .addOption(new Option('--port <port>', 'TCP port for agents (0 picks a free port)').default(6600).argParser(parsePort))
+    .addOption(new Option('--host <host>', 'address for agents').default('0.0.0.0'))
+    .addOption(new Option('--http <host:port>', 'HTTP address: tunnel, web page, JSON API, /metrics').default(parseHostPort('127.0.0.1:6680'), '127.0.0.1:6680').argParser(parseHostPort))
+    .addOption(new Option('--data-dir <dir>', dataDirHelp))
+    .addOption(new Option('--licenses <n>', 'licenses available to agents (0 = unlimited)').default(0).argParser(parseCount))
+    .addOption(new Option('--set <key=value>', 'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes').default([]).argParser(collect))
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .action((o: RunOpts) => run(o));
+
+  const keys = program.command('keys').description('manage the access keys agents authenticate with');
+  keys
+    .command('create')
+    .description('create an access key for a project; prints the key alone on the last line')
+    .requiredOption('--project <name>', 'project name (the project id is derived from it)')
+    .option('--data-dir <dir>', dataDirHelp)
+    .action((o: { project: string; dataDir?: string }) => keysCreate(o));
+  keys
+    .command('list')
+    .description('list access keys (project id, name, creation time, fingerprint — never the secret)')
+    .option('--data-dir <dir>', dataDirHelp)
+    .option('--json', 'print JSON')
+    .action((o: { dataDir?: string; json?: boolean }) => keysList(o));
+
+  const all = (c: Command): void => {
+    c.exitOverride();
+    for (const sub of c.commands) all(sub);
+  };
+  all(program);
+  program.parseAsync(argv).catch((err: unknown) => {
+    if (err instanceof CommanderError) {
+      process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+    }
+    failStore(err);
+  });
+}
+
+if (require.main === module) main(process.argv);

@@ -1,0 +1,43 @@
+import { ApmError } from '@apm-sidecar/proto';
+
+/** The data directory or the database file cannot be created or opened (permissions, not a directory, ...). */
+export class StoreOpenError extends ApmError {
+  readonly path: string;
+  constructor(path: string, why: string) {
+    super('ERR_STORE_OPEN', `cannot open the collector database ${path}: ${why}`);
+    this.path = path;
+  }
+}
+
+/**
+ * The file exists but is not a usable collector database: not SQLite at all, damaged, or
+ * another program's database. The collector refuses to start and never deletes it.
+ */
+export class StoreCorruptError extends ApmError {
+  readonly path: string;
+  constructor(path: string, why: string) {
+    super('ERR_STORE_CORRUPT', `${path} is not a usable collector database (${why}); refusing to start, the file was left untouched — move it away or choose another --data-dir`);
+    this.path = path;
+  }
+}
+
+/** SQLite did not accept the durability settings the collector requires (WAL, synchronous = FULL). */
+export class StoreDurabilityError extends ApmError {
+  constructor(what: string, wanted: string, got: string) {
+    super('ERR_STORE_DURABILITY', `SQLite ${what} is ${got}, the collector requires ${wanted}`);
+  }
+}
+
+/** The database was written by a newer collector (its schema version is unknown here). */
+export class StoreVersionError extends ApmError {
+  constructor(path: string, found: number, known: number) {
+    super('ERR_STORE_VERSION', `${path} has schema version ${found}; this collector knows up to ${known} (was it written by a newer version?)`);
+  }
+}
+
+/** A project name that yields no usable project id. */
+export class ProjectNameError extends ApmError {
+  constructor(why: string) {
+    super('ERR_PROJECT_NAME', `bad project name: ${why}`);
+  }
+}

@@ -1,0 +1,347 @@
+import { readFileSync } from 'node:fs';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { ApmError } from '@apm-sidecar/proto';
+import type { Logger } from 'pino';
+import { MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
+import type { AgentState, CollectorStats } from './types';
+
+/**
+ * The collector's HTTP side (node:http, no framework):
+ *
+ *   GET /api/agents    agents; disconnected ones stay listed for disconnected_retention_ms
+ *   GET /api/metrics   ?agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
+ *   GET /api/traces    ?agent=&limit=   recent traces, newest first
+ *   GET /api/events    ?agent=&limit=   recent events, newest first
+ *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
+ *   GET /healthz       200 "ok"
+ *   GET /metrics       Prometheus text format
+ *   GET /              the web page (public/index.html)
+ *
+ * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
+ * Every error is JSON `{ error: { code, message } }`: unknown path 404, wrong method
+ * 405, a body over maxBodyBytes 413, bad query parameters 400.
+ */
+
+/** What the API reads from the store. */
+export type ApiStore = Pick<SqliteStore, 'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents'>;
+
+export interface HttpApiOptions {
+  store: ApiStore;
+  stats: CollectorStats;
+  log: Logger;
+  /** Return true when the request was handled (responded to or being responded to). */
+  extraRoutes?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** Hide agents disconnected longer than this (default 1800000). */
+  disconnectedRetentionMs?: number;
+  /** Largest request body accepted by the API routes (default 64 KiB). */
+  maxBodyBytes?: number;
+  /** Directory holding index.html (default: the package's public/). */
+  publicDir?: string;
+  now?: () => number;
+}
+
+export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
+
+class HttpError extends ApmError {
+  constructor(
+    readonly status: number,
+    code: string,
+    message: string,
+  ) {
+    super(code, message);
+  }
+}
+
+type Handler = (q: URLSearchParams, res: ServerResponse) => void;
+
+const STATES: AgentState[] = ['live', 'stalled', 'disconnected'];
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const s = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': String(Buffer.byteLength(s)),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+    ...headers,
+  });
+  res.end(s);
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, status, { error: { code, message } }, headers);
+}
+
+/** One value of a query parameter: absent → undefined; given twice → 400. */
+function param(q: URLSearchParams, name: string, maxLen = 1024): string | undefined {
+  const all = q.getAll(name);
+  if (all.length === 0) return undefined;
+  if (all.length > 1) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is given more than once`);
+  const v = all[0] as string;
+  if (v.length === 0) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is empty`);
+  if (v.length > maxLen) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is longer than ${maxLen} characters`);
+  return v;
+}
+
+function intParam(q: URLSearchParams, name: string, what: string, min: number, max: number): number | undefined {
+  const raw = param(q, name, 32);
+  if (raw === undefined) return undefined;
+  const v = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(v) || v < min || v > max) {
+    throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" must be ${what}, got ${JSON.stringify(raw.slice(0, 40))}`);
+  }
+  return v;
+}
+
+const EPOCH_MS = 'epoch milliseconds (a non-negative integer)';
+
+export function metricQueryFrom(q: URLSearchParams): MetricQuery {
+  const out: MetricQuery = {};
+  const agent = param(q, 'agent');
+  const name = param(q, 'name');
+  const from = intParam(q, 'from', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
+  const to = intParam(q, 'to', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
+  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
+  if (from !== undefined && to !== undefined && from > to) throw new HttpError(400, 'ERR_BAD_QUERY', `"from" (${from}) is after "to" (${to})`);
+  if (agent !== undefined) out.agent = agent;
+  if (name !== undefined) out.name = name;
+  if (from !== undefined) out.from = from;
+  if (to !== undefined) out.to = to;
+  if (limit !== undefined) out.limit = limit;
+  return out;
+}
+
+function esc(v: string): string {
+  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}
+
+/** Prometheus text exposition format 0.0.4, written by hand. */
+export function prometheusText(stats: CollectorStats, agents: Record<AgentState, number>): string {
+  const out: string[] = [];
+  const metric = (name: string, type: 'counter' | 'gauge', help: string, rows: [Record<string, string>, number][]) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of rows) {
+      const l = Object.entries(labels)
+        .map(([k, x]) => `${k}="${esc(x)}"`)
+        .join(',');
+      out.push(`${name}${l.length > 0 ? `{${l}}` : ''} ${Number.isFinite(v) ? v : 0}`);
+    }
+  };
+  metric(
+    'apm_collector_sessions',
+    'gauge',
+    'Agent sessions, by transport.',
+    Object.entries(stats.sessions).map(([t, n]) => [{ transport: t }, n]),
+  );
+  metric(
+    'apm_collector_agents',
+    'gauge',
+    'Known agents, by state.',
+    STATES.map((s) => [{ state: s }, agents[s]]),
+  );
+  metric(
+    'apm_collector_frames_total',
+    'counter',
+    'Agent frames received, by type.',
+    Object.entries(stats.frames).map(([t, n]) => [{ type: t }, n]),
+  );
+  metric(
+    'apm_collector_rejected_total',
+    'counter',
+    'Agent sessions or frames rejected, by reason.',
+    Object.entries(stats.rejected).map(([r, n]) => [{ reason: r }, n]),
+  );
+  metric('apm_collector_late_points_dropped_total', 'counter', 'Metric points dropped because their minute was already final.', [[{}, stats.droppedLate]]);
+  metric(
+    'apm_collector_received_total',
+    'counter',
+    'Items stored, by kind (metricPoints counts points).',
+    Object.entries(stats.received).map(([k, n]) => [{ kind: k }, n]),
+  );
+  metric('apm_collector_duplicate_packs_total', 'counter', 'Metric packs received again and ignored (still acked).', [[{}, stats.duplicatePacks]]);
+  return `${out.join('\n')}\n`;
+}
+
+export function createHttpApi(opts: HttpApiOptions): Server {
+  const { store, stats, log } = opts;
+  const now = opts.now ?? Date.now;
+  const retention = opts.disconnectedRetentionMs ?? 1_800_000;
+  const maxBody = opts.maxBodyBytes ?? 64 * 1024;
+  const publicDir = opts.publicDir ?? DEFAULT_PUBLIC_DIR;
+  let indexHtml: Buffer | undefined;
+
+  const routes = new Map<string, Handler>([
+    [
+      '/api/agents',
+      (_q, res) => {
+        const t = now();
+        const rows = store
+          .listAgents()
+          .filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention))
+          .map((a) => ({
+            agentId: a.agentId,
+            app: a.app,
+            host: a.host,
+            state: a.state,
+            lastSeenAt: new Date(a.lastSeenAt).toISOString(),
+            licensed: a.licensed,
+            projectId: a.projectId,
+            apps: a.apps,
+            version: a.version,
+          }));
+        sendJson(res, 200, rows);
+      },
+    ],
+    ['/api/metrics', (q, res) => sendJson(res, 200, store.queryMetrics(metricQueryFrom(q)))],
+    [
+      '/api/traces',
+      (q, res) => {
+        const agent = param(q, 'agent');
+        const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
+        sendJson(res, 200, store.listTraces({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }));
+      },
+    ],
+    [
+      '/api/events',
+      (q, res) => {
+        const agent = param(q, 'agent');
+        const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
+        sendJson(res, 200, store.listEvents({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }));
+      },
+    ],
+    ['/api/stats', (_q, res) => sendJson(res, 200, { ...(stats.toJSON() as Record<string, unknown>), agents: store.agentsByState() })],
+    [
+      '/healthz',
+      (_q, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+        res.end('ok\n');
+      },
+    ],
+    [
+      '/metrics',
+      (_q, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
+        res.end(prometheusText(stats, store.agentsByState()));
+      },
+    ],
+    [
+      '/',
+      (_q, res) => {
+        if (indexHtml === undefined) {
+          try {
+            indexHtml = readFileSync(join(publicDir, 'index.html'));
+          } catch (err) {
+            throw new HttpError(500, 'ERR_NO_PAGE', `the web page is missing: ${(err as Error).message}`);
+          }
+        }
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': String(indexHtml.length),
+          'x-content-type-options': 'nosniff',
+          'cache-control': 'no-cache',
+        });
+        res.end(indexHtml);
+      },
+    ],
+  ]);
+
+  const respond = (req: IncomingMessage, res: ServerResponse, handler: Handler, search: string): void => {
+    try {
+      handler(new URLSearchParams(search), res);
+    } catch (err) {
+      if (err instanceof HttpError) {
+        sendError(res, err.status, err.code, err.message);
+        return;
+      }
+      log.error({ err, url: req.url }, 'api request failed');
+      const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
+      sendError(res, 500, code, err instanceof ApmError ? err.message : 'internal error');
+    }
+  };
+
+  const server = createServer((req, res) => {
+    if (opts.extraRoutes?.(req, res) === true) return;
+    const url = req.url ?? '/';
+    const qi = url.indexOf('?');
+    const path = qi < 0 ? url : url.slice(0, qi);
+    const search = qi < 0 ? '' : url.slice(qi + 1);
+    const handler = routes.get(path);
+    // Check the declared size first; a chunked body is counted as it arrives.
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > maxBody) {
+      sendError(res, 413, 'ERR_BODY_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${maxBody}`, { connection: 'close' });
+      return;
+    }
+    if (handler === undefined) {
+      req.resume();
+      sendError(res, 404, 'ERR_NOT_FOUND', `no route for ${path.slice(0, 200)}`);
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      req.resume();
+      sendError(res, 405, 'ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${path}; use GET`, { allow: 'GET, HEAD' });
+      return;
+    }
+    let size = 0;
+    let over = false;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBody && !over) {
+        over = true;
+        sendError(res, 413, 'ERR_BODY_TOO_LARGE', `request body is over the limit of ${maxBody} bytes`, { connection: 'close' });
+      }
+    });
+    req.on('end', () => {
+      if (!over) respond(req, res, handler, search);
+    });
+    req.on('error', () => res.destroy());
+  });
+  // Malformed HTTP: answer in JSON as well when the socket still takes it.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
+    const body = JSON.stringify({ error: { code: tooBig ? 'ERR_HEADERS_TOO_LARGE' : 'ERR_BAD_REQUEST', message: tooBig ? 'request headers too large' : 'malformed HTTP request' } });
+    socket.end(
+      `HTTP/1.1 ${tooBig ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+  });
+  return server;
+}
+
+/** Listen and resolve with the actual address (port 0 picks a free port). */
+export function listen(server: Server, host: string, port: number): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err);
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+/** Stop accepting, let in-flight requests finish for up to graceMs, then drop what is left. */
+export function closeServer(server: Server, graceMs = 2000): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) {
+      resolve();
+      return;
+    }
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}

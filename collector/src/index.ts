@@ -1,0 +1,6 @@
+export * from './errors';
+export * from './http-api';
+export * from './settings';
+export * from './store';
+export * from './types';
+export * from './logger';

@@ -1,0 +1,49 @@
+/**
+ * The license pool (`--licenses N`, 0 = unlimited). An agent keeps its license
+ * while connected and for `releaseMs` after it disconnects, so a brief outage
+ * does not hand its seat to someone else; after that the seat is free.
+ */
+export class LicensePool {
+  private readonly holders = new Map<string, { releaseTimer: NodeJS.Timeout | null }>();
+
+  constructor(
+    private readonly capacity: number,
+    private readonly releaseMs: number,
+    private readonly onRelease: (agentId: string) => void = () => {},
+  ) {}
+
+  get held(): number {
+    return this.holders.size;
+  }
+
+  /** Take (or keep) a license for an agent that just connected. */
+  acquire(agentId: string): { granted: boolean; reason: string } {
+    const h = this.holders.get(agentId);
+    if (h !== undefined) {
+      if (h.releaseTimer !== null) clearTimeout(h.releaseTimer);
+      h.releaseTimer = null;
+      return { granted: true, reason: 'license kept' };
+    }
+    if (this.capacity > 0 && this.holders.size >= this.capacity) {
+      return { granted: false, reason: `all ${this.capacity} licenses are in use` };
+    }
+    this.holders.set(agentId, { releaseTimer: null });
+    return { granted: true, reason: this.capacity === 0 ? 'unlimited licenses' : `license ${this.holders.size} of ${this.capacity}` };
+  }
+
+  /** The agent disconnected: free its license after releaseMs unless it comes back. */
+  disconnected(agentId: string): void {
+    const h = this.holders.get(agentId);
+    if (h === undefined || h.releaseTimer !== null) return;
+    h.releaseTimer = setTimeout(() => {
+      this.holders.delete(agentId);
+      this.onRelease(agentId);
+    }, this.releaseMs);
+    h.releaseTimer.unref();
+  }
+
+  close(): void {
+    for (const h of this.holders.values()) if (h.releaseTimer !== null) clearTimeout(h.releaseTimer);
+    this.holders.clear();
+  }
+}

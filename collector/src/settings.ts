@@ -1,0 +1,72 @@
+import { ApmError } from '@apm-sidecar/proto';
+
+/**
+ * Collector settings given with `--set key=value` (every duration in milliseconds,
+ * so tests can run the liveness and license timeline in seconds).
+ */
+export interface CollectorSettings {
+  idle_ping_ms: number;
+  tunnel_session_timeout_ms: number;
+  disconnected_retention_ms: number;
+  stall_after_ms: number;
+  license_release_ms: number;
+  rollup_grace_ms: number;
+  max_frame_bytes: number;
+}
+export type SettingKey = keyof CollectorSettings;
+
+interface Spec {
+  def: number;
+  min: number;
+  max: number;
+  help: string;
+}
+
+const DAY = 86_400_000;
+
+export const SETTINGS: Record<SettingKey, Spec> = {
+  idle_ping_ms: { def: 120_000, min: 1, max: DAY, help: 'ping a session idle this long' },
+  tunnel_session_timeout_ms: { def: 60_000, min: 1, max: DAY, help: 'an HTTP-tunnel session expires after this long without a request' },
+  disconnected_retention_ms: { def: 1_800_000, min: 0, max: 365 * DAY, help: 'a disconnected agent stays listed this long' },
+  stall_after_ms: { def: 60_000, min: 1, max: DAY, help: 'a connected agent sending no data this long is stalled' },
+  license_release_ms: { def: 300_000, min: 0, max: 365 * DAY, help: 'free a license after its agent has been disconnected this long' },
+  rollup_grace_ms: { def: 120_000, min: 0, max: DAY, help: 'a minute is final this long after it ends' },
+  max_frame_bytes: { def: 8_388_608, min: 1024, max: 1024 * 1024 * 1024, help: 'largest agent frame accepted' },
+};
+
+/** A bad `--set` (unknown key, malformed pair or value out of range). The message names the key. */
+export class SettingError extends ApmError {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super('ERR_SETTING', message);
+    this.key = key;
+  }
+}
+
+export function defaultSettings(): CollectorSettings {
+  const out = {} as CollectorSettings;
+  for (const k of Object.keys(SETTINGS) as SettingKey[]) out[k] = SETTINGS[k].def;
+  return out;
+}
+
+function isKey(k: string): k is SettingKey {
+  return Object.hasOwn(SETTINGS, k);
+}
+
+/** Apply `key=value` pairs over the defaults. Throws SettingError naming the key. */
+export function parseSettings(pairs: readonly string[]): CollectorSettings {
+  const out = defaultSettings();
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new SettingError(pair, `--set ${JSON.stringify(pair)}: expected key=value`);
+    const key = pair.slice(0, eq).trim();
+    const raw = pair.slice(eq + 1).trim();
+    if (!isKey(key)) throw new SettingError(key, `--set ${key}: unknown key (known: ${Object.keys(SETTINGS).join(', ')})`);
+    const spec = SETTINGS[key];
+    if (!/^\d+$/.test(raw)) throw new SettingError(key, `--set ${key}: ${JSON.stringify(raw)} is not a non-negative integer`);
+    const v = Number(raw);
+    if (!Number.isSafeInteger(v) || v < spec.min || v > spec.max) throw new SettingError(key, `--set ${key}: ${raw} is out of range [${spec.min}, ${spec.max}]`);
+    out[key] = v;
+  }
+  return out;
+}

@@ -1,0 +1,43 @@
+import { ApmError } from '../errors';
+
+/** The access key is unknown, or a peer could not prove it holds it. Counted as rejected.badKey. */
+export class BadKeyError extends ApmError {
+  constructor(message: string) {
+    super('ERR_BAD_KEY', message);
+  }
+}
+
+/** The collector failed to prove it holds the access key: the agent does not talk to it. */
+export class ServerProofError extends ApmError {
+  constructor() {
+    super('ERR_SERVER_PROOF', 'the collector could not prove it holds the access key');
+  }
+}
+
+/** A sealed frame failed authentication (modified in transit, or sealed under another key). */
+export class TamperedFrameError extends ApmError {
+  constructor(kind: string) {
+    super('ERR_TAMPERED', `${kind} frame failed authentication`);
+  }
+}
+
+/** A sealed frame's counter is not greater than the last one accepted (replayed or reordered). */
+export class ReplayError extends ApmError {
+  constructor(counter: number, last: number) {
+    super('ERR_REPLAY', `frame counter ${counter} is not greater than the last accepted ${last}`);
+  }
+}
+
+/** A handshake message out of order or malformed. */
+export class HandshakeError extends ApmError {
+  constructor(message: string) {
+    super('ERR_HANDSHAKE', message);
+  }
+}
+
+/** An access key string that does not parse. The message never contains the key. */
+export class AccessKeyFormatError extends ApmError {
+  constructor(why: string) {
+    super('ERR_ACCESS_KEY_FORMAT', `access key is malformed: ${why}`);
+  }
+}

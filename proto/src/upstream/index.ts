@@ -1,0 +1,6 @@
+export * from './access-key';
+export * from './errors';
+export * from './handshake';
+export * from './messages';
+export * from './seal';
+export * from './types';

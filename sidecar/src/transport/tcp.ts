@@ -1,0 +1,333 @@
+import { hostname } from 'node:os';
+import { type ApmError, Writer } from '@apm-sidecar/proto';
+import { type AccessKey, Inner, type TextItem, type UpMetricPack, writeMetricPack } from '@apm-sidecar/proto/upstream';
+import type { Pack } from '../pack';
+import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
+import { UpstreamSession } from '../upstream/session';
+import type { Transport, TransportContext } from './transport';
+
+export interface TcpTransportOptions {
+  hosts: string[];
+  port: number;
+  key: AccessKey;
+  agentId: string;
+  version: string;
+  connectTimeoutMs: number;
+  soTimeoutMs: number;
+  /** net_send_max_bytes: the largest frame the sender builds. */
+  maxSendBytes: number;
+  schedule: ReconnectSchedule;
+  /** Apps of the shims connected now (sent to the collector in AgentInfo). */
+  apps: () => string[];
+  random?: () => number;
+}
+
+type Done = (err?: Error) => void;
+
+interface InFlight {
+  counter: number;
+  dones: Done[];
+  bytes: number;
+}
+
+/** Packs for one frame being assembled. */
+class Batch {
+  readonly dones: Done[] = [];
+  bytes = 0;
+  constructor(readonly parts: Buffer[] = []) {}
+}
+
+const ENVELOPE = 64;
+
+/**
+ * `transport = tcp`: one TCP session to one of `server_host` (all on
+ * `server_port`), failing over to the next host.
+ *
+ * Packs are packed into frames of at most net_send_max_bytes — metric packs
+ * in numeric frames, everything else in text frames — and forgotten only when
+ * the collector acks the frame. When the session ends, unacked packs go back
+ * to their queues (reverse order) and are sent again on the next session.
+ *
+ * Reconnecting: after a loss every other host is tried once at once (failover);
+ * when a whole round fails, the next round waits for the reconnect schedule.
+ * A schedule that ends in `stop` leaves the sidecar `stopped` until
+ * `apm-sidecar reconnect` or SIGHUP.
+ */
+export class TcpTransport implements Transport {
+  readonly name = 'tcp';
+  readonly window = 1_000_000;
+  private ctx: TransportContext | null = null;
+  private session: UpstreamSession | null = null;
+  private hostIndex = 0;
+  /** Hosts still to try in the current round. */
+  private roundLeft = 0;
+  /** Scheduled rounds that failed since the last active session. */
+  private attempts = 0;
+  private everActive = false;
+  private timer: NodeJS.Timeout | null = null;
+  private nextAttemptAt: number | null = null;
+  private closing = false;
+  private inFlight: InFlight[] = [];
+  private unackedBytes = 0;
+  private metricBatch = new Batch();
+  private textBatch = new Batch();
+  private flushQueued = false;
+  private lastError: { code: string; message: string; at: string } | null = null;
+  private lastAckAt = 0;
+  private activeSince = 0;
+  private configVersion: number | null = null;
+  readonly totals = { bytesSent: 0, framesSent: 0, reconnectAttempts: 0, sessions: 0 };
+
+  constructor(private readonly opts: TcpTransportOptions) {}
+
+  get ready(): boolean {
+    return this.session !== null && this.session.isActive && this.unackedBytes < 4 * this.opts.maxSendBytes;
+  }
+
+  start(ctx: TransportContext): void {
+    this.ctx = ctx;
+    this.roundLeft = this.opts.hosts.length;
+    this.connect();
+  }
+
+  send(pack: Pack, done: Done): void {
+    if (pack.kind === 'metrics') {
+      const up: UpMetricPack = { packId: pack.packId, intervalStart: pack.intervalStart, intervalMs: pack.intervalMs, points: pack.points };
+      const w = new Writer(256 + 96 * pack.points.length);
+      writeMetricPack(w, up);
+      this.add(this.metricBatch, w.body(), done, 'metric');
+    } else {
+      this.add(this.textBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'text');
+    }
+  }
+
+  reconnect(): { ok: boolean; message: string } {
+    if (this.session?.isActive) return { ok: true, message: `already connected to ${this.session.address}` };
+    if (this.session !== null) return { ok: true, message: `already connecting to ${this.session.address}` };
+    const ctx = this.ctx as TransportContext;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.nextAttemptAt = null;
+    this.attempts = 0;
+    this.roundLeft = this.opts.hosts.length;
+    if (ctx.state.state === 'stopped') ctx.state.set(this.everActive ? 'reconnecting' : 'connecting', 'reconnect requested');
+    this.connect();
+    return { ok: true, message: `reconnecting to ${this.opts.hosts[this.hostIndex]}:${this.opts.port}` };
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      transport: 'tcp',
+      servers: this.opts.hosts.map((h) => `${h}:${this.opts.port}`),
+      server: this.session?.address ?? null,
+      connected: this.session?.isActive === true,
+      activeSince: this.activeSince === 0 ? null : new Date(this.activeSince).toISOString(),
+      attempts: this.attempts,
+      nextAttemptAt: this.nextAttemptAt === null ? null : new Date(this.nextAttemptAt).toISOString(),
+      lastError: this.lastError,
+      lastAckAt: this.lastAckAt === 0 ? null : new Date(this.lastAckAt).toISOString(),
+      lastAckAgeMs: this.lastAckAt === 0 ? null : Date.now() - this.lastAckAt,
+      inFlightFrames: this.inFlight.length,
+      unackedBytes: this.unackedBytes,
+      configVersion: this.configVersion,
+      ...this.totals,
+    };
+  }
+
+  readiness(maxAckAgeMs: number): { ready: boolean; reason: string } {
+    if (this.session?.isActive !== true) return { ready: false, reason: `upstream not connected${this.lastError ? `: ${this.lastError.message}` : ''}` };
+    if (this.inFlight.length === 0) return { ready: true, reason: `connected to ${this.session.address}, nothing unacked` };
+    const age = Date.now() - Math.max(this.lastAckAt, this.activeSince);
+    return age <= maxAckAgeMs ? { ready: true, reason: `last ack ${age} ms ago` } : { ready: false, reason: `no ack for ${age} ms` };
+  }
+
+  close(): Promise<void> {
+    this.closing = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.session?.close('shutting down', null);
+    return Promise.resolve();
+  }
+
+  // --- batching and acks -------------------------------------------------------
+
+  private add(batch: Batch, bytes: Buffer, done: Done, kind: 'metric' | 'text'): void {
+    if (batch.bytes > 0 && batch.bytes + bytes.length + ENVELOPE > this.opts.maxSendBytes) this.flush();
+    const b = kind === 'metric' ? this.metricBatch : this.textBatch;
+    b.parts.push(bytes);
+    b.dones.push(done);
+    b.bytes += bytes.length + 1;
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Seal what is batched into (at most) one metric frame and one text frame. */
+  private flush(): void {
+    this.flushQueued = false;
+    const s = this.session;
+    if (s === null || !s.isActive) {
+      this.failAll(new Error('upstream not connected'));
+      return;
+    }
+    const m = this.metricBatch;
+    if (m.parts.length > 0) {
+      this.metricBatch = new Batch();
+      const w = new Writer(m.bytes + 16);
+      w.varint(m.parts.length);
+      for (const p of m.parts) w.bytes(p);
+      const body = w.body();
+      this.track(s.sendNumeric(Inner.MetricBatch, body), m.dones, body.length);
+    }
+    const t = this.textBatch;
+    if (t.parts.length > 0) {
+      this.textBatch = new Batch();
+      const body = Buffer.concat([Buffer.from('{"items":['), ...t.parts.flatMap((p, i) => (i === 0 ? [p] : [COMMA, p])), Buffer.from(']}')]);
+      this.track(s.sendText(Inner.TextBatch, body), t.dones, body.length);
+    }
+    this.totals.bytesSent = this.sessionBytesBase + s.bytesSent;
+    this.totals.framesSent = this.sessionFramesBase + s.framesSent;
+  }
+
+  private sessionBytesBase = 0;
+  private sessionFramesBase = 0;
+
+  private track(counter: number, dones: Done[], bytes: number): void {
+    this.inFlight.push({ counter, dones, bytes });
+    this.unackedBytes += bytes;
+  }
+
+  private acked(counter: number): void {
+    this.lastAckAt = Date.now();
+    let woke = false;
+    while (this.inFlight.length > 0 && (this.inFlight[0] as InFlight).counter <= counter) {
+      const f = this.inFlight.shift() as InFlight;
+      this.unackedBytes -= f.bytes;
+      for (const d of f.dones) d();
+      woke = true;
+    }
+    if (woke) this.ctx?.wake();
+  }
+
+  /** Everything not acked goes back to the sender, newest first. */
+  private failAll(err: Error): void {
+    const all: Done[] = [];
+    for (const f of this.inFlight) all.push(...f.dones);
+    all.push(...this.metricBatch.dones, ...this.textBatch.dones);
+    this.inFlight = [];
+    this.unackedBytes = 0;
+    this.metricBatch = new Batch();
+    this.textBatch = new Batch();
+    for (let i = all.length - 1; i >= 0; i--) (all[i] as Done)(err);
+  }
+
+  // --- connection management ------------------------------------------------
+
+  private connect(): void {
+    if (this.closing || this.session !== null) return;
+    const ctx = this.ctx as TransportContext;
+    const host = this.opts.hosts[this.hostIndex] as string;
+    this.totals.reconnectAttempts++;
+    this.roundLeft--;
+    ctx.log.info({ server: `${host}:${this.opts.port}`, attempt: this.attempts }, 'connecting upstream');
+    let session: UpstreamSession | null = null;
+    session = new UpstreamSession(
+      {
+        host,
+        port: this.opts.port,
+        key: this.opts.key,
+        agentInfo: { agentId: this.opts.agentId, host: hostname(), version: this.opts.version, apps: this.opts.apps() },
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+        soTimeoutMs: this.opts.soTimeoutMs,
+        maxFrameBytes: Math.max(this.opts.maxSendBytes, 1 << 20),
+      },
+      {
+        active: (config) => {
+          if (session !== this.session) return;
+          this.everActive = true;
+          this.attempts = 0;
+          this.nextAttemptAt = null;
+          this.activeSince = Date.now();
+          this.configVersion = config.configVersion;
+          this.lastError = null;
+          this.totals.sessions++;
+          ctx.state.set('active', `connected to ${host}:${this.opts.port}; configuration and license received`);
+          ctx.wake();
+        },
+        ack: (counter) => {
+          if (session === this.session) this.acked(counter);
+        },
+        drain: () => {
+          if (session === this.session) ctx.wake();
+        },
+        closed: (cause, error) => {
+          if (session !== this.session) return;
+          this.sessionClosed(session as UpstreamSession, cause, error);
+        },
+      },
+    );
+    this.session = session;
+  }
+
+  private sessionClosed(s: UpstreamSession, cause: string, error: ApmError | null): void {
+    const ctx = this.ctx as TransportContext;
+    const wasActive = s.isActive || this.activeSince > 0;
+    this.sessionBytesBase += s.bytesSent;
+    this.sessionFramesBase += s.framesSent;
+    this.session = null;
+    this.activeSince = 0;
+    this.failAll(new Error(cause));
+    if (error !== null) this.lastError = { code: error.code, message: cause, at: new Date().toISOString() };
+    if (this.closing) return;
+    ctx.log.warn({ server: s.address, code: error?.code, cause }, `upstream session ended: ${cause}`);
+    this.hostIndex = (this.hostIndex + 1) % this.opts.hosts.length;
+    if (wasActive) {
+      ctx.state.set('reconnecting', cause);
+      // Fail over: every other host once, right away.
+      this.roundLeft = this.opts.hosts.length - 1;
+    }
+    if (this.roundLeft > 0) {
+      this.connect();
+      return;
+    }
+    this.scheduleRound(cause);
+  }
+
+  private scheduleRound(cause: string): void {
+    const ctx = this.ctx as TransportContext;
+    const delay = nextDelay(this.opts.schedule, this.attempts, this.opts.random);
+    if (delay === 'stop') {
+      this.nextAttemptAt = null;
+      ctx.state.set('stopped', `gave up after ${this.attempts} reconnect attempts (${cause}); apm-sidecar reconnect or SIGHUP tries again`);
+      return;
+    }
+    this.attempts++;
+    this.nextAttemptAt = Date.now() + delay;
+    ctx.log.info({ attempt: this.attempts, delayMs: delay, event: 'reconnect-scheduled' }, `next upstream attempt in ${delay} ms`);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.nextAttemptAt = null;
+      this.roundLeft = this.opts.hosts.length;
+      this.connect();
+    }, delay);
+  }
+}
+
+const COMMA = Buffer.from(',');
+
+function textItem(pack: Exclude<Pack, { kind: 'metrics' }>): TextItem {
+  switch (pack.kind) {
+    case 'trace':
+      return { kind: 'trace', origin: pack.origin, trace: pack.trace };
+    case 'activeStack':
+      return { kind: 'activeStack', origin: pack.origin, stack: pack.stack };
+    case 'event':
+      return { kind: 'event', origin: pack.origin, event: pack.event };
+    case 'snapshot':
+      return { kind: 'snapshot', origin: pack.origin, snapshot: pack.snapshot };
+    case 'btRegistration':
+      return { kind: 'btRegistration', origin: pack.origin, name: pack.name, ts: pack.ts };
+  }
+}
+

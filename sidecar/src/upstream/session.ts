@@ -1,0 +1,213 @@
+import { type Socket, connect as tcpConnect } from 'node:net';
+import { ApmError, FrameParser } from '@apm-sidecar/proto';
+import {
+  type AccessKey,
+  type AgentConfig,
+  type AgentInfo,
+  ClientHandshake,
+  Direction,
+  Inner,
+  type LicenseGrant,
+  Opener,
+  Sealer,
+  UpstreamType,
+  decodeAgentConfig,
+  decodeLicense,
+  decodePing,
+  decodeUpAck,
+  decodeUpError,
+  encodeAgentInfo,
+  encodePing,
+} from '@apm-sidecar/proto/upstream';
+import { naclImpl } from './nacl';
+
+export interface SessionOptions {
+  host: string;
+  port: number;
+  key: AccessKey;
+  agentInfo: AgentInfo;
+  connectTimeoutMs: number;
+  soTimeoutMs: number;
+  maxFrameBytes: number;
+}
+
+export interface SessionEvents {
+  /** Handshake done, configuration and license received. */
+  active(config: AgentConfig, license: LicenseGrant): void;
+  /** Every agent frame with counter ≤ `counter` is stored by the collector. */
+  ack(counter: number): void;
+  /** The socket is writable again after backpressure. */
+  drain(): void;
+  /** The session is over (called once). `error` carries a typed code when there is one. */
+  closed(cause: string, error: ApmError | null): void;
+}
+
+type Phase = 'connecting' | 'handshake' | 'configuring' | 'active' | 'closed';
+
+/**
+ * One upstream TCP session:
+ *
+ *   connect (tcp_connection_timeout) → ClientHello → ServerHello → ClientFinished
+ *   → AgentInfo → Config + License → active: sealed data frames ⇄ acks, pings
+ *
+ * No bytes received for tcp_so_timeout closes it. When idle for a third of
+ * that, it pings, so a healthy link never reaches the timeout.
+ */
+export class UpstreamSession {
+  private readonly socket: Socket;
+  private phase: Phase = 'connecting';
+  private handshake: ClientHandshake | null = null;
+  private sealer: Sealer | null = null;
+  private opener: Opener | null = null;
+  private config: AgentConfig | null = null;
+  private license: LicenseGrant | null = null;
+  private connectTimer: NodeJS.Timeout | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private lastReceived = Date.now();
+  private lastSent = Date.now();
+  bytesSent = 0;
+  bytesReceived = 0;
+  framesSent = 0;
+
+  constructor(
+    private readonly opts: SessionOptions,
+    private readonly events: SessionEvents,
+  ) {
+    this.socket = tcpConnect({ host: opts.host, port: opts.port });
+    this.socket.setNoDelay(true);
+    this.connectTimer = setTimeout(() => this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ApmError('ERR_CONNECT_TIMEOUT', 'connect timed out')), opts.connectTimeoutMs);
+    const parser = new FrameParser(opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
+    this.socket.on('connect', () => this.connected());
+    this.socket.on('data', (chunk: Buffer) => {
+      this.lastReceived = Date.now();
+      this.bytesReceived += chunk.length;
+      try {
+        parser.push(chunk);
+      } catch (err) {
+        this.close(`bad frame from the collector: ${(err as Error).message}`, err instanceof ApmError ? err : null);
+      }
+    });
+    this.socket.on('drain', () => {
+      if (this.phase === 'active') this.events.drain();
+    });
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`${err.code ?? 'error'}: ${err.message}`, new ApmError(err.code ?? 'ERR_SOCKET', err.message)));
+    this.socket.on('close', () => this.close('connection closed by the collector', null));
+  }
+
+  get isActive(): boolean {
+    return this.phase === 'active';
+  }
+
+  /** Bytes written to the socket but not yet flushed to the kernel. */
+  get writableLength(): number {
+    return this.socket.writableLength;
+  }
+
+  get address(): string {
+    return `${this.opts.host}:${this.opts.port}`;
+  }
+
+  /** Seal and write a data message; returns the frame counter the collector will ack. */
+  sendText(inner: number, body: Uint8Array): number {
+    const frame = (this.sealer as Sealer).text(inner, body);
+    this.write(frame);
+    return (this.sealer as Sealer).last;
+  }
+
+  sendNumeric(inner: number, body: Uint8Array): number {
+    const frame = (this.sealer as Sealer).numeric(inner, body);
+    this.write(frame);
+    return (this.sealer as Sealer).last;
+  }
+
+  close(cause: string, error: ApmError | null): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    if (this.idleTimer !== null) clearInterval(this.idleTimer);
+    this.socket.destroy();
+    this.events.closed(cause, error);
+  }
+
+  private write(frame: Buffer): void {
+    this.lastSent = Date.now();
+    this.bytesSent += frame.length;
+    this.framesSent++;
+    this.socket.write(frame);
+  }
+
+  private connected(): void {
+    if (this.phase !== 'connecting') return;
+    if (this.connectTimer !== null) clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this.phase = 'handshake';
+    this.lastReceived = Date.now();
+    const every = Math.max(10, Math.floor(this.opts.soTimeoutMs / 3));
+    this.idleTimer = setInterval(() => this.idleCheck(), every);
+    this.handshake = new ClientHandshake(naclImpl, this.opts.key, this.opts.agentInfo.agentId);
+    this.write(this.handshake.hello());
+  }
+
+  private idleCheck(): void {
+    const now = Date.now();
+    if (now - this.lastReceived >= this.opts.soTimeoutMs) {
+      this.close(`nothing received for ${this.opts.soTimeoutMs} ms (tcp_so_timeout)`, new ApmError('ERR_SO_TIMEOUT', 'upstream read timeout'));
+      return;
+    }
+    if (this.sealer !== null && now - Math.max(this.lastSent, this.lastReceived) >= this.opts.soTimeoutMs / 3) {
+      this.write(this.sealer.text(Inner.Ping, encodePing(now)));
+    }
+  }
+
+  private frame(type: number, payload: Buffer): void {
+    if (this.phase === 'closed') return;
+    if (type === UpstreamType.HandshakeRejected) {
+      const e = decodeUpError(payload);
+      this.close(`the collector refused the handshake: ${e.message}`, new ApmError(e.code, e.message));
+      return;
+    }
+    if (this.phase === 'handshake') {
+      if (type !== UpstreamType.ServerHello) throw new ApmError('ERR_HANDSHAKE', `expected ServerHello, got frame type ${type}`);
+      const { finished, keys } = (this.handshake as ClientHandshake).serverHello(payload);
+      this.handshake = null;
+      this.sealer = new Sealer(naclImpl, keys, Direction.AgentToCollector);
+      this.opener = new Opener(naclImpl, keys, Direction.CollectorToAgent);
+      this.write(finished);
+      this.write(this.sealer.text(Inner.AgentInfo, encodeAgentInfo(this.opts.agentInfo)));
+      this.phase = 'configuring';
+      return;
+    }
+    const m = (this.opener as Opener).open(type, payload);
+    switch (m.inner) {
+      case Inner.Config:
+        this.config = decodeAgentConfig(m.body);
+        break;
+      case Inner.License:
+        this.license = decodeLicense(m.body);
+        if (!this.license.granted) {
+          this.close(`no license: ${this.license.reason}`, new ApmError('ERR_NO_LICENSE', this.license.reason));
+          return;
+        }
+        break;
+      case Inner.Ack:
+        this.events.ack(decodeUpAck(m.body));
+        return;
+      case Inner.Ping:
+        this.write((this.sealer as Sealer).text(Inner.Pong, encodePing(decodePing(m.body))));
+        return;
+      case Inner.Pong:
+        return;
+      case Inner.Error: {
+        const e = decodeUpError(m.body);
+        this.close(`the collector closed the session: ${e.message}`, new ApmError(e.code, e.message));
+        return;
+      }
+      default:
+        throw new ApmError('ERR_UNEXPECTED_MESSAGE', `unexpected message ${m.inner} from the collector`);
+    }
+    if (this.phase === 'configuring' && this.config !== null && this.license !== null) {
+      this.phase = 'active';
+      this.events.active(this.config, this.license);
+    }
+  }
+}

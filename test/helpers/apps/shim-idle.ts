@@ -1,0 +1,36 @@
+// Fixture app: connects, records one of everything, prints one JSON line, then
+// does nothing at all. It must exit by itself (code 0) whatever the sidecar does.
+//   SOCKET        socket path (unset: APM_SIDECAR_SOCKET / the default path)
+//   WAIT_ACTIVE   '1': wait (at most 10 s) until the sidecar welcomed us before recording
+//   EVENTS        how many 2 KB events to record (default 1): many fill a hung sidecar's socket
+import { connect } from '@apm-sidecar/shim';
+
+const socket = process.env.SOCKET;
+const apm = connect(socket === undefined ? { app: 'idle' } : { app: 'idle', socket });
+
+function record(): void {
+  apm.counter('idle.count', { k: 'v' }).add(1);
+  apm.gauge('idle.gauge').set(3);
+  apm.histogram('idle.hist').record(12.5);
+  const tx = apm.startTransaction('GET /idle');
+  tx.step('sql', 'SELECT 1', 1);
+  apm.activeStack(tx, ['at idle (idle.js:1:1)']);
+  tx.end();
+  const events = Number(process.env.EVENTS ?? 1);
+  for (let i = 0; i < events; i++) apm.event({ type: 'idle', message: `event ${i} ${'x'.repeat(2000)}` });
+  apm.snapshot({ idle: true });
+  apm.registerBusinessTransaction('GET /idle');
+  process.stdout.write(`${JSON.stringify({ recorded: true, state: apm.state, stats: apm.stats() })}\n`);
+}
+
+if (process.env.WAIT_ACTIVE === '1') {
+  const started = Date.now();
+  const poll = setInterval(() => {
+    if (apm.state === 'active' || Date.now() - started > 10_000) {
+      clearInterval(poll);
+      record();
+    }
+  }, 5);
+} else {
+  record();
+}

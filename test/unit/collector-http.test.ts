@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type Server, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { MetricKind, Sketch, encodeSeries } from '@apm-sidecar/proto';
+import { CollectorStats, SqliteStore, closeServer, createHttpApi, createLogger, listen, metricQueryFrom } from '@apm-sidecar/collector';
+
+interface Res {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+function call(port: number, path: string, method = 'GET', body?: Buffer, headers: Record<string, string> = {}): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    // Node sends a GET body raw unless told how to frame it: say it (content-length unless chunked is asked for).
+    const h = body !== undefined && headers['transfer-encoding'] === undefined ? { 'content-length': String(body.length), ...headers } : headers;
+    const req = request({ host: '127.0.0.1', port, path, method, headers: h }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        b += d;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: b }));
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+function assertJsonError(r: Res, status: number, code: string): void {
+  assert.equal(r.status, status, r.body);
+  assert.match(String(r.headers['content-type']), /^application\/json/);
+  const j = JSON.parse(r.body) as { error: { code: string; message: string } };
+  assert.equal(j.error.code, code);
+  assert.equal(typeof j.error.message, 'string');
+  assert.ok(j.error.message.length > 0);
+}
+
+const T0 = 1_700_000_000_000;
+
+describe('collector HTTP API (in process)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'apm-http-'));
+  const store = SqliteStore.open(dir);
+  const stats = new CollectorStats();
+  let now = T0 + 60_000;
+  let server: Server;
+  let port = 0;
+  const tunnelHits: string[] = [];
+
+  before(async () => {
+    const sk = new Sketch();
+    for (const v of [10, 20, 30, 40]) sk.add(v);
+    const hist = { key: encodeSeries(MetricKind.Histogram, 'lat', { route: '/a' }).toString('latin1'), kind: MetricKind.Histogram, name: 'lat', tags: { route: '/a' } };
+    const gauge = { key: encodeSeries(MetricKind.Gauge, 'pool', {}).toString('latin1'), kind: MetricKind.Gauge, name: 'pool', tags: {} };
+    store.agentConnected('proj', { agentId: 'live-1', host: 'h1', version: '1', apps: ['shop', 'other'] }, T0);
+    store.agentLicensed('live-1', true);
+    store.agentConnected('proj', { agentId: 'gone-recently', host: 'h2', version: '1', apps: ['shop'] }, T0);
+    store.agentState('gone-recently', 'disconnected', T0 + 50_000);
+    store.agentConnected('proj', { agentId: 'gone-long-ago', host: 'h3', version: '1', apps: [] }, T0);
+    store.agentState('gone-long-ago', 'disconnected', T0);
+    store.storeMetrics(
+      'live-1',
+      [
+        {
+          packId: 'p1',
+          intervalStart: T0,
+          intervalMs: 10_000,
+          points: [
+            { series: hist, count: 4, sum: 100, min: 10, max: 40, last: Number.NaN, sketch: sk },
+            { series: gauge, count: 1, sum: 7, min: 7, max: 7, last: 7, sketch: null },
+          ],
+        },
+      ],
+      T0,
+    );
+    stats.received.metricPoints = 2;
+    stats.rejected.badKey = 3;
+    stats.frames.MetricBatch = 5;
+    stats.sessions.tcp = 1;
+    stats.droppedLate = 4;
+    server = createHttpApi({
+      store,
+      stats,
+      log: createLogger('silent'),
+      disconnectedRetentionMs: 30_000,
+      maxBodyBytes: 1024,
+      now: () => now,
+      extraRoutes: (req, res) => {
+        if (req.url?.startsWith('/tunnel') !== true) return false;
+        tunnelHits.push(req.method ?? '');
+        req.resume();
+        res.writeHead(204).end();
+        return true;
+      },
+    });
+    port = (await listen(server, '127.0.0.1', 0)).port;
+  });
+
+  after(async () => {
+    await closeServer(server);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('GET /api/agents lists agents with ISO lastSeenAt, hiding those disconnected longer than the retention', async () => {
+    const r = await call(port, '/api/agents');
+    assert.equal(r.status, 200);
+    const agents = JSON.parse(r.body) as Record<string, unknown>[];
+    assert.deepEqual(
+      agents.map((a) => a.agentId),
+      ['gone-recently', 'live-1'],
+    );
+    const live = agents.find((a) => a.agentId === 'live-1') as Record<string, unknown>;
+    assert.deepEqual(
+      { agentId: live.agentId, app: live.app, host: live.host, state: live.state, lastSeenAt: live.lastSeenAt, licensed: live.licensed },
+      { agentId: 'live-1', app: 'shop', host: 'h1', state: 'live', lastSeenAt: new Date(T0).toISOString(), licensed: true },
+    );
+    assert.equal(agents.find((a) => a.agentId === 'gone-recently')?.state, 'disconnected');
+    now = T0 + 500_000;
+    const later = JSON.parse((await call(port, '/api/agents')).body) as Record<string, unknown>[];
+    assert.deepEqual(
+      later.map((a) => a.agentId),
+      ['live-1'],
+    );
+  });
+
+  it('GET /api/metrics returns points with quantiles for histograms and value for gauges', async () => {
+    const r = await call(port, `/api/metrics?agent=live-1&from=${T0}&to=${T0 + 10_000}`);
+    assert.equal(r.status, 200);
+    const pts = JSON.parse(r.body) as Record<string, unknown>[];
+    assert.equal(pts.length, 2);
+    const lat = pts.find((p) => p.name === 'lat') as Record<string, number | null | object>;
+    for (const k of ['name', 'tags', 'ts', 'count', 'sum', 'min', 'max', 'p50', 'p95', 'p99']) assert.ok(k in lat, k);
+    assert.deepEqual(lat.tags, { route: '/a' });
+    assert.equal(lat.ts, T0);
+    assert.equal(lat.count, 4);
+    assert.ok(Math.abs((lat.p50 as number) - 20) / 20 <= 0.01, String(lat.p50));
+    const pool = pts.find((p) => p.name === 'pool') as Record<string, unknown>;
+    assert.equal(pool.value, 7);
+    assert.equal(pool.p50, null);
+    assert.equal((JSON.parse((await call(port, `/api/metrics?name=lat&from=${T0 + 1}`)).body) as unknown[]).length, 0);
+  });
+
+  for (const q of ['from=abc', 'to=-5', 'from=1.5', 'from=1e3', 'to=99999999999999999999', 'limit=0', 'limit=100001', 'from=10&to=5', 'agent=a&agent=b', 'name=']) {
+    it(`GET /api/metrics?${q} is a 400 with a JSON error`, async () => {
+      assertJsonError(await call(port, `/api/metrics?${q}`), 400, 'ERR_BAD_QUERY');
+    });
+  }
+
+  it('metricQueryFrom accepts the valid parameters and ignores unknown ones', () => {
+    assert.deepEqual(metricQueryFrom(new URLSearchParams('agent=a&name=n&from=1&to=2&limit=3&_=x')), { agent: 'a', name: 'n', from: 1, to: 2, limit: 3 });
+  });
+
+  it('GET /api/stats has the DESIGN §7 shape', async () => {
+    const s = JSON.parse((await call(port, '/api/stats')).body) as Record<string, Record<string, number>>;
+    assert.deepEqual(Object.keys(s.received ?? {}).sort(), ['activeStacks', 'btRegistrations', 'events', 'metricPoints', 'snapshots', 'traces']);
+    assert.equal(s.received?.metricPoints, 2);
+    assert.equal(s.droppedLate as unknown as number, 4);
+    for (const k of ['badKey', 'replay', 'tampered', 'tooLarge']) assert.equal(typeof s.rejected?.[k], 'number');
+    assert.equal(s.rejected?.badKey, 3);
+    assert.deepEqual(s.agents, { live: 1, stalled: 0, disconnected: 2 });
+  });
+
+  it('GET /metrics is Prometheus text with sessions, agents, frames, rejections and late drops', async () => {
+    const r = await call(port, '/metrics');
+    assert.equal(r.status, 200);
+    assert.match(String(r.headers['content-type']), /^text\/plain; version=0\.0\.4/);
+    for (const line of [
+      'apm_collector_sessions{transport="tcp"} 1',
+      'apm_collector_agents{state="live"} 1',
+      'apm_collector_agents{state="disconnected"} 2',
+      'apm_collector_frames_total{type="MetricBatch"} 5',
+      'apm_collector_rejected_total{reason="badKey"} 3',
+      'apm_collector_late_points_dropped_total 4',
+    ]) {
+      assert.ok(r.body.split('\n').includes(line), `missing ${line}`);
+    }
+    for (const l of r.body.trim().split('\n')) assert.match(l, /^(# (HELP|TYPE) \w+ .+|\w+(\{[^}]*\})? -?[\d.e+]+)$/, l);
+  });
+
+  it('GET /healthz and GET / (the HTML page) answer 200', async () => {
+    assert.equal((await call(port, '/healthz')).status, 200);
+    const page = await call(port, '/');
+    assert.equal(page.status, 200);
+    assert.match(String(page.headers['content-type']), /^text\/html/);
+    assert.match(page.body, /\/api\/agents/);
+    const head = await call(port, '/api/agents', 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal(head.body, '');
+  });
+
+  it('an unknown path is a 404 JSON error, a wrong method a 405 with Allow', async () => {
+    assertJsonError(await call(port, '/api/nope'), 404, 'ERR_NOT_FOUND');
+    assertJsonError(await call(port, '//api/agents'), 404, 'ERR_NOT_FOUND');
+    const r = await call(port, '/api/agents', 'DELETE');
+    assertJsonError(r, 405, 'ERR_METHOD_NOT_ALLOWED');
+    assert.equal(r.headers.allow, 'GET, HEAD');
+  });
+
+  it('a body over the limit is a 413 JSON error, declared or chunked', async () => {
+    assertJsonError(await call(port, '/api/agents', 'GET', Buffer.alloc(4096, 1)), 413, 'ERR_BODY_TOO_LARGE');
+    assertJsonError(await call(port, '/api/agents', 'GET', Buffer.alloc(4096, 1), { 'transfer-encoding': 'chunked' }), 413, 'ERR_BODY_TOO_LARGE');
+    assert.equal((await call(port, '/api/agents', 'GET', Buffer.alloc(10, 1))).status, 200);
+  });
+
+  it('extraRoutes sees requests first (the HTTP tunnel plugs in there)', async () => {
+    assert.equal((await call(port, '/tunnel/x', 'POST', Buffer.alloc(4096, 1))).status, 204);
+    assert.deepEqual(tunnelHits, ['POST']);
+  });
+
+  it('malformed HTTP gets a JSON 400 and the server keeps serving', async () => {
+    const raw = await new Promise<string>((resolve) => {
+      const s = connect(port, '127.0.0.1', () => s.write('NOT HTTP AT ALL\r\n\r\n'));
+      let b = '';
+      s.on('data', (d) => {
+        b += d.toString();
+      });
+      s.on('close', () => resolve(b));
+    });
+    assert.match(raw, /^HTTP\/1\.1 400/);
+    assert.match(raw, /"ERR_BAD_REQUEST"/);
+    assert.equal((await call(port, '/healthz')).status, 200);
+    assert.ok((server.address() as AddressInfo).port > 0);
+  });
+});
