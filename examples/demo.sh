@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# apm-sidecar end to end on this machine, in about 15 seconds:
+# apm-sidecar end to end on this machine, in about 20 seconds:
 #
-#   sidecar (transport debug: packs go to a JSON-lines file, logs to sidecar.log)
+#   collector (apm-collector: SQLite store, JSON API on 127.0.0.1)
+#     ▲ encrypted TCP session (access key created here with `apm-collector keys create`)
+#   sidecar (transport tcp)
 #     ▲ Unix socket $TMP/apm.sock
 #   example app (examples/http-app, instrumented with @apm-sidecar/shim)
 #     ▲ HTTP on 127.0.0.1
@@ -9,7 +11,7 @@
 #
 # Then it prints `apm-sidecar status`, the sidecar's /readyz and a few /metrics lines,
 # stops the app and the sidecar (SIGTERM: the sidecar flushes open intervals), and shows
-# a few of the packs the sidecar would have sent upstream, with a count by kind.
+# what reached the collector through its JSON API.
 #
 # Run from anywhere after `npm ci && npx tsc -b` (or `make demo`, which does both).
 # KEEP=1 keeps the temporary directory (logs, packs) for a look afterwards.
@@ -27,7 +29,7 @@ fi
 command -v node >/dev/null || { echo "demo: node is not on PATH (Node.js >= 20 is needed)" >&2; exit 1; }
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
   { echo "demo: Node.js >= 20 is needed, found $(node --version)" >&2; exit 1; }
-for f in proto/dist/index.js client-shim/dist/index.js sidecar/dist/cli.js; do
+for f in proto/dist/index.js client-shim/dist/index.js sidecar/dist/cli.js collector/dist/cli.js; do
   [[ -f $f ]] || { echo "demo: $f is missing: run 'npm ci && npx tsc -b' first (make demo does both)" >&2; exit 1; }
 done
 
@@ -35,6 +37,7 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/apm-demo.XXXXXX")"
 SOCK="$TMP/apm.sock"
 SIDECAR_PID=""
 APP_PID=""
+COLLECTOR_PID=""
 
 say() { printf '\n==> %s\n' "$*"; }
 
@@ -56,6 +59,7 @@ cleanup() {
   trap - EXIT INT TERM
   stop "$APP_PID" "example app"
   stop "$SIDECAR_PID" "sidecar"
+  stop "$COLLECTOR_PID" "collector"
   wait 2>/dev/null || true
   if [[ -n ${KEEP:-} ]]; then
     echo "demo: files kept in $TMP" >&2
@@ -93,14 +97,41 @@ http_port() {
     process.exit(1);' "$TMP/sidecar.log"
 }
 
-say "starting the sidecar (transport debug, socket $SOCK)"
-node sidecar/dist/cli.js run \
-  --transport debug \
+# collector_field FIELD: the port the collector logged for `agents` or `http`.
+collector_port() {
+  node -e '
+    for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
+      try { const o = JSON.parse(l); if (o.msg === "listening") { console.log(o[process.argv[2]].port); process.exit(0); } } catch {}
+    }
+    process.exit(1);' "$TMP/collector.log" "$1"
+}
+
+say "creating an access key (apm-collector keys create --project demo)"
+ACCESS_KEY="$(node collector/dist/cli.js keys create --project demo --data-dir "$TMP/collector" | tail -n 1)"
+echo "key for project demo created (kept in $TMP/collector, mode 0600; not printed here)"
+
+say "starting the collector (agents on 127.0.0.1, a free port; JSON API on 127.0.0.1)"
+node collector/dist/cli.js run --host 127.0.0.1 --port 0 --http 127.0.0.1:0 --data-dir "$TMP/collector" \
+  >"$TMP/collector.log" 2>&1 &
+COLLECTOR_PID=$!
+if ! wait_for 10 "$COLLECTOR_PID" "the collector" collector_port agents >/dev/null; then
+  cat "$TMP/collector.log" >&2
+  exit 1
+fi
+COLLECTOR_PORT="$(collector_port agents)"
+API_PORT="$(collector_port http)"
+echo "collector pid $COLLECTOR_PID; agents on 127.0.0.1:$COLLECTOR_PORT; API on http://127.0.0.1:$API_PORT/"
+
+say "starting the sidecar (transport tcp to 127.0.0.1:$COLLECTOR_PORT, socket $SOCK)"
+APM_SIDECAR_ACCESS_KEY="$ACCESS_KEY" node sidecar/dist/cli.js run \
+  --transport tcp \
+  --server-host 127.0.0.1 \
+  --server-port "$COLLECTOR_PORT" \
   --socket "$SOCK" \
   --http 127.0.0.1:0 \
+  --set agent_id=demo-agent \
   --set metric_interval_ms=2000 \
   --set flush_ms=500 \
-  --set debug_output="$TMP/packs.jsonl" \
   >"$TMP/sidecar.log" 2>&1 &
 SIDECAR_PID=$!
 if ! wait_for 10 "$SIDECAR_PID" "the sidecar" http_port >/dev/null; then
@@ -164,7 +195,11 @@ node -e '
   }' "$TMP/sidecar.log"
 [[ $rc -eq 0 ]] || exit "$rc"
 
-say "packs the sidecar would have sent upstream ($TMP/packs.jsonl)"
-node examples/show-packs.js "$TMP/packs.jsonl"
+say "what reached the collector (its JSON API on 127.0.0.1:$API_PORT)"
+node examples/show-collector.js "$API_PORT"
+
+say "stopping the collector"
+stop "$COLLECTOR_PID" "collector"
+COLLECTOR_PID=""
 
 say "done"

@@ -327,7 +327,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     if (this.btNames.size >= MAX_BT_NAMES) return this.drop('bt_limit');
     this.btNames.add(name);
     const seq = ++this.seq;
-    this.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }));
+    this.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }), name);
   }
 
   // --- lifecycle ----------------------------------------------------------
@@ -508,8 +508,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     this.enqueueDurable(seq, frame);
   }
 
-  private enqueueDurable(seq: number, frame: Buffer): void {
-    this.durable.push({ seq, frame });
+  private enqueueDurable(seq: number, frame: Buffer, btName?: string): void {
+    this.durable.push(btName === undefined ? { seq, frame } : { seq, frame, btName });
     if (this.conn.ready && this.durableSent === this.durable.size - 1 && !this.conn.congested) {
       this.write(frame);
       this.durableSent++;
@@ -540,7 +540,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       if (this.pending.size > 0) {
         this.pending.shift();
       } else {
-        this.durable.shift();
+        const evicted = this.durable.shift();
+        if (evicted?.btName !== undefined) this.btNames.delete(evicted.btName);
         if (this.durableSent > 0) this.durableSent--;
       }
       this.drop('buffer_full');

@@ -12,6 +12,8 @@
 export interface DurableFrame {
   seq: number;
   frame: Buffer;
+  /** Business-transaction registrations: the name, forgotten if the frame is evicted so it can be registered again. */
+  btName?: string;
 }
 
 export class FrameFifo<T> {

@@ -228,18 +228,23 @@ class AgentConnection {
         return;
       }
       case Inner.TextBatch: {
-        const items = decodeTextBatch(m.body);
-        o.store.storeText(this.agentId, items);
+        const r = o.store.storeText(this.agentId, decodeTextBatch(m.body));
         const rec = o.stats.received;
-        for (const it of items) {
-          if (it.kind === 'trace') rec.traces++;
-          else if (it.kind === 'event') rec.events++;
-          else if (it.kind === 'snapshot') rec.snapshots++;
-          else if (it.kind === 'btRegistration') rec.btRegistrations++;
-          else rec.activeStacks++;
-        }
+        rec.traces += r.traces;
+        rec.events += r.events;
+        rec.snapshots += r.snapshots;
+        rec.activeStacks += r.activeStacks;
+        rec.btRegistrations += r.btRegistrations;
         this.dataSeen(now);
         this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
+        return;
+      }
+      case Inner.AgentInfo: {
+        // The set of apps behind the sidecar changed.
+        const info = decodeAgentInfo(m.body);
+        if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
+        o.store.agentConnected(this.projectId, info, now);
+        if (this.stalled) o.store.agentState(this.agentId, 'stalled', now);
         return;
       }
       case Inner.Ping:

@@ -170,7 +170,9 @@ function keysCreate(o: { project: string; dataDir?: string }): void {
     const key = store.createKey(o.project);
     const row = store.listKeys().find((k) => k.projectId === key.projectId);
     // Informational lines first; the key alone on the last line (`| tail -n 1`).
-    process.stdout.write(`created access key for project ${JSON.stringify(o.project.trim())}: project id ${key.projectId}, fingerprint ${row?.fingerprint ?? '?'}\n`);
+    process.stdout.write(
+      `created access key for project ${JSON.stringify(o.project.trim())}: project id ${key.projectId}, fingerprint ${row?.fingerprint ?? '?'}\n`,
+    );
     process.stdout.write('it is shown only this once; store it as a secret (e.g. in the sidecar access_key_file):\n');
     process.stdout.write(`${formatAccessKey(key)}\n`);
   } catch (err) {
@@ -189,14 +191,23 @@ function keysList(o: { dataDir?: string; json?: boolean }): void {
     store.close();
   }
   if (o.json === true) {
-    process.stdout.write(`${JSON.stringify(keys.map((k) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() })), null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify(
+        keys.map((k) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() })),
+        null,
+        2,
+      )}\n`,
+    );
     return;
   }
   if (keys.length === 0) {
     process.stdout.write('no access keys; create one with: apm-collector keys create --project NAME\n');
     return;
   }
-  const rows = [['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT'], ...keys.map((k) => [k.projectId, k.name, new Date(k.createdAt).toISOString(), k.fingerprint])];
+  const rows = [
+    ['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT'],
+    ...keys.map((k) => [k.projectId, k.name, new Date(k.createdAt).toISOString(), k.fingerprint]),
+  ];
   const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => (r[i] as string).length)));
   for (const r of rows) process.stdout.write(`${r.map((c, i) => (i < 3 ? c.padEnd(widths[i] as number) : c)).join('  ')}\n`);
 }
@@ -213,10 +224,21 @@ export function main(argv: string[]): void {
     .description('run the collector in the foreground')
     .addOption(new Option('--port <port>', 'TCP port for agents (0 picks a free port)').default(6600).argParser(parsePort))
     .addOption(new Option('--host <host>', 'address for agents').default('0.0.0.0'))
-    .addOption(new Option('--http <host:port>', 'HTTP address: tunnel, web page, JSON API, /metrics').default(parseHostPort('127.0.0.1:6680'), '127.0.0.1:6680').argParser(parseHostPort))
+    .addOption(
+      new Option('--http <host:port>', 'HTTP address: tunnel, web page, JSON API, /metrics')
+        .default(parseHostPort('127.0.0.1:6680'), '127.0.0.1:6680')
+        .argParser(parseHostPort),
+    )
     .addOption(new Option('--data-dir <dir>', dataDirHelp))
     .addOption(new Option('--licenses <n>', 'licenses available to agents (0 = unlimited)').default(0).argParser(parseCount))
-    .addOption(new Option('--set <key=value>', 'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes').default([]).argParser(collect))
+    .addOption(
+      new Option(
+        '--set <key=value>',
+        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes',
+      )
+        .default([])
+        .argParser(collect),
+    )
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .action((o: RunOpts) => run(o));
 

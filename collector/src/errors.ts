@@ -16,7 +16,10 @@ export class StoreOpenError extends ApmError {
 export class StoreCorruptError extends ApmError {
   readonly path: string;
   constructor(path: string, why: string) {
-    super('ERR_STORE_CORRUPT', `${path} is not a usable collector database (${why}); refusing to start, the file was left untouched — move it away or choose another --data-dir`);
+    super(
+      'ERR_STORE_CORRUPT',
+      `${path} is not a usable collector database (${why}); refusing to start, the file was left untouched — move it away or choose another --data-dir`,
+    );
     this.path = path;
   }
 }

@@ -309,7 +309,9 @@ export function createHttpApi(opts: HttpApiOptions): Server {
       return;
     }
     const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
-    const body = JSON.stringify({ error: { code: tooBig ? 'ERR_HEADERS_TOO_LARGE' : 'ERR_BAD_REQUEST', message: tooBig ? 'request headers too large' : 'malformed HTTP request' } });
+    const body = JSON.stringify({
+      error: { code: tooBig ? 'ERR_HEADERS_TOO_LARGE' : 'ERR_BAD_REQUEST', message: tooBig ? 'request headers too large' : 'malformed HTTP request' },
+    });
     socket.end(
       `HTTP/1.1 ${tooBig ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
     );

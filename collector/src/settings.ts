@@ -65,7 +65,8 @@ export function parseSettings(pairs: readonly string[]): CollectorSettings {
     const spec = SETTINGS[key];
     if (!/^\d+$/.test(raw)) throw new SettingError(key, `--set ${key}: ${JSON.stringify(raw)} is not a non-negative integer`);
     const v = Number(raw);
-    if (!Number.isSafeInteger(v) || v < spec.min || v > spec.max) throw new SettingError(key, `--set ${key}: ${raw} is out of range [${spec.min}, ${spec.max}]`);
+    if (!Number.isSafeInteger(v) || v < spec.min || v > spec.max)
+      throw new SettingError(key, `--set ${key}: ${raw} is out of range [${spec.min}, ${spec.max}]`);
     out[key] = v;
   }
   return out;

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { METRIC_KIND_NAMES, MetricKind, type MetricKindName, type MetricPoint, Reader, type Series, Sketch, Writer } from '@apm-sidecar/proto';
 import { type AccessKey, type AgentInfo, type TextItem, type UpMetricPack, isProjectId, keyFingerprint } from '@apm-sidecar/proto/upstream';
 import { ProjectNameError, StoreCorruptError, StoreDurabilityError, StoreOpenError, StoreVersionError } from './errors';
-import type { AgentRow, AgentState, CollectorStore, StoreMetricsResult } from './types';
+import type { AgentRow, AgentState, CollectorStore, StoreMetricsResult, StoreTextResult } from './types';
 
 /**
  * The collector's SQLite storage (one file, `<dataDir>/collector.db`).
@@ -108,16 +108,6 @@ export interface KeyRow {
   fingerprint: string;
 }
 
-export interface StoreTextResult {
-  traces: number;
-  activeStacks: number;
-  events: number;
-  snapshots: number;
-  /** Registrations not seen before for this agent. */
-  btRegistrations: number;
-  /** Registrations already stored (ignored). */
-  btDuplicates: number;
-}
 
 export interface ListQuery {
   agent?: string;
@@ -326,7 +316,9 @@ function prepareAll(db: Database.Database) {
   return {
     keySecret: db.prepare<[string], { secret: Buffer }>('SELECT secret FROM keys WHERE project_id = ?'),
     insertKey: db.prepare('INSERT OR IGNORE INTO keys (project_id, name, secret, created_at) VALUES (?, ?, ?, ?)'),
-    listKeys: db.prepare<[], { project_id: string; name: string; secret: Buffer; created_at: number }>('SELECT project_id, name, secret, created_at FROM keys ORDER BY created_at, project_id'),
+    listKeys: db.prepare<[], { project_id: string; name: string; secret: Buffer; created_at: number }>(
+      'SELECT project_id, name, secret, created_at FROM keys ORDER BY created_at, project_id',
+    ),
     agentConnected: db.prepare(`
       INSERT INTO agents (agent_id, project_id, app, apps_json, host, version, state, state_since, first_seen, last_seen, licensed)
       VALUES (@agentId, @projectId, @app, @appsJson, @host, @version, 'live', @at, @at, @at, 0)
@@ -342,11 +334,15 @@ function prepareAll(db: Database.Database) {
     agentState: db.prepare('UPDATE agents SET state = ?, state_since = ? WHERE agent_id = ? AND state <> ?'),
     agentSeen: db.prepare('UPDATE agents SET last_seen = max(last_seen, ?) WHERE agent_id = ?'),
     agentLicensed: db.prepare('UPDATE agents SET licensed = ? WHERE agent_id = ?'),
-    resetSessions: db.prepare("UPDATE agents SET state = CASE WHEN state = 'disconnected' THEN state ELSE 'disconnected' END, state_since = CASE WHEN state = 'disconnected' THEN state_since ELSE ? END, licensed = 0 WHERE state <> 'disconnected' OR licensed <> 0"),
+    resetSessions: db.prepare(
+      "UPDATE agents SET state = CASE WHEN state = 'disconnected' THEN state ELSE 'disconnected' END, state_since = CASE WHEN state = 'disconnected' THEN state_since ELSE ? END, licensed = 0 WHERE state <> 'disconnected' OR licensed <> 0",
+    ),
     listAgents: db.prepare<[], AgentDbRow>('SELECT * FROM agents ORDER BY agent_id'),
     agentsByState: db.prepare<[], { state: string; n: number }>('SELECT state, count(*) AS n FROM agents GROUP BY state'),
     insertPack: db.prepare('INSERT OR IGNORE INTO metric_packs (agent_id, pack_id, received_at) VALUES (?, ?, ?)'),
-    selectSketch: db.prepare<[string, Buffer, number], { sketch: Buffer | null }>('SELECT sketch FROM metric_points WHERE agent_id = ? AND series_key = ? AND interval_start = ?'),
+    selectSketch: db.prepare<[string, Buffer, number], { sketch: Buffer | null }>(
+      'SELECT sketch FROM metric_points WHERE agent_id = ? AND series_key = ? AND interval_start = ?',
+    ),
     // Merge in SQL; the caller merged the sketch already (it passes the merged bytes).
     // min(a, b) with a NULL argument is NULL, hence the coalesce: NULL means "no values".
     upsertPoint: db.prepare(`
@@ -781,7 +777,12 @@ export class SqliteStore implements CollectorStore {
 
   listBtRegistrations(agent?: string): BtRegistrationRow[] {
     const sql = `SELECT agent_id, name, app, first_seen FROM bt_registrations${agent !== undefined ? ' WHERE agent_id = ?' : ''} ORDER BY agent_id, name`;
-    const rows = (agent !== undefined ? this.db.prepare(sql).all(agent) : this.db.prepare(sql).all()) as { agent_id: string; name: string; app: string; first_seen: number }[];
+    const rows = (agent !== undefined ? this.db.prepare(sql).all(agent) : this.db.prepare(sql).all()) as {
+      agent_id: string;
+      name: string;
+      app: string;
+      first_seen: number;
+    }[];
     return rows.map((r) => ({ agentId: r.agent_id, name: r.name, app: r.app, firstSeenAt: r.first_seen }));
   }
 

@@ -43,6 +43,17 @@ export class CollectorStats {
   }
 }
 
+export interface StoreTextResult {
+  traces: number;
+  activeStacks: number;
+  events: number;
+  snapshots: number;
+  /** Registrations not seen before for this agent. */
+  btRegistrations: number;
+  /** Registrations already stored (ignored). */
+  btDuplicates: number;
+}
+
 /** What the agent protocol code needs from storage. Every write is one transaction, committed before it returns. */
 export interface CollectorStore {
   /** The secret of a project's access key, or undefined when unknown. */
@@ -54,5 +65,5 @@ export interface CollectorStore {
   agentLicensed(agentId: string, licensed: boolean): void;
   /** Idempotent by pack id per agent; points merge into (agent, series, interval start). */
   storeMetrics(agentId: string, packs: UpMetricPack[], now: number): StoreMetricsResult;
-  storeText(agentId: string, items: TextItem[]): void;
+  storeText(agentId: string, items: TextItem[]): StoreTextResult;
 }

@@ -36,6 +36,7 @@ export class Aggregator {
   private readonly intervals = new Map<number, Map<string, AggPoint>>();
   private held = 0;
   droppedSeriesLimit = 0;
+  droppedOverflow = 0;
 
   constructor(
     readonly intervalMs: number,
@@ -74,6 +75,11 @@ export class Aggregator {
           sketch.merge(p.sketch);
         }
         bucket.set(key, { series: p.series, intervalStart: start, count: p.count, sum: p.sum, min: p.min, max: p.max, last: p.last, lastTs: msg.ts, sketch });
+        continue;
+      }
+      if (!Number.isFinite(agg.sum + p.sum)) {
+        // Each shim's sum was finite; their total is not. Keep what we have, count the rest.
+        this.droppedOverflow++;
         continue;
       }
       agg.count += p.count;

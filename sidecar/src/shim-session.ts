@@ -9,6 +9,7 @@ import {
   UnexpectedMessageError,
   decodeControl,
   decodeShimMessage,
+  peekSeq,
   encodeAck,
   encodeControlResult,
   encodeError,
@@ -125,7 +126,15 @@ export class ShimSession {
       this.send(this.host.hello(this, msg.body));
       return;
     }
-    const msg = decodeShimMessage(type, payload, this.host.seriesCache);
+    let msg: ShimToSidecar;
+    try {
+      msg = decodeShimMessage(type, payload, this.host.seriesCache);
+    } catch (err) {
+      // A durable frame that will never decode: ack its seq before closing, or the shim
+      // would resend it after every reconnect, forever. It is counted with its error code.
+      if ((type === MessageType.Metrics || type === MessageType.BtRegistration) && payload.length >= 6) this.ack(peekSeq(payload));
+      throw err;
+    }
     if (msg.type === 'Hello') throw new UnexpectedMessageError('Hello sent twice');
     this.host.message(this, msg);
   }

@@ -177,6 +177,7 @@ export class Sidecar implements SessionHost {
   // --- SessionHost ----------------------------------------------------------
 
   hello(session: ShimSession, hello: Hello): Buffer {
+    if (!this.apps().includes(hello.app)) setImmediate(() => this.transport.appsChanged?.());
     this.log.info({ session: session.id, app: hello.app, appPid: hello.pid, instanceId: hello.instanceId, shimVersion: hello.shimVersion }, 'shim connected');
     return encodeWelcome({
       state: this.state.state,
@@ -198,8 +199,10 @@ export class Sidecar implements SessionHost {
           return;
         }
         this.counters.received.metrics += m.points.length;
+        const overflowBefore = this.aggregator.droppedOverflow;
         const dropped = this.aggregator.add(m);
         if (dropped > 0) this.drop('series_limit', dropped);
+        if (this.aggregator.droppedOverflow > overflowBefore) this.drop('overflow', this.aggregator.droppedOverflow - overflowBefore);
         this.seqs.commit(hello.instanceId, m.seq);
         session.ack(m.seq);
         return;

@@ -56,7 +56,12 @@ describe('collector HTTP API (in process)', () => {
   before(async () => {
     const sk = new Sketch();
     for (const v of [10, 20, 30, 40]) sk.add(v);
-    const hist = { key: encodeSeries(MetricKind.Histogram, 'lat', { route: '/a' }).toString('latin1'), kind: MetricKind.Histogram, name: 'lat', tags: { route: '/a' } };
+    const hist = {
+      key: encodeSeries(MetricKind.Histogram, 'lat', { route: '/a' }).toString('latin1'),
+      kind: MetricKind.Histogram,
+      name: 'lat',
+      tags: { route: '/a' },
+    };
     const gauge = { key: encodeSeries(MetricKind.Gauge, 'pool', {}).toString('latin1'), kind: MetricKind.Gauge, name: 'pool', tags: {} };
     store.agentConnected('proj', { agentId: 'live-1', host: 'h1', version: '1', apps: ['shop', 'other'] }, T0);
     store.agentLicensed('live-1', true);
@@ -147,7 +152,18 @@ describe('collector HTTP API (in process)', () => {
     assert.equal((JSON.parse((await call(port, `/api/metrics?name=lat&from=${T0 + 1}`)).body) as unknown[]).length, 0);
   });
 
-  for (const q of ['from=abc', 'to=-5', 'from=1.5', 'from=1e3', 'to=99999999999999999999', 'limit=0', 'limit=100001', 'from=10&to=5', 'agent=a&agent=b', 'name=']) {
+  for (const q of [
+    'from=abc',
+    'to=-5',
+    'from=1.5',
+    'from=1e3',
+    'to=99999999999999999999',
+    'limit=0',
+    'limit=100001',
+    'from=10&to=5',
+    'agent=a&agent=b',
+    'name=',
+  ]) {
     it(`GET /api/metrics?${q} is a 400 with a JSON error`, async () => {
       assertJsonError(await call(port, `/api/metrics?${q}`), 400, 'ERR_BAD_QUERY');
     });

@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { MetricKind, type MetricKindCode, type MetricPoint, type Series, Sketch, encodeSeries } from '@apm-sidecar/proto';
-import { type TextItem, type UpMetricPack, decodeMetricBatch, encodeMetricBatch, formatAccessKey, keyFingerprint, parseAccessKey } from '@apm-sidecar/proto/upstream';
+import {
+  type TextItem,
+  type UpMetricPack,
+  decodeMetricBatch,
+  encodeMetricBatch,
+  formatAccessKey,
+  keyFingerprint,
+  parseAccessKey,
+} from '@apm-sidecar/proto/upstream';
 import { SqliteStore, StoreCorruptError, StoreDurabilityError, assertSynchronous, projectSlug } from '@apm-sidecar/collector';
 
 const roots: string[] = [];
@@ -112,11 +120,12 @@ describe('SqliteStore: files and durability', () => {
   it('refuses a file that is not a database with ERR_STORE_CORRUPT and leaves it untouched', () => {
     const dir = tempDir();
     const file = join(dir, 'collector.db');
-    const junk = Buffer.from('this is not a database, it is somebody\'s notes\n'.repeat(200));
+    const junk = Buffer.from("this is not a database, it is somebody's notes\n".repeat(200));
     writeFileSync(file, junk);
     assert.throws(
       () => SqliteStore.open(dir),
-      (err: unknown) => err instanceof StoreCorruptError && err.code === 'ERR_STORE_CORRUPT' && err.message.includes(file) && /not an SQLite database/.test(err.message),
+      (err: unknown) =>
+        err instanceof StoreCorruptError && err.code === 'ERR_STORE_CORRUPT' && err.message.includes(file) && /not an SQLite database/.test(err.message),
     );
     assert.deepEqual(readFileSync(file), junk);
   });
@@ -127,7 +136,10 @@ describe('SqliteStore: files and durability', () => {
     const b = Buffer.alloc(8192, 0xab);
     Buffer.from('SQLite format 3\0', 'latin1').copy(b);
     writeFileSync(file, b);
-    assert.throws(() => SqliteStore.open(dir), (err: unknown) => err instanceof StoreCorruptError && err.code === 'ERR_STORE_CORRUPT');
+    assert.throws(
+      () => SqliteStore.open(dir),
+      (err: unknown) => err instanceof StoreCorruptError && err.code === 'ERR_STORE_CORRUPT',
+    );
     assert.deepEqual(readFileSync(file), b);
   });
 
@@ -136,7 +148,10 @@ describe('SqliteStore: files and durability', () => {
     const db = new Database(join(dir, 'collector.db'));
     db.exec('CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)');
     db.close();
-    assert.throws(() => SqliteStore.open(dir), (err: unknown) => err instanceof StoreCorruptError && /invoices/.test(err.message));
+    assert.throws(
+      () => SqliteStore.open(dir),
+      (err: unknown) => err instanceof StoreCorruptError && /invoices/.test(err.message),
+    );
   });
 
   it('close is safe to call twice', () => {
@@ -197,19 +212,25 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
       assert.equal(rows.length, 3);
       const by = new Map(rows.map((r) => [r.name, r]));
       const c = by.get('orders.created');
-      assert.deepEqual({ count: c?.count, sum: c?.sum, min: c?.min, max: c?.max, p50: c?.p50, kind: c?.kind, tags: c?.tags, ts: c?.ts }, {
-        count: 3,
-        sum: 6,
-        min: 1,
-        max: 3,
-        p50: null,
-        kind: 'counter',
-        tags: { region: 'eu' },
-        ts: T0,
-      });
+      assert.deepEqual(
+        { count: c?.count, sum: c?.sum, min: c?.min, max: c?.max, p50: c?.p50, kind: c?.kind, tags: c?.tags, ts: c?.ts },
+        {
+          count: 3,
+          sum: 6,
+          min: 1,
+          max: 3,
+          p50: null,
+          kind: 'counter',
+          tags: { region: 'eu' },
+          ts: T0,
+        },
+      );
       assert.equal('value' in (c as object), false);
       const g = by.get('pool.size');
-      assert.deepEqual({ count: g?.count, min: g?.min, max: g?.max, value: g?.value, p99: g?.p99, kind: g?.kind }, { count: 3, min: 4, max: 8, value: 6, p99: null, kind: 'gauge' });
+      assert.deepEqual(
+        { count: g?.count, min: g?.min, max: g?.max, value: g?.value, p99: g?.p99, kind: g?.kind },
+        { count: 3, min: 4, max: 8, value: 6, p99: null, kind: 'gauge' },
+      );
       const h = by.get('http.server.duration');
       assert.deepEqual({ count: h?.count, sum: h?.sum, min: h?.min, max: h?.max, kind: h?.kind }, { count: 4, sum: 556, min: 1, max: 500, kind: 'histogram' });
       assert.ok(h?.p50 !== null && h?.p99 !== null);
@@ -311,7 +332,10 @@ describe('SqliteStore: text items', () => {
     const store = SqliteStore.open(tempDir());
     try {
       assert.deepEqual(store.storeText('a', items), { traces: 1, activeStacks: 1, events: 1, snapshots: 1, btRegistrations: 1, btDuplicates: 1 });
-      const again = store.storeText('a', [{ kind: 'btRegistration', origin, name: 'POST /pay', ts: T0 + 5 }, { kind: 'btRegistration', origin, name: 'GET /cart', ts: T0 + 5 }]);
+      const again = store.storeText('a', [
+        { kind: 'btRegistration', origin, name: 'POST /pay', ts: T0 + 5 },
+        { kind: 'btRegistration', origin, name: 'GET /cart', ts: T0 + 5 },
+      ]);
       assert.equal(again.btRegistrations, 1);
       assert.equal(again.btDuplicates, 1);
       store.storeText('b', [{ kind: 'btRegistration', origin, name: 'POST /pay', ts: T0 }]);
@@ -334,7 +358,10 @@ describe('SqliteStore: text items', () => {
       store.storeText('a', items);
       for (let i = 0; i < 5; i++) store.storeText('b', [{ kind: 'event', origin, event: { ts: T0 + i, type: 'tick', message: `m${i}` } }]);
       const [t] = store.listTraces({ agent: 'a' });
-      assert.deepEqual({ txid: t?.txid, traceId: t?.traceId, name: t?.name, error: t?.error, app: t?.app }, { txid: 't1', traceId: 'tr1', name: 'POST /pay', error: 'boom', app: 'checkout' });
+      assert.deepEqual(
+        { txid: t?.txid, traceId: t?.traceId, name: t?.name, error: t?.error, app: t?.app },
+        { txid: 't1', traceId: 'tr1', name: 'POST /pay', error: 'boom', app: 'checkout' },
+      );
       assert.deepEqual(
         store.listEvents({ agent: 'b', limit: 2 }).map((e) => e.message),
         ['m4', 'm3'],
@@ -435,8 +462,14 @@ describe('SqliteStore: access keys', () => {
     assert.ok(projectSlug('x'.repeat(300)).length <= 56);
     const store = SqliteStore.open(tempDir());
     try {
-      assert.throws(() => store.createKey('   '), (err: unknown) => (err as { code?: string }).code === 'ERR_PROJECT_NAME');
-      assert.throws(() => store.createKey('a\nb'), (err: unknown) => (err as { code?: string }).code === 'ERR_PROJECT_NAME');
+      assert.throws(
+        () => store.createKey('   '),
+        (err: unknown) => (err as { code?: string }).code === 'ERR_PROJECT_NAME',
+      );
+      assert.throws(
+        () => store.createKey('a\nb'),
+        (err: unknown) => (err as { code?: string }).code === 'ERR_PROJECT_NAME',
+      );
       assert.match(store.createKey('—').projectId, /^project-[0-9a-f]{6}$/);
     } finally {
       store.close();

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { type ApmError, Writer } from '@apm-sidecar/proto';
-import { type AccessKey, Inner, type TextItem, type UpMetricPack, writeMetricPack } from '@apm-sidecar/proto/upstream';
+import { type AccessKey, Inner, type TextItem, type UpMetricPack, encodeAgentInfo, writeMetricPack } from '@apm-sidecar/proto/upstream';
 import type { Pack } from '../pack';
 import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
 import { UpstreamSession } from '../upstream/session';
@@ -99,6 +99,13 @@ export class TcpTransport implements Transport {
     } else {
       this.add(this.textBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'text');
     }
+  }
+
+  /** The apps behind this sidecar changed: tell the collector (it names the agent's app). */
+  appsChanged(): void {
+    const s = this.session;
+    if (s === null || !s.isActive) return;
+    s.sendText(Inner.AgentInfo, encodeAgentInfo({ agentId: this.opts.agentId, host: hostname(), version: this.opts.version, apps: this.opts.apps() }));
   }
 
   reconnect(): { ok: boolean; message: string } {

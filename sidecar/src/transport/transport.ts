@@ -25,6 +25,8 @@ export interface Transport {
   readonly window: number;
   start(ctx: TransportContext): void;
   send(pack: Pack, done: (err?: Error) => void): void;
+  /** The set of apps behind the sidecar changed (optional). */
+  appsChanged?(): void;
   /** `apm-sidecar reconnect` / SIGHUP. */
   reconnect(): { ok: boolean; message: string };
   /** Upstream details for `apm-sidecar status`. */
