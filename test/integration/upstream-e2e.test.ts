@@ -310,3 +310,38 @@ describe('upstream failover and the reconnect schedule', () => {
     }
   });
 });
+
+describe('licenses', () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  test('configuration and license come before active: an agent without a license is told so, status says why, and it retries', async () => {
+    const data = join(tmp.dir, 'lic');
+    const key = await createKey(data, 'lic');
+    const c = await startCollector(data, ['--licenses', '1', '--set', 'license_release_ms=300']);
+    const first = await tcpSidecar(join(tmp.dir, 'lic-a'), '127.0.0.1', c.port, key, ['--set', 'agent_id=lic-a']);
+    let second: SidecarProc | null = null;
+    try {
+      await waitFor('the first agent to be active', async () => (await status(first.socket)).state === 'active');
+      second = await tcpSidecar(join(tmp.dir, 'lic-b'), '127.0.0.1', c.port, key, ['--set', 'agent_id=lic-b', '--set', 'reconnect_schedule=200']);
+      const s = await waitFor('the second agent to be refused', async () => {
+        const st = await status((second as SidecarProc).socket);
+        return st.upstream.lastError?.code === 'ERR_NO_LICENSE' ? st : null;
+      });
+      assert.notEqual(s.state, 'active');
+      assert.match(s.upstream.lastError.message, /no license/);
+      const agents = (await getJson<any[]>(c.httpPort, '/api/agents')).body;
+      assert.equal(agents.find((a) => a.agentId === 'lic-b')?.licensed, false);
+
+      // The first goes away; after license_release_ms its license is free and the retrying second takes it.
+      await first.kill('SIGKILL');
+      await waitFor('the second agent to get the freed license', async () => (await status((second as SidecarProc).socket)).state === 'active', 15000);
+      const after = (await getJson<any[]>(c.httpPort, '/api/agents')).body;
+      assert.equal(after.find((a) => a.agentId === 'lic-b')?.licensed, true);
+    } finally {
+      await second?.kill('SIGTERM');
+      await first.kill('SIGTERM');
+      await c.kill('SIGTERM');
+    }
+  });
+});
