@@ -51,9 +51,14 @@ export class Aggregator {
     return { intervals: this.intervals.size, points: this.held, oldestIntervalStart: oldest };
   }
 
+  /** The start of the interval a point stamped `ts` belongs to. */
+  intervalOf(ts: number): number {
+    return Math.floor(ts / this.intervalMs) * this.intervalMs;
+  }
+
   /** Merge one shim frame; returns how many points were dropped by the series limit. */
   add(msg: MetricsMessage): number {
-    const start = Math.floor(msg.ts / this.intervalMs) * this.intervalMs;
+    const start = this.intervalOf(msg.ts);
     let bucket = this.intervals.get(start);
     if (bucket === undefined) {
       bucket = new Map();

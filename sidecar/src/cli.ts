@@ -6,6 +6,7 @@ import { startHttp } from './http';
 import { createLogger } from './logger';
 import { Sidecar, type UpstreamOptions } from './sidecar';
 import { type AccessKey, parseAccessKey } from '@apm-sidecar/proto/upstream';
+import { resolveDataDir } from './data-dir';
 import { resolveSocketPath } from './socket-path';
 import { requestControl, requestStatus } from './status-client';
 
@@ -100,6 +101,10 @@ async function run(opts: ConfigOpts): Promise<void> {
     maxSeries: c.max_series,
     maxShims: c.max_shims,
     shutdownTimeoutMs: c.shutdown_timeout_ms,
+    dataDir: resolveDataDir(c.data_dir),
+    retentionMs: c.retention_ms,
+    retentionSynchronous: c.retention_synchronous,
+    eventReplayWindowMs: c.event_replay_window_ms,
     log,
   });
   try {
@@ -157,6 +162,8 @@ function upstreamOptions(eff: EffectiveConfig): UpstreamOptions {
     soTimeoutMs: c.tcp_so_timeout,
     maxSendBytes: c.net_send_max_bytes,
     schedule: c.reconnect_schedule_parsed,
+    standbyAfterMs: c.standby_after_ms,
+    muteAfterAttempts: c.mute_after_attempts,
   };
 }
 

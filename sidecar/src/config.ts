@@ -73,6 +73,8 @@ export interface SidecarConfig {
   readonly dogstatsd_udp: HostPort | null;
   /** DogStatsD Unix datagram socket path; '' = off. */
   readonly dogstatsd_socket: string;
+  /** SQLite `synchronous` for the retention: NORMAL survives kill -9, FULL also power loss. */
+  readonly retention_synchronous: 'NORMAL' | 'FULL';
   /** Where the `debug` transport prints packs: '-' = stdout, else a file path. */
   readonly debug_output: string;
   readonly max_series: number;
@@ -312,6 +314,7 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
   ready_max_ack_age_ms: duration('ready_max_ack_age_ms', 30000, '/readyz fails when the last upstream ack is older than this'),
   dogstatsd_udp: hostPortKey('dogstatsd_udp', 'DogStatsD UDP listener; empty = off'),
   dogstatsd_socket: textKey('dogstatsd_socket', 'DogStatsD Unix datagram socket path; empty = off', { parse: unixSocketPath, type: 'path' }),
+  retention_synchronous: enumKey('retention_synchronous', ['NORMAL', 'FULL'] as const, 'NORMAL', 'SQLite synchronous for the retention (WAL): NORMAL survives a crash of the sidecar, FULL also power loss (an fsync per commit)'),
   debug_output: { ...textKey('debug_output', "where the debug transport prints packs as JSON lines: '-' = stdout, else a file path", { type: 'path or -' }), default: '-' },
   max_series: size('max_series', 100_000, 'bound on distinct metric series held in aggregation'),
   max_shims: size('max_shims', 1024, 'bound on simultaneously connected shims'),

@@ -13,7 +13,7 @@ export interface Origin {
 }
 
 export type Pack =
-  | { kind: 'metrics'; packId: string; intervalStart: number; intervalMs: number; points: AggPoint[] }
+  | { kind: 'metrics'; packId: string; intervalStart: number; intervalMs: number; points: AggPoint[]; body: Buffer }
   | { kind: 'trace'; origin: Origin; trace: ProfilePack }
   | { kind: 'activeStack'; origin: Origin; stack: ActiveStackPack }
   | { kind: 'event'; origin: Origin; event: EventPack }

@@ -1,4 +1,3 @@
-import type { BoundedQueue } from './queue';
 import type { Pack } from './pack';
 import type { Transport } from './transport/transport';
 
@@ -13,6 +12,13 @@ import type { Transport } from './transport/transport';
  * `step()` is the one re-entrancy-guarded driver: it looks at the queues and the
  * transport and takes the next step.
  */
+/** What the sender needs of a queue. */
+export interface PackQueue {
+  readonly depth: number;
+  shift(): Pack | undefined;
+  unshift(pack: Pack): void;
+}
+
 export class Sender {
   private inFlight = 0;
   private stepping = false;
@@ -21,7 +27,7 @@ export class Sender {
   private backoff = false;
 
   constructor(
-    private readonly queues: [BoundedQueue<Pack>, BoundedQueue<Pack>],
+    private readonly queues: [PackQueue, PackQueue],
     private readonly transport: Transport,
     private readonly onSent: (pack: Pack) => void,
     private readonly weight = 4,
@@ -39,7 +45,7 @@ export class Sender {
       while (!this.backoff && this.transport.ready && this.inFlight < this.transport.window) {
         const qi = this.pick();
         if (qi < 0) break;
-        const q = this.queues[qi] as BoundedQueue<Pack>;
+        const q = this.queues[qi] as PackQueue;
         const pack = q.shift() as Pack;
         this.inFlight++;
         this.transport.send(pack, (err) => {

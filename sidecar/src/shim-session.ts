@@ -23,7 +23,8 @@ export interface SessionHost {
   readonly seriesCache: Map<string, Series>;
   /** Returns the Welcome frame for this shim. */
   hello(session: ShimSession, hello: Hello): Buffer;
-  message(session: ShimSession, msg: ShimToSidecar): void;
+  /** A decoded message; `payload` is a view valid only during the call (copy to keep). */
+  message(session: ShimSession, msg: ShimToSidecar, payload: Buffer): void;
   status(): unknown;
   control(command: string): Promise<ControlResult>;
   /** A frame or message failed: counted by code; the connection is closed after this. */
@@ -136,7 +137,7 @@ export class ShimSession {
       throw err;
     }
     if (msg.type === 'Hello') throw new UnexpectedMessageError('Hello sent twice');
-    this.host.message(this, msg);
+    this.host.message(this, msg, payload);
   }
 
   private end(): void {

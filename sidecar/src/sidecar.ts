@@ -7,11 +7,17 @@ import {
   type Hello,
   type Series,
   type ShimToSidecar,
+  type SidecarState,
+  decodeMetrics,
   encodeStateChange,
   encodeWelcome,
 } from '@apm-sidecar/proto';
+import { decodeMetricPack, encodeMetricPack } from '@apm-sidecar/proto/upstream';
 import { type AggPoint, Aggregator } from './aggregator';
 import { SeqTracker } from './dedup';
+import { EventRing } from './event-ring';
+import { Queue1 } from './queue1';
+import { RetentionStore, type StoredPack, type Synchronous } from './retention/store';
 import type { Logger } from './logger';
 import { COUNTER_OF, type Origin, type Pack } from './pack';
 import { BoundedQueue } from './queue';
@@ -41,6 +47,11 @@ export interface SidecarOptions {
   maxSeries: number;
   maxShims: number;
   shutdownTimeoutMs: number;
+  /** Directory of the retention database. */
+  dataDir: string;
+  retentionMs: number;
+  retentionSynchronous: Synchronous;
+  eventReplayWindowMs: number;
   log: Logger;
 }
 
@@ -57,8 +68,12 @@ export class Sidecar implements SessionHost {
   private readonly sessions = new Set<ShimSession>();
   private readonly seqs = new SeqTracker();
   private readonly aggregator: Aggregator;
-  readonly queue1: BoundedQueue<Pack>;
+  readonly queue1: Queue1;
   readonly queue2: BoundedQueue<Pack>;
+  private readonly ring: EventRing;
+  private retention: RetentionStore | null = null;
+  /** Registrations already persisted (de-duplication by name). */
+  private knownBt = new Set<string>();
   private readonly transport: Transport;
   private readonly sender: Sender;
   private tickTimer: NodeJS.Timeout | null = null;
@@ -74,7 +89,10 @@ export class Sidecar implements SessionHost {
     ipcErrors: {} as Record<string, number>,
     duplicates: 0,
     connections: 0,
+    retentionErrors: 0,
   };
+  private lastPurge = 0;
+  private retentionErrorLoggedAt = 0;
   private readonly errorLogAt = new Map<string, number>();
 
   constructor(private readonly opts: SidecarOptions) {
@@ -85,8 +103,13 @@ export class Sidecar implements SessionHost {
       if (phase === 'start') this.log.warn({ queue: q.name, capacity: q.capacity }, `${q.name} is full: dropping the oldest packs`);
       else this.log.warn({ queue: q.name, dropped: total }, `${q.name} has room again after dropping ${total} packs`);
     };
-    this.queue1 = new BoundedQueue<Pack>('queue1', opts.queue1Size, dropEpisode);
+    this.queue1 = new Queue1(
+      opts.queue1Size,
+      (pack, reason) => this.drop(reason, pack.kind === 'metrics' ? pack.points.length : 1),
+      (phase, total) => dropEpisode({ name: 'queue1', capacity: opts.queue1Size } as BoundedQueue<Pack>, phase, total),
+    );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);
+    this.ring = new EventRing(opts.eventReplayWindowMs, 10_000, (n, reason) => this.drop(reason, n));
     this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) => this.emitMetrics(start, points));
     const up = opts.upstream;
     this.transport =
@@ -95,10 +118,7 @@ export class Sidecar implements SessionHost {
         : new TcpTransport({ ...up, agentId: opts.agentId, version: SIDECAR_VERSION, apps: () => this.apps() });
     this.sender = new Sender([this.queue1, this.queue2], this.transport, (pack) => this.sent(pack));
     this.server = createServer((socket) => this.accept(socket));
-    this.state.onChange((to, cause) => {
-      const frame = encodeStateChange({ state: to, cause });
-      for (const s of this.sessions) if (s.isShim) s.send(frame);
-    });
+    this.state.onChange((to, cause, from) => this.stateChanged(to, cause, from));
   }
 
   get socketPath(): string {
@@ -106,6 +126,7 @@ export class Sidecar implements SessionHost {
   }
 
   async start(): Promise<void> {
+    this.openRetention();
     const gid = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
     const replaced = await claimSocketPath(this.opts.socketPath);
     if (replaced) this.log.warn({ socket: this.opts.socketPath }, 'replaced a stale socket file (nothing was listening)');
@@ -134,6 +155,7 @@ export class Sidecar implements SessionHost {
       if (this.tickTimer !== null) clearInterval(this.tickTimer);
       if (this.listening) this.server.close();
       for (const s of this.sessions) s.socket.end();
+      // Open intervals become packs now: sent if the upstream allows, else kept in the retention.
       this.aggregator.tick(Date.now(), true);
       this.sender.step();
       while ((this.queue1.depth > 0 || this.queue2.depth > 0 || this.sender.pending > 0) && Date.now() < deadline) {
@@ -144,6 +166,7 @@ export class Sidecar implements SessionHost {
       if (left > 0) this.log.warn({ queue1: this.queue1.depth, queue2: this.queue2.depth }, `shutdown deadline reached with ${left} packs unsent`);
       for (const s of this.sessions) s.socket.destroy();
       await this.transport.close();
+      this.retention?.close();
       if (this.listening) {
         try {
           unlinkSync(this.opts.socketPath);
@@ -188,7 +211,7 @@ export class Sidecar implements SessionHost {
     });
   }
 
-  message(session: ShimSession, msg: ShimToSidecar): void {
+  message(session: ShimSession, msg: ShimToSidecar, payload: Buffer): void {
     const hello = session.hello as Hello;
     switch (msg.type) {
       case 'Metrics': {
@@ -204,7 +227,14 @@ export class Sidecar implements SessionHost {
         if (dropped > 0) this.drop('series_limit', dropped);
         if (this.aggregator.droppedOverflow > overflowBefore) this.drop('overflow', this.aggregator.droppedOverflow - overflowBefore);
         this.seqs.commit(hello.instanceId, m.seq);
-        session.ack(m.seq);
+        // Acked once the frame is committed to the retention (group commit, same turn of the loop).
+        (this.retention as RetentionStore).addFrame(
+          { instanceId: hello.instanceId, seq: m.seq, intervalStart: this.aggregator.intervalOf(m.ts), payload: Buffer.from(payload) },
+          (err) => {
+            if (err !== null) this.retentionFailed(err);
+            session.ack(m.seq);
+          },
+        );
         return;
       }
       case 'BtRegistration': {
@@ -214,27 +244,38 @@ export class Sidecar implements SessionHost {
           session.ack(this.seqs.last(hello.instanceId));
           return;
         }
-        this.counters.received.btRegistrations++;
-        this.queue1.push({ kind: 'btRegistration', origin: origin(hello), name: b.name, ts: b.ts });
         this.seqs.commit(hello.instanceId, b.seq);
-        session.ack(b.seq);
-        break;
+        const isNew = !this.knownBt.has(b.name);
+        if (isNew) {
+          this.knownBt.add(b.name);
+          this.counters.received.btRegistrations++;
+        }
+        const o = origin(hello);
+        (this.retention as RetentionStore).addBt({ name: b.name, ts: b.ts, app: o.app, instanceId: o.instanceId, pid: o.pid }, b.seq, (err) => {
+          if (err !== null) this.retentionFailed(err);
+          session.ack(b.seq);
+          if (isNew) {
+            this.queue1.push({ kind: 'btRegistration', origin: o, name: b.name, ts: b.ts });
+            this.sender.step();
+          }
+        });
+        return;
       }
       case 'Trace':
         this.counters.received.traces++;
-        this.enqueue(this.queue2, { kind: 'trace', origin: origin(hello), trace: msg.body });
+        this.bestEffort2({ kind: 'trace', origin: origin(hello), trace: msg.body });
         break;
       case 'ActiveStack':
         this.counters.received.activeStacks++;
-        this.enqueue(this.queue2, { kind: 'activeStack', origin: origin(hello), stack: msg.body });
+        this.bestEffort2({ kind: 'activeStack', origin: origin(hello), stack: msg.body });
         break;
       case 'Event':
         this.counters.received.events++;
-        this.enqueue(this.queue1, { kind: 'event', origin: origin(hello), event: msg.body });
+        this.eventLike({ kind: 'event', origin: origin(hello), event: msg.body });
         break;
       case 'Snapshot':
         this.counters.received.snapshots++;
-        this.enqueue(this.queue1, { kind: 'snapshot', origin: origin(hello), snapshot: msg.body });
+        this.eventLike({ kind: 'snapshot', origin: origin(hello), snapshot: msg.body });
         break;
       case 'Heartbeat':
         return;
@@ -244,9 +285,27 @@ export class Sidecar implements SessionHost {
     this.sender.step();
   }
 
+  /** Traces and active stacks (queue2): kept while reconnecting; not produced in standby or when muted. */
+  private bestEffort2(pack: Pack): void {
+    const st = this.state.state;
+    if (st === 'standby' || st === 'muted' || st === 'stopped') {
+      this.drop(st);
+      return;
+    }
+    this.enqueue(this.queue2, pack);
+  }
+
+  /** Events and snapshots: queued when active; while away, a ring of the last event_replay_window_ms. */
+  private eventLike(pack: Pack): void {
+    const st = this.state.state;
+    if (st === 'active') this.queue1.push(pack);
+    else if (st === 'muted') this.drop('muted');
+    else this.ring.push(pack, Date.now());
+  }
+
   status(): unknown {
     const agg = this.aggregator.stats();
-    const q = (x: BoundedQueue<Pack>) => ({ depth: x.depth, capacity: x.capacity, dropped: x.dropped });
+    const q = (x: { depth: number; capacity: number; dropped: number }) => ({ depth: x.depth, capacity: x.capacity, dropped: x.dropped });
     return {
       state: this.state.state,
       stateSince: new Date(this.state.since).toISOString(),
@@ -259,8 +318,13 @@ export class Sidecar implements SessionHost {
       transport: this.transport.name,
       upstream: this.transport.status(),
       queues: { queue1: q(this.queue1), queue2: q(this.queue2) },
-      // No durable retention store with this transport: nothing is held beyond the aggregation window.
-      retention: { store: 'none', rows: 0, oldestAgeMs: 0 },
+      retention: {
+        ...(this.retention?.stats(Date.now()) ?? { rows: 0, oldestAgeMs: 0 }),
+        path: this.retention?.path ?? null,
+        retentionMs: this.opts.retentionMs,
+        synchronous: this.opts.retentionSynchronous,
+      },
+      eventRing: { size: this.ring.size, windowMs: this.opts.eventReplayWindowMs },
       aggregation: {
         intervalMs: this.opts.metricIntervalMs,
         openIntervals: agg.intervals,
@@ -334,18 +398,43 @@ export class Sidecar implements SessionHost {
   }
 
   private tick(): void {
-    this.aggregator.tick(Date.now());
+    const now = Date.now();
+    this.aggregator.tick(now);
+    if (now - this.lastPurge >= 1000) {
+      this.lastPurge = now;
+      this.purge(now);
+    }
     // Keep the series cache bounded: it only saves re-parsing, so dropping it is safe.
     if (this.seriesCache.size > this.opts.maxSeries * 2) this.seriesCache.clear();
     this.sender.step();
   }
 
+  /** Metrics older than retention_ms are dropped (memory and SQLite) and counted. */
+  private purge(now: number): void {
+    const cutoff = now - this.opts.retentionMs;
+    let points = 0;
+    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') points += p.points.length;
+    this.retention?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
+    if (points > 0) {
+      this.drop('retention_expired', points);
+      this.log.warn({ points, retentionMs: this.opts.retentionMs }, `dropped ${points} metric points older than retention_ms`);
+    }
+    this.ring.expire(now);
+  }
+
   private emitMetrics(intervalStart: number, points: AggPoint[]): void {
     const PER_PACK = 2000;
+    const stored: StoredPack[] = [];
     for (let i = 0; i < points.length; i += PER_PACK) {
       const packId = `${this.opts.agentId}:${this.bootId}:${++this.packSeq}`;
-      this.enqueue(this.queue1, { kind: 'metrics', packId, intervalStart, intervalMs: this.opts.metricIntervalMs, points: points.slice(i, i + PER_PACK) });
+      const chunk = points.slice(i, i + PER_PACK);
+      const intervalMs = this.opts.metricIntervalMs;
+      const body = encodeMetricPack({ packId, intervalStart, intervalMs, points: chunk });
+      stored.push({ packId, intervalStart, intervalMs, body, points: chunk.length });
+      this.queue1.push({ kind: 'metrics', packId, intervalStart, intervalMs, points: chunk, body });
     }
+    // The interval's raw frames are replaced by its packs in one transaction.
+    this.retention?.sealInterval(intervalStart, stored);
   }
 
   private enqueue(q: BoundedQueue<Pack>, pack: Pack): void {
@@ -356,6 +445,67 @@ export class Sidecar implements SessionHost {
 
   private sent(pack: Pack): void {
     this.counters.sent[COUNTER_OF[pack.kind]] += pack.kind === 'metrics' ? pack.points.length : 1;
+    if (pack.kind === 'metrics') this.retention?.packAcked(pack.packId);
+    else if (pack.kind === 'btRegistration') this.retention?.btAcked(pack.name);
+  }
+
+  private stateChanged(to: SidecarState, cause: string, from: SidecarState): void {
+    const frame = encodeStateChange({ state: to, cause });
+    for (const s of this.sessions) if (s.isShim) s.send(frame);
+    if (to === 'standby' || to === 'muted' || to === 'stopped') {
+      // No transaction detection from here on: what traces wait are dropped (DESIGN §6).
+      const n = this.queue2.clear();
+      if (n > 0) this.drop(to, n);
+    }
+    if (to === 'active' && from !== 'active') {
+      // Replay order: registrations, then metrics (queue1's lanes), then the events of the last window.
+      for (const p of this.ring.take(Date.now())) this.queue1.push(p);
+      this.sender.step();
+    }
+  }
+
+  /** Open the retention and load what a previous run left: dedup state, open intervals, unsent packs and registrations. */
+  private openRetention(): void {
+    const store = RetentionStore.open(this.opts.dataDir, this.opts.retentionSynchronous, this.log);
+    this.retention = store;
+    for (const { instanceId, seq } of store.loadSeqs()) this.seqs.commit(instanceId, seq);
+    const frames = store.loadFrames();
+    for (const f of frames) {
+      try {
+        this.aggregator.add(decodeMetrics(f.payload, this.seriesCache));
+      } catch (err) {
+        this.log.warn({ instanceId: f.instanceId, seq: f.seq, code: (err as ApmError).code }, 'skipping an unreadable retained frame');
+      }
+    }
+    const packs = store.loadPacks();
+    let points = 0;
+    for (const p of packs) {
+      try {
+        const up = decodeMetricPack(p.body, this.seriesCache);
+        const aggPoints: AggPoint[] = up.points.map((pt) => ({ ...pt, intervalStart: p.intervalStart, lastTs: p.intervalStart }));
+        points += aggPoints.length;
+        this.queue1.push({ kind: 'metrics', packId: p.packId, intervalStart: p.intervalStart, intervalMs: p.intervalMs, points: aggPoints, body: p.body });
+      } catch (err) {
+        this.log.warn({ packId: p.packId, code: (err as ApmError).code }, 'skipping an unreadable retained pack');
+        store.packAcked(p.packId);
+      }
+    }
+    const bts = store.loadBt();
+    for (const b of bts) this.queue1.push({ kind: 'btRegistration', origin: { app: b.app, instanceId: b.instanceId, pid: b.pid }, name: b.name, ts: b.ts });
+    this.knownBt = store.knownBt();
+    this.log.info(
+      { path: store.path, synchronous: this.opts.retentionSynchronous, frames: frames.length, packs: packs.length, points, btRegistrations: bts.length },
+      'retention opened',
+    );
+  }
+
+  private retentionFailed(err: Error): void {
+    this.counters.retentionErrors++;
+    const now = Date.now();
+    if (now - this.retentionErrorLoggedAt >= 10_000) {
+      this.retentionErrorLoggedAt = now;
+      this.log.error({ err: err.message, total: this.counters.retentionErrors }, 'retention write failed: data is kept in memory only');
+    }
   }
 
   drop(reason: string, n = 1): void {

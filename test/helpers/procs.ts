@@ -101,7 +101,8 @@ export async function startSidecar(dir: string, extra: string[] = [], env: Recor
   const socket = join(dir, 'apm.sock');
   const transport = extra.includes('--transport') ? [] : ['--transport', 'debug'];
   const agent = extra.some((a) => a.startsWith('agent_id=')) ? [] : ['--set', 'agent_id=test-agent'];
-  const args = [SIDECAR_CLI, 'run', ...transport, '--socket', socket, ...agent, ...extra];
+  const data = extra.includes('--data-dir') ? [] : ['--data-dir', `${dir}.data`];
+  const args = [SIDECAR_CLI, 'run', ...transport, '--socket', socket, ...data, ...agent, ...extra];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const p = new Proc(child) as SidecarProc;
   p.socket = socket;

@@ -86,6 +86,7 @@ describe('config: defaults', () => {
         ready_max_ack_age_ms: 30000,
         dogstatsd_udp: null,
         dogstatsd_socket: '',
+        retention_synchronous: 'NORMAL',
         debug_output: '-',
         max_series: 100000,
         max_shims: 1024,

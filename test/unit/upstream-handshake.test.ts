@@ -658,7 +658,8 @@ describe('upstream handshake: malformed messages and versions are ERR_HANDSHAKE'
   it('bad field values in a ClientHello are ERR_HANDSHAKE', () => {
     const eph = nacl.box.keyPair().publicKey;
     const tail = randomBytes(64);
-    const raw = (v: number, project: string, agent: string) => Buffer.concat([specHelloFields(v, project, agent, eph, tail.subarray(0, 32)), tail.subarray(32)]);
+    const raw = (v: number, project: string, agent: string) =>
+      Buffer.concat([specHelloFields(v, project, agent, eph, tail.subarray(0, 32)), tail.subarray(32)]);
     const cases: [string, Buffer][] = [
       ['empty project id', raw(1, '', 'agent-1')],
       ['project id over 64', raw(1, 'p'.repeat(65), 'agent-1')],

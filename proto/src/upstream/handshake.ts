@@ -17,11 +17,13 @@ import { UpstreamType } from './types';
  *                                                                 dh = X25519(b, A)
  *   ◀────────────────────────────── ServerHello { B, Nb, serverTag }
  *   dh = X25519(a, B)
- *   th = SHA-512(ClientHello ‖ B ‖ Nb)                 (transcript hash, both sides)
+ *   th = HMAC-SHA512("…transcript", ClientHello ‖ B ‖ Nb)   (transcript hash, both sides)
  *   keys    = HMAC-SHA512(psk, "keys"    ‖ dh ‖ th)  → textKey ‖ numericKey
  *   confirm = HMAC-SHA512(psk, "confirm" ‖ dh ‖ th)  → serverConfirm ‖ clientConfirm
  *   check serverTag = HMAC(serverConfirm, th)  (else ERR_SERVER_PROOF)
  *   ClientFinished { clientTag = HMAC(clientConfirm, th) } ─────▶  check (else ERR_BAD_KEY)
+ *
+ *   (tags are HMAC-SHA256; key material is HMAC-SHA512 split in two 32-byte halves)
  *
  * Why each property holds:
  * - Mutual proof: only a holder of psk computes serverTag / clientTag; both

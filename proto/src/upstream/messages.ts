@@ -156,23 +156,40 @@ export function encodeMetricBatch(packs: UpMetricPack[]): Buffer {
   return w.body();
 }
 
+/** Read one pack written by writeMetricPack. */
+export function readMetricPack(r: Reader, seriesCache?: Map<string, Series>): UpMetricPack {
+  const packId = r.str();
+  if (packId.length === 0 || packId.length > 256) throw new MalformedMessageError('pack id empty or too long');
+  const intervalStart = r.f64();
+  if (!Number.isFinite(intervalStart) || intervalStart < 0) throw new MalformedMessageError('pack interval start');
+  const intervalMs = r.varint();
+  const np = r.varint();
+  if (np > r.remaining) throw new MalformedMessageError(`pack declares ${np} points`);
+  const points: MetricPoint[] = [];
+  for (let j = 0; j < np; j++) points.push(readPoint(r, seriesCache));
+  return { packId, intervalStart, intervalMs, points };
+}
+
+/** One pack on its own (the sidecar keeps packs encoded like this in its retention). */
+export function encodeMetricPack(p: UpMetricPack): Buffer {
+  const w = new Writer(256 + 96 * p.points.length);
+  writeMetricPack(w, p);
+  return w.body();
+}
+
+export function decodeMetricPack(b: Buffer, seriesCache?: Map<string, Series>): UpMetricPack {
+  const r = new Reader(b);
+  const p = readMetricPack(r, seriesCache);
+  r.expectEnd('metric pack');
+  return p;
+}
+
 export function decodeMetricBatch(b: Buffer, seriesCache?: Map<string, Series>): UpMetricPack[] {
   const r = new Reader(b);
   const n = r.varint();
   if (n > r.remaining) throw new MalformedMessageError(`metric batch declares ${n} packs`);
   const packs: UpMetricPack[] = [];
-  for (let i = 0; i < n; i++) {
-    const packId = r.str();
-    if (packId.length === 0 || packId.length > 256) throw new MalformedMessageError('pack id empty or too long');
-    const intervalStart = r.f64();
-    if (!Number.isFinite(intervalStart) || intervalStart < 0) throw new MalformedMessageError('pack interval start');
-    const intervalMs = r.varint();
-    const np = r.varint();
-    if (np > r.remaining) throw new MalformedMessageError(`pack declares ${np} points`);
-    const points: MetricPoint[] = [];
-    for (let j = 0; j < np; j++) points.push(readPoint(r, seriesCache));
-    packs.push({ packId, intervalStart, intervalMs, points });
-  }
+  for (let i = 0; i < n; i++) packs.push(readMetricPack(r, seriesCache));
   r.expectEnd('metric batch');
   return packs;
 }

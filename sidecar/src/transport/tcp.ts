@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { type ApmError, Writer } from '@apm-sidecar/proto';
-import { type AccessKey, Inner, type TextItem, type UpMetricPack, encodeAgentInfo, writeMetricPack } from '@apm-sidecar/proto/upstream';
+import { type AccessKey, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Pack } from '../pack';
 import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
 import { UpstreamSession } from '../upstream/session';
@@ -17,6 +17,10 @@ export interface TcpTransportOptions {
   /** net_send_max_bytes: the largest frame the sender builds. */
   maxSendBytes: number;
   schedule: ReconnectSchedule;
+  /** Unreachable this long (since start or since the loss): standby. */
+  standbyAfterMs: number;
+  /** This many failed attempts (rounds over all hosts): muted. 0 = never. */
+  muteAfterAttempts: number;
   /** Apps of the shims connected now (sent to the collector in AgentInfo). */
   apps: () => string[];
   random?: () => number;
@@ -66,6 +70,11 @@ export class TcpTransport implements Transport {
   private everActive = false;
   private timer: NodeJS.Timeout | null = null;
   private nextAttemptAt: number | null = null;
+  /** Since when no session has been active (null while active). */
+  private unreachableSince: number | null = null;
+  private standbyTimer: NodeJS.Timeout | null = null;
+  /** Rounds over all hosts that failed since the last active session. */
+  private failedRounds = 0;
   private closing = false;
   private inFlight: InFlight[] = [];
   private unackedBytes = 0;
@@ -87,15 +96,14 @@ export class TcpTransport implements Transport {
   start(ctx: TransportContext): void {
     this.ctx = ctx;
     this.roundLeft = this.opts.hosts.length;
+    this.becameUnreachable();
     this.connect();
   }
 
   send(pack: Pack, done: Done): void {
     if (pack.kind === 'metrics') {
-      const up: UpMetricPack = { packId: pack.packId, intervalStart: pack.intervalStart, intervalMs: pack.intervalMs, points: pack.points };
-      const w = new Writer(256 + 96 * pack.points.length);
-      writeMetricPack(w, up);
-      this.add(this.metricBatch, w.body(), done, 'metric');
+      // Encoded once, when its interval closed (the retention keeps the same bytes).
+      this.add(this.metricBatch, pack.body, done, 'metric');
     } else {
       this.add(this.textBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'text');
     }
@@ -130,6 +138,8 @@ export class TcpTransport implements Transport {
       connected: this.session?.isActive === true,
       activeSince: this.activeSince === 0 ? null : new Date(this.activeSince).toISOString(),
       attempts: this.attempts,
+      failedAttempts: this.failedRounds,
+      unreachableSince: this.unreachableSince === null ? null : new Date(this.unreachableSince).toISOString(),
       nextAttemptAt: this.nextAttemptAt === null ? null : new Date(this.nextAttemptAt).toISOString(),
       lastError: this.lastError,
       lastAckAt: this.lastAckAt === 0 ? null : new Date(this.lastAckAt).toISOString(),
@@ -152,6 +162,8 @@ export class TcpTransport implements Transport {
     this.closing = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
+    this.standbyTimer = null;
     this.session?.close('shutting down', null);
     return Promise.resolve();
   }
@@ -254,6 +266,10 @@ export class TcpTransport implements Transport {
           if (session !== this.session) return;
           this.everActive = true;
           this.attempts = 0;
+          this.failedRounds = 0;
+          this.unreachableSince = null;
+          if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
+          this.standbyTimer = null;
           this.nextAttemptAt = null;
           this.activeSince = Date.now();
           this.configVersion = config.configVersion;
@@ -291,14 +307,37 @@ export class TcpTransport implements Transport {
     this.hostIndex = (this.hostIndex + 1) % this.opts.hosts.length;
     if (wasActive) {
       ctx.state.set('reconnecting', cause);
+      this.becameUnreachable();
       // Fail over: every other host once, right away.
       this.roundLeft = this.opts.hosts.length - 1;
+    } else if (this.roundLeft === 0) {
+      // A whole round (every host once) failed.
+      this.failedRounds++;
+      const mute = this.opts.muteAfterAttempts;
+      const st = ctx.state.state;
+      if (mute > 0 && this.failedRounds >= mute && st !== 'muted' && st !== 'stopped') {
+        ctx.state.set('muted', `${this.failedRounds} failed attempts to reach the collector (mute_after_attempts=${mute}): ${cause}`);
+      }
     }
     if (this.roundLeft > 0) {
       this.connect();
       return;
     }
     this.scheduleRound(cause);
+  }
+
+  /** Start the standby clock: still unreachable after standby_after_ms → standby. */
+  private becameUnreachable(): void {
+    this.unreachableSince = Date.now();
+    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
+    this.standbyTimer = setTimeout(() => {
+      this.standbyTimer = null;
+      const ctx = this.ctx as TransportContext;
+      const st = ctx.state.state;
+      if (st === 'connecting' || st === 'reconnecting') {
+        ctx.state.set('standby', `collector unreachable for ${this.opts.standbyAfterMs} ms (standby_after_ms)`);
+      }
+    }, this.opts.standbyAfterMs);
   }
 
   private scheduleRound(cause: string): void {

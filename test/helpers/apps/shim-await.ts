@@ -10,7 +10,8 @@ const mode = process.env.MODE ?? 'flush';
 
 async function main(): Promise<void> {
   apm.counter('await.count', { run: process.env.RUN ?? '0' }).add(1);
-  apm.registerBusinessTransaction('GET /await');
+  // One name per run: the sidecar de-duplicates registrations by name across apps.
+  apm.registerBusinessTransaction(`GET /await/${process.env.RUN ?? 'default'}`);
   if (mode === 'close') {
     await apm.close();
     process.stdout.write(`${JSON.stringify({ closed: true, stats: apm.stats() })}\n`);

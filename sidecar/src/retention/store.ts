@@ -1,0 +1,262 @@
+import { chmodSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApmError } from '@apm-sidecar/proto';
+import Database from 'better-sqlite3';
+import type { Logger } from '../logger';
+
+/**
+ * The sidecar's retention, in SQLite (WAL).
+ *
+ *   frames  raw shim metric frames, written before the shim is acked; folded
+ *           into a pack when their interval closes
+ *   packs   closed intervals, encoded as sent upstream; deleted on the
+ *           collector's ack, purged past retention_ms
+ *   seqs    highest committed durable seq per shim instance (de-duplication
+ *           survives a restart)
+ *   bt      business-transaction registrations: no age limit, one row per name
+ *
+ * Writes are group-committed: everything asked for within one turn of the
+ * event loop goes in one transaction, and the callbacks (the shims' acks) run
+ * after the commit. `synchronous` is set explicitly and read back at start.
+ * WAL with synchronous=NORMAL survives a kill -9 of the sidecar (the WAL is in
+ * the OS page cache); FULL also survives power loss, at one fsync per commit.
+ *
+ * A file that is not a readable database is moved aside (quarantined) with one
+ * log line and a fresh one is created, so the sidecar never crash-loops.
+ */
+export type Synchronous = 'NORMAL' | 'FULL';
+
+export class RetentionError extends ApmError {}
+
+export interface StoredFrame {
+  instanceId: string;
+  seq: number;
+  intervalStart: number;
+  payload: Buffer;
+}
+
+export interface StoredPack {
+  packId: string;
+  intervalStart: number;
+  intervalMs: number;
+  body: Buffer;
+  points: number;
+}
+
+export interface StoredBt {
+  name: string;
+  ts: number;
+  app: string;
+  instanceId: string;
+  pid: number;
+}
+
+interface Op {
+  run(): void;
+  done?: (err: Error | null) => void;
+}
+
+const SCHEMA_VERSION = 1;
+const SYNC_CODES: Record<Synchronous, number> = { NORMAL: 1, FULL: 2 };
+
+export class RetentionStore {
+  private readonly db: Database.Database;
+  private ops: Op[] = [];
+  private scheduled = false;
+  private closed = false;
+  private readonly st: ReturnType<typeof prepare>;
+  readonly path: string;
+  commits = 0;
+
+  static open(dir: string, synchronous: Synchronous, log: Logger): RetentionStore {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const path = join(dir, 'retention.db');
+    try {
+      return new RetentionStore(path, synchronous);
+    } catch (err) {
+      if (err instanceof RetentionError && err.code === 'ERR_RETENTION_DURABILITY') throw err;
+      const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+      for (const suffix of ['', '-wal', '-shm']) {
+        if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
+      }
+      log.error({ path, quarantined: aside, reason: (err as Error).message }, `retention database unreadable (${(err as Error).message}): moved aside to ${aside}; starting with an empty one`);
+      return new RetentionStore(path, synchronous);
+    }
+  }
+
+  private constructor(path: string, synchronous: Synchronous) {
+    this.path = path;
+    const db = new Database(path);
+    try {
+      chmodSync(path, 0o600);
+      db.pragma('journal_mode = WAL');
+      db.pragma(`synchronous = ${synchronous}`);
+      const got = db.pragma('synchronous', { simple: true });
+      if (got !== SYNC_CODES[synchronous]) {
+        throw new RetentionError('ERR_RETENTION_DURABILITY', `SQLite synchronous is ${String(got)} after setting ${synchronous}`);
+      }
+      db.pragma('busy_timeout = 2000');
+      const check = db.pragma('quick_check', { simple: true });
+      if (check !== 'ok') throw new RetentionError('ERR_RETENTION_CORRUPT', `integrity check failed: ${String(check)}`);
+      const version = db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) throw new RetentionError('ERR_RETENTION_VERSION', `database schema ${version} is newer than this sidecar's ${SCHEMA_VERSION}`);
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS frames (instance_id TEXT NOT NULL, seq INTEGER NOT NULL, interval_start INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (instance_id, seq));
+        CREATE INDEX IF NOT EXISTS frames_interval ON frames (interval_start);
+        CREATE TABLE IF NOT EXISTS packs (pack_id TEXT PRIMARY KEY, interval_start INTEGER NOT NULL, interval_ms INTEGER NOT NULL, points INTEGER NOT NULL, body BLOB NOT NULL);
+        CREATE INDEX IF NOT EXISTS packs_interval ON packs (interval_start);
+        CREATE TABLE IF NOT EXISTS seqs (instance_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, seen_at INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS bt (name TEXT PRIMARY KEY, ts INTEGER NOT NULL, app TEXT NOT NULL, instance_id TEXT NOT NULL, pid INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0);
+        PRAGMA user_version = ${SCHEMA_VERSION};
+      `);
+      for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    this.db = db;
+    this.st = prepare(db);
+  }
+
+  // --- group-committed writes ----------------------------------------------------
+
+  private enqueue(op: Op): void {
+    if (this.closed) {
+      op.done?.(new RetentionError('ERR_RETENTION_CLOSED', 'retention store is closed'));
+      return;
+    }
+    this.ops.push(op);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.commit());
+    }
+  }
+
+  /** Run every queued write in one transaction, then their callbacks. */
+  commit(): void {
+    this.scheduled = false;
+    const ops = this.ops;
+    if (ops.length === 0) return;
+    this.ops = [];
+    let error: Error | null = null;
+    try {
+      this.db.transaction(() => {
+        for (const op of ops) op.run();
+      })();
+      this.commits++;
+    } catch (err) {
+      error = err as Error;
+    }
+    for (const op of ops) op.done?.(error);
+  }
+
+  /** A shim's metrics frame and its seq; `done` runs after the commit (then the shim may be acked). */
+  addFrame(f: StoredFrame, done: (err: Error | null) => void): void {
+    const now = Date.now();
+    this.enqueue({
+      run: () => {
+        this.st.insertFrame.run(f.instanceId, f.seq, f.intervalStart, f.payload);
+        this.st.upsertSeq.run(f.instanceId, f.seq, now);
+      },
+      done,
+    });
+  }
+
+  /** A registration (de-duplicated by name) and its seq. */
+  addBt(b: StoredBt, seq: number, done: (err: Error | null) => void): void {
+    const now = Date.now();
+    this.enqueue({
+      run: () => {
+        this.st.insertBt.run(b.name, b.ts, b.app, b.instanceId, b.pid);
+        this.st.upsertSeq.run(b.instanceId, seq, now);
+      },
+      done,
+    });
+  }
+
+  /** An interval closed: its packs replace its raw frames, atomically. */
+  sealInterval(intervalStart: number, packs: StoredPack[]): void {
+    this.enqueue({
+      run: () => {
+        for (const p of packs) this.st.insertPack.run(p.packId, p.intervalStart, p.intervalMs, p.points, p.body);
+        this.st.deleteFramesOf.run(intervalStart);
+      },
+    });
+  }
+
+  packAcked(packId: string): void {
+    this.enqueue({ run: () => this.st.deletePack.run(packId) });
+  }
+
+  btAcked(name: string): void {
+    this.enqueue({ run: () => this.st.btSent.run(name) });
+  }
+
+  /** Drop packs and frames of intervals that started before `cutoff`; returns the metric points purged from packs. */
+  purge(cutoff: number, seqCutoff: number): { points: number; frames: number } {
+    this.commit();
+    let points = 0;
+    let frames = 0;
+    this.db.transaction(() => {
+      for (const r of this.st.purgePacks.all(cutoff) as { points: number }[]) points += r.points;
+      frames = this.st.purgeFrames.run(cutoff).changes;
+      this.st.purgeSeqs.run(seqCutoff);
+    })();
+    return { points, frames };
+  }
+
+  // --- start-up ---------------------------------------------------------------
+
+  loadSeqs(): { instanceId: string; seq: number }[] {
+    return this.db.prepare('SELECT instance_id AS instanceId, seq FROM seqs ORDER BY seen_at').all() as { instanceId: string; seq: number }[];
+  }
+
+  loadFrames(): StoredFrame[] {
+    return this.db.prepare('SELECT instance_id AS instanceId, seq, interval_start AS intervalStart, payload FROM frames ORDER BY interval_start, rowid').all() as StoredFrame[];
+  }
+
+  loadPacks(): StoredPack[] {
+    return this.db.prepare('SELECT pack_id AS packId, interval_start AS intervalStart, interval_ms AS intervalMs, points, body FROM packs ORDER BY interval_start, rowid').all() as StoredPack[];
+  }
+
+  loadBt(): StoredBt[] {
+    return this.db.prepare('SELECT name, ts, app, instance_id AS instanceId, pid FROM bt WHERE sent = 0 ORDER BY ts').all() as StoredBt[];
+  }
+
+  knownBt(): Set<string> {
+    return new Set((this.db.prepare('SELECT name FROM bt').all() as { name: string }[]).map((r) => r.name));
+  }
+
+  stats(now: number): { rows: number; frames: number; packs: number; btUnsent: number; oldestAgeMs: number } {
+    const c = this.st.counts.get() as { frames: number; packs: number; bt: number; oldestPack: number | null; oldestFrame: number | null };
+    const oldest = Math.min(c.oldestPack ?? Number.POSITIVE_INFINITY, c.oldestFrame ?? Number.POSITIVE_INFINITY);
+    return { rows: c.frames + c.packs + c.bt, frames: c.frames, packs: c.packs, btUnsent: c.bt, oldestAgeMs: Number.isFinite(oldest) ? Math.max(0, now - oldest) : 0 };
+  }
+
+  synchronous(): number {
+    return this.db.pragma('synchronous', { simple: true }) as number;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.commit();
+    this.closed = true;
+    this.db.close();
+  }
+}
+
+function prepare(db: Database.Database) {
+  return {
+    insertFrame: db.prepare('INSERT OR IGNORE INTO frames (instance_id, seq, interval_start, payload) VALUES (?, ?, ?, ?)'),
+    upsertSeq: db.prepare('INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at'),
+    insertPack: db.prepare('INSERT OR REPLACE INTO packs (pack_id, interval_start, interval_ms, points, body) VALUES (?, ?, ?, ?, ?)'),
+    deleteFramesOf: db.prepare('DELETE FROM frames WHERE interval_start = ?'),
+    deletePack: db.prepare('DELETE FROM packs WHERE pack_id = ?'),
+    insertBt: db.prepare('INSERT OR IGNORE INTO bt (name, ts, app, instance_id, pid) VALUES (?, ?, ?, ?, ?)'),
+    btSent: db.prepare('UPDATE bt SET sent = 1 WHERE name = ?'),
+    purgePacks: db.prepare('DELETE FROM packs WHERE interval_start < ? RETURNING points'),
+    purgeFrames: db.prepare('DELETE FROM frames WHERE interval_start < ?'),
+    purgeSeqs: db.prepare('DELETE FROM seqs WHERE seen_at < ?'),
+    counts: db.prepare('SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame'),
+  };
+}
