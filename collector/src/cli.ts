@@ -84,7 +84,7 @@ async function run(o: RunOpts): Promise<void> {
   const dataDir = o.dataDir ?? defaultDataDir();
   let store: SqliteStore;
   try {
-    store = SqliteStore.open(dataDir);
+    store = SqliteStore.open(dataDir, { rollupGraceMs: settings.rollup_grace_ms });
   } catch (err) {
     log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
     failStore(err);

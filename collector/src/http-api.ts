@@ -114,6 +114,11 @@ export function metricQueryFrom(q: URLSearchParams): MetricQuery {
   if (from !== undefined) out.from = from;
   if (to !== undefined) out.to = to;
   if (limit !== undefined) out.limit = limit;
+  const rollup = param(q, 'rollup');
+  if (rollup !== undefined) {
+    if (rollup !== '1m') throw new HttpError(400, 'ERR_BAD_QUERY', `"rollup" must be 1m, got "${rollup}"`);
+    out.rollup = true;
+  }
   return out;
 }
 

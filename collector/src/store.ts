@@ -47,6 +47,8 @@ export interface MetricQuery {
   to?: number;
   /** At most this many points: the most recent ones in the range (default 1000, at most MAX_QUERY_LIMIT). */
   limit?: number;
+  /** Per-minute rollups instead of reporting-interval points. */
+  rollup?: boolean;
 }
 
 export interface MetricRow {
@@ -116,6 +118,8 @@ export interface ListQuery {
 
 export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
+  /** A minute is final this long after it ends; points for a final minute are dropped as late (default 120000). */
+  rollupGraceMs?: number;
   /** agentSeen writes an agent's last_seen at most this often (the newer value is kept in memory meanwhile). */
   seenPersistMs?: number;
 }
@@ -230,9 +234,31 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (agent_id, name)
   ) WITHOUT ROWID;
   `,
+  // 2: per-minute rollups, merged as points arrive; a minute is final rollup_grace_ms after it ends.
+  `
+  CREATE TABLE metric_rollups (
+    agent_id TEXT NOT NULL,
+    series_key BLOB NOT NULL,
+    name TEXT NOT NULL,
+    tags_json TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    interval_start INTEGER NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    sum REAL NOT NULL,
+    min REAL,
+    max REAL,
+    last REAL,
+    last_at INTEGER,
+    sketch BLOB,
+    PRIMARY KEY (agent_id, series_key, interval_start)
+  );
+  CREATE INDEX metric_rollups_by_name ON metric_rollups (name, interval_start);
+  `,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
-const OUR_TABLES = new Set(['keys', 'agents', 'metric_packs', 'metric_points', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations']);
+export const ROLLUP_MS = 60_000;
+const OUR_TABLES = new Set(['keys', 'agents', 'metric_packs', 'metric_points', 'metric_rollups', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations']);
 
 /** Read `PRAGMA synchronous` back and throw unless it is `wanted` (2 = FULL). Exported for tests. */
 export function assertSynchronous(db: Database.Database, wanted = 2): void {
@@ -343,10 +369,24 @@ function prepareAll(db: Database.Database) {
     selectSketch: db.prepare<[string, Buffer, number], { sketch: Buffer | null }>(
       'SELECT sketch FROM metric_points WHERE agent_id = ? AND series_key = ? AND interval_start = ?',
     ),
+    selectRollupSketch: db.prepare<[string, Buffer, number], { sketch: Buffer | null }>(
+      'SELECT sketch FROM metric_rollups WHERE agent_id = ? AND series_key = ? AND interval_start = ?',
+    ),
     // Merge in SQL; the caller merged the sketch already (it passes the merged bytes).
     // min(a, b) with a NULL argument is NULL, hence the coalesce: NULL means "no values".
     upsertPoint: db.prepare(`
       INSERT INTO metric_points (agent_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (agent_id, series_key, interval_start) DO UPDATE SET
+        count = count + excluded.count,
+        sum = sum + excluded.sum,
+        min = coalesce(min(min, excluded.min), min, excluded.min),
+        max = coalesce(max(max, excluded.max), max, excluded.max),
+        last = CASE WHEN excluded.last IS NOT NULL AND (last IS NULL OR excluded.last_at >= last_at) THEN excluded.last ELSE last END,
+        last_at = CASE WHEN excluded.last IS NOT NULL AND (last IS NULL OR excluded.last_at >= last_at) THEN excluded.last_at ELSE last_at END,
+        sketch = coalesce(excluded.sketch, sketch)`),
+    upsertRollup: db.prepare(`
+      INSERT INTO metric_rollups (agent_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT (agent_id, series_key, interval_start) DO UPDATE SET
         count = count + excluded.count,
@@ -378,6 +418,7 @@ export class SqliteStore implements CollectorStore {
   private readonly seenPending = new Map<string, number>();
   private readonly seenWrittenAt = new Map<string, number>();
   private readonly seenPersistMs: number;
+  private readonly rollupGraceMs: number;
   private closed = false;
   private readonly metricsTx: (agentId: string, packs: UpMetricPack[], now: number) => StoreMetricsResult;
   private readonly textTx: (agentId: string, items: TextItem[]) => StoreTextResult;
@@ -423,6 +464,7 @@ export class SqliteStore implements CollectorStore {
     this.db = db;
     this.path = path;
     this.seenPersistMs = opts.seenPersistMs ?? 5000;
+    this.rollupGraceMs = opts.rollupGraceMs ?? 120_000;
     db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 5000))}`);
     const mode = db.pragma('journal_mode = WAL', { simple: true }) as string;
     if (String(mode).toLowerCase() !== 'wal') throw new StoreDurabilityError('journal_mode', 'WAL', String(mode));
@@ -592,17 +634,25 @@ export class SqliteStore implements CollectorStore {
   private storeMetricsIn(agentId: string, packs: UpMetricPack[], now: number): StoreMetricsResult {
     let stored = 0;
     let duplicatePacks = 0;
+    let late = 0;
     for (const pack of packs) {
       if (this.st.insertPack.run(agentId, pack.packId, now).changes === 0) {
         duplicatePacks++;
         continue;
       }
+      const minute = Math.floor(pack.intervalStart / ROLLUP_MS) * ROLLUP_MS;
+      if (minute + ROLLUP_MS + this.rollupGraceMs <= now) {
+        // The minute is final (its rollup is complete): drop, count; the caller still acks.
+        late += pack.points.length;
+        continue;
+      }
       for (const pt of pack.points) {
-        this.mergePoint(agentId, pack, pt, now);
+        this.mergePoint(agentId, pt, pack.intervalStart, pack.intervalMs, now, false);
+        this.mergePoint(agentId, pt, minute, ROLLUP_MS, now, true);
         stored++;
       }
     }
-    return { stored, duplicatePacks, late: 0 };
+    return { stored, duplicatePacks, late };
   }
 
   private seriesInfo(s: Series): SeriesInfo {
@@ -615,12 +665,13 @@ export class SqliteStore implements CollectorStore {
     return info;
   }
 
-  private mergePoint(agentId: string, pack: UpMetricPack, pt: MetricPoint, now: number): void {
+  /** Merge a point into its interval row (metric_points) or its minute row (metric_rollups). */
+  private mergePoint(agentId: string, pt: MetricPoint, start: number, ms: number, now: number, rollup: boolean): void {
     const s = pt.series;
     const info = this.seriesInfo(s);
     let sketch: Buffer | null = null;
     if (s.kind === MetricKind.Histogram && pt.sketch !== null) {
-      const row = this.st.selectSketch.get(agentId, info.bytes, pack.intervalStart);
+      const row = (rollup ? this.st.selectRollupSketch : this.st.selectSketch).get(agentId, info.bytes, start);
       if (row?.sketch != null) {
         const merged = decodeSketch(row.sketch);
         merged.merge(pt.sketch);
@@ -631,14 +682,14 @@ export class SqliteStore implements CollectorStore {
     }
     const has = pt.count > 0 && Number.isFinite(pt.min) && Number.isFinite(pt.max);
     const last = s.kind === MetricKind.Gauge && Number.isFinite(pt.last) ? pt.last : null;
-    this.st.upsertPoint.run(
+    (rollup ? this.st.upsertRollup : this.st.upsertPoint).run(
       agentId,
       info.bytes,
       s.name,
       info.tagsJson,
       s.kind,
-      pack.intervalStart,
-      pack.intervalMs,
+      start,
+      ms,
       pt.count,
       pt.sum,
       has ? pt.min : null,
@@ -675,7 +726,8 @@ export class SqliteStore implements CollectorStore {
       params.to = q.to;
     }
     params.limit = Math.max(1, Math.min(MAX_QUERY_LIMIT, Math.floor(q.limit ?? DEFAULT_QUERY_LIMIT)));
-    const sql = `SELECT agent_id, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, sketch FROM metric_points${
+    const table = q.rollup === true ? 'metric_rollups' : 'metric_points';
+    const sql = `SELECT agent_id, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, sketch FROM ${table}${
       where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''
     } ORDER BY interval_start DESC, agent_id, name, series_key LIMIT @limit`;
     let stmt = this.queryCache.get(sql);
