@@ -1,4 +1,5 @@
-import { type Server, type Socket, createServer } from 'node:net';
+import type { EventEmitter } from 'node:events';
+import { type Server, createServer } from 'node:net';
 import { ApmError, FrameParser, FrameTooLargeError, type Series } from '@apm-sidecar/proto';
 import {
   type AgentInfo,
@@ -42,7 +43,21 @@ export interface AgentServerOptions {
 
 export interface AgentServer {
   readonly port: number;
+  /** Serve an agent over another carrier (the HTTP tunnel). */
+  attach(wire: Wire, transport: 'tcp' | 'http'): void;
   close(): Promise<void>;
+}
+
+/**
+ * What an agent connection needs of its carrier: a TCP socket, or a tunnel
+ * session whose bytes travel in HTTP request and response bodies.
+ * Emits 'data' (Buffer), 'error' and 'close'.
+ */
+export interface Wire extends EventEmitter {
+  write(chunk: Buffer): boolean;
+  end(): void;
+  destroy(): void;
+  readonly remoteAddress?: string | undefined;
 }
 
 const INNER_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Inner).map(([k, v]) => [v, k]));
@@ -76,8 +91,9 @@ class AgentConnection {
   private timer: NodeJS.Timeout | null = null;
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: Wire,
     private readonly srv: AgentServerImpl,
+    private readonly transport: 'tcp' | 'http',
   ) {
     const parser = new FrameParser(srv.opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
     socket.on('data', (chunk: Buffer) => {
@@ -97,6 +113,10 @@ class AgentConnection {
 
   get agent(): string {
     return this.agentId;
+  }
+
+  get transportName(): 'tcp' | 'http' {
+    return this.transport;
   }
 
   close(cause: string): void {
@@ -283,7 +303,7 @@ class AgentConnection {
     }
     this.phase = 'active';
     this.lastData = now;
-    o.stats.sessions.tcp++;
+    o.stats.sessions[this.transport]++;
     o.store.agentState(this.agentId, 'live', now);
     o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
   }
@@ -307,8 +327,8 @@ class AgentServerImpl implements AgentServer {
 
   listen(): Promise<void> {
     const server = createServer((socket) => {
-      if (this.seriesCache.size > SERIES_CACHE_MAX) this.seriesCache.clear();
-      this.conns.add(new AgentConnection(socket, this));
+      socket.setNoDelay(true);
+      this.attach(socket, 'tcp');
     });
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -320,6 +340,11 @@ class AgentServerImpl implements AgentServer {
         resolve();
       });
     });
+  }
+
+  attach(wire: Wire, transport: 'tcp' | 'http'): void {
+    if (this.seriesCache.size > SERIES_CACHE_MAX) this.seriesCache.clear();
+    this.conns.add(new AgentConnection(wire, this, transport));
   }
 
   /** A newer connection of the same agent wins; the old one is closed. */
@@ -335,7 +360,7 @@ class AgentServerImpl implements AgentServer {
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void {
     this.conns.delete(c);
     if (!wasActive) return;
-    this.opts.stats.sessions.tcp--;
+    this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
     for (const other of this.conns) if (other.agent === c.agent) return;
     this.opts.store.agentState(c.agent, 'disconnected', Date.now());

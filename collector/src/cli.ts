@@ -3,6 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { ApmError } from '@apm-sidecar/proto';
 import { formatAccessKey } from '@apm-sidecar/proto/upstream';
 import { type AgentServer, startAgentServer } from './agent-server';
+import { Tunnel } from './tunnel';
 import { ProjectNameError } from './errors';
 import { closeServer, createHttpApi, listen } from './http-api';
 import { LOG_LEVELS, type Logger, createLogger } from './logger';
@@ -92,7 +93,15 @@ async function run(o: RunOpts): Promise<void> {
   const reset = store.resetSessions(Date.now());
   log.info({ db: store.path, agentsReset: reset, settings }, 'store opened');
   const stats = new CollectorStats();
-  const http = createHttpApi({ store, stats, log, disconnectedRetentionMs: settings.disconnected_retention_ms });
+  // The agents' HTTP tunnel shares the HTTP port; it is attached once the agent server runs.
+  let tunnel: Tunnel | null = null;
+  const http = createHttpApi({
+    store,
+    stats,
+    log,
+    disconnectedRetentionMs: settings.disconnected_retention_ms,
+    extraRoutes: (req, res) => tunnel?.route(req, res) ?? false,
+  });
   let agents: AgentServer | null = null;
   let httpPort: number;
   try {
@@ -116,6 +125,8 @@ async function run(o: RunOpts): Promise<void> {
     die(EXIT_RUNTIME, `cannot listen: ${(err as Error).message}`);
   }
   const agentServer = agents;
+  tunnel = new Tunnel({ agents: agentServer, log, sessionTimeoutMs: settings.tunnel_session_timeout_ms, maxBodyBytes: settings.max_frame_bytes + 1024 });
+  const agentTunnel = tunnel;
   log.info({ agents: { host: o.host, port: agentServer.port }, http: { host: o.http.host, port: httpPort }, dataDir }, 'listening');
 
   let stopping = false;
@@ -132,6 +143,7 @@ async function run(o: RunOpts): Promise<void> {
     }, SHUTDOWN_DEADLINE_MS);
     deadline.unref();
     // Stop accepting and end agent sessions first (they write to the store), then HTTP, then the db.
+    agentTunnel.close();
     agentServer
       .close()
       .then(() => closeServer(http))

@@ -17,7 +17,7 @@ import type { AgentState, CollectorStats } from './types';
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
  *   GET /metrics       Prometheus text format
- *   GET /              the web page (public/index.html)
+ *   GET /              the web page (public/index.html, with /app.js and /style.css)
  *
  * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
  * Every error is JSON `{ error: { code, message } }`: unknown path 404, wrong method
@@ -43,6 +43,17 @@ export interface HttpApiOptions {
 }
 
 export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
+
+/** The files of the web page: route → [file in publicDir, content type]. Nothing else is served from disk. */
+const PUBLIC_FILES: Record<string, [string, string]> = {
+  '/': ['index.html', 'text/html; charset=utf-8'],
+  '/index.html': ['index.html', 'text/html; charset=utf-8'],
+  '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
+  '/style.css': ['style.css', 'text/css; charset=utf-8'],
+};
+
+/** The page loads only its own files and calls only its own API. */
+const PAGE_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 class HttpError extends ApmError {
   constructor(
@@ -179,7 +190,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const retention = opts.disconnectedRetentionMs ?? 1_800_000;
   const maxBody = opts.maxBodyBytes ?? 64 * 1024;
   const publicDir = opts.publicDir ?? DEFAULT_PUBLIC_DIR;
-  let indexHtml: Buffer | undefined;
+  const publicCache = new Map<string, Buffer>();
 
   const routes = new Map<string, Handler>([
     [
@@ -235,25 +246,29 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         res.end(prometheusText(stats, store.agentsByState()));
       },
     ],
-    [
-      '/',
+    // The web page: a fixed list of files, so no request path ever reaches the file system.
+    ...Object.entries(PUBLIC_FILES).map(([route, [file, type]]): [string, Handler] => [
+      route,
       (_q, res) => {
-        if (indexHtml === undefined) {
+        let body = publicCache.get(file);
+        if (body === undefined) {
           try {
-            indexHtml = readFileSync(join(publicDir, 'index.html'));
+            body = readFileSync(join(publicDir, file));
           } catch (err) {
             throw new HttpError(500, 'ERR_NO_PAGE', `the web page is missing: ${(err as Error).message}`);
           }
+          publicCache.set(file, body);
         }
         res.writeHead(200, {
-          'content-type': 'text/html; charset=utf-8',
-          'content-length': String(indexHtml.length),
+          'content-type': type,
+          'content-length': String(body.length),
           'x-content-type-options': 'nosniff',
           'cache-control': 'no-cache',
+          ...(type.startsWith('text/html') && { 'content-security-policy': PAGE_CSP }),
         });
-        res.end(indexHtml);
+        res.end(body);
       },
-    ],
+    ]),
   ]);
 
   const respond = (req: IncomingMessage, res: ServerResponse, handler: Handler, search: string): void => {

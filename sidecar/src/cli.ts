@@ -141,11 +141,8 @@ async function run(opts: ConfigOpts): Promise<void> {
 function upstreamOptions(eff: EffectiveConfig): UpstreamOptions {
   const c = eff.values;
   if (c.transport === 'debug') return { kind: 'debug', output: c.debug_output };
-  if (c.transport === 'http') {
-    throw new ConfigError('transport', eff.sources.transport, `transport: "http" is not available in this version; use tcp or debug (from ${eff.sources.transport})`);
-  }
   if (c.access_key.length === 0) {
-    throw new ConfigError('access_key', eff.sources.access_key, 'access_key: required for transport tcp; set APM_SIDECAR_ACCESS_KEY or --access-key-file (or use --transport debug)');
+    throw new ConfigError('access_key', eff.sources.access_key, `access_key: required for transport ${c.transport}; set APM_SIDECAR_ACCESS_KEY or --access-key-file (or use --transport debug)`);
   }
   let key: AccessKey;
   try {
@@ -155,6 +152,7 @@ function upstreamOptions(eff: EffectiveConfig): UpstreamOptions {
   }
   return {
     kind: 'tcp',
+    carrier: c.transport,
     hosts: c.server_host,
     port: c.server_port,
     key,

@@ -9,6 +9,7 @@ export const COLLECTOR_CLI = join(ROOT, 'collector', 'dist', 'cli.js');
 export interface CollectorProc extends Proc {
   port: number;
   httpPort: number;
+  httpHost: string;
   dataDir: string;
 }
 
@@ -26,6 +27,7 @@ export async function startCollector(dataDir: string, extra: string[] = []): Pro
   );
   p.port = (line.agents as { port: number }).port;
   p.httpPort = (line.http as { port: number }).port;
+  p.httpHost = (line.http as { host: string }).host;
   p.dataDir = dataDir;
   return p;
 }
@@ -50,9 +52,9 @@ export function createKey(dataDir: string, project = 'test'): Promise<string> {
   });
 }
 
-export function getJson<T = any>(port: number, path: string): Promise<{ status: number; body: T }> {
+export function getJson<T = any>(port: number, path: string, host = '127.0.0.1'): Promise<{ status: number; body: T }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path }, (res) => {
+    const req = request({ host, port, path }, (res) => {
       let body = '';
       res.on('data', (d) => {
         body += d;

@@ -3,10 +3,13 @@ import { type ApmError, Writer } from '@apm-sidecar/proto';
 import { type AccessKey, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Pack } from '../pack';
 import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
+import { HttpTunnelSocket } from '../upstream/http-tunnel';
 import { UpstreamSession } from '../upstream/session';
 import type { Transport, TransportContext } from './transport';
 
 export interface TcpTransportOptions {
+  /** `http`: the same session tunnelled over HTTP POSTs to the collector's HTTP port. */
+  carrier?: 'tcp' | 'http';
   hosts: string[];
   port: number;
   key: AccessKey;
@@ -58,7 +61,7 @@ const ENVELOPE = 64;
  * `apm-sidecar reconnect` or SIGHUP.
  */
 export class TcpTransport implements Transport {
-  readonly name = 'tcp';
+  readonly name: 'tcp' | 'http';
   readonly window = 1_000_000;
   private ctx: TransportContext | null = null;
   private session: UpstreamSession | null = null;
@@ -87,7 +90,9 @@ export class TcpTransport implements Transport {
   private configVersion: number | null = null;
   readonly totals = { bytesSent: 0, framesSent: 0, reconnectAttempts: 0, sessions: 0 };
 
-  constructor(private readonly opts: TcpTransportOptions) {}
+  constructor(private readonly opts: TcpTransportOptions) {
+    this.name = opts.carrier ?? 'tcp';
+  }
 
   get ready(): boolean {
     return this.session !== null && this.session.isActive && this.unackedBytes < 4 * this.opts.maxSendBytes;
@@ -132,7 +137,7 @@ export class TcpTransport implements Transport {
 
   status(): Record<string, unknown> {
     return {
-      transport: 'tcp',
+      transport: this.name,
       servers: this.opts.hosts.map((h) => `${h}:${this.opts.port}`),
       server: this.session?.address ?? null,
       connected: this.session?.isActive === true,
@@ -260,6 +265,16 @@ export class TcpTransport implements Transport {
         connectTimeoutMs: this.opts.connectTimeoutMs,
         soTimeoutMs: this.opts.soTimeoutMs,
         maxFrameBytes: Math.max(this.opts.maxSendBytes, 1 << 20),
+        ...(this.name === 'http' && {
+          dial: (h: string, p: number) =>
+            new HttpTunnelSocket({
+              host: h,
+              port: p,
+              pollMs: Math.max(10, Math.min(1000, Math.floor(this.opts.soTimeoutMs / 6))),
+              requestTimeoutMs: this.opts.soTimeoutMs,
+              maxResponseBytes: Math.max(this.opts.maxSendBytes, 1 << 20) * 4,
+            }),
+        }),
       },
       {
         active: (config) => {

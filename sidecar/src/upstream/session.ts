@@ -1,4 +1,5 @@
-import { type Socket, connect as tcpConnect } from 'node:net';
+import type { EventEmitter } from 'node:events';
+import { connect as tcpConnect } from 'node:net';
 import { ApmError, FrameParser } from '@apm-sidecar/proto';
 import {
   type AccessKey,
@@ -21,9 +22,25 @@ import {
 } from '@apm-sidecar/proto/upstream';
 import { naclImpl } from './nacl';
 
+/** What the session needs of its carrier: a TCP socket or the HTTP tunnel. */
+export interface Carrier extends EventEmitter {
+  write(chunk: Buffer): boolean;
+  destroy(): void;
+  readonly writableLength: number;
+}
+
+/** Open a TCP carrier. */
+export function dialTcp(host: string, port: number): Carrier {
+  const s = tcpConnect({ host, port });
+  s.setNoDelay(true);
+  return s;
+}
+
 export interface SessionOptions {
   host: string;
   port: number;
+  /** The carrier; TCP when not given. */
+  dial?: (host: string, port: number) => Carrier;
   key: AccessKey;
   agentInfo: AgentInfo;
   connectTimeoutMs: number;
@@ -54,7 +71,7 @@ type Phase = 'connecting' | 'handshake' | 'configuring' | 'active' | 'closed';
  * that, it pings, so a healthy link never reaches the timeout.
  */
 export class UpstreamSession {
-  private readonly socket: Socket;
+  private readonly socket: Carrier;
   private phase: Phase = 'connecting';
   private handshake: ClientHandshake | null = null;
   private sealer: Sealer | null = null;
@@ -73,8 +90,7 @@ export class UpstreamSession {
     private readonly opts: SessionOptions,
     private readonly events: SessionEvents,
   ) {
-    this.socket = tcpConnect({ host: opts.host, port: opts.port });
-    this.socket.setNoDelay(true);
+    this.socket = (opts.dial ?? dialTcp)(opts.host, opts.port);
     this.connectTimer = setTimeout(() => this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ApmError('ERR_CONNECT_TIMEOUT', 'connect timed out')), opts.connectTimeoutMs);
     const parser = new FrameParser(opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
     this.socket.on('connect', () => this.connected());

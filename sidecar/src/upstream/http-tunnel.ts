@@ -1,0 +1,113 @@
+import { EventEmitter } from 'node:events';
+import { Agent, type ClientRequest, request } from 'node:http';
+
+/**
+ * A socket-like carrier for the upstream frames over HTTP (transport `http`):
+ * written bytes are POSTed to the collector's tunnel, and response bodies come
+ * back as 'data'. One request at a time, so frames stay in order; when there is
+ * nothing to send it still polls every `pollMs`, so acks, pings and
+ * configuration reach the agent and the collector sees the session alive.
+ *
+ * Emits 'connect' (at once: HTTP has no session of its own), 'data', 'error',
+ * 'close' — the events UpstreamSession uses of a net.Socket.
+ */
+export const TUNNEL_PATH = '/agent/tunnel';
+const SESSION_HEADER = 'apm-tunnel-session';
+
+export interface HttpTunnelOptions {
+  host: string;
+  port: number;
+  pollMs: number;
+  /** Per request: no response within this long fails the session. */
+  requestTimeoutMs: number;
+  maxResponseBytes: number;
+}
+
+export class HttpTunnelSocket extends EventEmitter {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private inFlight: ClientRequest | null = null;
+  private inFlightBytes = 0;
+  private session: string | null = null;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private readonly agent = new Agent({ keepAlive: true, maxSockets: 1 });
+
+  constructor(private readonly opts: HttpTunnelOptions) {
+    super();
+    process.nextTick(() => {
+      if (!this.closed) this.emit('connect');
+    });
+  }
+
+  get writableLength(): number {
+    return this.pendingBytes + this.inFlightBytes;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.closed) return false;
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.inFlight === null) setImmediate(() => this.send());
+    return true;
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.inFlight?.destroy();
+    this.agent.destroy();
+    this.emit('close');
+  }
+
+  private fail(err: Error): void {
+    if (this.closed) return;
+    this.emit('error', err);
+    this.destroy();
+  }
+
+  private send(): void {
+    if (this.closed || this.inFlight !== null) return;
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    const body = Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.inFlightBytes = body.length;
+    const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'content-length': body.length };
+    if (this.session !== null) headers[SESSION_HEADER] = this.session;
+    const req = request({ host: this.opts.host, port: this.opts.port, path: TUNNEL_PATH, method: 'POST', headers, agent: this.agent });
+    this.inFlight = req;
+    req.setTimeout(this.opts.requestTimeoutMs, () => req.destroy(Object.assign(new Error(`no tunnel response within ${this.opts.requestTimeoutMs} ms`), { code: 'ERR_TUNNEL_TIMEOUT' })));
+    req.on('error', (err) => this.fail(err));
+    req.on('response', (res) => {
+      const sid = res.headers[SESSION_HEADER];
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > this.opts.maxResponseBytes) res.destroy(Object.assign(new Error('tunnel response too large'), { code: 'ERR_FRAME_TOO_LARGE' }));
+        else chunks.push(c);
+      });
+      res.on('error', (err) => this.fail(err));
+      res.on('end', () => {
+        if (this.closed) return;
+        this.inFlight = null;
+        this.inFlightBytes = 0;
+        if (res.statusCode !== 200) {
+          const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
+          this.fail(Object.assign(new Error(`tunnel answered HTTP ${res.statusCode}: ${text}`), { code: res.statusCode === 410 ? 'ERR_TUNNEL_SESSION' : 'ERR_TUNNEL_HTTP' }));
+          return;
+        }
+        if (typeof sid === 'string') this.session = sid;
+        const data = Buffer.concat(chunks);
+        if (data.length > 0) this.emit('data', data);
+        if (this.closed) return;
+        if (this.pending.length > 0) this.send();
+        else this.pollTimer = setTimeout(() => this.send(), this.opts.pollMs);
+      });
+    });
+    req.end(body);
+  }
+}
