@@ -105,6 +105,8 @@ async function run(opts: ConfigOpts): Promise<void> {
     retentionMs: c.retention_ms,
     retentionSynchronous: c.retention_synchronous,
     eventReplayWindowMs: c.event_replay_window_ms,
+    dogstatsdUdp: c.dogstatsd_udp,
+    dogstatsdSocket: c.dogstatsd_socket,
     log,
   });
   try {

@@ -7,3 +7,4 @@ export { SeqTracker } from './dedup';
 export { Sidecar, type SidecarOptions, SIDECAR_VERSION } from './sidecar';
 export type { Pack } from './pack';
 export type { Transport } from './transport/transport';
+export { DogStatsdAggregator } from './dogstatsd';

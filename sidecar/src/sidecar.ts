@@ -9,12 +9,15 @@ import {
   type ShimToSidecar,
   type SidecarState,
   decodeMetrics,
+  encodeMetrics,
   encodeStateChange,
   encodeWelcome,
 } from '@apm-sidecar/proto';
 import { decodeMetricPack, encodeMetricPack } from '@apm-sidecar/proto/upstream';
 import { type AggPoint, Aggregator } from './aggregator';
 import { SeqTracker } from './dedup';
+import { DogStatsdAggregator } from './dogstatsd';
+import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners';
 import { EventRing } from './event-ring';
 import { Queue1 } from './queue1';
 import { RetentionStore, type StoredPack, type Synchronous } from './retention/store';
@@ -52,8 +55,14 @@ export interface SidecarOptions {
   retentionMs: number;
   retentionSynchronous: Synchronous;
   eventReplayWindowMs: number;
+  /** DogStatsD inputs (DESIGN §8): UDP host:port, and a Unix datagram socket path; null / '' = off. */
+  dogstatsdUdp: { host: string; port: number } | null;
+  dogstatsdSocket: string;
   log: Logger;
 }
+
+/** The pseudo shim instance DogStatsD input is retained and de-duplicated under. */
+const DOGSTATSD_INSTANCE = 'dogstatsd';
 
 type CounterName = 'metrics' | 'traces' | 'activeStacks' | 'events' | 'snapshots' | 'btRegistrations';
 const counterSet = (): Record<CounterName, number> => ({ metrics: 0, traces: 0, activeStacks: 0, events: 0, snapshots: 0, btRegistrations: 0 });
@@ -92,6 +101,10 @@ export class Sidecar implements SessionHost {
     retentionErrors: 0,
   };
   private lastPurge = 0;
+  private dogstatsd: DogStatsdAggregator | null = null;
+  private dogstatsdListeners: DogStatsdListeners | null = null;
+  private dogstatsdTimer: NodeJS.Timeout | null = null;
+  private dogstatsdSeq = 0;
   private retentionErrorLoggedAt = 0;
   private readonly errorLogAt = new Map<string, number>();
 
@@ -141,6 +154,13 @@ export class Sidecar implements SessionHost {
     chmodSync(this.opts.socketPath, gid === null ? 0o600 : 0o660);
     if (gid !== null) chownSync(this.opts.socketPath, process.getuid?.() ?? 0, gid);
     this.server.on('error', (err) => this.log.error({ err }, 'IPC server error'));
+    if (this.opts.dogstatsdUdp !== null || this.opts.dogstatsdSocket.length > 0) {
+      const agg = new DogStatsdAggregator();
+      this.dogstatsd = agg;
+      this.dogstatsdSeq = this.seqs.last(DOGSTATSD_INSTANCE);
+      this.dogstatsdListeners = await listenDogStatsd({ udp: this.opts.dogstatsdUdp, socketPath: this.opts.dogstatsdSocket, onPacket: (b) => agg.packet(b), log: this.log });
+      this.dogstatsdTimer = setInterval(() => this.flushDogStatsd(), this.opts.flushMs);
+    }
     this.transport.start({ wake: this.sender.step, state: this.state, log: this.log });
     const tickMs = Math.max(50, Math.min(1000, Math.floor(this.opts.metricIntervalMs / 4)));
     this.tickTimer = setInterval(() => this.tick(), tickMs);
@@ -153,6 +173,9 @@ export class Sidecar implements SessionHost {
     this.stopping = (async () => {
       const deadline = Date.now() + this.opts.shutdownTimeoutMs;
       if (this.tickTimer !== null) clearInterval(this.tickTimer);
+      if (this.dogstatsdTimer !== null) clearInterval(this.dogstatsdTimer);
+      this.dogstatsdListeners?.close();
+      this.flushDogStatsd();
       if (this.listening) this.server.close();
       for (const s of this.sessions) s.socket.end();
       // Open intervals become packs now: sent if the upstream allows, else kept in the retention.
@@ -325,6 +348,7 @@ export class Sidecar implements SessionHost {
         synchronous: this.opts.retentionSynchronous,
       },
       eventRing: { size: this.ring.size, windowMs: this.opts.eventReplayWindowMs },
+      dogstatsd: this.dogstatsd === null ? null : { ...this.dogstatsd.counts, udpPort: this.dogstatsdListeners?.udpPort ?? null, socket: this.opts.dogstatsdSocket || null },
       aggregation: {
         intervalMs: this.opts.metricIntervalMs,
         openIntervals: agg.intervals,
@@ -497,6 +521,22 @@ export class Sidecar implements SessionHost {
       { path: store.path, synchronous: this.opts.retentionSynchronous, frames: frames.length, packs: packs.length, points, btRegistrations: bts.length },
       'retention opened',
     );
+  }
+
+  /** The DogStatsD window becomes one metrics message, handled like a shim's flush (retained, then aggregated). */
+  private flushDogStatsd(): void {
+    const agg = this.dogstatsd;
+    if (agg === null) return;
+    const msg = agg.take(this.dogstatsdSeq + 1, Date.now());
+    if (msg === null) return;
+    this.dogstatsdSeq = msg.seq;
+    this.counters.received.metrics += msg.points.length;
+    this.aggregator.add(msg);
+    this.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
+    const frame = encodeMetrics(msg);
+    this.retention?.addFrame({ instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: this.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) }, (err) => {
+      if (err !== null) this.retentionFailed(err);
+    });
   }
 
   private retentionFailed(err: Error): void {

@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { runCli, startSidecar, tempDir, totalCount, waitFor } from '../helpers/procs';
+
+describe('DogStatsD input (dogstatsd_udp, dogstatsd_socket)', () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  test('lines on UDP and on the Unix datagram socket join the same aggregation', async () => {
+    const dsock = join(tmp.dir, 'dsd.sock');
+    const sc = await startSidecar(join(tmp.dir, 'dsd'), ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'dogstatsd_udp=127.0.0.1:0', '--set', `dogstatsd_socket=${dsock}`]);
+    try {
+      const st = JSON.parse((await runCli(['status', '--json', '--socket', sc.socket])).stdout);
+      const port = st.dogstatsd.udpPort as number;
+      assert.ok(port > 0);
+      const udp = createSocket('udp4');
+      for (let i = 0; i < 10; i++) udp.send(`dsd.hits:1|c|#via:udp\ndsd.lat:${i + 1}|ms`, port, '127.0.0.1');
+      const { createSocket: createUnix } = await import('unix-dgram');
+      const ux = createUnix('unix_dgram');
+      for (let i = 0; i < 5; i++) {
+        const b = Buffer.from('dsd.hits:1|c|#via:unix');
+        ux.send(b, 0, b.length, dsock);
+      }
+      await waitFor('the lines to be aggregated and emitted', () => totalCount(sc, 'dsd.hits') >= 2 && totalCount(sc, 'dsd.lat') >= 10);
+      const pts = sc.packs('metrics').flatMap((p) => p.points as any[]);
+      const sumOf = (via: string) => pts.filter((p) => p.name === 'dsd.hits' && p.tags.via === via).reduce((a, p) => a + p.sum, 0);
+      assert.equal(sumOf('udp'), 10);
+      assert.equal(sumOf('unix'), 5);
+      const lat = pts.filter((p) => p.name === 'dsd.lat');
+      assert.equal(lat.reduce((a, p) => a + p.count, 0), 10);
+      udp.close();
+      ux.close();
+      const s2 = JSON.parse((await runCli(['status', '--json', '--socket', sc.socket])).stdout);
+      assert.equal(s2.dogstatsd.invalid, 0);
+      assert.equal(s2.dogstatsd.packets, 15);
+    } finally {
+      await sc.kill('SIGTERM');
+    }
+  });
+});
