@@ -14,8 +14,10 @@ install: node_modules/.package-lock.json
 
 build: install
 	npx tsc -b
+	node client-shim/bundle.js
 
 test: build
+	@if [ ! -x /usr/bin/chromium ]; then echo "browser test skipped: chromium not installed"; fi
 	node test/run.js
 
 demo: build

@@ -1,5 +1,4 @@
 import { channel } from 'node:diagnostics_channel';
-import { hostname, tmpdir } from 'node:os';
 import { existsSync } from 'node:fs';
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -123,7 +122,7 @@ function resolveSocket(explicit: string | undefined): string {
   if (explicit !== undefined && explicit.length > 0) return explicit;
   const env = process.env.APM_SIDECAR_SOCKET;
   if (env !== undefined && env.length > 0) return env;
-  const candidates = socketPathCandidates(process.env, process.getuid?.() ?? 0, tmpdir());
+  const candidates = socketPathCandidates(process.env, process.getuid?.() ?? 0, (require('node:os') as typeof import('node:os')).tmpdir());
   return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string);
 }
 
@@ -185,7 +184,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
             pid: process.pid,
             shimVersion: SHIM_VERSION,
             instanceId: this.instanceId,
-            host: hostname(),
+            host: (require('node:os') as typeof import('node:os')).hostname(),
             runtime: `node ${process.version}`,
           }),
         reconnectMinMs,

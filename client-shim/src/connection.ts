@@ -1,4 +1,12 @@
-import { type Socket, createConnection } from 'node:net';
+import type { Socket } from 'node:net';
+
+// node:net is loaded at the first connection attempt, not when the app imports
+// the shim: it is the largest part of the shim's load time.
+let net: typeof import('node:net') | undefined;
+function createConnection(opts: { path: string }): Socket {
+  net ??= require('node:net') as typeof import('node:net');
+  return net.createConnection(opts);
+}
 import {
   type ApmError,
   DEFAULT_MAX_FRAME_BYTES,
