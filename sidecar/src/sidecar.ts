@@ -223,7 +223,10 @@ export class Sidecar implements SessionHost {
   // --- SessionHost ----------------------------------------------------------
 
   hello(session: ShimSession, hello: Hello): Buffer {
-    if (!this.apps().includes(hello.app)) setImmediate(() => this.transport.appsChanged?.());
+    // A new app behind this sidecar: tell the collector (the session is already listed, so look at the others).
+    let known = false;
+    for (const s of this.sessions) if (s !== session && s.hello?.app === hello.app) known = true;
+    if (!known) setImmediate(() => this.transport.appsChanged?.());
     this.log.info({ session: session.id, app: hello.app, appPid: hello.pid, instanceId: hello.instanceId, shimVersion: hello.shimVersion }, 'shim connected');
     return encodeWelcome({
       state: this.state.state,

@@ -211,6 +211,24 @@ describe('collector HTTP API (in process)', () => {
     assert.equal(head.body, '');
   });
 
+  it('the page’s own files are served with their content types; nothing else from disk', async () => {
+    for (const [path, type] of [
+      ['/app.js', /^text\/javascript/],
+      ['/style.css', /^text\/css/],
+      ['/index.html', /^text\/html/],
+    ] as const) {
+      const r = await call(port, path);
+      assert.equal(r.status, 200, path);
+      assert.match(String(r.headers['content-type']), type, path);
+      assert.equal(r.headers['x-content-type-options'], 'nosniff');
+      assert.ok(r.body.length > 0, path);
+    }
+    assert.match(String((await call(port, '/')).headers['content-security-policy']), /default-src 'none'/);
+    for (const path of ['/../package.json', '/%2e%2e/package.json', '/..%2fpackage.json', '/public/app.js', '/app.js/', '/APP.JS', '/dist/cli.js']) {
+      assertJsonError(await call(port, path), 404, 'ERR_NOT_FOUND');
+    }
+  });
+
   it('an unknown path is a 404 JSON error, a wrong method a 405 with Allow', async () => {
     assertJsonError(await call(port, '/api/nope'), 404, 'ERR_NOT_FOUND');
     assertJsonError(await call(port, '//api/agents'), 404, 'ERR_NOT_FOUND');

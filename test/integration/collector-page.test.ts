@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { connect } from '@apm-sidecar/shim';
+import { chromium } from 'playwright-core';
+import { createKey, getJson, startCollector } from '../helpers/collector';
+import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
+
+// The collector's web page in a real browser (Debian's chromium, driven by playwright-core):
+// empty states, a live agent with its charts, a stalled one, a greyed disconnected one, API errors.
+
+// What the callbacks passed to the page see (this package compiles without the DOM library).
+declare const document: { querySelector(sel: string): { getAttribute(name: string): string | null } | null };
+declare function getComputedStyle(e: unknown): { opacity: string };
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = join(ROOT, 'test', 'artifacts');
+// As the machine docs say: headless, no sandbox as root, and no background connections (the network is closed).
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'tcp_connection_timeout=1000'];
+const WAIT = { timeout: 30_000 };
+const AGENT = 'page-agent';
+const ROW = `tr[data-agent-id="${AGENT}"]`;
+const HIST = 'figure[data-metric="page.latency_ms"]';
+
+test('the collector page: agents and charts live, a stalled agent marked, a killed one greyed, API errors shown', { timeout: 180_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip('chromium not installed: browser test skipped (apt-get install chromium)');
+    return;
+  }
+  const tmp = tempDir('apm-page-');
+  // Undone last-in first-out, whatever fails.
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const data = join(tmp.dir, 'collector');
+    const key = await createKey(data, 'page');
+    const collector = await startCollector(data, ['--set', 'stall_after_ms=1500']);
+    cleanups.push(() => collector.kill('SIGTERM'));
+
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(String(err)));
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') pageErrors.push(msg.text());
+    });
+    const base = `http://127.0.0.1:${collector.httpPort}`;
+    await page.goto(`${base}/?refresh=300`);
+
+    // Nothing yet: both empty states say so.
+    await page.getByText('No agents yet').waitFor(WAIT);
+    await page.getByText('No metric points in the last 10 min').waitFor(WAIT);
+
+    const sc = await startSidecar(
+      join(tmp.dir, 'sc'),
+      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(collector.port), ...FAST, '--set', `agent_id=${AGENT}`],
+      { APM_SIDECAR_ACCESS_KEY: key },
+    );
+    cleanups.push(() => sc.kill('SIGKILL'));
+    const apm = connect({ app: 'checkout', socket: sc.socket, flushMs: 50 });
+    cleanups.push(() => apm.close());
+    const lat = apm.histogram('page.latency_ms', { route: '/pay' });
+    const orders = apm.counter('page.orders', { region: 'eu' });
+    const queue = apm.gauge('page.queue_depth');
+    let i = 0;
+    const recorder = setInterval(() => {
+      i += 1;
+      // A spread with a tail, so p50, p95 and p99 are three distinct lines.
+      for (let k = 0; k < 20; k++) lat.record(20 + ((i * 7 + k * 13) % 40) + (k === 0 ? 150 : k === 1 ? 60 : 0));
+      orders.add(1 + (i % 3));
+      queue.set(5 + (i % 10));
+    }, 50);
+    cleanups.push(() => clearInterval(recorder));
+
+    // Live: the row, then a histogram chart with three quantile lines of at least two points each.
+    await page.waitForSelector(`${ROW}[data-state="live"]`, WAIT);
+    // Then a couple of seconds of intervals (10 points of 200 ms), so the chart has a shape.
+    await page.waitForFunction(
+      (sel) =>
+        ['p50', 'p95', 'p99'].every((q) => (document.querySelector(`${sel} svg path[data-quantile="${q}"]`)?.getAttribute('d') ?? '').split('L').length > 10),
+      HIST,
+      WAIT,
+    );
+    await page.waitForSelector('figure[data-metric="page.orders"][data-kind="counter"] svg path.line', WAIT);
+    await page.waitForSelector('figure[data-metric="page.queue_depth"][data-kind="gauge"] svg path.line', WAIT);
+    const row = page.locator(ROW);
+    // The app cell shows what the API says (the app's name arrives with the sidecar's AgentInfo; '–' when none).
+    await waitFor('the app cell to match /api/agents', async () => {
+      const api = (await getJson<any[]>(collector.httpPort, '/api/agents')).body.find((a) => a.agentId === AGENT);
+      return (await row.locator('td.agent-app').textContent()) === (api?.app || '–');
+    });
+    const cells = await row.locator('td').allTextContents();
+    assert.deepEqual([cells[0], cells[3], cells[5]], [AGENT, 'live', 'yes']);
+    assert.equal(await row.evaluate((r) => getComputedStyle(r).opacity), '1');
+    const legend = await page.locator(`${HIST} svg .legend text`).allTextContents();
+    assert.deepEqual(legend, ['p50', 'p95', 'p99']);
+    assert.ok((await page.locator(`${HIST} svg .tick-labels text`).count()) >= 4, 'the axes are labelled');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'collector-page-live.png'), fullPage: true });
+
+    // Stalled: the app stops sending, the connection stays up.
+    clearInterval(recorder);
+    await apm.close();
+    await page.waitForSelector(`${ROW}[data-state="stalled"].agent-stalled`, WAIT);
+    assert.equal(await row.locator('.badge').textContent(), 'stalled');
+    assert.ok(await row.locator('.badge').isVisible());
+    await page.screenshot({ path: join(ARTIFACTS, 'collector-page-stalled.png'), fullPage: true });
+
+    // Killed: the collector sees the connection close; the row stays, greyed.
+    await sc.kill('SIGKILL');
+    await page.waitForSelector(`${ROW}[data-state="disconnected"]`, WAIT);
+    const greyed = await row.evaluate((r) => ({ opacity: Number(getComputedStyle(r).opacity), cls: r.classList.contains('agent-disconnected') }));
+    assert.ok(greyed.cls, 'the row has the agent-disconnected class');
+    assert.ok(greyed.opacity < 1, `the row is greyed (opacity ${greyed.opacity})`);
+    assert.equal(await page.locator(`${HIST} svg path[data-quantile="p99"]`).count(), 1, 'its data stays charted');
+    await page.screenshot({ path: join(ARTIFACTS, 'collector-page.png'), fullPage: true });
+
+    // The collector goes away: the page says so, keeps what it showed, and keeps trying.
+    await collector.kill('SIGTERM');
+    await page.waitForSelector('#error:not([hidden])', WAIT);
+    assert.match((await page.locator('#error').textContent()) ?? '', /cannot reach the collector/);
+    assert.equal(await page.locator(ROW).count(), 1);
+    await page.screenshot({ path: join(ARTIFACTS, 'collector-page-offline.png'), fullPage: true });
+
+    assert.deepEqual(
+      pageErrors.filter((e) => !/Failed to load resource|ERR_CONNECTION_REFUSED/.test(e)),
+      [],
+      'no script errors on the page',
+    );
+  } finally {
+    for (const undo of cleanups.reverse()) {
+      try {
+        await undo();
+      } catch {
+        // best effort: the rest still runs
+      }
+    }
+    tmp.cleanup();
+  }
+});
