@@ -81,6 +81,8 @@ export class TcpTransport implements Transport {
   private closing = false;
   private inFlight: InFlight[] = [];
   private unackedBytes = 0;
+  /** Registrations get their own text frame, sealed before the metric frame (replay order, DESIGN §6). */
+  private btBatch = new Batch();
   private metricBatch = new Batch();
   private textBatch = new Batch();
   private flushQueued = false;
@@ -109,6 +111,8 @@ export class TcpTransport implements Transport {
     if (pack.kind === 'metrics') {
       // Encoded once, when its interval closed (the retention keeps the same bytes).
       this.add(this.metricBatch, pack.body, done, 'metric');
+    } else if (pack.kind === 'btRegistration') {
+      this.add(this.btBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'bt');
     } else {
       this.add(this.textBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'text');
     }
@@ -175,9 +179,9 @@ export class TcpTransport implements Transport {
 
   // --- batching and acks -------------------------------------------------------
 
-  private add(batch: Batch, bytes: Buffer, done: Done, kind: 'metric' | 'text'): void {
+  private add(batch: Batch, bytes: Buffer, done: Done, kind: 'bt' | 'metric' | 'text'): void {
     if (batch.bytes > 0 && batch.bytes + bytes.length + ENVELOPE > this.opts.maxSendBytes) this.flush();
-    const b = kind === 'metric' ? this.metricBatch : this.textBatch;
+    const b = kind === 'metric' ? this.metricBatch : kind === 'bt' ? this.btBatch : this.textBatch;
     b.parts.push(bytes);
     b.dones.push(done);
     b.bytes += bytes.length + 1;
@@ -187,13 +191,23 @@ export class TcpTransport implements Transport {
     }
   }
 
-  /** Seal what is batched into (at most) one metric frame and one text frame. */
+  /**
+   * Seal what is batched into at most three frames, in replay order (DESIGN §6):
+   * registrations (text), then metric packs (numeric), then the other text items
+   * (events, snapshots, traces, active stacks). The sender hands packs over in that
+   * order too (queue1's lanes), so the collector stores them in that order.
+   */
   private flush(): void {
     this.flushQueued = false;
     const s = this.session;
     if (s === null || !s.isActive) {
       this.failAll(new Error('upstream not connected'));
       return;
+    }
+    const bt = this.btBatch;
+    if (bt.parts.length > 0) {
+      this.btBatch = new Batch();
+      this.sealText(s, bt);
     }
     const m = this.metricBatch;
     if (m.parts.length > 0) {
@@ -207,11 +221,15 @@ export class TcpTransport implements Transport {
     const t = this.textBatch;
     if (t.parts.length > 0) {
       this.textBatch = new Batch();
-      const body = Buffer.concat([Buffer.from('{"items":['), ...t.parts.flatMap((p, i) => (i === 0 ? [p] : [COMMA, p])), Buffer.from(']}')]);
-      this.track(s.sendText(Inner.TextBatch, body), t.dones, body.length);
+      this.sealText(s, t);
     }
     this.totals.bytesSent = this.sessionBytesBase + s.bytesSent;
     this.totals.framesSent = this.sessionFramesBase + s.framesSent;
+  }
+
+  private sealText(s: UpstreamSession, t: Batch): void {
+    const body = Buffer.concat([Buffer.from('{"items":['), ...t.parts.flatMap((p, i) => (i === 0 ? [p] : [COMMA, p])), Buffer.from(']}')]);
+    this.track(s.sendText(Inner.TextBatch, body), t.dones, body.length);
   }
 
   private sessionBytesBase = 0;
@@ -238,9 +256,10 @@ export class TcpTransport implements Transport {
   private failAll(err: Error): void {
     const all: Done[] = [];
     for (const f of this.inFlight) all.push(...f.dones);
-    all.push(...this.metricBatch.dones, ...this.textBatch.dones);
+    all.push(...this.btBatch.dones, ...this.metricBatch.dones, ...this.textBatch.dones);
     this.inFlight = [];
     this.unackedBytes = 0;
+    this.btBatch = new Batch();
     this.metricBatch = new Batch();
     this.textBatch = new Batch();
     for (let i = all.length - 1; i >= 0; i--) (all[i] as Done)(err);
@@ -291,6 +310,8 @@ export class TcpTransport implements Transport {
           this.lastError = null;
           this.totals.sessions++;
           ctx.state.set('active', `connected to ${host}:${this.opts.port}; configuration and license received`);
+          // Shims may have connected while the handshake ran: the AgentInfo sent with it did not name them.
+          if (this.opts.apps().length > 0) this.appsChanged();
           ctx.wake();
         },
         ack: (counter) => {
