@@ -153,7 +153,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private closing: Promise<void> | null = null;
   private waiters: { seq: number; resolve: (ok: boolean) => void; timer: NodeJS.Timeout }[] = [];
   private readonly btNames = new Set<string>();
-  private readonly txHandles = new Map<string, Histogram>();
+  /** Per transaction name: its duration histogram and error counter (bound once, not looked up per call). */
+  private readonly txHandles = new Map<string, { duration: Histogram; errors: Counter }>();
   private readonly writer = new Writer(16 * 1024);
   private readonly body = new Writer(16 * 1024);
   private counts = { sent: 0, acked: 0 };
@@ -250,11 +251,12 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   transactionEnded(_tx: ActiveTransaction, pack: ProfilePack): void {
     let h = this.txHandles.get(pack.name);
     if (h === undefined) {
-      h = this.histogram(TX_DURATION, { tx: tagValue(pack.name) });
+      const tags = { tx: tagValue(pack.name) };
+      h = { duration: this.histogram(TX_DURATION, tags), errors: this.counter(TX_ERRORS, tags) };
       if (this.txHandles.size < 1000) this.txHandles.set(pack.name, h);
     }
-    h.record(pack.durationMs);
-    if (pack.error !== undefined) this.counter(TX_ERRORS, { tx: tagValue(pack.name) }).add(1);
+    h.duration.record(pack.durationMs);
+    if (pack.error !== undefined) h.errors.add(1);
     if (this._state === 'standby' || this._state === 'muted') return;
     this.bestEffort(() => encodeTrace(pack));
   }

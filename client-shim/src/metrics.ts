@@ -173,7 +173,10 @@ function validTags(tags: unknown): Tags | undefined | null {
 function mapKey(kind: number, name: string, tags: Tags | undefined): string {
   let key = `${kind}\u0000${name}`;
   if (tags !== undefined) {
-    for (const k of Object.keys(tags).sort()) key += `\u0000${k}\u0000${tags[k]}`;
+    const keys = Object.keys(tags);
+    // Most call sites pass zero or one tag: no sort needed then.
+    if (keys.length > 1) keys.sort();
+    for (const k of keys) key += `\u0000${k}\u0000${tags[k]}`;
   }
   return key;
 }

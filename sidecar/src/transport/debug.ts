@@ -24,7 +24,8 @@ export class DebugTransport implements Transport {
       this.out = process.stdout;
       this.ownsStream = false;
     } else {
-      this.out = createWriteStream(output, { flags: 'a' });
+      // A large buffer: the sender hands over many packs per turn of the loop.
+      this.out = createWriteStream(output, { flags: 'a', highWaterMark: 1024 * 1024 });
       this.ownsStream = true;
     }
   }
