@@ -12,11 +12,11 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   type ErrorMessage,
   FrameParser,
+  MalformedMessageError,
   MessageType,
   type StateChange,
   UnexpectedMessageError,
   type Welcome,
-  decodeAck,
   decodeError,
   decodeStateChange,
   decodeWelcome,
@@ -227,7 +227,9 @@ export class Connection {
         this.handler.stateChange(decodeStateChange(payload));
         return;
       case MessageType.Ack:
-        this.handler.ack(decodeAck(payload));
+        // u48 seq (see proto decodeAck); read here so the shim bundle needs no Reader.
+        if (payload.length !== 6) throw new MalformedMessageError('ack must be 6 bytes');
+        this.handler.ack(payload.readUIntLE(0, 6));
         return;
       case MessageType.Error:
         this.handler.sidecarError(decodeError(payload));
