@@ -39,6 +39,8 @@ export interface AgentServerOptions {
   stallAfterMs: number;
   licenseReleaseMs: number;
   maxFrameBytes: number;
+  /** Announced in the agent configuration: tunnel agents poll well within it. */
+  tunnelSessionTimeoutMs?: number;
 }
 
 export interface AgentServer {
@@ -294,9 +296,14 @@ class AgentConnection {
     const lic = this.srv.licenses.acquire(this.agentId);
     o.store.agentLicensed(this.agentId, lic.granted);
     const s = this.sealer as Sealer;
-    this.write(s.text(Inner.Config, encodeAgentConfig({ configVersion: 1, settings: {} })));
+    const settings: Record<string, number> = { idlePingMs: o.idlePingMs };
+    if (o.tunnelSessionTimeoutMs !== undefined) settings.tunnelSessionTimeoutMs = o.tunnelSessionTimeoutMs;
+    this.write(s.text(Inner.Config, encodeAgentConfig({ configVersion: 1, settings })));
     this.write(s.text(Inner.License, encodeLicense(lic)));
     if (!lic.granted) {
+      // Listed (greyed, unlicensed) but not live: it has no session. (agentConnected above set 'live'; a
+      // refusal only happens to an agent with no other connection, since a connected agent holds its license.)
+      o.store.agentState(this.agentId, 'disconnected', now);
       o.log.warn({ agentId: this.agentId, reason: lic.reason }, 'agent refused: no license available');
       this.socket.end();
       return;

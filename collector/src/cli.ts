@@ -117,6 +117,7 @@ async function run(o: RunOpts): Promise<void> {
       stallAfterMs: settings.stall_after_ms,
       licenseReleaseMs: settings.license_release_ms,
       maxFrameBytes: settings.max_frame_bytes,
+      tunnelSessionTimeoutMs: settings.tunnel_session_timeout_ms,
     });
   } catch (err) {
     log.fatal({ err }, 'cannot listen');

@@ -33,11 +33,19 @@ export class HttpTunnelSocket extends EventEmitter {
   private closed = false;
   private readonly agent = new Agent({ keepAlive: true, maxSockets: 1 });
 
+  private pollMs: number;
+
   constructor(private readonly opts: HttpTunnelOptions) {
     super();
+    this.pollMs = opts.pollMs;
     process.nextTick(() => {
       if (!this.closed) this.emit('connect');
     });
+  }
+
+  /** Poll at least this often (the collector expires sessions it does not hear from). */
+  pollAtMost(ms: number): void {
+    if (ms > 0 && ms < this.pollMs) this.pollMs = Math.max(10, Math.floor(ms));
   }
 
   get writableLength(): number {
@@ -105,7 +113,7 @@ export class HttpTunnelSocket extends EventEmitter {
         if (data.length > 0) this.emit('data', data);
         if (this.closed) return;
         if (this.pending.length > 0) this.send();
-        else this.pollTimer = setTimeout(() => this.send(), this.opts.pollMs);
+        else this.pollTimer = setTimeout(() => this.send(), this.pollMs);
       });
     });
     req.end(body);

@@ -195,9 +195,14 @@ export class UpstreamSession {
     }
     const m = (this.opener as Opener).open(type, payload);
     switch (m.inner) {
-      case Inner.Config:
+      case Inner.Config: {
         this.config = decodeAgentConfig(m.body);
+        // A tunnel polls within a third of the collector's session timeout.
+        const t = this.config.settings.tunnelSessionTimeoutMs;
+        const carrier = this.socket as Carrier & { pollAtMost?: (ms: number) => void };
+        if (typeof t === 'number' && carrier.pollAtMost !== undefined) carrier.pollAtMost(t / 3);
         break;
+      }
       case Inner.License:
         this.license = decodeLicense(m.body);
         if (!this.license.granted) {
