@@ -1,4 +1,4 @@
-import { LIMITS, MetricKind, type MetricKindCode, type MetricPoint, type MetricsMessage, type Series, Sketch, encodeSeries, seriesKey } from '@apm-sidecar/proto';
+import { LIMITS, MetricKind, type MetricKindCode, type MetricPoint, type MetricsMessage, Sketch, encodeSeries, seriesKey } from '@apm-sidecar/proto';
 
 /**
  * DogStatsD / StatsD lines fed into the same aggregation as the shims:
@@ -18,21 +18,11 @@ export interface DogStatsdCounts {
   unsupported: number;
 }
 
-interface Agg {
-  series: Series;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-  last: number;
-  sketch: Sketch | null;
-}
-
 const TYPES: Record<string, MetricKindCode> = { c: MetricKind.Counter, g: MetricKind.Gauge, ms: MetricKind.Histogram, h: MetricKind.Histogram, d: MetricKind.Histogram };
 const MAX_SERIES = 100_000;
 
 export class DogStatsdAggregator {
-  private series = new Map<string, Agg>();
+  private series = new Map<string, MetricPoint>();
   private windowStart = Date.now();
   readonly counts: DogStatsdCounts = { packets: 0, lines: 0, invalid: 0, unsupported: 0 };
 
@@ -138,8 +128,7 @@ export class DogStatsdAggregator {
     const ts = this.windowStart;
     this.windowStart = now;
     if (this.series.size === 0) return null;
-    const points: MetricPoint[] = [];
-    for (const a of this.series.values()) points.push({ series: a.series, count: a.count, sum: a.sum, min: a.min, max: a.max, last: a.last, sketch: a.sketch });
+    const points = [...this.series.values()];
     this.series = new Map();
     return { seq, ts, windowMs: Math.max(0, now - ts), points };
   }
