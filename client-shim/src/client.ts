@@ -324,6 +324,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   registerBusinessTransaction(name: string): void {
     if (typeof name !== 'string' || name.length === 0 || name.length > 1024) return this.drop('invalid');
     if (this.closing !== null) return this.drop('closed');
+    // Muted: interceptors are unproductive, no new business transactions are registered.
+    if (this._state === 'muted') return this.drop('muted');
     if (this.btNames.has(name)) return;
     if (this.btNames.size >= MAX_BT_NAMES) return this.drop('bt_limit');
     this.btNames.add(name);

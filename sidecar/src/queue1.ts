@@ -9,7 +9,8 @@ type Lane = 'bt' | 'metrics' | 'events';
  *   bt (registrations) → metrics (closed intervals) → events (events, snapshots)
  *
  * Bounded by `capacity` packs. When full, the oldest event goes first, then the
- * oldest metric pack; registrations are never dropped here (they are persisted
+ * oldest metric pack (an incoming event never displaces a metric pack: it is
+ * dropped itself); registrations are never dropped here (they are persisted
  * and bounded by name). Metric packs also leave when they age past retention.
  */
 export class Queue1 {
@@ -34,7 +35,8 @@ export class Queue1 {
 
   push(pack: Pack): void {
     if (this.depth >= this.capacity && pack.kind !== 'btRegistration') {
-      const victim = this.lanes.events.shift() ?? this.lanes.metrics.shift();
+      // An event never pushes out a metric pack: with no older event to drop, the new one goes.
+      const victim = pack.kind === 'metrics' ? (this.lanes.events.shift() ?? this.lanes.metrics.shift()) : this.lanes.events.shift();
       if (victim === undefined) {
         // Only registrations in the queue: the new pack is the one that cannot fit.
         this.drop(pack);
@@ -55,6 +57,13 @@ export class Queue1 {
   /** Put a pack that failed to send back at the head of its lane. */
   unshift(pack: Pack): void {
     this.lanes[laneOf(pack)].unshift(pack);
+  }
+
+  /** Take the events lane (the upstream went away: they go back to the replay ring). */
+  takeEvents(): Pack[] {
+    const out = this.lanes.events;
+    this.lanes.events = [];
+    return out;
   }
 
   /** Remove metric packs of intervals that started before `cutoff`; returns them. */

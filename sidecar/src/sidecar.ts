@@ -484,6 +484,11 @@ export class Sidecar implements SessionHost {
       const n = this.queue2.clear();
       if (n > 0) this.drop(to, n);
     }
+    if (from === 'active' && to !== 'active') {
+      // Events not yet acked (in flight at the loss, or queued) wait in the ring like new ones:
+      // on return only those of the last event_replay_window_ms are posted.
+      for (const p of this.queue1.takeEvents()) this.ring.push(p, p.kind === 'event' ? p.event.ts : p.kind === 'snapshot' ? p.snapshot.ts : Date.now());
+    }
     if (to === 'active' && from !== 'active') {
       // Replay order: registrations, then metrics (queue1's lanes), then the events of the last window.
       for (const p of this.ring.take(Date.now())) this.queue1.push(p);
