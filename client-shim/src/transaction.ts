@@ -94,7 +94,7 @@ export class ActiveTransaction implements Transaction {
     }
     if (this.steps.length >= MAX_STEPS) return this.sink.drop('too_many_steps');
     const offset = this.elapsedMs - durationMs;
-    this.steps.push({ type: type.slice(0, 64), text: text.slice(0, MAX_STEP_TEXT), durationMs, offsetMs: offset > 0 ? offset : 0 });
+    this.steps.push({ type: type.slice(0, 64), text: text.slice(0, MAX_STEP_TEXT), durationMs, offsetMs: Math.max(offset, 0) });
   }
 
   outgoingHeaders(): OutgoingHeaders {

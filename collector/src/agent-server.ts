@@ -176,7 +176,10 @@ class AgentConnection {
     else if (err instanceof FrameTooLargeError) st.tooLarge++;
     else st.malformed++;
     const message = err instanceof Error ? err.message : String(err);
-    this.srv.log.warn({ code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress }, `rejected agent connection: ${message}`);
+    this.srv.log.warn(
+      { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress },
+      `rejected agent connection: ${message}`,
+    );
     if (this.phase === 'hello' || this.phase === 'finished') {
       // Clear-text refusal: the agent has no session keys yet.
       const body = Buffer.from(JSON.stringify({ code, message }));

@@ -110,7 +110,6 @@ export interface KeyRow {
   fingerprint: string;
 }
 
-
 export interface ListQuery {
   agent?: string;
   limit?: number;
@@ -258,7 +257,18 @@ const MIGRATIONS: string[] = [
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 export const ROLLUP_MS = 60_000;
-const OUR_TABLES = new Set(['keys', 'agents', 'metric_packs', 'metric_points', 'metric_rollups', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations']);
+const OUR_TABLES = new Set([
+  'keys',
+  'agents',
+  'metric_packs',
+  'metric_points',
+  'metric_rollups',
+  'traces',
+  'active_stacks',
+  'events',
+  'snapshots',
+  'bt_registrations',
+]);
 
 /** Read `PRAGMA synchronous` back and throw unless it is `wanted` (2 = FULL). Exported for tests. */
 export function assertSynchronous(db: Database.Database, wanted = 2): void {

@@ -47,7 +47,7 @@ export function parseCorrelation(value: string | undefined): Map<string, string>
 
 export function formatCorrelation(pairs: Map<string, string>): string {
   let s = '';
-  for (const [k, v] of pairs) s += (s.length === 0 ? '' : ';') + k + '=' + v;
+  for (const [k, v] of pairs) s += `${s.length === 0 ? '' : ';'}${k}=${v}`;
   return s;
 }
 

@@ -22,8 +22,7 @@ export const SKETCH_MIN_KEY = Math.ceil(Math.log(SKETCH_MIN_VALUE) * MULTIPLIER)
 export const SKETCH_MAX_KEY = Math.ceil(Math.log(1e18) * MULTIPLIER);
 
 export function sketchKey(v: number): number {
-  const k = Math.ceil(Math.log(v) * MULTIPLIER);
-  return k > SKETCH_MAX_KEY ? SKETCH_MAX_KEY : k;
+  return Math.min(Math.ceil(Math.log(v) * MULTIPLIER), SKETCH_MAX_KEY);
 }
 
 export function sketchValue(key: number): number {
@@ -186,34 +185,26 @@ export class Sketch {
    */
   quantile(q: number): number {
     if (this.count === 0 || !(q >= 0 && q <= 1)) return Number.NaN;
-    const rank = q * (this.count - 1);
+    const v = this.valueAtRank(q * (this.count - 1));
+    return Math.min(Math.max(v, this.min), this.max);
+  }
+
+  /** Walk the buckets from the most negative value up to the first whose cumulative count passes `rank`. */
+  private valueAtRank(rank: number): number {
     let seen = 0;
-    let v = Number.NaN;
-    found: {
-      const neg = this.neg;
-      for (let k = neg.hi; k >= neg.lo; k--) {
-        seen += neg.get(k);
-        if (seen > rank) {
-          v = -sketchValue(k);
-          break found;
-        }
-      }
-      seen += this.zero;
-      if (seen > rank) {
-        v = 0;
-        break found;
-      }
-      const pos = this.pos;
-      for (let k = pos.lo; k <= pos.hi; k++) {
-        seen += pos.get(k);
-        if (seen > rank) {
-          v = sketchValue(k);
-          break found;
-        }
-      }
-      v = this.max;
+    const neg = this.neg;
+    for (let k = neg.hi; k >= neg.lo; k--) {
+      seen += neg.get(k);
+      if (seen > rank) return -sketchValue(k);
     }
-    return v < this.min ? this.min : v > this.max ? this.max : v;
+    seen += this.zero;
+    if (seen > rank) return 0;
+    const pos = this.pos;
+    for (let k = pos.lo; k <= pos.hi; k++) {
+      seen += pos.get(k);
+      if (seen > rank) return sketchValue(k);
+    }
+    return this.max;
   }
 
   /** Buckets only: zero | positive store | negative store. count/sum/min/max travel beside it. */

@@ -144,7 +144,11 @@ function upstreamOptions(eff: EffectiveConfig): UpstreamOptions {
   const c = eff.values;
   if (c.transport === 'debug') return { kind: 'debug', output: c.debug_output };
   if (c.access_key.length === 0) {
-    throw new ConfigError('access_key', eff.sources.access_key, `access_key: required for transport ${c.transport}; set APM_SIDECAR_ACCESS_KEY or --access-key-file (or use --transport debug)`);
+    throw new ConfigError(
+      'access_key',
+      eff.sources.access_key,
+      `access_key: required for transport ${c.transport}; set APM_SIDECAR_ACCESS_KEY or --access-key-file (or use --transport debug)`,
+    );
   }
   let key: AccessKey;
   try {
@@ -199,9 +203,17 @@ function humanStatus(s: Record<string, unknown>): string {
     `agent:      ${s.agentId}  transport: ${s.transport}  socket: ${s.socket}`,
     `queue1:     ${q.queue1?.depth}/${q.queue1?.capacity} (dropped ${q.queue1?.dropped})`,
     `queue2:     ${q.queue2?.depth}/${q.queue2?.capacity} (dropped ${q.queue2?.dropped})`,
-    `received:   ${Object.entries(counters.received).map(([k, v]) => `${k}=${v}`).join(' ')}`,
-    `sent:       ${Object.entries(counters.sent).map(([k, v]) => `${k}=${v}`).join(' ')}`,
-    `dropped:    ${Object.entries(counters.dropped).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
+    `received:   ${Object.entries(counters.received)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}`,
+    `sent:       ${Object.entries(counters.sent)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ')}`,
+    `dropped:    ${
+      Object.entries(counters.dropped)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' ') || 'none'
+    }`,
     `shims:      ${shims.length}`,
     ...shims.map((x) => `  - ${x.app} pid ${x.pid}, last seen ${x.lastSeenAt}`),
   ];

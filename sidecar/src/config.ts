@@ -19,7 +19,14 @@ import { readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { ApmError } from '@apm-sidecar/proto';
-import { PROFILES, type ProfileName, type ReconnectSchedule, ReconnectScheduleError, formatReconnectSchedule, parseReconnectSchedule } from './reconnect-schedule';
+import {
+  PROFILES,
+  type ProfileName,
+  type ReconnectSchedule,
+  ReconnectScheduleError,
+  formatReconnectSchedule,
+  parseReconnectSchedule,
+} from './reconnect-schedule';
 
 export const ENV_PREFIX = 'APM_SIDECAR_';
 
@@ -276,13 +283,17 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
     format: (v) => v.join(','),
   },
   server_port: intKey('server_port', 6600, 1, 65535, 'port', 'collector port (TCP, or its HTTP port with transport http)'),
-  access_key: textKey('access_key', 'access key (from apm-collector keys create); set through APM_SIDECAR_ACCESS_KEY, the config file or access_key_file, never a flag', {
-    secret: true,
-    parse: (raw) => {
-      noControlChars(raw.trim());
-      return raw.trim();
+  access_key: textKey(
+    'access_key',
+    'access key (from apm-collector keys create); set through APM_SIDECAR_ACCESS_KEY, the config file or access_key_file, never a flag',
+    {
+      secret: true,
+      parse: (raw) => {
+        noControlChars(raw.trim());
+        return raw.trim();
+      },
     },
-  }),
+  ),
   access_key_file: textKey('access_key_file', 'file holding the access key (trimmed); should be readable by its owner only', { type: 'path' }),
   data_dir: textKey('data_dir', 'directory of the SQLite retention file; empty = resolved at run time', { type: 'path' }),
   http: hostPortKey('http', '/healthz, /readyz and /metrics listener; empty = off'),
@@ -314,8 +325,16 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
   ready_max_ack_age_ms: duration('ready_max_ack_age_ms', 30000, '/readyz fails when the last upstream ack is older than this'),
   dogstatsd_udp: hostPortKey('dogstatsd_udp', 'DogStatsD UDP listener; empty = off'),
   dogstatsd_socket: textKey('dogstatsd_socket', 'DogStatsD Unix datagram socket path; empty = off', { parse: unixSocketPath, type: 'path' }),
-  retention_synchronous: enumKey('retention_synchronous', ['NORMAL', 'FULL'] as const, 'NORMAL', 'SQLite synchronous for the retention (WAL): NORMAL survives a crash of the sidecar, FULL also power loss (an fsync per commit)'),
-  debug_output: { ...textKey('debug_output', "where the debug transport prints packs as JSON lines: '-' = stdout, else a file path", { type: 'path or -' }), default: '-' },
+  retention_synchronous: enumKey(
+    'retention_synchronous',
+    ['NORMAL', 'FULL'] as const,
+    'NORMAL',
+    'SQLite synchronous for the retention (WAL): NORMAL survives a crash of the sidecar, FULL also power loss (an fsync per commit)',
+  ),
+  debug_output: {
+    ...textKey('debug_output', "where the debug transport prints packs as JSON lines: '-' = stdout, else a file path", { type: 'path or -' }),
+    default: '-',
+  },
   max_series: size('max_series', 100_000, 'bound on distinct metric series held in aggregation'),
   max_shims: size('max_shims', 1024, 'bound on simultaneously connected shims'),
   shim_buffer_bytes: size('shim_buffer_bytes', 8_388_608, 'bytes a shim may buffer while the sidecar is away (pushed to shims)'),
@@ -326,7 +345,7 @@ export const CONFIG_KEYS: readonly ConfigKeyDef[] = Object.values(KEY_DEFS) as C
 export const CONFIG_KEY_NAMES: readonly ConfigKey[] = Object.keys(KEY_DEFS) as ConfigKey[];
 
 export function isConfigKey(name: string): name is ConfigKey {
-  return Object.prototype.hasOwnProperty.call(KEY_DEFS, name);
+  return Object.hasOwn(KEY_DEFS, name);
 }
 
 export function configKeyDef<K extends ConfigKey>(name: K): ConfigKeyDef<SidecarConfig[K]> {
@@ -370,7 +389,7 @@ interface Candidate {
 }
 
 /** Precedence levels, lowest first. */
-const enum Level {
+enum Level {
   File = 0,
   Env = 1,
   Set = 2,
@@ -444,7 +463,11 @@ export function parseConfigFile(content: string, path: string): Array<{ key: str
     if (line === '' || line.startsWith('#')) continue;
     const eq = line.indexOf('=');
     if (eq < 0) {
-      throw new ConfigError(line, source, `expected "key = value", got ${JSON.stringify(line.length > 80 ? `${line.slice(0, 77)}...` : line)} (from ${source})`);
+      throw new ConfigError(
+        line,
+        source,
+        `expected "key = value", got ${JSON.stringify(line.length > 80 ? `${line.slice(0, 77)}...` : line)} (from ${source})`,
+      );
     }
     const key = line.slice(0, eq).trim();
     if (key === '') throw new ConfigError('', source, `missing key before "=" (from ${source})`);
@@ -580,7 +603,11 @@ export function loadConfig(input: ConfigInput): EffectiveConfig {
     try {
       content = readFileSync(keyFile, 'utf8');
     } catch (err) {
-      throw new ConfigError('access_key_file', keyFileSource, `access_key_file: cannot read ${JSON.stringify(keyFile)}: ${fsReason(err)} (from ${keyFileSource})`);
+      throw new ConfigError(
+        'access_key_file',
+        keyFileSource,
+        `access_key_file: cannot read ${JSON.stringify(keyFile)}: ${fsReason(err)} (from ${keyFileSource})`,
+      );
     }
     const cand = { raw: content.trim(), source: `file:${keyFile}` };
     if (cand.raw === '') {

@@ -18,7 +18,13 @@ export interface DogStatsdCounts {
   unsupported: number;
 }
 
-const TYPES: Record<string, MetricKindCode> = { c: MetricKind.Counter, g: MetricKind.Gauge, ms: MetricKind.Histogram, h: MetricKind.Histogram, d: MetricKind.Histogram };
+const TYPES: Record<string, MetricKindCode> = {
+  c: MetricKind.Counter,
+  g: MetricKind.Gauge,
+  ms: MetricKind.Histogram,
+  h: MetricKind.Histogram,
+  d: MetricKind.Histogram,
+};
 const MAX_SERIES = 100_000;
 
 export class DogStatsdAggregator {

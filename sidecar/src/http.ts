@@ -56,7 +56,12 @@ export function prometheus(sidecar: Sidecar): string {
   };
   const c = sidecar.counters;
   const st = sidecar.state.state;
-  metric('apm_sidecar_state', 'gauge', 'Current state (1 for the current one).', SIDECAR_STATES.map((s) => [{ state: s }, s === st ? 1 : 0]));
+  metric(
+    'apm_sidecar_state',
+    'gauge',
+    'Current state (1 for the current one).',
+    SIDECAR_STATES.map((s) => [{ state: s }, s === st ? 1 : 0]),
+  );
   metric('apm_sidecar_queue_depth', 'gauge', 'Packs waiting in a send queue.', [
     [{ queue: 'queue1' }, sidecar.queue1.depth],
     [{ queue: 'queue2' }, sidecar.queue2.depth],
@@ -65,10 +70,30 @@ export function prometheus(sidecar: Sidecar): string {
     [{ queue: 'queue1' }, sidecar.queue1.capacity],
     [{ queue: 'queue2' }, sidecar.queue2.capacity],
   ]);
-  metric('apm_sidecar_dropped_total', 'counter', 'Items dropped, by reason.', Object.entries(c.dropped).map(([k, v]) => [{ reason: k }, v]));
-  metric('apm_sidecar_received_total', 'counter', 'Items received from shims, by kind (metrics counts points).', Object.entries(c.received).map(([k, v]) => [{ kind: k }, v]));
-  metric('apm_sidecar_sent_total', 'counter', 'Items delivered upstream, by kind (metrics counts points).', Object.entries(c.sent).map(([k, v]) => [{ kind: k }, v]));
-  metric('apm_sidecar_ipc_errors_total', 'counter', 'IPC connections closed for a protocol error, by code.', Object.entries(c.ipcErrors).map(([k, v]) => [{ code: k }, v]));
+  metric(
+    'apm_sidecar_dropped_total',
+    'counter',
+    'Items dropped, by reason.',
+    Object.entries(c.dropped).map(([k, v]) => [{ reason: k }, v]),
+  );
+  metric(
+    'apm_sidecar_received_total',
+    'counter',
+    'Items received from shims, by kind (metrics counts points).',
+    Object.entries(c.received).map(([k, v]) => [{ kind: k }, v]),
+  );
+  metric(
+    'apm_sidecar_sent_total',
+    'counter',
+    'Items delivered upstream, by kind (metrics counts points).',
+    Object.entries(c.sent).map(([k, v]) => [{ kind: k }, v]),
+  );
+  metric(
+    'apm_sidecar_ipc_errors_total',
+    'counter',
+    'IPC connections closed for a protocol error, by code.',
+    Object.entries(c.ipcErrors).map(([k, v]) => [{ code: k }, v]),
+  );
   metric('apm_sidecar_duplicates_total', 'counter', 'Durable frames received again and ignored.', [[{}, c.duplicates]]);
   metric('apm_sidecar_shims', 'gauge', 'Connected shims.', [[{}, sidecar.shimCount]]);
   const agg = sidecar.aggregationStats();

@@ -71,7 +71,14 @@ export function pointToJson(p: AggPoint): PointJson {
 export function packToJson(agentId: string, pack: Pack): Record<string, unknown> {
   switch (pack.kind) {
     case 'metrics':
-      return { pack: 'metrics', agentId, packId: pack.packId, intervalStart: pack.intervalStart, intervalMs: pack.intervalMs, points: pack.points.map(pointToJson) };
+      return {
+        pack: 'metrics',
+        agentId,
+        packId: pack.packId,
+        intervalStart: pack.intervalStart,
+        intervalMs: pack.intervalMs,
+        points: pack.points.map(pointToJson),
+      };
     case 'trace':
       return { pack: 'trace', agentId, ...pack.origin, trace: pack.trace };
     case 'activeStack':

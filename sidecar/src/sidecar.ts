@@ -1,7 +1,7 @@
 import { chmodSync, chownSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import {
-  ApmError,
+  type ApmError,
   TooManyConnectionsError,
   type ControlResult,
   type Hello,
@@ -123,7 +123,9 @@ export class Sidecar implements SessionHost {
     );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);
     this.ring = new EventRing(opts.eventReplayWindowMs, 10_000, (n, reason) => this.drop(reason, n));
-    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) => this.emitMetrics(start, points));
+    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) =>
+      this.emitMetrics(start, points),
+    );
     const up = opts.upstream;
     this.transport =
       up.kind === 'debug'
@@ -158,7 +160,12 @@ export class Sidecar implements SessionHost {
       const agg = new DogStatsdAggregator();
       this.dogstatsd = agg;
       this.dogstatsdSeq = this.seqs.last(DOGSTATSD_INSTANCE);
-      this.dogstatsdListeners = await listenDogStatsd({ udp: this.opts.dogstatsdUdp, socketPath: this.opts.dogstatsdSocket, onPacket: (b) => agg.packet(b), log: this.log });
+      this.dogstatsdListeners = await listenDogStatsd({
+        udp: this.opts.dogstatsdUdp,
+        socketPath: this.opts.dogstatsdSocket,
+        onPacket: (b) => agg.packet(b),
+        log: this.log,
+      });
       this.dogstatsdTimer = setInterval(() => this.flushDogStatsd(), this.opts.flushMs);
     }
     this.transport.start({ wake: this.sender.step, state: this.state, log: this.log });
@@ -351,7 +358,10 @@ export class Sidecar implements SessionHost {
         synchronous: this.opts.retentionSynchronous,
       },
       eventRing: { size: this.ring.size, windowMs: this.opts.eventReplayWindowMs },
-      dogstatsd: this.dogstatsd === null ? null : { ...this.dogstatsd.counts, udpPort: this.dogstatsdListeners?.udpPort ?? null, socket: this.opts.dogstatsdSocket || null },
+      dogstatsd:
+        this.dogstatsd === null
+          ? null
+          : { ...this.dogstatsd.counts, udpPort: this.dogstatsdListeners?.udpPort ?? null, socket: this.opts.dogstatsdSocket || null },
       aggregation: {
         intervalMs: this.opts.metricIntervalMs,
         openIntervals: agg.intervals,
@@ -392,7 +402,10 @@ export class Sidecar implements SessionHost {
     const last = this.errorLogAt.get(err.code) ?? 0;
     if (now - last >= 10_000) {
       this.errorLogAt.set(err.code, now);
-      this.log.warn({ session: session.id, code: err.code, app: session.hello?.app, appPid: session.hello?.pid, total: this.counters.ipcErrors[err.code] }, `closing IPC connection: ${err.message}`);
+      this.log.warn(
+        { session: session.id, code: err.code, app: session.hello?.app, appPid: session.hello?.pid, total: this.counters.ipcErrors[err.code] },
+        `closing IPC connection: ${err.message}`,
+      );
     }
   }
 
@@ -542,9 +555,12 @@ export class Sidecar implements SessionHost {
     this.aggregator.add(msg);
     this.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
     const frame = encodeMetrics(msg);
-    this.retention?.addFrame({ instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: this.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) }, (err) => {
-      if (err !== null) this.retentionFailed(err);
-    });
+    this.retention?.addFrame(
+      { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: this.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) },
+      (err) => {
+        if (err !== null) this.retentionFailed(err);
+      },
+    );
   }
 
   private retentionFailed(err: Error): void {

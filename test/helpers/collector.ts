@@ -35,7 +35,9 @@ export async function startCollector(dataDir: string, extra: string[] = []): Pro
 /** `apm-collector keys create`: the key is alone on the last line of stdout. */
 export function createKey(dataDir: string, project = 'test'): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [COLLECTOR_CLI, 'keys', 'create', '--project', project, '--data-dir', dataDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [COLLECTOR_CLI, 'keys', 'create', '--project', project, '--data-dir', dataDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d: Buffer) => {

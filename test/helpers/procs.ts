@@ -79,7 +79,10 @@ export class Proc {
   }
 
   logs(msg?: string | RegExp): Record<string, unknown>[] {
-    return this.lines.filter((l) => typeof l.level === 'number' && (msg === undefined || (typeof l.msg === 'string' && (typeof msg === 'string' ? l.msg.includes(msg) : msg.test(l.msg)))));
+    return this.lines.filter(
+      (l) =>
+        typeof l.level === 'number' && (msg === undefined || (typeof l.msg === 'string' && (typeof msg === 'string' ? l.msg.includes(msg) : msg.test(l.msg)))),
+    );
   }
 
   waitLine(what: string, pred: (l: Record<string, unknown>) => boolean, timeoutMs = 10000): Promise<Record<string, unknown>> {

@@ -95,7 +95,10 @@ describe('an app using the shim exits by itself', () => {
       count().reduce((a, pt) => a + (pt.count as number), 0),
       1,
     );
-    await sidecar.waitLine('the registration sent before close()', (l) => l.pack === 'btRegistration' && l.pid === app.pid && l.name === 'GET /await/close-present');
+    await sidecar.waitLine(
+      'the registration sent before close()',
+      (l) => l.pack === 'btRegistration' && l.pid === app.pid && l.name === 'GET /await/close-present',
+    );
   });
 
   it('await close() with the sidecar absent settles at once', async () => {

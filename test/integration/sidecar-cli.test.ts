@@ -62,7 +62,10 @@ describe('apm-sidecar CLI', () => {
   test('config prints each value with its source, flags over env over file, and masks the access key', async () => {
     const file = join(tmp.dir, 'good.conf');
     writeFileSync(file, 'flush_ms = 250\nmetric_interval_ms = 5000\nserver_port = 7000\n');
-    const r = await runCli(['config', '--config', file, '--server-port', '7100', '--json'], { APM_SIDECAR_METRIC_INTERVAL_MS: '6000', APM_SIDECAR_ACCESS_KEY: 'very-secret-key-material' });
+    const r = await runCli(['config', '--config', file, '--server-port', '7100', '--json'], {
+      APM_SIDECAR_METRIC_INTERVAL_MS: '6000',
+      APM_SIDECAR_ACCESS_KEY: 'very-secret-key-material',
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.doesNotMatch(r.stdout, /very-secret-key-material/);
     const j = JSON.parse(r.stdout);

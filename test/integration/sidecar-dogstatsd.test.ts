@@ -10,7 +10,16 @@ describe('DogStatsD input (dogstatsd_udp, dogstatsd_socket)', () => {
 
   test('lines on UDP and on the Unix datagram socket join the same aggregation', async () => {
     const dsock = join(tmp.dir, 'dsd.sock');
-    const sc = await startSidecar(join(tmp.dir, 'dsd'), ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'dogstatsd_udp=127.0.0.1:0', '--set', `dogstatsd_socket=${dsock}`]);
+    const sc = await startSidecar(join(tmp.dir, 'dsd'), [
+      '--set',
+      'flush_ms=50',
+      '--set',
+      'metric_interval_ms=200',
+      '--set',
+      'dogstatsd_udp=127.0.0.1:0',
+      '--set',
+      `dogstatsd_socket=${dsock}`,
+    ]);
     try {
       const st = JSON.parse((await runCli(['status', '--json', '--socket', sc.socket])).stdout);
       const port = st.dogstatsd.udpPort as number;
@@ -29,7 +38,10 @@ describe('DogStatsD input (dogstatsd_udp, dogstatsd_socket)', () => {
       assert.equal(sumOf('udp'), 10);
       assert.equal(sumOf('unix'), 5);
       const lat = pts.filter((p) => p.name === 'dsd.lat');
-      assert.equal(lat.reduce((a, p) => a + p.count, 0), 10);
+      assert.equal(
+        lat.reduce((a, p) => a + p.count, 0),
+        10,
+      );
       udp.close();
       ux.close();
       const s2 = JSON.parse((await runCli(['status', '--json', '--socket', sc.socket])).stdout);

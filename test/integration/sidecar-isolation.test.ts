@@ -29,7 +29,11 @@ describe('isolation between apps and the sidecar (real processes)', () => {
 
       await waitFor('the truncated frame to be counted', async () => (await status(sc.socket)).counters.ipcErrors.ERR_FRAME_TRUNCATED === 1);
       const st = await status(sc.socket);
-      assert.equal(st.shims.some((s: any) => s.app === 'partial'), false, 'the killed app is gone from the shim list');
+      assert.equal(
+        st.shims.some((s: any) => s.app === 'partial'),
+        false,
+        'the killed app is gone from the shim list',
+      );
       assert.equal(st.counters.received.metrics, 1, 'nothing of the partial frame was accepted');
 
       other.counter('other.after').add(4);
@@ -57,7 +61,9 @@ describe('isolation between apps and the sidecar (real processes)', () => {
       app.child.kill('SIGUSR1');
       const afterReport = await app.waitLine('the report after the kill', (l) => l.report === true && l !== beforeReport);
 
-      t.diagnostic(`record()+add() per call before: p50 ${beforeReport.p50ns} ns, p99 ${beforeReport.p99ns} ns; after: p50 ${afterReport.p50ns} ns, p99 ${afterReport.p99ns} ns; worst loop lag after ${afterReport.maxLagMs} ms`);
+      t.diagnostic(
+        `record()+add() per call before: p50 ${beforeReport.p50ns} ns, p99 ${beforeReport.p99ns} ns; after: p50 ${afterReport.p50ns} ns, p99 ${afterReport.p99ns} ns; worst loop lag after ${afterReport.maxLagMs} ms`,
+      );
       assert.equal(beforeReport.threw, 0);
       assert.equal(afterReport.threw, 0, 'no record call threw after the sidecar died');
       assert.ok((afterReport.calls as number) > 0, 'the app kept recording');

@@ -79,7 +79,10 @@ describe('sidecar protocol handling over a real socket', () => {
     c.socket.write(metrics(1, 'dedup.x', 5));
     c.socket.write(metrics(2, 'dedup.x', 7));
     await waitFor('three acks', () => c.of(MessageType.Ack).length === 3);
-    assert.deepEqual(c.of(MessageType.Ack).map((f) => decodeAck(f.payload)), [1, 1, 2]);
+    assert.deepEqual(
+      c.of(MessageType.Ack).map((f) => decodeAck(f.payload)),
+      [1, 1, 2],
+    );
     assert.equal(decodeWelcome((c.of(MessageType.Welcome)[0] as { payload: Buffer }).payload).ackedSeq, 0);
     c.socket.end();
 
@@ -95,7 +98,11 @@ describe('sidecar protocol handling over a real socket', () => {
 
     await waitFor('the points to be emitted', () => totalCount(sc, 'dedup.x') === 2);
     await new Promise((r) => setTimeout(r, 400));
-    const sum = sc.packs('metrics').flatMap((p) => p.points as any[]).filter((p) => p.name === 'dedup.x').reduce((a, p) => a + p.sum, 0);
+    const sum = sc
+      .packs('metrics')
+      .flatMap((p) => p.points as any[])
+      .filter((p) => p.name === 'dedup.x')
+      .reduce((a, p) => a + p.sum, 0);
     assert.equal(sum, 12, 'each seq counted once');
   });
 
@@ -151,7 +158,14 @@ describe('sidecar protocol handling over a real socket', () => {
     good.counter('good.n').add(1);
     assert.equal(await good.flush(), true);
     const errs = await ipcErrors(sc.socket);
-    for (const code of ['ERR_FRAME_TOO_LARGE', 'ERR_FRAME_EMPTY', 'ERR_UNKNOWN_MESSAGE_TYPE', 'ERR_MALFORMED_MESSAGE', 'ERR_UNEXPECTED_MESSAGE', 'ERR_PROTOCOL_VERSION']) {
+    for (const code of [
+      'ERR_FRAME_TOO_LARGE',
+      'ERR_FRAME_EMPTY',
+      'ERR_UNKNOWN_MESSAGE_TYPE',
+      'ERR_MALFORMED_MESSAGE',
+      'ERR_UNEXPECTED_MESSAGE',
+      'ERR_PROTOCOL_VERSION',
+    ]) {
       assert.equal(errs[code], 1, `${code} counted once`);
     }
     await good.close();

@@ -46,7 +46,11 @@ describe('the IPC socket', () => {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const socket = join(dir, 'apm.sock');
     // Leave a real socket file behind: listen, then kill the listener without unlinking.
-    const holder = new Proc(spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => console.log('{"up":true}'))`], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const holder = new Proc(
+      spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(socket)}, () => console.log('{"up":true}'))`], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
     await holder.waitLine('the holder to listen', (l) => l.up === true);
     await holder.kill('SIGKILL');
     assert.equal(lstatSync(socket).isSocket(), true, 'a stale socket file is left behind');

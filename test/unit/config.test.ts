@@ -4,16 +4,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
-import {
-  CONFIG_KEYS,
-  CONFIG_KEY_NAMES,
-  ConfigError,
-  type ConfigInput,
-  configToJson,
-  formatConfig,
-  loadConfig,
-  parseConfigFile,
-} from '@apm-sidecar/sidecar';
+import { CONFIG_KEYS, CONFIG_KEY_NAMES, ConfigError, type ConfigInput, configToJson, formatConfig, loadConfig, parseConfigFile } from '@apm-sidecar/sidecar';
 
 const dir = mkdtempSync(join(tmpdir(), 'apm-config-test-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -354,12 +345,7 @@ describe('config: unknown keys', () => {
   });
 
   it('refuses a lower-case environment variable name, naming the right one', () => {
-    assertConfigError(
-      () => load({ env: { APM_SIDECAR_server_port: '1' } }),
-      'server_port',
-      'env:APM_SIDECAR_server_port',
-      /use APM_SIDECAR_SERVER_PORT/,
-    );
+    assertConfigError(() => load({ env: { APM_SIDECAR_server_port: '1' } }), 'server_port', 'env:APM_SIDECAR_server_port', /use APM_SIDECAR_SERVER_PORT/);
   });
 });
 

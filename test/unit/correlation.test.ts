@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CORRELATION_HEADER, TRACEPARENT_HEADER, formatCorrelation, formatTraceparent, parseCorrelation, parseTraceparent, readHeader } from '@apm-sidecar/proto';
+import {
+  CORRELATION_HEADER,
+  TRACEPARENT_HEADER,
+  formatCorrelation,
+  formatTraceparent,
+  parseCorrelation,
+  parseTraceparent,
+  readHeader,
+} from '@apm-sidecar/proto';
 
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 const PARENT_ID = '00f067aa0ba902b7';
@@ -14,10 +22,13 @@ describe('correlation headers', () => {
   describe('parseCorrelation / formatCorrelation', () => {
     it('parses k=v pairs separated by semicolons, in order', () => {
       const m = parseCorrelation('txid=4bf92f3577b34da6;notxdetect=true');
-      assert.deepStrictEqual([...m], [
-        ['txid', '4bf92f3577b34da6'],
-        ['notxdetect', 'true'],
-      ]);
+      assert.deepStrictEqual(
+        [...m],
+        [
+          ['txid', '4bf92f3577b34da6'],
+          ['notxdetect', 'true'],
+        ],
+      );
     });
 
     it('returns an empty map for a missing or empty header', () => {
@@ -28,11 +39,14 @@ describe('correlation headers', () => {
 
     it('trims spaces around keys and values and keeps "=" inside a value', () => {
       const m = parseCorrelation(' txid = abc ; url=/a?b=c ;x=');
-      assert.deepStrictEqual([...m], [
-        ['txid', 'abc'],
-        ['url', '/a?b=c'],
-        ['x', ''],
-      ]);
+      assert.deepStrictEqual(
+        [...m],
+        [
+          ['txid', 'abc'],
+          ['url', '/a?b=c'],
+          ['x', ''],
+        ],
+      );
     });
 
     it('skips parts with no key or no "="', () => {

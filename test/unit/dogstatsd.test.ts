@@ -29,7 +29,10 @@ describe('DogStatsD lines', () => {
 
   test('tags: key:value, bare tags, several in one field; series differ by tags', () => {
     const { msg } = one(['x:1|c|#env:prod,canary', 'x:1|c|#env:dev']);
-    assert.deepEqual(msg?.points.map((p) => p.series.tags).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))), [{ env: 'dev' }, { canary: '', env: 'prod' }]);
+    assert.deepEqual(
+      msg?.points.map((p) => p.series.tags).sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b))),
+      [{ env: 'dev' }, { canary: '', env: 'prod' }],
+    );
   });
 
   test('invalid and unsupported lines are counted, never thrown', () => {

@@ -16,7 +16,7 @@ import {
   Reader,
   SKETCH_MAX_KEY,
   SKETCH_MIN_KEY,
-  Sketch,
+  type Sketch,
   TruncatedFrameError,
   UnexpectedMessageError,
   UnknownMessageTypeError,
@@ -69,7 +69,10 @@ const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
 const goodHello = { v: PROTOCOL_VERSION, app: 'a', pid: 1, shimVersion: '0.1.0', instanceId: 'i-1' };
 
 /** A metrics payload with one point of `seriesBytes`; `extra` is written after the point statistics. */
-function metricsPayload(seriesBytes: Buffer, stats: { count?: number; sum?: number; min?: number; max?: number; last?: number; sketch?: Sketch | null } = {}): Buffer {
+function metricsPayload(
+  seriesBytes: Buffer,
+  stats: { count?: number; sum?: number; min?: number; max?: number; last?: number; sketch?: Sketch | null } = {},
+): Buffer {
   const w = new Writer();
   writeMetricsHeader(w, 1, 1000, 10_000, 1);
   writePoint(w, seriesBytes, stats.count ?? 1, stats.sum ?? 1, stats.min ?? 1, stats.max ?? 1, stats.last ?? 1, stats.sketch ?? null);
@@ -212,12 +215,32 @@ describe('proto errors', () => {
         ['hello.app too long', () => decodeHello(json({ ...goodHello, app: 'a'.repeat(257) }))],
         ['hello.instanceId empty', () => decodeHello(json({ ...goodHello, instanceId: '' }))],
         ['hello.host number', () => decodeHello(json({ ...goodHello, host: 1 }))],
-        ['welcome.state unknown', () => decodeWelcome(json({ state: 'dancing', settings: { flushMs: 1, maxFrameBytes: 1 }, ackedSeq: 0, agentId: 'a', sidecarVersion: 'v' }))],
+        [
+          'welcome.state unknown',
+          () => decodeWelcome(json({ state: 'dancing', settings: { flushMs: 1, maxFrameBytes: 1 }, ackedSeq: 0, agentId: 'a', sidecarVersion: 'v' })),
+        ],
         ['welcome.settings null', () => decodeWelcome(json({ state: 'active', settings: null, ackedSeq: 0, agentId: 'a', sidecarVersion: 'v' }))],
-        ['welcome.settings.flushMs string', () => decodeWelcome(json({ state: 'active', settings: { flushMs: '1', maxFrameBytes: 1 }, ackedSeq: 0, agentId: 'a', sidecarVersion: 'v' }))],
+        [
+          'welcome.settings.flushMs string',
+          () => decodeWelcome(json({ state: 'active', settings: { flushMs: '1', maxFrameBytes: 1 }, ackedSeq: 0, agentId: 'a', sidecarVersion: 'v' })),
+        ],
         ['trace.steps object', () => decodeTrace(json({ txid: 't', traceId: 't', spanId: 's', name: 'n', startTime: 0, durationMs: 0, steps: {} }))],
         ['trace.steps[0] null', () => decodeTrace(json({ txid: 't', traceId: 't', spanId: 's', name: 'n', startTime: 0, durationMs: 0, steps: [null] }))],
-        ['trace.steps[0].durationMs string', () => decodeTrace(json({ txid: 't', traceId: 't', spanId: 's', name: 'n', startTime: 0, durationMs: 0, steps: [{ type: 'x', text: 'y', durationMs: '1', offsetMs: 0 }] }))],
+        [
+          'trace.steps[0].durationMs string',
+          () =>
+            decodeTrace(
+              json({
+                txid: 't',
+                traceId: 't',
+                spanId: 's',
+                name: 'n',
+                startTime: 0,
+                durationMs: 0,
+                steps: [{ type: 'x', text: 'y', durationMs: '1', offsetMs: 0 }],
+              }),
+            ),
+        ],
         ['trace.startTime missing', () => decodeTrace(json({ txid: 't', traceId: 't', spanId: 's', name: 'n', durationMs: 0, steps: [] }))],
         ['activeStack.frames with a number', () => decodeActiveStack(json({ txid: 't', name: 'n', ts: 0, elapsedMs: 0, frames: ['a', 1] }))],
         ['event.attributes array', () => decodeEvent(json({ ts: 0, type: 't', message: 'm', attributes: ['a'] }))],
@@ -243,7 +266,8 @@ describe('proto errors', () => {
         ],
       }).subarray(5);
       assert.equal(decodeMetrics(payload).points.length, 3);
-      for (let n = 0; n < payload.length; n++) malformed(() => decodeShimMessage(MessageType.Metrics, payload.subarray(0, n)), `first ${n} of ${payload.length} bytes`);
+      for (let n = 0; n < payload.length; n++)
+        malformed(() => decodeShimMessage(MessageType.Metrics, payload.subarray(0, n)), `first ${n} of ${payload.length} bytes`);
     });
 
     it('rejects snapshot data nested deeper than LIMITS.jsonDepth, which could not be serialized again', () => {
@@ -283,7 +307,8 @@ describe('proto errors', () => {
       const s = sketchOf([1, 2, 3, 0, -1]);
       const series = encodeSeries(2, 'h', {});
       assert.equal(decodeMetrics(metricsPayload(series, { count: 5, sum: 5, min: -1, max: 3, sketch: s })).points[0]?.count, 5);
-      for (const count of [0, 4, 6, 1000]) malformed(() => decodeMetrics(metricsPayload(series, { count, sum: 5, min: -1, max: 3, sketch: s })), `count ${count}`);
+      for (const count of [0, 4, 6, 1000])
+        malformed(() => decodeMetrics(metricsPayload(series, { count, sum: 5, min: -1, max: 3, sketch: s })), `count ${count}`);
     });
 
     it('rejects sketch buckets with keys out of range or more buckets than bytes left', () => {
@@ -295,16 +320,74 @@ describe('proto errors', () => {
         write(w);
         return w.body();
       };
-      malformed(() => decodeMetrics(withBuckets((w) => w.varint(0).varint(1).zigzag(SKETCH_MAX_KEY + 1).varint(1).varint(0))), 'key above max');
-      malformed(() => decodeMetrics(withBuckets((w) => w.varint(0).varint(1).zigzag(SKETCH_MIN_KEY - 1).varint(1).varint(0))), 'key below min');
+      malformed(
+        () =>
+          decodeMetrics(
+            withBuckets((w) =>
+              w
+                .varint(0)
+                .varint(1)
+                .zigzag(SKETCH_MAX_KEY + 1)
+                .varint(1)
+                .varint(0),
+            ),
+          ),
+        'key above max',
+      );
+      malformed(
+        () =>
+          decodeMetrics(
+            withBuckets((w) =>
+              w
+                .varint(0)
+                .varint(1)
+                .zigzag(SKETCH_MIN_KEY - 1)
+                .varint(1)
+                .varint(0),
+            ),
+          ),
+        'key below min',
+      );
       malformed(() => decodeMetrics(withBuckets((w) => w.varint(0).varint(2).zigzag(SKETCH_MAX_KEY).varint(1).varint(0).varint(0))), 'range past max');
       malformed(() => decodeMetrics(withBuckets((w) => w.varint(0).varint(1_000_000).zigzag(0).varint(1))), 'more buckets than bytes');
     });
 
     it('rejects tag keys that are not sorted or are duplicated', () => {
-      assert.deepStrictEqual(decodeMetrics(metricsPayload(rawSeries(0, 'c', [['a', '1'], ['b', '2']]))).points[0]?.series.tags, { a: '1', b: '2' });
-      malformed(() => decodeMetrics(metricsPayload(rawSeries(0, 'c', [['b', '2'], ['a', '1']]))), 'unsorted');
-      malformed(() => decodeMetrics(metricsPayload(rawSeries(0, 'c', [['a', '1'], ['a', '2']]))), 'duplicate');
+      assert.deepStrictEqual(
+        decodeMetrics(
+          metricsPayload(
+            rawSeries(0, 'c', [
+              ['a', '1'],
+              ['b', '2'],
+            ]),
+          ),
+        ).points[0]?.series.tags,
+        { a: '1', b: '2' },
+      );
+      malformed(
+        () =>
+          decodeMetrics(
+            metricsPayload(
+              rawSeries(0, 'c', [
+                ['b', '2'],
+                ['a', '1'],
+              ]),
+            ),
+          ),
+        'unsorted',
+      );
+      malformed(
+        () =>
+          decodeMetrics(
+            metricsPayload(
+              rawSeries(0, 'c', [
+                ['a', '1'],
+                ['a', '2'],
+              ]),
+            ),
+          ),
+        'duplicate',
+      );
     });
 
     it('rejects series that break the limits: unknown kind, empty or long name, too many tags, empty key, long tag', () => {
@@ -371,7 +454,10 @@ describe('proto errors', () => {
     it('rejects a string whose declared length runs past the payload', () => {
       const w = new Writer();
       writeMetricsHeader(w, 1, 0, 0, 1);
-      w.varint(10).u8(0).varint(2 ** 40).bytes(Buffer.from('abc'));
+      w.varint(10)
+        .u8(0)
+        .varint(2 ** 40)
+        .bytes(Buffer.from('abc'));
       malformed(() => decodeMetrics(w.body()));
       malformed(() => new Reader(new Writer().varint(5).bytes(Buffer.from('abcd')).body()).str(), 'reader str');
     });

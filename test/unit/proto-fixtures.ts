@@ -92,7 +92,12 @@ export function metricsView(m: MetricsMessage): unknown {
 }
 
 /** A point as the decoder returns it; `key` is filled in from the encoded series. */
-export function point(kind: MetricKindCode, name: string, tags: Tags, stats: { count: number; sum: number; min: number; max: number; last?: number; sketch?: Sketch }): MetricPoint {
+export function point(
+  kind: MetricKindCode,
+  name: string,
+  tags: Tags,
+  stats: { count: number; sum: number; min: number; max: number; last?: number; sketch?: Sketch },
+): MetricPoint {
   return {
     series: { key: seriesKey(encodeSeries(kind, name, tags)), kind, name, tags },
     count: stats.count,
@@ -174,7 +179,7 @@ export function sampleFrames(): Sample[] {
     points: [
       point(0, 'http.requests', { method: 'GET', route: '/cart' }, { count: 12, sum: 12, min: 1, max: 1 }),
       point(1, 'heap.used', {}, { count: 3, sum: 3.5e8, min: 1e8, max: 1.5e8, last: 1.25e8 }),
-      histogramPoint('http.latency', { route: '/cart', 'ünï': 'çødé ✓' }, latencies),
+      histogramPoint('http.latency', { route: '/cart', ünï: 'çødé ✓' }, latencies),
       histogramPoint('temp.delta', { zone: 'a' }, [-3.5, -0.25, 0, 0, 1e-12, 2, 40, 40, 1e6]),
     ],
   };
@@ -183,10 +188,7 @@ export function sampleFrames(): Sample[] {
     seq: 2,
     ts: 1_700_000_010_000,
     windowMs: 10_000,
-    points: [
-      point(0, 'http.requests', { method: 'GET', route: '/cart' }, { count: 0, sum: 0, min: 0, max: 0 }),
-      histogramPoint('empty.hist', {}, []),
-    ],
+    points: [point(0, 'http.requests', { method: 'GET', route: '/cart' }, { count: 0, sum: 0, min: 0, max: 0 }), histogramPoint('empty.hist', {}, [])],
   };
   out.push(metricsSample(m2));
   out.push(metricsSample({ seq: 2 ** 48 - 1, ts: 0, windowMs: 0, points: [] }));

@@ -68,13 +68,18 @@ const cutsArb = fc.array(fc.nat(), { maxLength: 10 });
 // ---------------------------------------------------------------------------
 // (a) hostile input
 
-const frameArb = fc.record({ type: fc.integer({ min: 0, max: 20 }), payload: fc.uint8Array({ maxLength: 200 }) }).map(({ type, payload }) => encodeFrame(type, payload));
+const frameArb = fc
+  .record({ type: fc.integer({ min: 0, max: 20 }), payload: fc.uint8Array({ maxLength: 200 }) })
+  .map(({ type, payload }) => encodeFrame(type, payload));
 
 /** A valid sample frame with bytes overwritten, inserted or cut, re-framed so the decoder sees it. */
 const mutatedArb = fc
   .record({
     sample: fc.constantFrom(...samples),
-    edits: fc.array(fc.record({ op: fc.constantFrom('set', 'insert', 'delete'), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }), { minLength: 1, maxLength: 4 }),
+    edits: fc.array(fc.record({ op: fc.constantFrom('set', 'insert', 'delete'), at: fc.nat(), byte: fc.integer({ min: 0, max: 255 }) }), {
+      minLength: 1,
+      maxLength: 4,
+    }),
     cut: fc.option(fc.nat()),
     retype: fc.option(fc.integer({ min: 0, max: 20 }), { freq: 5 }),
   })
@@ -105,13 +110,16 @@ const jsonKeys: Record<number, string[]> = {
 };
 const jsonShapedArb = fc.constantFrom(...Object.keys(jsonKeys).map(Number)).chain((type) => {
   const fields: Record<string, fc.Arbitrary<unknown>> = {};
-  for (const k of jsonKeys[type] as string[]) fields[k] = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom(1, 'x', 'active', [], [{}], { flushMs: 1, maxFrameBytes: 'x' }));
+  for (const k of jsonKeys[type] as string[])
+    fields[k] = fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.constantFrom(1, 'x', 'active', [], [{}], { flushMs: 1, maxFrameBytes: 'x' }));
   return fc.record(fields, { requiredKeys: [] }).map((o) => encodeFrame(type, Buffer.from(JSON.stringify(o))));
 });
 
 const hostileStreamArb = fc.oneof(
   fc.uint8Array({ maxLength: 2048 }).map((a) => Buffer.from(a)),
-  fc.array(fc.oneof(frameArb, mutatedArb, jsonShapedArb, fc.constantFrom(...samples.map((s) => s.frame))), { minLength: 1, maxLength: 8 }).map((fs) => Buffer.concat(fs)),
+  fc
+    .array(fc.oneof(frameArb, mutatedArb, jsonShapedArb, fc.constantFrom(...samples.map((s) => s.frame))), { minLength: 1, maxLength: 8 })
+    .map((fs) => Buffer.concat(fs)),
   fc.tuple(fc.array(mutatedArb, { maxLength: 4 }), fc.uint8Array({ maxLength: 64 })).map(([fs, tail]) => Buffer.concat([...fs, tail])),
 );
 
@@ -119,7 +127,15 @@ const hostileStreamArb = fc.oneof(
 // (b) valid messages
 
 /** JSON text: any code point, plus lone surrogates (JSON escapes them). */
-const jsonText = (max: number, min = 0) => fc.string({ unit: fc.oneof({ weight: 8, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }) }, fc.constantFrom('\ud800', '\udfff', '"', '\\', '\u0000')), minLength: min, maxLength: max });
+const jsonText = (max: number, min = 0) =>
+  fc.string({
+    unit: fc.oneof(
+      { weight: 8, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }) },
+      fc.constantFrom('\ud800', '\udfff', '"', '\\', '\u0000'),
+    ),
+    minLength: min,
+    maxLength: max,
+  });
 /** Doubles JSON keeps exactly (-0 becomes 0 in JSON). */
 const jsonDouble = fc.double({ noNaN: true, noDefaultInfinity: true }).map((v) => v + 0);
 const finite = fc.double({ noNaN: true, noDefaultInfinity: true });
@@ -143,7 +159,10 @@ const eventArb: fc.Arbitrary<EventPack> = fc.record(
     type: jsonText(100),
     message: jsonText(200),
     attributes: fc
-      .uniqueArray(fc.tuple(fc.oneof(jsonText(20), fc.constantFrom('__proto__', 'constructor', 'toString')), fc.oneof(jsonText(20), jsonDouble, fc.boolean())), { selector: (t) => t[0], maxLength: 8 })
+      .uniqueArray(
+        fc.tuple(fc.oneof(jsonText(20), fc.constantFrom('__proto__', 'constructor', 'toString')), fc.oneof(jsonText(20), jsonDouble, fc.boolean())),
+        { selector: (t) => t[0], maxLength: 8 },
+      )
       .map((entries) => Object.fromEntries(entries) as Record<string, string | number | boolean>),
   },
   { requiredKeys: ['ts', 'type', 'message'], noNullPrototype: true },
@@ -152,32 +171,57 @@ const eventArb: fc.Arbitrary<EventPack> = fc.record(
 /** Text the binary series encoding keeps exactly: well-formed unicode. */
 const seriesText = (min: number, max: number) => fc.string({ unit: 'binary', minLength: min, maxLength: max });
 const tagsArb = fc
-  .uniqueArray(fc.tuple(fc.oneof({ weight: 6, arbitrary: seriesText(1, 40) }, fc.constantFrom('__proto__', 'constructor', 'hasOwnProperty')), seriesText(0, 60)), { selector: (t) => t[0], maxLength: LIMITS.tagCount })
+  .uniqueArray(
+    fc.tuple(fc.oneof({ weight: 6, arbitrary: seriesText(1, 40) }, fc.constantFrom('__proto__', 'constructor', 'hasOwnProperty')), seriesText(0, 60)),
+    { selector: (t) => t[0], maxLength: LIMITS.tagCount },
+  )
   .map((entries) => Object.fromEntries(entries) as Record<string, string>);
 
 const pointArb: fc.Arbitrary<MetricPoint> = fc.oneof(
-  fc.record({ kind: fc.constantFrom<MetricKindCode>(0, 1), name: seriesText(1, 64), tags: tagsArb, count: fc.maxSafeNat(), sum: finite, a: finite, b: finite, last: finite }).map(({ kind, name, tags, count, sum, a, b, last }) =>
-    point(kind, name, tags, { count, sum, min: Math.min(a, b), max: Math.max(a, b), ...(kind === 1 ? { last } : {}) }),
-  ),
-  fc.record({ name: seriesText(1, 64), tags: tagsArb, values: fc.array(fc.oneof(fc.double({ min: -1e15, max: 1e15, noNaN: true }), fc.constantFrom(0, -0, 1e-12, 1, 1e15)), { maxLength: 60 }) }).map(({ name, tags, values }) => {
-    const s = sketchOf(values);
-    return point(2, name, tags, { count: s.count, sum: s.sum, min: s.min, max: s.max, sketch: s });
-  }),
+  fc
+    .record({
+      kind: fc.constantFrom<MetricKindCode>(0, 1),
+      name: seriesText(1, 64),
+      tags: tagsArb,
+      count: fc.maxSafeNat(),
+      sum: finite,
+      a: finite,
+      b: finite,
+      last: finite,
+    })
+    .map(({ kind, name, tags, count, sum, a, b, last }) =>
+      point(kind, name, tags, { count, sum, min: Math.min(a, b), max: Math.max(a, b), ...(kind === 1 ? { last } : {}) }),
+    ),
+  fc
+    .record({
+      name: seriesText(1, 64),
+      tags: tagsArb,
+      values: fc.array(fc.oneof(fc.double({ min: -1e15, max: 1e15, noNaN: true }), fc.constantFrom(0, -0, 1e-12, 1, 1e15)), { maxLength: 60 }),
+    })
+    .map(({ name, tags, values }) => {
+      const s = sketchOf(values);
+      return point(2, name, tags, { count: s.count, sum: s.sum, min: s.min, max: s.max, sketch: s });
+    }),
 );
 
-const metricsArb: fc.Arbitrary<MetricsMessage> = fc.record({
-  seq: fc.integer({ min: 0, max: 2 ** 48 - 1 }),
-  ts: fc.double({ min: 0, noNaN: true, noDefaultInfinity: true }),
-  windowMs: fc.maxSafeNat(),
-  points: fc.array(pointArb, { maxLength: 6 }),
-}, { noNullPrototype: true });
+const metricsArb: fc.Arbitrary<MetricsMessage> = fc.record(
+  {
+    seq: fc.integer({ min: 0, max: 2 ** 48 - 1 }),
+    ts: fc.double({ min: 0, noNaN: true, noDefaultInfinity: true }),
+    windowMs: fc.maxSafeNat(),
+    points: fc.array(pointArb, { maxLength: 6 }),
+  },
+  { noNullPrototype: true },
+);
 
 type Valid = { frame: Buffer; expected: unknown };
 const validArb: fc.Arbitrary<Valid> = fc.oneof(
   helloArb.map((m) => ({ frame: encodeHello(m), expected: { type: 'Hello', body: m } })),
   eventArb.map((m) => ({ frame: encodeEvent(m), expected: { type: 'Event', body: m } })),
   metricsArb.map((m) => ({ frame: encodeMetrics(m), expected: { type: 'Metrics', body: metricsView(m) } })),
-  fc.record({ seq: fc.integer({ min: 0, max: 2 ** 48 - 1 }), name: jsonText(50, 1), ts: jsonDouble }, { noNullPrototype: true }).map((m) => ({ frame: encodeBtRegistration(m), expected: { type: 'BtRegistration', body: m } })),
+  fc
+    .record({ seq: fc.integer({ min: 0, max: 2 ** 48 - 1 }), name: jsonText(50, 1), ts: jsonDouble }, { noNullPrototype: true })
+    .map((m) => ({ frame: encodeBtRegistration(m), expected: { type: 'BtRegistration', body: m } })),
   fc.double().map((ts) => ({ frame: encodeHeartbeat(ts), expected: { type: 'Heartbeat', body: ts } })),
 );
 
@@ -219,7 +263,10 @@ describe('proto fuzz', () => {
         });
         for (const chunk of split(stream, cuts)) parser.push(chunk);
         parser.end();
-        assert.deepStrictEqual(decoded, msgs.map((m) => m.expected));
+        assert.deepStrictEqual(
+          decoded,
+          msgs.map((m) => m.expected),
+        );
       }),
       { numRuns: NUM_RUNS, ...RUN_BOUNDS },
     );
@@ -238,7 +285,11 @@ describe('proto fuzz', () => {
   });
 
   it('a header declaring up to 2^32 - 1 bytes is rejected above the maximum and otherwise only waits, holding just the bytes that arrived', () => {
-    const declaredArb = fc.oneof(fc.integer({ min: MAX + 1, max: 0xffffffff }), fc.integer({ min: 1, max: MAX }), fc.constantFrom(1, 2, MAX - 1, MAX, MAX + 1, 0xffffffff));
+    const declaredArb = fc.oneof(
+      fc.integer({ min: MAX + 1, max: 0xffffffff }),
+      fc.integer({ min: 1, max: MAX }),
+      fc.constantFrom(1, 2, MAX - 1, MAX, MAX + 1, 0xffffffff),
+    );
     fc.assert(
       fc.property(declaredArb, fc.uint8Array({ maxLength: 64 }), cutsArb, (declared, tailArr, cuts) => {
         const header = Buffer.alloc(4);
@@ -277,7 +328,10 @@ describe('proto fuzz', () => {
   });
 
   it('a metrics payload claiming a huge point count, bucket count, string length, tag count or zero count is rejected as malformed', () => {
-    const hugeArb = fc.oneof(fc.integer({ min: 1000, max: Number.MAX_SAFE_INTEGER }), fc.constantFrom(LIMITS.pointsPerFrame + 1, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER));
+    const hugeArb = fc.oneof(
+      fc.integer({ min: 1000, max: Number.MAX_SAFE_INTEGER }),
+      fc.constantFrom(LIMITS.pointsPerFrame + 1, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER),
+    );
     const lieArb = fc.constantFrom('points', 'buckets', 'negBuckets', 'nameLength', 'tagLength', 'seriesLength', 'tagCount', 'zeroCount');
     fc.assert(
       fc.property(lieArb, hugeArb, fc.uint8Array({ maxLength: 32 }), (lie, huge, filler) => {

@@ -91,7 +91,10 @@ describe('reconnect schedule: delays', () => {
 
   it('a bare delay alone repeats forever', () => {
     const s = parseReconnectSchedule('250');
-    assert.deepEqual([0, 1, 1000].map((a) => nextDelay(s, a)), [250, 250, 250]);
+    assert.deepEqual(
+      [0, 1, 1000].map((a) => nextDelay(s, a)),
+      [250, 250, 250],
+    );
   });
 
   it('a bare MIN-MAX as the last item repeats forever with jitter', () => {
@@ -103,7 +106,10 @@ describe('reconnect schedule: delays', () => {
 
   it('stops after all counted attempts when the list ends in stop', () => {
     const s = parseReconnectSchedule('1x10,2x20,stop');
-    assert.deepEqual([0, 1, 2, 3, 4].map((a) => nextDelay(s, a)), [10, 20, 20, 'stop', 'stop']);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4].map((a) => nextDelay(s, a)),
+      [10, 20, 20, 'stop', 'stop'],
+    );
     assert.equal(attemptLimit(s), 3);
   });
 

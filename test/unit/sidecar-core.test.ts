@@ -129,7 +129,11 @@ class FakeTransport implements Transport {
 }
 
 const ev = (i: number): Pack => ({ kind: 'event', origin: { app: 'a', instanceId: 'i', pid: 1 }, event: { ts: i, type: 't', message: String(i) } });
-const tr = (i: number): Pack => ({ kind: 'trace', origin: { app: 'a', instanceId: 'i', pid: 1 }, trace: { txid: String(i), traceId: 't', spanId: 's', name: 'n', startTime: i, durationMs: 1, steps: [] } });
+const tr = (i: number): Pack => ({
+  kind: 'trace',
+  origin: { app: 'a', instanceId: 'i', pid: 1 },
+  trace: { txid: String(i), traceId: 't', spanId: 's', name: 'n', startTime: i, durationMs: 1, steps: [] },
+});
 
 describe('Sender', () => {
   test('a flood of traces never starves queue1: weighted round robin 4:1', () => {

@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BucketStore, Reader, SKETCH_ALPHA, SKETCH_MAX_KEY, SKETCH_MIN_KEY, SKETCH_MIN_VALUE, Sketch, Writer, sketchKey, sketchValue } from '@apm-sidecar/proto';
+import {
+  BucketStore,
+  Reader,
+  SKETCH_ALPHA,
+  SKETCH_MAX_KEY,
+  SKETCH_MIN_KEY,
+  SKETCH_MIN_VALUE,
+  Sketch,
+  Writer,
+  sketchKey,
+  sketchValue,
+} from '@apm-sidecar/proto';
 import { bucketsOf, prng, sketchOf, sketchView } from './proto-fixtures';
 
 const QUANTILES = [0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1];
@@ -152,12 +163,15 @@ describe('Sketch', () => {
           ['reverse fold', foldLeft(copies(k, seed).reverse())],
           ['tree', tree(copies(k, seed))],
           ['reverse tree', tree(copies(k, seed).reverse())],
-          ['into the last part', (() => {
-            const ps = copies(k, seed);
-            const last = ps.pop() as Sketch;
-            for (const p of ps) last.merge(p);
-            return last;
-          })()],
+          [
+            'into the last part',
+            (() => {
+              const ps = copies(k, seed);
+              const last = ps.pop() as Sketch;
+              for (const p of ps) last.merge(p);
+              return last;
+            })(),
+          ],
         ];
         const rnd = prng(seed);
         for (let t = 0; t < 5; t++) {

@@ -35,7 +35,8 @@ export function parseAccessKey(text: string): AccessKey {
   if (!/^[A-Za-z0-9_-]{43}$/.test(enc)) throw new AccessKeyFormatError('secret must be 43 base64url characters');
   const secret = Buffer.from(enc, 'base64url');
   // One spelling per key: 43 characters carry 258 bits, the last two must be zero.
-  if (secret.length !== SECRET_BYTES || secret.toString('base64url') !== enc) throw new AccessKeyFormatError('secret is not the canonical base64url of 32 bytes');
+  if (secret.length !== SECRET_BYTES || secret.toString('base64url') !== enc)
+    throw new AccessKeyFormatError('secret is not the canonical base64url of 32 bytes');
   return { projectId, secret };
 }
 

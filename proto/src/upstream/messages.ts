@@ -82,7 +82,12 @@ export function decodeAgentInfo(b: Buffer): AgentInfo {
   const o = parseJson(b, 'agentInfo');
   const apps = o.apps;
   if (!Array.isArray(apps) || apps.length > 1024 || apps.some((a) => typeof a !== 'string')) throw new MalformedMessageError('agentInfo.apps must be strings');
-  return { agentId: str(o, 'agentId', 'agentInfo', 256), host: str(o, 'host', 'agentInfo', 256), version: str(o, 'version', 'agentInfo', 64), apps: apps as string[] };
+  return {
+    agentId: str(o, 'agentId', 'agentInfo', 256),
+    host: str(o, 'host', 'agentInfo', 256),
+    version: str(o, 'version', 'agentInfo', 64),
+    apps: apps as string[],
+  };
 }
 
 export function encodeAgentConfig(m: AgentConfig): Buffer {
@@ -92,7 +97,8 @@ export function encodeAgentConfig(m: AgentConfig): Buffer {
 export function decodeAgentConfig(b: Buffer): AgentConfig {
   const o = parseJson(b, 'config');
   const s = o.settings;
-  if (typeof o.configVersion !== 'number' || typeof s !== 'object' || s === null || Array.isArray(s)) throw new MalformedMessageError('config must have configVersion and settings');
+  if (typeof o.configVersion !== 'number' || typeof s !== 'object' || s === null || Array.isArray(s))
+    throw new MalformedMessageError('config must have configVersion and settings');
   return { configVersion: o.configVersion, settings: s as Record<string, string | number | boolean> };
 }
 

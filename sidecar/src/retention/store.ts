@@ -79,7 +79,10 @@ export class RetentionStore {
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
       }
-      log.error({ path, quarantined: aside, reason: (err as Error).message }, `retention database unreadable (${(err as Error).message}): moved aside to ${aside}; starting with an empty one`);
+      log.error(
+        { path, quarantined: aside, reason: (err as Error).message },
+        `retention database unreadable (${(err as Error).message}): moved aside to ${aside}; starting with an empty one`,
+      );
       return new RetentionStore(path, synchronous);
     }
   }
@@ -99,7 +102,8 @@ export class RetentionStore {
       const check = db.pragma('quick_check', { simple: true });
       if (check !== 'ok') throw new RetentionError('ERR_RETENTION_CORRUPT', `integrity check failed: ${String(check)}`);
       const version = db.pragma('user_version', { simple: true }) as number;
-      if (version > SCHEMA_VERSION) throw new RetentionError('ERR_RETENTION_VERSION', `database schema ${version} is newer than this sidecar's ${SCHEMA_VERSION}`);
+      if (version > SCHEMA_VERSION)
+        throw new RetentionError('ERR_RETENTION_VERSION', `database schema ${version} is newer than this sidecar's ${SCHEMA_VERSION}`);
       db.exec(`
         CREATE TABLE IF NOT EXISTS frames (instance_id TEXT NOT NULL, seq INTEGER NOT NULL, interval_start INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (instance_id, seq));
         CREATE INDEX IF NOT EXISTS frames_interval ON frames (interval_start);
@@ -212,11 +216,15 @@ export class RetentionStore {
   }
 
   loadFrames(): StoredFrame[] {
-    return this.db.prepare('SELECT instance_id AS instanceId, seq, interval_start AS intervalStart, payload FROM frames ORDER BY interval_start, rowid').all() as StoredFrame[];
+    return this.db
+      .prepare('SELECT instance_id AS instanceId, seq, interval_start AS intervalStart, payload FROM frames ORDER BY interval_start, rowid')
+      .all() as StoredFrame[];
   }
 
   loadPacks(): StoredPack[] {
-    return this.db.prepare('SELECT pack_id AS packId, interval_start AS intervalStart, interval_ms AS intervalMs, points, body FROM packs ORDER BY interval_start, rowid').all() as StoredPack[];
+    return this.db
+      .prepare('SELECT pack_id AS packId, interval_start AS intervalStart, interval_ms AS intervalMs, points, body FROM packs ORDER BY interval_start, rowid')
+      .all() as StoredPack[];
   }
 
   loadBt(): StoredBt[] {
@@ -230,7 +238,13 @@ export class RetentionStore {
   stats(now: number): { rows: number; frames: number; packs: number; btUnsent: number; oldestAgeMs: number } {
     const c = this.st.counts.get() as { frames: number; packs: number; bt: number; oldestPack: number | null; oldestFrame: number | null };
     const oldest = Math.min(c.oldestPack ?? Number.POSITIVE_INFINITY, c.oldestFrame ?? Number.POSITIVE_INFINITY);
-    return { rows: c.frames + c.packs + c.bt, frames: c.frames, packs: c.packs, btUnsent: c.bt, oldestAgeMs: Number.isFinite(oldest) ? Math.max(0, now - oldest) : 0 };
+    return {
+      rows: c.frames + c.packs + c.bt,
+      frames: c.frames,
+      packs: c.packs,
+      btUnsent: c.bt,
+      oldestAgeMs: Number.isFinite(oldest) ? Math.max(0, now - oldest) : 0,
+    };
   }
 
   synchronous(): number {
@@ -248,7 +262,9 @@ export class RetentionStore {
 function prepare(db: Database.Database) {
   return {
     insertFrame: db.prepare('INSERT OR IGNORE INTO frames (instance_id, seq, interval_start, payload) VALUES (?, ?, ?, ?)'),
-    upsertSeq: db.prepare('INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at'),
+    upsertSeq: db.prepare(
+      'INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at',
+    ),
     insertPack: db.prepare('INSERT OR REPLACE INTO packs (pack_id, interval_start, interval_ms, points, body) VALUES (?, ?, ?, ?, ?)'),
     deleteFramesOf: db.prepare('DELETE FROM frames WHERE interval_start = ?'),
     deletePack: db.prepare('DELETE FROM packs WHERE pack_id = ?'),
@@ -257,6 +273,8 @@ function prepare(db: Database.Database) {
     purgePacks: db.prepare('DELETE FROM packs WHERE interval_start < ? RETURNING points'),
     purgeFrames: db.prepare('DELETE FROM frames WHERE interval_start < ?'),
     purgeSeqs: db.prepare('DELETE FROM seqs WHERE seen_at < ?'),
-    counts: db.prepare('SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame'),
+    counts: db.prepare(
+      'SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame',
+    ),
   };
 }

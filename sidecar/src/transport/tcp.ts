@@ -97,7 +97,7 @@ export class TcpTransport implements Transport {
   }
 
   get ready(): boolean {
-    return this.session !== null && this.session.isActive && this.unackedBytes < 4 * this.opts.maxSendBytes;
+    return this.session?.isActive === true && this.unackedBytes < 4 * this.opts.maxSendBytes;
   }
 
   start(ctx: TransportContext): void {
@@ -412,4 +412,3 @@ function textItem(pack: Exclude<Pack, { kind: 'metrics' }>): TextItem {
       return { kind: 'btRegistration', origin: pack.origin, name: pack.name, ts: pack.ts };
   }
 }
-

@@ -87,7 +87,9 @@ export class HttpTunnelSocket extends EventEmitter {
     if (this.session !== null) headers[SESSION_HEADER] = this.session;
     const req = request({ host: this.opts.host, port: this.opts.port, path: TUNNEL_PATH, method: 'POST', headers, agent: this.agent });
     this.inFlight = req;
-    req.setTimeout(this.opts.requestTimeoutMs, () => req.destroy(Object.assign(new Error(`no tunnel response within ${this.opts.requestTimeoutMs} ms`), { code: 'ERR_TUNNEL_TIMEOUT' })));
+    req.setTimeout(this.opts.requestTimeoutMs, () =>
+      req.destroy(Object.assign(new Error(`no tunnel response within ${this.opts.requestTimeoutMs} ms`), { code: 'ERR_TUNNEL_TIMEOUT' })),
+    );
     req.on('error', (err) => this.fail(err));
     req.on('response', (res) => {
       const sid = res.headers[SESSION_HEADER];
@@ -105,7 +107,11 @@ export class HttpTunnelSocket extends EventEmitter {
         this.inFlightBytes = 0;
         if (res.statusCode !== 200) {
           const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
-          this.fail(Object.assign(new Error(`tunnel answered HTTP ${res.statusCode}: ${text}`), { code: res.statusCode === 410 ? 'ERR_TUNNEL_SESSION' : 'ERR_TUNNEL_HTTP' }));
+          this.fail(
+            Object.assign(new Error(`tunnel answered HTTP ${res.statusCode}: ${text}`), {
+              code: res.statusCode === 410 ? 'ERR_TUNNEL_SESSION' : 'ERR_TUNNEL_HTTP',
+            }),
+          );
           return;
         }
         if (typeof sid === 'string') this.session = sid;

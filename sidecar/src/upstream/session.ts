@@ -91,7 +91,11 @@ export class UpstreamSession {
     private readonly events: SessionEvents,
   ) {
     this.socket = (opts.dial ?? dialTcp)(opts.host, opts.port);
-    this.connectTimer = setTimeout(() => this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ApmError('ERR_CONNECT_TIMEOUT', 'connect timed out')), opts.connectTimeoutMs);
+    this.connectTimer = setTimeout(
+      () =>
+        this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ApmError('ERR_CONNECT_TIMEOUT', 'connect timed out')),
+      opts.connectTimeoutMs,
+    );
     const parser = new FrameParser(opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
     this.socket.on('connect', () => this.connected());
     this.socket.on('data', (chunk: Buffer) => {
@@ -106,7 +110,9 @@ export class UpstreamSession {
     this.socket.on('drain', () => {
       if (this.phase === 'active') this.events.drain();
     });
-    this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`${err.code ?? 'error'}: ${err.message}`, new ApmError(err.code ?? 'ERR_SOCKET', err.message)));
+    this.socket.on('error', (err: NodeJS.ErrnoException) =>
+      this.close(`${err.code ?? 'error'}: ${err.message}`, new ApmError(err.code ?? 'ERR_SOCKET', err.message)),
+    );
     this.socket.on('close', () => this.close('connection closed by the collector', null));
   }
 

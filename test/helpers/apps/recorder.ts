@@ -37,7 +37,9 @@ function pct(xs: number[], q: number): number {
 }
 
 process.on('SIGUSR1', () => {
-  process.stdout.write(`${JSON.stringify({ report: true, calls, threw, p50ns: pct(perCall, 0.5), p99ns: pct(perCall, 0.99), maxLagMs, state: apm.state, stats: apm.stats() })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ report: true, calls, threw, p50ns: pct(perCall, 0.5), p99ns: pct(perCall, 0.99), maxLagMs, state: apm.state, stats: apm.stats() })}\n`,
+  );
   perCall = [];
   calls = 0;
   maxLagMs = 0;
