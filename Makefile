@@ -7,7 +7,7 @@ NPM_FLAGS := --no-audit --no-fund
 
 all: build
 
-node_modules/.package-lock.json: package-lock.json package.json proto/package.json client-shim/package.json sidecar/package.json test/package.json
+node_modules/.package-lock.json: package-lock.json package.json proto/package.json client-shim/package.json sidecar/package.json collector/package.json test/package.json
 	npm ci $(NPM_FLAGS)
 
 install: node_modules/.package-lock.json
@@ -31,7 +31,7 @@ bench: build bench/node_modules/.package-lock.json
 
 lint: install
 	npx tsc -b
-	npx biome check .
+	npm exec --yes -- @biomejs/biome@2.6.8 check .
 
 clean:
 	npx tsc -b --clean
