@@ -139,7 +139,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   /** Durable frames (from the head) already written on the current connection. */
   private durableSent = 0;
   private readonly pending = new FrameFifo<Buffer>(bufferSize);
-  private readonly bufferBytes: number;
+  private bufferBytes: number;
+  private readonly explicitBufferBytes: boolean;
   private readonly closeTimeoutMs: number;
   private readonly explicitFlushMs: number | undefined;
   private flushMs: number;
@@ -166,6 +167,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const o: object = typeof opts === 'object' && opts !== null ? opts : {};
     const app = option(o, 'app');
     this.app = typeof app === 'string' && app.length > 0 ? app.slice(0, 256) : 'app';
+    this.explicitBufferBytes = option(o, 'bufferBytes') !== undefined;
     this.bufferBytes = positive(option(o, 'bufferBytes'), 8 * 1024 * 1024);
     this.closeTimeoutMs = Math.min(positive(option(o, 'closeTimeoutMs'), 2000), MAX_TIMER_MS);
     const flushMs = option(o, 'flushMs');
@@ -406,6 +408,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
 
   welcome(w: Welcome): void {
     this.maxFrameBytes = w.settings.maxFrameBytes > 0 ? w.settings.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
+    // The sidecar's shim_buffer_bytes applies unless the app chose its own bound.
+    if (!this.explicitBufferBytes && w.settings.bufferBytes !== undefined && w.settings.bufferBytes > 0) this.bufferBytes = w.settings.bufferBytes;
     if (this.explicitFlushMs === undefined && w.settings.flushMs > 0 && w.settings.flushMs !== this.flushMs) {
       this.flushMs = Math.min(w.settings.flushMs, MAX_TIMER_MS);
       this.startFlushTimer();

@@ -82,6 +82,8 @@ export interface Hello {
 export interface ShimSettings {
   flushMs: number;
   maxFrameBytes: number;
+  /** Bytes a shim may hold while the sidecar is away (shim_buffer_bytes); absent from older sidecars. */
+  bufferBytes?: number;
 }
 
 export interface Welcome {
@@ -247,7 +249,11 @@ export function decodeWelcome(p: Buffer): Welcome {
   const so = s as Obj;
   return {
     state,
-    settings: { flushMs: nonNegInt(so, 'flushMs', 'welcome.settings'), maxFrameBytes: nonNegInt(so, 'maxFrameBytes', 'welcome.settings') },
+    settings: {
+      flushMs: nonNegInt(so, 'flushMs', 'welcome.settings'),
+      maxFrameBytes: nonNegInt(so, 'maxFrameBytes', 'welcome.settings'),
+      ...(so.bufferBytes !== undefined && { bufferBytes: nonNegInt(so, 'bufferBytes', 'welcome.settings') }),
+    },
     ackedSeq: nonNegInt(o, 'ackedSeq', 'welcome'),
     agentId: str(o, 'agentId', 'welcome', 256),
     sidecarVersion: str(o, 'sidecarVersion', 'welcome', 64),

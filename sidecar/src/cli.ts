@@ -94,6 +94,7 @@ async function run(opts: ConfigOpts): Promise<void> {
     readyMaxAckAgeMs: c.ready_max_ack_age_ms,
     agentId: c.agent_id,
     flushMs: c.flush_ms,
+    shimBufferBytes: c.shim_buffer_bytes,
     metricIntervalMs: c.metric_interval_ms,
     queue1Size: c.net_send_queue1_size,
     queue2Size: c.net_send_queue2_size,

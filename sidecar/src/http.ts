@@ -5,7 +5,8 @@ import type { Sidecar } from './sidecar';
 
 /**
  * `--http HOST:PORT`: /healthz (the process is up), /readyz (the IPC socket is
- * listening and the sidecar is not shutting down), /metrics (Prometheus text).
+ * listening, the sidecar is not shutting down, and the upstream is ready: see
+ * Sidecar.readiness), /metrics (Prometheus text).
  */
 export function startHttp(sidecar: Sidecar, host: string, port: number, log: Logger): Promise<Server> {
   const server = createServer((req, res) => handle(sidecar, req, res));
@@ -96,6 +97,18 @@ export function prometheus(sidecar: Sidecar): string {
   );
   metric('apm_sidecar_duplicates_total', 'counter', 'Durable frames received again and ignored.', [[{}, c.duplicates]]);
   metric('apm_sidecar_shims', 'gauge', 'Connected shims.', [[{}, sidecar.shimCount]]);
+  const snap = sidecar.status() as { retention: { rows: number; oldestAgeMs: number }; upstream: Record<string, unknown> };
+  metric('apm_sidecar_retention_rows', 'gauge', 'Rows in the retention database (frames, packs, unsent registrations).', [[{}, snap.retention.rows]]);
+  metric('apm_sidecar_retention_oldest_age_seconds', 'gauge', 'Age of the oldest retained metric interval.', [[{}, snap.retention.oldestAgeMs / 1000]]);
+  const up = snap.upstream;
+  const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  if (up.transport !== 'debug') {
+    metric('apm_sidecar_reconnect_attempts_total', 'counter', 'Connection attempts to the collector.', [[{}, num(up.reconnectAttempts)]]);
+    metric('apm_sidecar_upstream_bytes_sent_total', 'counter', 'Bytes written to the collector (framed and sealed).', [[{}, num(up.bytesSent)]]);
+    metric('apm_sidecar_upstream_frames_sent_total', 'counter', 'Frames written to the collector.', [[{}, num(up.framesSent)]]);
+    metric('apm_sidecar_upstream_connected', 'gauge', '1 while an upstream session is active.', [[{}, up.connected === true ? 1 : 0]]);
+    if (typeof up.lastAckAgeMs === 'number') metric('apm_sidecar_last_ack_age_seconds', 'gauge', 'Time since the collector last acked a frame.', [[{}, up.lastAckAgeMs / 1000]]);
+  }
   const agg = sidecar.aggregationStats();
   metric('apm_sidecar_aggregation_points', 'gauge', 'Metric points held in open intervals.', [[{}, agg.points]]);
   return `${out.join('\n')}\n`;

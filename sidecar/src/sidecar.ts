@@ -43,6 +43,8 @@ export interface SidecarOptions {
   readyMaxAckAgeMs: number;
   agentId: string;
   flushMs: number;
+  /** Pushed to shims: bytes they may hold while the sidecar is away. */
+  shimBufferBytes: number;
   metricIntervalMs: number;
   queue1Size: number;
   queue2Size: number;
@@ -219,7 +221,11 @@ export class Sidecar implements SessionHost {
     return this.aggregator.stats();
   }
 
-  /** Ready: the IPC socket is listening and the sidecar is not shutting down. */
+  /**
+   * Ready: the IPC socket is listening, the sidecar is not shutting down, and the transport is
+   * ready (debug: always; tcp/http: a session is active and, when frames are unacked, the last
+   * ack is at most ready_max_ack_age_ms old).
+   */
   readiness(): { ready: boolean; reason: string } {
     if (!this.listening) return { ready: false, reason: 'IPC socket not listening yet' };
     if (this.stopping !== null) return { ready: false, reason: 'shutting down' };
@@ -237,7 +243,7 @@ export class Sidecar implements SessionHost {
     this.log.info({ session: session.id, app: hello.app, appPid: hello.pid, instanceId: hello.instanceId, shimVersion: hello.shimVersion }, 'shim connected');
     return encodeWelcome({
       state: this.state.state,
-      settings: { flushMs: this.opts.flushMs, maxFrameBytes: this.opts.maxFrameBytes },
+      settings: { flushMs: this.opts.flushMs, maxFrameBytes: this.opts.maxFrameBytes, bufferBytes: this.opts.shimBufferBytes },
       ackedSeq: this.seqs.last(hello.instanceId),
       agentId: this.opts.agentId,
       sidecarVersion: SIDECAR_VERSION,

@@ -144,6 +144,7 @@ describe('apm-sidecar CLI', () => {
       const m = await httpGet(port, '/metrics');
       assert.match(m.body, /apm_sidecar_state\{state="active"\} 1/);
       assert.match(m.body, /apm_sidecar_queue_depth\{queue="queue1"\} 0/);
+      assert.match(m.body, /^apm_sidecar_retention_rows \d+$/m);
       assert.equal((await httpGet(port, '/nope')).status, 404);
     } finally {
       await sc.kill('SIGTERM');

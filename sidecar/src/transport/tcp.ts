@@ -134,7 +134,12 @@ export class TcpTransport implements Transport {
     this.nextAttemptAt = null;
     this.attempts = 0;
     this.roundLeft = this.opts.hosts.length;
-    if (ctx.state.state === 'stopped') ctx.state.set(this.everActive ? 'reconnecting' : 'connecting', 'reconnect requested');
+    if (ctx.state.state === 'stopped') {
+      // A fresh start of the disconnected timeline: standby and mute are counted again from now.
+      this.failedRounds = 0;
+      this.becameUnreachable();
+      ctx.state.set(this.everActive ? 'reconnecting' : 'connecting', 'reconnect requested');
+    }
     this.connect();
     return { ok: true, message: `reconnecting to ${this.opts.hosts[this.hostIndex]}:${this.opts.port}` };
   }
