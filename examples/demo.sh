@@ -13,7 +13,7 @@
 # stops the app and the sidecar (SIGTERM: the sidecar flushes open intervals), and shows
 # what reached the collector through its JSON API.
 #
-# Run from anywhere after `npm ci && npx tsc -b` (or `make demo`, which does both).
+# Run from anywhere after `npm ci && npm run build` (or `make demo`, which does both).
 # KEEP=1 keeps the temporary directory (logs, packs) for a look afterwards.
 set -euo pipefail
 
@@ -29,8 +29,8 @@ fi
 command -v node >/dev/null || { echo "demo: node is not on PATH (Node.js >= 20 is needed)" >&2; exit 1; }
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' ||
   { echo "demo: Node.js >= 20 is needed, found $(node --version)" >&2; exit 1; }
-for f in proto/dist/index.js client-shim/dist/index.js sidecar/dist/cli.js collector/dist/cli.js; do
-  [[ -f $f ]] || { echo "demo: $f is missing: run 'npm ci && npx tsc -b' first (make demo does both)" >&2; exit 1; }
+for f in proto/dist/index.js client-shim/dist/shim.js sidecar/dist/cli.js collector/dist/cli.js; do
+  [[ -f $f ]] || { echo "demo: $f is missing: run 'npm ci && npm run build' first (make demo does both)" >&2; exit 1; }
 done
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/apm-demo.XXXXXX")"
@@ -97,7 +97,7 @@ http_port() {
     process.exit(1);' "$TMP/sidecar.log"
 }
 
-# collector_field FIELD: the port the collector logged for `agents` or `http`.
+# collector_port FIELD: the port the collector logged for `agents` or `http`.
 collector_port() {
   node -e '
     for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
@@ -122,12 +122,15 @@ COLLECTOR_PORT="$(collector_port agents)"
 API_PORT="$(collector_port http)"
 echo "collector pid $COLLECTOR_PID; agents on 127.0.0.1:$COLLECTOR_PORT; API on http://127.0.0.1:$API_PORT/"
 
+# Its retention database goes to $TMP/sidecar too, so every demo starts from a clean state
+# (without --data-dir the sidecar would use /var/lib/apm-sidecar when writable).
 say "starting the sidecar (transport tcp to 127.0.0.1:$COLLECTOR_PORT, socket $SOCK)"
 APM_SIDECAR_ACCESS_KEY="$ACCESS_KEY" node sidecar/dist/cli.js run \
   --transport tcp \
   --server-host 127.0.0.1 \
   --server-port "$COLLECTOR_PORT" \
   --socket "$SOCK" \
+  --data-dir "$TMP/sidecar" \
   --http 127.0.0.1:0 \
   --set agent_id=demo-agent \
   --set metric_interval_ms=2000 \

@@ -23,8 +23,12 @@ const fmt = (v) => (v === null || v === undefined ? '-' : Number.isInteger(v) ? 
   const points = await get('/api/metrics?name=http.server.duration');
   console.log(`GET /api/metrics?name=http.server.duration  (${points.length} points; the last 5)`);
   for (const p of points.slice(-5)) {
-    const tags = Object.entries(p.tags).map(([k, v]) => `${k}=${v}`).join(',');
-    console.log(`  ${new Date(p.ts).toISOString()} {${tags}} count ${p.count} min ${fmt(p.min)} p50 ${fmt(p.p50)} p95 ${fmt(p.p95)} p99 ${fmt(p.p99)} max ${fmt(p.max)} ms`);
+    const tags = Object.entries(p.tags)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
+    console.log(
+      `  ${new Date(p.ts).toISOString()} {${tags}} count ${p.count} min ${fmt(p.min)} p50 ${fmt(p.p50)} p95 ${fmt(p.p95)} p99 ${fmt(p.p99)} max ${fmt(p.max)} ms`,
+    );
   }
 })().catch((e) => {
   console.error(`show-collector: ${e.message}`);

@@ -1,8 +1,9 @@
 'use strict';
 /**
  * Prints a few packs from the debug transport's JSON-lines output, pretty, and a
- * count of packs by kind. Used by examples/demo.sh.
+ * count of packs by kind:
  *
+ *   apm-sidecar run --transport debug --set debug_output=PACKS.jsonl
  *   node examples/show-packs.js PACKS.jsonl
  */
 const { readFileSync } = require('node:fs');

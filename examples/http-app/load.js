@@ -17,7 +17,9 @@
 const http = require('node:http');
 
 function usage(msg) {
-  process.stderr.write(`load: ${msg}\nusage: node examples/http-app/load.js --port PORT [--duration S] [--concurrency N] [--max-requests N] [--host 127.0.0.1]\n`);
+  process.stderr.write(
+    `load: ${msg}\nusage: node examples/http-app/load.js --port PORT [--duration S] [--concurrency N] [--max-requests N] [--host 127.0.0.1]\n`,
+  );
   process.exit(2);
 }
 
@@ -40,10 +42,12 @@ function parseArgs(argv) {
   }
   const num = (name, raw, min, max) => {
     const n = Number(raw);
-    if (raw === undefined || raw === '' || !Number.isFinite(n) || n < min || n > max) usage(`${name} must be a number ${min}..${max}, got ${JSON.stringify(raw)}`);
+    if (raw === undefined || raw === '' || !Number.isFinite(n) || n < min || n > max)
+      usage(`${name} must be a number ${min}..${max}, got ${JSON.stringify(raw)}`);
     return n;
   };
-  if (!['127.0.0.1', '::1', 'localhost'].includes(opts.host)) usage(`--host must be a loopback address (127.0.0.1, ::1 or localhost), got ${JSON.stringify(opts.host)}`);
+  if (!['127.0.0.1', '::1', 'localhost'].includes(opts.host))
+    usage(`--host must be a loopback address (127.0.0.1, ::1 or localhost), got ${JSON.stringify(opts.host)}`);
   return {
     host: opts.host,
     port: Math.floor(num('--port', opts.port, 1, 65535)),

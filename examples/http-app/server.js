@@ -20,8 +20,9 @@
  *   HOST                default 127.0.0.1
  *   SNAPSHOT_MS         period of the app snapshot, default 2000
  *
- * Run `npx tsc -b` at the repository root first: '@apm-sidecar/shim' resolves to
- * the built workspace package in the root node_modules.
+ * Build at the repository root first (`npm run build` or `make build`: tsc, then the
+ * shim bundle): '@apm-sidecar/shim' resolves to the workspace package in the root
+ * node_modules, whose entry point is the bundle client-shim/dist/shim.js.
  */
 const http = require('node:http');
 const { connect } = require('@apm-sidecar/shim');
@@ -132,7 +133,7 @@ function callInventory(tx, port, sku) {
 // --- routes -------------------------------------------------------------------
 
 const handlers = {
-  async '/pay'(tx, _req, url, port) {
+  async '/pay'(tx, _req, _url, port) {
     const region = Math.random() < 0.6 ? 'eu' : 'us';
     const sku = `sku-${1 + Math.floor(Math.random() * 50)}`;
     if (!(await cacheGet(tx, `price:${sku}`))) await sql(tx, 'SELECT price FROM products WHERE sku = ?', 1, 6);
@@ -244,9 +245,9 @@ function stop(signal) {
   server.close();
   server.closeIdleConnections();
   downstreamAgent.destroy();
-  // The shim never holds the process open, so a ref'd timer keeps it alive while flush()
-  // sends the metrics aggregated so far and waits for the sidecar's ack (at most 2 s), and
-  // close() writes what is still queued (bounded by closeTimeoutMs).
+  // flush() sends the metrics aggregated so far and waits for the sidecar's ack (at most
+  // 2 s), then close() writes what is still queued (at most closeTimeoutMs). The shim keeps
+  // the process alive only while they are awaited; the 5 s timer is a backstop.
   const hold = setTimeout(() => process.exit(0), 5000);
   apm
     .flush(2000)
@@ -254,7 +255,9 @@ function stop(signal) {
     .then((acked) => {
       clearTimeout(hold);
       const s = apm.stats();
-      process.stderr.write(`http-app: stopped; metrics ${acked ? 'acked' : 'not acked'} by the sidecar; shim sent ${s.sent} frames, ${s.acked} acked, dropped ${JSON.stringify(s.dropped)}\n`);
+      process.stderr.write(
+        `http-app: stopped; metrics ${acked ? 'acked' : 'not acked'} by the sidecar; shim sent ${s.sent} frames, ${s.acked} acked, dropped ${JSON.stringify(s.dropped)}\n`,
+      );
       process.exit(0);
     });
 }

@@ -337,7 +337,7 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
   },
   max_series: size('max_series', 100_000, 'bound on distinct metric series held in aggregation'),
   max_shims: size('max_shims', 1024, 'bound on simultaneously connected shims'),
-  shim_buffer_bytes: size('shim_buffer_bytes', 8_388_608, 'bytes a shim may buffer while the sidecar is away (pushed to shims)'),
+  shim_buffer_bytes: size('shim_buffer_bytes', 8_388_608, 'bytes a shim may buffer while the sidecar is away (sent to shims in the welcome)'),
 };
 
 /** Every key, in the order `apm-sidecar config` prints them. */
