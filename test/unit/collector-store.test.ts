@@ -14,7 +14,7 @@ import {
   keyFingerprint,
   parseAccessKey,
 } from '@apm-sidecar/proto/upstream';
-import { SqliteStore, StoreCorruptError, StoreDurabilityError, assertSynchronous, projectSlug } from '@apm-sidecar/collector';
+import { MIGRATIONS, SCHEMA_VERSION, SqliteStore, StoreCorruptError, StoreDurabilityError, assertSynchronous, projectSlug } from '@apm-sidecar/collector';
 
 const roots: string[] = [];
 function tempDir(): string {
@@ -473,6 +473,39 @@ describe('SqliteStore: access keys', () => {
       assert.match(store.createKey('—').projectId, /^project-[0-9a-f]{6}$/);
     } finally {
       store.close();
+    }
+  });
+});
+
+describe('schema migrations', () => {
+  it('a database written by schema 2 opens with its points intact after the key reorder', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'apm-mig-'));
+    try {
+      const db = new Database(join(dir, 'collector.db'));
+      for (const m of MIGRATIONS.slice(0, 2)) db.exec(m);
+      db.pragma('user_version = 2');
+      const ins = db.prepare(
+        'INSERT INTO metric_points (agent_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      );
+      ins.run('a1', Buffer.from([0, 1, 120]), 'old.metric', '{}', 0, 60_000, 10_000, 3, 6, 1, 3);
+      ins.run('a1', Buffer.from([0, 1, 120]), 'old.metric', '{}', 0, 70_000, 10_000, 1, 4, 4, 4);
+      db.close();
+      const store = SqliteStore.open(dir);
+      try {
+        assert.equal(store.pragma('user_version'), SCHEMA_VERSION);
+        const rows = store.queryMetrics({ name: 'old.metric' });
+        assert.deepEqual(
+          rows.map((r) => [r.ts, r.count, r.sum]),
+          [
+            [60_000, 3, 6],
+            [70_000, 1, 4],
+          ],
+        );
+      } finally {
+        store.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
