@@ -5,9 +5,11 @@
  * asserted: the exit code is 0 whatever the numbers are (non-zero only if a
  * bench could not run).
  *
- *   node bench/run.js [--quick] [--json FILE] [--cpu-prof DIR]
+ *   node bench/run.js [--quick] [--full] [--json FILE] [--cpu-prof DIR]
  *
- *   --quick     shorter rounds and windows (a smoke run, ~1 minute)
+ *   --quick     shorter rounds and windows (a smoke run, ~2 minutes)
+ *   --full      also the unscaled outage (real retention_ms and metric_interval_ms:
+ *               a full 3-minute window retained, then replayed; ~4 more minutes)
  *   --json      also write every measured number to FILE
  *   --cpu-prof  write the sidecar's CPU profiles (one per sidecar run) into DIR;
  *               summarize with `node bench/tools/profile-summary.js DIR/<file>`
@@ -22,6 +24,7 @@ const { num, table } = require('./lib/stats');
 
 const ROOT = resolve(__dirname, '..');
 const quick = process.argv.includes('--quick');
+const full = process.argv.includes('--full');
 
 function argv(name) {
   const i = process.argv.indexOf(name);
@@ -29,7 +32,9 @@ function argv(name) {
 }
 
 function preflight() {
-  const missing = ['proto/dist/index.js', 'sidecar/dist/cli.js'].filter((f) => !existsSync(join(ROOT, f)));
+  const missing = ['proto/dist/index.js', 'sidecar/dist/cli.js', 'sidecar/dist/retention/store.js', 'collector/dist/cli.js'].filter(
+    (f) => !existsSync(join(ROOT, f)),
+  );
   try {
     require.resolve(join(ROOT, 'client-shim'));
   } catch {
@@ -84,16 +89,41 @@ async function main() {
     kinds: ['metrics', 'traces', 'events'],
     cpuProfDir: argv('--cpu-prof'),
   });
+
+  step('(d) retention write rate vs raw better-sqlite3 INSERT — one fresh process, same run');
+  const retentionArgs = [join(__dirname, 'retention.js'), '--json', '--seconds', quick ? '2' : '10'];
+  const retention = JSON.parse(execFileSync(process.execPath, retentionArgs, { cwd: __dirname, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+
+  step(`(e) sidecar RSS through a collector outage, then the replay — real processes, settings ÷ 10${quick ? ', shortened outage' : ''}`);
+  const outageBench = require('./outage');
+  const outage = await outageBench.run({ quick, full: false, scale: 10, cpuProfDir: argv('--cpu-prof') });
+  let outageFull = null;
+  if (full) {
+    step('(e, --full) the same at the real settings: 3-minute window retained, then replayed');
+    outageFull = await outageBench.run({ quick: false, full: true, scale: 1 });
+  }
   env.loadavgAtEnd = loadavg().map((x) => Number(x.toFixed(2)));
   env.seconds = Math.round((Date.now() - t0) / 1000);
 
-  const res = { env, record, footprint, ingest };
+  const res = { env, record, footprint, ingest, retention, outage, outageFull };
   const file = argv('--json');
   if (file !== undefined) writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`);
   process.stdout.write(report(res));
 }
 
-function report({ env, record, footprint, ingest }) {
+/**
+ * Flat once the retention window is full: over the last half of the outage (or, when the window
+ * filled later than half-way, over what follows the fill, if that is at least a minute) the trend
+ * is < 2 MiB and max − min < 5 MiB.
+ */
+function isFlat(rss) {
+  const h = rss.flat;
+  if (h === null) return false;
+  const trend = (h.slopeMiBPerMin * (h.to - h.from)) / 60;
+  return trend < 2 && h.spreadMiB < 5;
+}
+
+function report({ env, record, footprint, ingest, retention, outage, outageFull }) {
   const rec = Object.fromEntries(record.rows.map((r) => [r.key, r]));
   const pair = Object.fromEntries(ingest.pairs.map((p) => [p.kind, p]));
   const m = pair.metrics.sidecar;
@@ -150,6 +180,63 @@ function report({ env, record, footprint, ingest }) {
     `  import (require only, median of ${shimImport.n} fresh processes): ${footprint.imports.map((x) => `${x.name} ${num(x.medianMs, 2)} ms`).join(' · ')}`,
   );
   out.push('');
+  out.push(
+    `(d) retention write rate: RetentionStore.addFrame with group commit vs a raw better-sqlite3 INSERT of the same rows (${retention.shims} shims × ${retention.seriesPerFrame} series per frame, ${num(retention.frameBytes)} B, ${retention.batch} frames per transaction)`,
+  );
+  out.push(
+    table(
+      ['synchronous', 'store frames/s', 'store points/s', 'raw frames/s', 'raw points/s', 'store ÷ raw, wall', 'store ÷ raw, per CPU-s'],
+      retention.cases.map((c) => [
+        c.sync,
+        num(c.store.framesPerSec),
+        num(c.store.pointsPerSec),
+        num(c.raw.framesPerSec),
+        num(c.raw.pointsPerSec),
+        `${num(c.ratio * 100, 1)}%`,
+        `${num(c.cpuRatio * 100, 1)}%`,
+      ]),
+    ),
+  );
+  out.push('');
+  for (const [label, o] of [
+    ['(e) outage', outage],
+    ['(e, --full) outage at the real settings', outageFull],
+  ]) {
+    if (o === null) continue;
+    const r = o.rss;
+    const p = o.replay;
+    const f = (v, d = 1) => (v === null || v === undefined ? '—' : num(v, d));
+    out.push(
+      `${label}: ${o.config.shims} shims × ${o.config.seriesPerShim} series at 1 flush/s; sidecar retention_ms ${o.config.retentionMs}, metric_interval_ms ${o.config.intervalMs} (settings ÷ ${o.config.scale}); outage ${o.config.outageMs / 1000} s = ${num(o.equivalentOutageMin, 1)} min at real settings`,
+    );
+    out.push(
+      table(
+        [
+          'RSS start',
+          'RSS at window full',
+          'RSS end',
+          'RSS max (outage)',
+          'once full: slope, max − min',
+          'replay: packs, points',
+          'collector back → all acked',
+          'of which active → acked',
+        ],
+        [
+          [
+            `${f(r.startMiB)} MiB`,
+            `${f(r.atFillMiB)} MiB (${f(r.fillAfterS, 0)} s)`,
+            `${f(r.endMiB)} MiB`,
+            `${f(r.maxOutageMiB)} MiB`,
+            `${f(r.flat?.slopeMiBPerMin, 2)} MiB/min, ${f(r.flat?.spreadMiB)} MiB (${r.flatBasis})`,
+            `${p.backlogPacks}, ${num(p.pointsSent)}`,
+            `${num(p.doneAfterMs)} ms`,
+            `${num(p.replayMs)} ms`,
+          ],
+        ],
+      ),
+    );
+    out.push('');
+  }
   out.push('targets (reported, not asserted)');
   const rows = [
     ['record() median', '≤ 50 ns', `${num(rec.shim.medianNs, 1)} ns`, verdict(rec.shim.medianNs <= 50)],
@@ -177,7 +264,35 @@ function report({ env, record, footprint, ingest }) {
     ...ingest.pairs.map((p) => [`${p.kind}: sidecar ÷ raw socket (wall)`, '≥ 50%', `${num(p.wallRatio * 100, 1)}%`, verdict(p.wallRatio >= 0.5)]),
     ['shim JavaScript (loaded)', '≤ 30 KB', `${num(s.loadedBytes)} B`, verdict(s.loadedBytes <= 30_000)],
     ['shim import time', '≤ 5 ms', `${num(shimImport.medianMs, 2)} ms`, verdict(shimImport.medianMs <= 5)],
+    ...retention.cases.map((c) => [
+      `retention commit rate ÷ raw INSERT (${c.sync})`,
+      '≥ 50%',
+      `${num(c.ratio * 100, 1)}% (${num(c.store.pointsPerSec)} points/s)`,
+      verdict(c.ratio >= 0.5),
+    ]),
   ];
+  for (const [label, o] of [
+    ['', outage],
+    [', real settings', outageFull],
+  ]) {
+    if (o === null) continue;
+    const mins = num(o.equivalentOutageMin, 1);
+    rows.push([`sidecar RSS, ${mins}-min outage${label} (max)`, '≤ 100 MiB', `${num(o.rss.maxOutageMiB, 1)} MiB`, verdict(o.rss.maxOutageMiB <= 100)]);
+    const h = o.rss.flat;
+    rows.push([
+      `sidecar RSS flat once the window is full${label}`,
+      'trend < 2 MiB, max − min < 5 MiB',
+      h === null ? '—' : `${o.rss.flatBasis}: ${num(h.slopeMiBPerMin, 2)} MiB/min over ${num(h.to - h.from, 0)} s, max − min ${num(h.spreadMiB, 1)} MiB`,
+      // E.g. --quick (30 s) or --full (200 s): the outage ends soon after the window fills, too soon to judge a trend.
+      o.rss.flatJudged ? verdict(isFlat(o.rss)) : '— (outage ended < 1 min after the window filled)',
+    ]);
+    rows.push([
+      `replay of 3 min of retained metrics${label}`,
+      '(reported)',
+      `${num(o.replay.doneAfterMs)} ms (${o.replay.backlogPacks} packs, ${num(o.replay.pointsSent)} points)`,
+      '—',
+    ]);
+  }
   out.push(table(['target', 'goal', 'measured', ''], rows));
   out.push('');
   return `${out.join('\n')}\n`;

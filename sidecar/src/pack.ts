@@ -1,5 +1,5 @@
-import { type ActiveStackPack, type EventPack, METRIC_KIND_NAMES, type ProfilePack, type SnapshotPack } from '@apm-sidecar/proto';
-import type { AggPoint } from './aggregator';
+import { type ActiveStackPack, type EventPack, METRIC_KIND_NAMES, type MetricPoint, type ProfilePack, type SnapshotPack } from '@apm-sidecar/proto';
+import { decodeMetricPack } from '@apm-sidecar/proto/upstream';
 
 /**
  * What the send queues hold. queue1: metrics, events, snapshots, business-
@@ -13,7 +13,8 @@ export interface Origin {
 }
 
 export type Pack =
-  | { kind: 'metrics'; packId: string; intervalStart: number; intervalMs: number; points: AggPoint[]; body: Buffer }
+  /** A closed interval, kept encoded as it is sent upstream (and retained); `points` is how many it holds. */
+  | { kind: 'metrics'; packId: string; intervalStart: number; intervalMs: number; points: number; body: Buffer }
   | { kind: 'trace'; origin: Origin; trace: ProfilePack }
   | { kind: 'activeStack'; origin: Origin; stack: ActiveStackPack }
   | { kind: 'event'; origin: Origin; event: EventPack }
@@ -47,12 +48,12 @@ export interface PointJson {
   p99?: number;
 }
 
-export function pointToJson(p: AggPoint): PointJson {
+export function pointToJson(p: MetricPoint, intervalStart: number): PointJson {
   const out: PointJson = {
     name: p.series.name,
     tags: p.series.tags,
     type: METRIC_KIND_NAMES[p.series.kind],
-    ts: p.intervalStart,
+    ts: intervalStart,
     count: p.count,
     sum: p.sum,
     min: p.min,
@@ -77,7 +78,7 @@ export function packToJson(agentId: string, pack: Pack): Record<string, unknown>
         packId: pack.packId,
         intervalStart: pack.intervalStart,
         intervalMs: pack.intervalMs,
-        points: pack.points.map(pointToJson),
+        points: decodeMetricPack(pack.body).points.map((pt) => pointToJson(pt, pack.intervalStart)),
       };
     case 'trace':
       return { pack: 'trace', agentId, ...pack.origin, trace: pack.trace };

@@ -120,7 +120,7 @@ export class Sidecar implements SessionHost {
     };
     this.queue1 = new Queue1(
       opts.queue1Size,
-      (pack, reason) => this.drop(reason, pack.kind === 'metrics' ? pack.points.length : 1),
+      (pack, reason) => this.drop(reason, pack.kind === 'metrics' ? pack.points : 1),
       (phase, total) => dropEpisode({ name: 'queue1', capacity: opts.queue1Size } as BoundedQueue<Pack>, phase, total),
     );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);
@@ -459,7 +459,7 @@ export class Sidecar implements SessionHost {
   private purge(now: number): void {
     const cutoff = now - this.opts.retentionMs;
     let points = 0;
-    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') points += p.points.length;
+    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') points += p.points;
     this.retention?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
     if (points > 0) {
       this.drop('retention_expired', points);
@@ -477,7 +477,8 @@ export class Sidecar implements SessionHost {
       const intervalMs = this.opts.metricIntervalMs;
       const body = encodeMetricPack({ packId, intervalStart, intervalMs, points: chunk });
       stored.push({ packId, intervalStart, intervalMs, body, points: chunk.length });
-      this.queue1.push({ kind: 'metrics', packId, intervalStart, intervalMs, points: chunk, body });
+      // Only the encoded form is kept: it is what goes upstream and into the retention.
+      this.queue1.push({ kind: 'metrics', packId, intervalStart, intervalMs, points: chunk.length, body });
     }
     // The interval's raw frames are replaced by its packs in one transaction.
     this.retention?.sealInterval(intervalStart, stored);
@@ -490,7 +491,7 @@ export class Sidecar implements SessionHost {
   }
 
   private sent(pack: Pack): void {
-    this.counters.sent[COUNTER_OF[pack.kind]] += pack.kind === 'metrics' ? pack.points.length : 1;
+    this.counters.sent[COUNTER_OF[pack.kind]] += pack.kind === 'metrics' ? pack.points : 1;
     if (pack.kind === 'metrics') this.retention?.packAcked(pack.packId);
     else if (pack.kind === 'btRegistration') this.retention?.btAcked(pack.name);
   }
@@ -532,10 +533,10 @@ export class Sidecar implements SessionHost {
     let points = 0;
     for (const p of packs) {
       try {
-        const up = decodeMetricPack(p.body, this.seriesCache);
-        const aggPoints: AggPoint[] = up.points.map((pt) => ({ ...pt, intervalStart: p.intervalStart, lastTs: p.intervalStart }));
-        points += aggPoints.length;
-        this.queue1.push({ kind: 'metrics', packId: p.packId, intervalStart: p.intervalStart, intervalMs: p.intervalMs, points: aggPoints, body: p.body });
+        // Decoded once to check it (a pack the collector cannot read would be resent forever), then kept encoded.
+        const n = decodeMetricPack(p.body, this.seriesCache).points.length;
+        points += n;
+        this.queue1.push({ kind: 'metrics', packId: p.packId, intervalStart: p.intervalStart, intervalMs: p.intervalMs, points: n, body: p.body });
       } catch (err) {
         this.log.warn({ packId: p.packId, code: (err as ApmError).code }, 'skipping an unreadable retained pack');
         store.packAcked(p.packId);

@@ -5,7 +5,7 @@ import { EventRing } from '@apm-sidecar/sidecar/dist/event-ring';
 import { Queue1 } from '@apm-sidecar/sidecar/dist/queue1';
 
 const origin = { app: 'a', instanceId: 'i', pid: 1 };
-const metrics = (id: string, intervalStart = 0): Pack => ({ kind: 'metrics', packId: id, intervalStart, intervalMs: 1000, points: [], body: Buffer.alloc(0) });
+const metrics = (id: string, intervalStart = 0): Pack => ({ kind: 'metrics', packId: id, intervalStart, intervalMs: 1000, points: 0, body: Buffer.alloc(0) });
 const event = (message: string): Pack => ({ kind: 'event', origin, event: { ts: 0, type: 't', message } });
 const snapshot = (kind: string): Pack => ({ kind: 'snapshot', origin, snapshot: { ts: 0, kind, data: {} } });
 const bt = (name: string): Pack => ({ kind: 'btRegistration', origin, name, ts: 0 });
