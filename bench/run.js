@@ -109,6 +109,10 @@ async function main() {
   const file = argv('--json');
   if (file !== undefined) writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`);
   process.stdout.write(report(res));
+
+  // (f) runs last, in its own process, and prints its own table (see bench/upstream.js).
+  step('(f) upstream throughput through an established session, next to the raw ciphers; handshake time; collector CPU per MB');
+  execFileSync(process.execPath, [join(__dirname, 'upstream.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**
