@@ -8,3 +8,4 @@ export { Sidecar, type SidecarOptions, SIDECAR_VERSION } from './sidecar';
 export type { Pack } from './pack';
 export type { Transport } from './transport/transport';
 export { DogStatsdAggregator } from './dogstatsd';
+export { HttpTunnelSocket } from './upstream/http-tunnel';

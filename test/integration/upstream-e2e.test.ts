@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { FrameParser } from '@apm-sidecar/proto';
 import { ClientHandshake, Direction, Inner, Opener, Sealer, UpstreamType, encodeAgentInfo, encodeTextBatch, parseAccessKey } from '@apm-sidecar/proto/upstream';
+import { HttpTunnelSocket } from '@apm-sidecar/sidecar';
 import { connect } from '@apm-sidecar/shim';
 import nacl from 'tweetnacl';
 import { type CollectorProc, Relay, createKey, getJson, startCollector } from '../helpers/collector';
@@ -37,8 +38,12 @@ async function metricSum(c: CollectorProc, name: string): Promise<{ count: numbe
 }
 
 /** A hand-driven agent on the real protocol, for the attacks a sidecar never makes. */
-async function rawAgent(port: number, key: string, agentId: string) {
-  const sock = tcpConnect({ host: '127.0.0.1', port });
+/** Its carrier is a TCP socket, or the sidecar's HTTP tunnel carrier: the collector serves both with the same code. */
+async function rawAgent(port: number, key: string, agentId: string, transport: Transport = 'tcp') {
+  const sock =
+    transport === 'tcp'
+      ? tcpConnect({ host: '127.0.0.1', port })
+      : new HttpTunnelSocket({ host: '127.0.0.1', port, pollMs: 50, requestTimeoutMs: 5000, maxResponseBytes: 1 << 24 });
   const frames: { type: number; payload: Buffer }[] = [];
   let opener: Opener | null = null;
   const inner: number[] = [];
@@ -204,23 +209,22 @@ for (const transport of ['tcp', 'http'] as const) {
       }
     });
 
-    test('tampered, replayed and oversized frames are each rejected and counted; other agents keep working', async (t) => {
-      if (transport === 'http') return t.skip('raw agents speak TCP; the tunnel carries the same frames to the same code');
-      const sc = await tcpSidecar(join(tmp.dir, 'steady'), '127.0.0.1', collector.port, key, ['--set', 'agent_id=steady-agent']);
+    test('tampered, replayed and oversized frames are each rejected and counted; other agents keep working', async () => {
+      const sc = await tcpSidecar(join(tmp.dir, 'steady'), '127.0.0.1', cport, key, ['--set', `agent_id=steady-agent-${transport}`]);
       const apm = connect({ app: 'steady', socket: sc.socket, flushMs: 50 });
       try {
         await waitFor('active', async () => (await status(sc.socket)).state === 'active');
         const base = (await getJson(collector.httpPort, '/api/stats')).body.rejected;
 
         // Tampered: flip one ciphertext byte of a sealed frame.
-        const a = await rawAgent(collector.port, key, 'raw-tamper');
+        const a = await rawAgent(cport, key, `raw-tamper-${transport}`, transport);
         const frame = a.sealer().text(Inner.TextBatch, encodeTextBatch([]));
         frame[frame.length - 3] ^= 0x40;
         a.sock.write(frame);
         await waitFor('the tampered session to be closed', () => a.closed());
 
         // Replayed: the same valid frame twice.
-        const b = await rawAgent(collector.port, key, 'raw-replay');
+        const b = await rawAgent(cport, key, `raw-replay-${transport}`, transport);
         const good = b.sealer().text(Inner.TextBatch, encodeTextBatch([]));
         b.sock.write(good);
         await waitFor('the first copy to be acked', () => b.inner.includes(Inner.Ack));
@@ -228,7 +232,7 @@ for (const transport of ['tcp', 'http'] as const) {
         await waitFor('the replaying session to be closed', () => b.closed());
 
         // Oversized: a header declaring more than max_frame_bytes (65536 here).
-        const c = await rawAgent(collector.port, key, 'raw-big');
+        const c = await rawAgent(cport, key, `raw-big-${transport}`, transport);
         const header = Buffer.alloc(5);
         header.writeUInt32LE(65537 + 1, 0);
         header[4] = UpstreamType.Text;
