@@ -102,7 +102,11 @@ function run({ n = arg('--n', 21) } = {}) {
     { key: 'shim', name: '@apm-sidecar/shim', ...importMs(SHIM, n) },
     // What the app pays in all before its first record: node:net and node:crypto load here, at the
     // first connection attempt, not at import.
-    { key: 'shimConnect', name: '@apm-sidecar/shim, require + connect() (absent socket)', ...importMs(SHIM, n, ".connect({ socket: '/nonexistent/apm.sock' })") },
+    {
+      key: 'shimConnect',
+      name: '@apm-sidecar/shim, require + connect() (absent socket)',
+      ...importMs(SHIM, n, ".connect({ socket: '/nonexistent/apm.sock' })"),
+    },
     { key: 'empty', name: 'floor: an empty .js file', ...floor },
     { key: 'hotshots', name: 'hot-shots', ...importMs('hot-shots', n) },
     { key: 'otel', name: '@opentelemetry/api + sdk-metrics', ...importMs('@opentelemetry/sdk-metrics', n) },

@@ -107,7 +107,8 @@ export function prometheus(sidecar: Sidecar): string {
     metric('apm_sidecar_upstream_bytes_sent_total', 'counter', 'Bytes written to the collector (framed and sealed).', [[{}, num(up.bytesSent)]]);
     metric('apm_sidecar_upstream_frames_sent_total', 'counter', 'Frames written to the collector.', [[{}, num(up.framesSent)]]);
     metric('apm_sidecar_upstream_connected', 'gauge', '1 while an upstream session is active.', [[{}, up.connected === true ? 1 : 0]]);
-    if (typeof up.lastAckAgeMs === 'number') metric('apm_sidecar_last_ack_age_seconds', 'gauge', 'Time since the collector last acked a frame.', [[{}, up.lastAckAgeMs / 1000]]);
+    if (typeof up.lastAckAgeMs === 'number')
+      metric('apm_sidecar_last_ack_age_seconds', 'gauge', 'Time since the collector last acked a frame.', [[{}, up.lastAckAgeMs / 1000]]);
   }
   const agg = sidecar.aggregationStats();
   metric('apm_sidecar_aggregation_points', 'gauge', 'Metric points held in open intervals.', [[{}, agg.points]]);

@@ -84,7 +84,11 @@ describe('sidecar protocol handling over a real socket', () => {
       [1, 1, 2],
     );
     assert.equal(decodeWelcome((c.of(MessageType.Welcome)[0] as { payload: Buffer }).payload).ackedSeq, 0);
-    assert.equal(decodeWelcome((c.of(MessageType.Welcome)[0] as { payload: Buffer }).payload).settings.bufferBytes, 8388608, 'shim_buffer_bytes is pushed to shims');
+    assert.equal(
+      decodeWelcome((c.of(MessageType.Welcome)[0] as { payload: Buffer }).payload).settings.bufferBytes,
+      8388608,
+      'shim_buffer_bytes is pushed to shims',
+    );
     c.socket.end();
 
     // A new connection of the same instance learns what was committed.
