@@ -45,23 +45,9 @@ import {
   writePoint,
 } from '@apm-sidecar/proto';
 import { histogramPoint, point, sketchOf } from './proto-fixtures';
+import { throwsCode } from '../helpers/throws-code';
 
 type ErrorClass = new (...args: never[]) => ApmError;
-
-/** Run fn, assert it throws an instance of cls (an ApmError) with `code`; return the error. */
-function throwsCode<E extends ApmError>(fn: () => unknown, cls: new (...args: never[]) => E, code: string, what = ''): E {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught !== undefined, `expected ${code} ${what}`);
-  assert.ok(caught instanceof ApmError, `not an ApmError ${what}: ${String(caught)}`);
-  assert.ok(caught instanceof cls, `expected ${cls.name}, got ${(caught as Error).name} ${what}`);
-  assert.equal(caught.code, code, what);
-  return caught as E;
-}
 
 const malformed = (fn: () => unknown, what = ''): MalformedMessageError => throwsCode(fn, MalformedMessageError, 'ERR_MALFORMED_MESSAGE', what);
 

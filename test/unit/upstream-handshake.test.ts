@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { ApmError, MalformedMessageError, Writer } from '@apm-sidecar/proto';
+import { MalformedMessageError, Writer } from '@apm-sidecar/proto';
 import {
   type AccessKey,
   AccessKeyFormatError,
@@ -38,24 +38,10 @@ import {
   readClientHello,
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
+import { throwsCode } from '../helpers/throws-code';
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/** Run fn, assert it throws an instance of cls (an ApmError) with `code`; return the error. */
-function throwsCode<E extends ApmError>(fn: () => unknown, cls: new (...args: never[]) => E, code: string, what = ''): E {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught !== undefined, `expected ${code} ${what}`);
-  assert.ok(caught instanceof ApmError, `not an ApmError ${what}: ${String(caught)}`);
-  assert.ok(caught instanceof cls, `expected ${cls.name}, got ${(caught as Error).constructor.name} ${what}: ${(caught as Error).message}`);
-  assert.equal((caught as ApmError).code, code, what);
-  return caught as E;
-}
 
 /** Check a clear handshake frame's header; return its payload. */
 function payloadOf(frame: Buffer, type: number): Buffer {

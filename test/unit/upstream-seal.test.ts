@@ -59,23 +59,10 @@ import {
 } from '@apm-sidecar/proto/upstream';
 import fc from 'fast-check';
 import nacl from 'tweetnacl';
+import { throwsCode } from '../helpers/throws-code';
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-function throwsCode<E extends ApmError>(fn: () => unknown, cls: new (...args: never[]) => E, code: string, what = ''): E {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (err) {
-    caught = err;
-  }
-  assert.ok(caught !== undefined, `expected ${code} ${what}`);
-  assert.ok(caught instanceof ApmError, `not an ApmError ${what}: ${String(caught)}`);
-  assert.ok(caught instanceof cls, `expected ${cls.name}, got ${(caught as Error).constructor.name} ${what}: ${(caught as Error).message}`);
-  assert.equal((caught as ApmError).code, code, what);
-  return caught as E;
-}
 
 /** Run fn, assert it throws an ApmError; return its code. */
 function apmCode(fn: () => unknown, what = ''): string {
