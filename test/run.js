@@ -21,6 +21,13 @@ if (chosen.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+const { snapshot, differences } = require('./sandbox-check');
+const before = snapshot();
 const args = ['--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY || 2}`, ...chosen];
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+const changed = differences(before, snapshot());
+if (changed.length > 0) {
+  console.error(`the test run wrote outside its temporary directories:\n  ${changed.join('\n  ')}`);
+  process.exit(1);
+}
 process.exit(r.status === null ? 1 : r.status);

@@ -6,8 +6,11 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { SIDECAR_CLI, Proc, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
+// Every run names its own data directory beside the socket: without one the
+// sidecar would fall back to /var/lib/apm-sidecar, outside the test's sandbox.
 function runSidecar(socket: string, extra: string[] = []): Proc {
-  return new Proc(spawn(process.execPath, [SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const args = [SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket, '--data-dir', `${socket}.data`, ...extra];
+  return new Proc(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
 }
 
 describe('the IPC socket', () => {
