@@ -39,8 +39,7 @@ export type DenyReason = 'unauthorized' | 'protectedMode' | 'forbidden';
 
 export type Access =
   /** project null: every project. */
-  | { ok: true; project: string | null; tokenId?: string }
-  | { ok: false; status: 401 | 403; code: string; reason: DenyReason; message: string };
+  { ok: true; project: string | null; tokenId?: string } | { ok: false; status: 401 | 403; code: string; reason: DenyReason; message: string };
 
 /** Longest Authorization value looked at (a token is 56 characters). */
 const MAX_AUTH_LEN = 512;
@@ -49,7 +48,7 @@ const IPV4_LOOPBACK = /^127\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
 function isIpv4Loopback(s: string): boolean {
   const m = IPV4_LOOPBACK.exec(s);
-  return m !== null && m.slice(1).every((o) => Number(o) <= 255);
+  return m?.slice(1).every((o) => Number(o) <= 255) === true;
 }
 
 /** A Host header naming loopback: localhost, 127.x.y.z or [::1], with an optional port. */

@@ -51,7 +51,8 @@ function die(code: number, message: string): never {
 }
 
 function failStore(err: unknown): never {
-  if (err instanceof ProjectNameError || err instanceof UnknownProjectError || err instanceof UnknownTokenError) die(EXIT_USAGE, `${err.message} [${err.code}]`);
+  if (err instanceof ProjectNameError || err instanceof UnknownProjectError || err instanceof UnknownTokenError)
+    die(EXIT_USAGE, `${err.message} [${err.code}]`);
   if (err instanceof ApmError) die(EXIT_RUNTIME, `${err.message} [${err.code}]`);
   die(EXIT_RUNTIME, err instanceof Error ? err.message : String(err));
 }
@@ -287,7 +288,13 @@ function tokensList(o: { dataDir?: string; json?: boolean }): void {
   }
   const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
   if (o.json === true) {
-    process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, createdAt: iso(r.createdAt), revokedAt: iso(r.revokedAt) })), null, 2)}\n`);
+    process.stdout.write(
+      `${JSON.stringify(
+        rows.map((r) => ({ ...r, createdAt: iso(r.createdAt), revokedAt: iso(r.revokedAt) })),
+        null,
+        2,
+      )}\n`,
+    );
     return;
   }
   if (rows.length === 0) {

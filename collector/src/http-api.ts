@@ -221,9 +221,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
 
   const listAgents = (project: string | null) => {
     const t = now();
-    return store
-      .listAgents()
-      .filter((a) => (project === null || a.projectId === project) && !(a.state === 'disconnected' && t - a.stateSince > retention));
+    return store.listAgents().filter((a) => (project === null || a.projectId === project) && !(a.state === 'disconnected' && t - a.stateSince > retention));
   };
 
   const routes = new Map<string, Handler>([
@@ -231,16 +229,16 @@ export function createHttpApi(opts: HttpApiOptions): Server {
       '/api/agents',
       (_q, res, project) => {
         const rows = listAgents(project).map((a) => ({
-            agentId: a.agentId,
-            app: a.app,
-            host: a.host,
-            state: a.state,
-            lastSeenAt: new Date(a.lastSeenAt).toISOString(),
-            licensed: a.licensed,
-            projectId: a.projectId,
-            apps: a.apps,
-            version: a.version,
-          }));
+          agentId: a.agentId,
+          app: a.app,
+          host: a.host,
+          state: a.state,
+          lastSeenAt: new Date(a.lastSeenAt).toISOString(),
+          licensed: a.licensed,
+          projectId: a.projectId,
+          apps: a.apps,
+          version: a.version,
+        }));
         sendJson(res, 200, rows);
       },
     ],
@@ -339,7 +337,10 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     const access =
       route === 'open'
         ? OPEN
-        : decideAccess({ route, peer: req.socket.remoteAddress, host: req.headers.host, authorization: req.headers.authorization }, { tokens: tokens(), metricsOpen });
+        : decideAccess(
+            { route, peer: req.socket.remoteAddress, host: req.headers.host, authorization: req.headers.authorization },
+            { tokens: tokens(), metricsOpen },
+          );
     if (!access.ok) {
       req.resume();
       stats.rejected[access.reason]++;

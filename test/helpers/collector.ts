@@ -72,7 +72,11 @@ export interface GetOptions {
   address?: string;
 }
 
-export function getJson<T = any>(port: number, path: string, o: GetOptions | string = {}): Promise<{ status: number; body: T; headers: Record<string, unknown> }> {
+export function getJson<T = any>(
+  port: number,
+  path: string,
+  o: GetOptions | string = {},
+): Promise<{ status: number; body: T; headers: Record<string, unknown> }> {
   const opts: GetOptions = typeof o === 'string' ? { address: o } : o;
   const headers: Record<string, string> = {};
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;

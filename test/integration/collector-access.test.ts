@@ -43,7 +43,10 @@ const errorCode = (r: Reply): string => (JSON.parse(r.body) as { error: { code: 
 
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [COLLECTOR_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, APM_COLLECTOR_DATA_DIR: undefined } });
+    const child = spawn(process.execPath, [COLLECTOR_CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, APM_COLLECTOR_DATA_DIR: undefined },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -87,7 +90,11 @@ function seed(dataDir: string): { shop: string; bank: string } {
       ];
       store.storeText(agent, items);
       const series = { key: encodeSeries(MetricKind.Counter, 'orders', {}).toString('latin1'), kind: MetricKind.Counter, name: 'orders', tags: {} };
-      store.storeMetrics(agent, [{ packId: 'p1', intervalStart: T, intervalMs: 10_000, points: [{ series, count: 1, sum: 1, min: 1, max: 1, last: Number.NaN, sketch: null }] }], T);
+      store.storeMetrics(
+        agent,
+        [{ packId: 'p1', intervalStart: T, intervalMs: 10_000, points: [{ series, count: 1, sum: 1, min: 1, max: 1, last: Number.NaN, sketch: null }] }],
+        T,
+      );
     }
     return { shop, bank };
   } finally {
@@ -194,11 +201,24 @@ describe('collector HTTP access', () => {
       [shopToken, 'agent-shop', 'agent-bank'],
       [bankToken, 'agent-bank', 'agent-shop'],
     ] as const) {
-      assert.deepEqual((await read('/api/agents', token)).map((a) => a.agentId), [mine]);
-      assert.deepEqual((await read('/api/traces', token)).map((t) => t.agentId), [mine]);
-      assert.deepEqual((await read('/api/events', token)).map((e) => e.agentId), [mine]);
-      assert.deepEqual((await read('/api/metrics', token)).map((m) => m.agentId), [mine]);
-      for (const kind of ['traces', 'events', 'metrics']) assert.deepEqual(await read(`/api/${kind}?agent=${theirs}`, token), [], `${kind} of the other project`);
+      assert.deepEqual(
+        (await read('/api/agents', token)).map((a) => a.agentId),
+        [mine],
+      );
+      assert.deepEqual(
+        (await read('/api/traces', token)).map((t) => t.agentId),
+        [mine],
+      );
+      assert.deepEqual(
+        (await read('/api/events', token)).map((e) => e.agentId),
+        [mine],
+      );
+      assert.deepEqual(
+        (await read('/api/metrics', token)).map((m) => m.agentId),
+        [mine],
+      );
+      for (const kind of ['traces', 'events', 'metrics'])
+        assert.deepEqual(await read(`/api/${kind}?agent=${theirs}`, token), [], `${kind} of the other project`);
       const stats = (await read('/api/stats', token)) as unknown as Record<string, unknown>;
       assert.deepEqual(stats, { project: token === shopToken ? shop : bank, agents: { live: 0, stalled: 0, disconnected: 1 } });
       const m = await get(port, '/metrics', { token, host: 'collector.example.com' });

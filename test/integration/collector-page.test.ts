@@ -34,7 +34,9 @@ const AGENT = 'page-agent';
 const ROW = `tr[data-agent-id="${AGENT}"]`;
 const HIST = 'figure[data-metric="page.latency_ms"]';
 
-test('the collector page: asks for the read token, then agents and charts live, a stalled agent marked, a killed one greyed, API errors shown', { timeout: 180_000 }, async (t) => {
+test('the collector page: asks for the read token, then agents and charts live, a stalled agent marked, a killed one greyed, API errors shown', {
+  timeout: 180_000,
+}, async (t) => {
   if (!existsSync(CHROMIUM)) {
     t.skip('chromium not installed: browser test skipped (apt-get install chromium)');
     return;

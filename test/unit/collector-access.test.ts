@@ -59,7 +59,8 @@ describe('api access: loopback names and addresses', () => {
   it('reads the token of a Bearer header only', () => {
     assert.equal(bearerToken('Bearer abc'), 'abc');
     assert.equal(bearerToken('bearer  abc '), 'abc');
-    for (const h of [undefined, '', 'Bearer', 'Bearer ', 'Basic abc', 'abc', 'Bearer a b', `Bearer ${'x'.repeat(600)}`]) assert.equal(bearerToken(h), undefined, String(h));
+    for (const h of [undefined, '', 'Bearer', 'Bearer ', 'Basic abc', 'abc', 'Bearer a b', `Bearer ${'x'.repeat(600)}`])
+      assert.equal(bearerToken(h), undefined, String(h));
   });
 });
 
@@ -133,7 +134,12 @@ describe('read tokens in the store', () => {
           { tokenId: a.tokenId, projectId: null, createdAt: 1000, revokedAt: null },
           { tokenId: b.tokenId, projectId: 'shop-000001', createdAt: 2000, revokedAt: null },
         ]);
-        assert.ok(store.tokens.active().find((t) => t.tokenId === b.tokenId)?.hash.equals(hashToken(b.token)));
+        assert.ok(
+          store.tokens
+            .active()
+            .find((t) => t.tokenId === b.tokenId)
+            ?.hash.equals(hashToken(b.token)),
+        );
         assert.equal(store.tokens.revoke(a.tokenId, 3000), 'revoked');
         assert.equal(store.tokens.revoke(a.tokenId, 4000), 'already');
         assert.equal(store.tokens.revoke('00000000'), 'unknown');
