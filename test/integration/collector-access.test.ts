@@ -20,13 +20,13 @@ interface Reply {
   body: string;
 }
 
-function get(port: number, path: string, o: { token?: string; auth?: string; host?: string; address?: string } = {}): Promise<Reply> {
+function get(port: number, path: string, o: { token?: string; auth?: string; host?: string; address?: string; method?: string } = {}): Promise<Reply> {
   const headers: Record<string, string> = {};
   if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
   if (o.auth !== undefined) headers.authorization = o.auth;
   if (o.host !== undefined) headers.host = o.host;
   return new Promise((resolve, reject) => {
-    const req = request({ host: o.address ?? '127.0.0.1', port, path, headers }, (res) => {
+    const req = request({ host: o.address ?? '127.0.0.1', port, path, headers, method: o.method ?? 'GET' }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => {
@@ -139,6 +139,8 @@ describe('collector HTTP access', () => {
       assert.match(r.body, /SELECT secret FROM agent-shop/);
     }
     assert.equal((await get(port, '/healthz', { host: 'evil.example.com' })).status, 200, '/healthz stays open');
+    const tunnel = await get(port, '/agent/tunnel', { host: 'evil.example.com', method: 'POST' });
+    assert.equal(tunnel.status, 200, "the agents' tunnel is authenticated by its handshake, not by the Host");
     const stats = JSON.parse((await get(port, '/api/stats')).body) as { rejected: Record<string, number> };
     assert.equal(stats.rejected.protectedMode, 8 * 5);
     assert.match((await get(port, '/metrics')).body, /^apm_collector_rejected_total\{reason="protectedMode"\} 40$/m);
