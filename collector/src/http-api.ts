@@ -78,9 +78,13 @@ class HttpError extends ApmError {
 /** project: the caller's project, or null for a collector-wide caller. */
 type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null) => void;
 
-/** The one place where the caller's project narrows a store query. */
+// The caller's project (null: every project) narrows what it reads here and nowhere else:
+// store queries get a project condition, agent rows are kept when their project matches.
 function scoped<T extends ListQuery | MetricQuery>(q: T, project: string | null): T {
   return project === null ? q : { ...q, project };
+}
+function inScope(row: { projectId: string }, project: string | null): boolean {
+  return project === null || row.projectId === project;
 }
 
 const OPEN = { ok: true, project: null } as const;
@@ -221,7 +225,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
 
   const listAgents = (project: string | null) => {
     const t = now();
-    return store.listAgents().filter((a) => (project === null || a.projectId === project) && !(a.state === 'disconnected' && t - a.stateSince > retention));
+    return store.listAgents().filter((a) => inScope(a, project) && !(a.state === 'disconnected' && t - a.stateSince > retention));
   };
 
   const routes = new Map<string, Handler>([
@@ -268,7 +272,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         }
         // The counters are collector-wide (every project's traffic): a project's caller gets its agents only.
         const agents: Record<AgentState, number> = { live: 0, stalled: 0, disconnected: 0 };
-        for (const a of store.listAgents()) if (a.projectId === project) agents[a.state]++;
+        for (const a of store.listAgents()) if (inScope(a, project)) agents[a.state]++;
         sendJson(res, 200, { project, agents });
       },
     ],
