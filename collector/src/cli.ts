@@ -95,6 +95,7 @@ async function run(o: RunOpts): Promise<void> {
   }
   // Like Redis's protected mode: an API reachable from other hosts must have a credential.
   if (!isLoopbackBind(o.http.host) && store.tokens.active().length === 0) {
+    log.fatal({ code: 'ERR_NO_READ_TOKEN', http: o.http, dataDir }, 'refusing to serve the HTTP API on a non-loopback address without a read token');
     store.close();
     die(
       EXIT_USAGE,
