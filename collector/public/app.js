@@ -42,13 +42,30 @@
   const serverNow = () => Date.now() + clockOffset;
 
   class ApiError extends Error {}
+  /** The API answered 401: no read token, or one it does not accept. */
+  class AuthError extends ApiError {}
+
+  // The read token, asked for once and kept for this tab only (sessionStorage), sent on every API call.
+  const TOKEN_KEY = 'apm-collector-token';
+  // Where storage is disabled the token lives as long as this page.
+  let pageToken = '';
+  const readToken = () => {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || pageToken;
+    } catch {
+      return pageToken;
+    }
+  };
 
   async function getJson(path) {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), Math.max(5000, REFRESH_MS * 3));
+    const headers = { accept: 'application/json' };
+    const token = readToken();
+    if (token) headers.authorization = `Bearer ${token}`;
     let res;
     try {
-      res = await fetch(path, { cache: 'no-store', signal: ctl.signal, headers: { accept: 'application/json' } });
+      res = await fetch(path, { cache: 'no-store', signal: ctl.signal, headers });
     } catch (err) {
       throw new ApiError(err.name === 'AbortError' ? 'no answer in time' : `cannot reach the collector (${err.message})`);
     } finally {
@@ -67,6 +84,7 @@
     }
     if (!res.ok) {
       const e = body?.error;
+      if (res.status === 401) throw new AuthError(e ? e.message : 'a read token is required');
       throw new ApiError(e ? `HTTP ${res.status} ${e.code}: ${e.message}` : `HTTP ${res.status}`);
     }
     return body;
@@ -412,8 +430,51 @@
     return `/api/metrics?${q}`;
   }
 
+  // ---- the read token ----
+  let waitingForToken = false;
+
+  function askToken(rejected) {
+    waitingForToken = true;
+    pageToken = '';
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // storage disabled: the token is asked again on each load
+    }
+    $('token-note').textContent = rejected
+      ? 'The collector did not accept this token (unknown or revoked). Enter a read token.'
+      : 'This collector needs a read token (apm-collector tokens create). It is kept in this tab only.';
+    $('token-form').hidden = false;
+    $('status').className = 'status failing';
+    $('status-text').textContent = 'Waiting for a read token';
+    $('token-input').focus();
+  }
+
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const value = $('token-input').value.trim();
+    if (!value) return;
+    pageToken = value;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, value);
+    } catch {
+      // kept nowhere: this load only
+    }
+    $('token-input').value = '';
+    $('token-form').hidden = true;
+    if (waitingForToken) {
+      waitingForToken = false;
+      loop();
+    }
+  });
+
   async function refresh() {
+    const hadToken = readToken() !== '';
     const [agents, points, stats] = await Promise.allSettled([getJson('/api/agents'), getJson(metricsPath()), getJson('/api/stats')]);
+    if ([agents, points, stats].some((r) => r.status === 'rejected' && r.reason instanceof AuthError)) {
+      askToken(hadToken);
+      return;
+    }
     const errors = [];
     if (agents.status === 'fulfilled') renderAgents(agents.value);
     else errors.push(`Agents: ${agents.reason.message}`);
@@ -457,7 +518,8 @@
       box.hidden = false;
       box.textContent = `The page failed to draw: ${err?.message}`;
     }
-    setTimeout(loop, REFRESH_MS);
+    // Polling stops while the page waits for a token; submitting one starts it again.
+    if (!waitingForToken) setTimeout(loop, REFRESH_MS);
   }
 
   loop();

@@ -4,7 +4,8 @@ import { ApmError } from '@apm-sidecar/proto';
 import { formatAccessKey } from '@apm-sidecar/proto/upstream';
 import { type AgentServer, startAgentServer } from './agent-server';
 import { Tunnel } from './tunnel';
-import { ProjectNameError } from './errors';
+import { isLoopbackBind } from './api-access';
+import { ProjectNameError, UnknownProjectError, UnknownTokenError } from './errors';
 import { closeServer, createHttpApi, listen } from './http-api';
 import { LOG_LEVELS, type Logger, createLogger } from './logger';
 import { type CollectorSettings, SettingError, parseSettings } from './settings';
@@ -50,7 +51,8 @@ function die(code: number, message: string): never {
 }
 
 function failStore(err: unknown): never {
-  if (err instanceof ProjectNameError) die(EXIT_USAGE, err.message);
+  if (err instanceof ProjectNameError || err instanceof UnknownProjectError || err instanceof UnknownTokenError)
+    die(EXIT_USAGE, `${err.message} [${err.code}]`);
   if (err instanceof ApmError) die(EXIT_RUNTIME, `${err.message} [${err.code}]`);
   die(EXIT_RUNTIME, err instanceof Error ? err.message : String(err));
 }
@@ -71,6 +73,7 @@ interface RunOpts {
   licenses: number;
   set: string[];
   logLevel: string;
+  metricsOpen?: boolean;
 }
 
 async function run(o: RunOpts): Promise<void> {
@@ -90,6 +93,15 @@ async function run(o: RunOpts): Promise<void> {
     log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
     failStore(err);
   }
+  // Like Redis's protected mode: an API reachable from other hosts must have a credential.
+  if (!isLoopbackBind(o.http.host) && store.tokens.active().length === 0) {
+    log.fatal({ code: 'ERR_NO_READ_TOKEN', http: o.http, dataDir }, 'refusing to serve the HTTP API on a non-loopback address without a read token');
+    store.close();
+    die(
+      EXIT_USAGE,
+      `--http ${o.http.host}:${o.http.port} is not a loopback address and no read token is configured, so anyone reaching the port could read the collected data; create one first with: apm-collector tokens create [--project NAME] --data-dir ${dataDir} (or listen on 127.0.0.1) [ERR_NO_READ_TOKEN]`,
+    );
+  }
   const reset = store.resetSessions(Date.now());
   log.info({ db: store.path, agentsReset: reset, settings }, 'store opened');
   const stats = new CollectorStats();
@@ -100,6 +112,8 @@ async function run(o: RunOpts): Promise<void> {
     stats,
     log,
     disconnectedRetentionMs: settings.disconnected_retention_ms,
+    tokens: () => store.tokens.active(),
+    metricsOpen: o.metricsOpen === true,
     extraRoutes: (req, res) => tunnel?.route(req, res) ?? false,
   });
   let agents: AgentServer | null = null;
@@ -128,7 +142,16 @@ async function run(o: RunOpts): Promise<void> {
   const agentServer = agents;
   tunnel = new Tunnel({ agents: agentServer, log, sessionTimeoutMs: settings.tunnel_session_timeout_ms, maxBodyBytes: settings.max_frame_bytes + 1024 });
   const agentTunnel = tunnel;
-  log.info({ agents: { host: o.host, port: agentServer.port }, http: { host: o.http.host, port: httpPort }, dataDir }, 'listening');
+  log.info(
+    {
+      agents: { host: o.host, port: agentServer.port },
+      http: { host: o.http.host, port: httpPort },
+      dataDir,
+      readTokens: store.tokens.active().length,
+      metricsOpen: o.metricsOpen === true,
+    },
+    'listening',
+  );
 
   let stopping = false;
   const shutdown = (signal: string): void => {
@@ -225,6 +248,80 @@ function keysList(o: { dataDir?: string; json?: boolean }): void {
   for (const r of rows) process.stdout.write(`${r.map((c, i) => (i < 3 ? c.padEnd(widths[i] as number) : c)).join('  ')}\n`);
 }
 
+/** The project a token is for: given by project id, or by name when one project has that name. */
+function resolveProject(store: SqliteStore, nameOrId: string): string {
+  const want = nameOrId.trim();
+  const keys = store.listKeys();
+  if (keys.some((k) => k.projectId === want)) return want;
+  const ids = [...new Set(keys.filter((k) => k.name === want).map((k) => k.projectId))];
+  if (ids.length === 1) return ids[0] as string;
+  if (ids.length > 1) throw new UnknownProjectError(`several projects are named ${JSON.stringify(want)} (${ids.join(', ')}): give the project id`);
+  throw new UnknownProjectError(
+    `no project ${JSON.stringify(want)} (by id or name) has an access key here; create it with: apm-collector keys create --project NAME`,
+  );
+}
+
+function tokensCreate(o: { project?: string; dataDir?: string }): void {
+  const store = openStore(o.dataDir ?? defaultDataDir());
+  try {
+    const projectId = o.project === undefined ? null : resolveProject(store, o.project);
+    const { tokenId, token } = store.tokens.create(projectId);
+    // Informational lines first; the token alone on the last line (`| tail -n 1`).
+    process.stdout.write(
+      `created read token ${tokenId} for ${projectId === null ? 'every project' : `project ${projectId}`}\n` +
+        'it is shown only this once; send it as "Authorization: Bearer <token>" (the web page asks for it):\n' +
+        `${token}\n`,
+    );
+  } catch (err) {
+    store.close();
+    failStore(err);
+  }
+  store.close();
+}
+
+function tokensList(o: { dataDir?: string; json?: boolean }): void {
+  const store = openStore(o.dataDir ?? defaultDataDir());
+  let rows: ReturnType<SqliteStore['tokens']['list']>;
+  try {
+    rows = store.tokens.list();
+  } finally {
+    store.close();
+  }
+  const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+  if (o.json === true) {
+    process.stdout.write(
+      `${JSON.stringify(
+        rows.map((r) => ({ ...r, createdAt: iso(r.createdAt), revokedAt: iso(r.revokedAt) })),
+        null,
+        2,
+      )}\n`,
+    );
+    return;
+  }
+  if (rows.length === 0) {
+    process.stdout.write('no read tokens (protected mode: the API answers loopback clients only); create one with: apm-collector tokens create\n');
+    return;
+  }
+  const table = [
+    ['TOKEN ID', 'PROJECT', 'CREATED', 'REVOKED'],
+    ...rows.map((r) => [r.tokenId, r.projectId ?? '(every project)', iso(r.createdAt) as string, iso(r.revokedAt) ?? '-']),
+  ];
+  const widths = [0, 1, 2].map((i) => Math.max(...table.map((r) => (r[i] as string).length)));
+  for (const r of table) process.stdout.write(`${r.map((c, i) => (i < 3 ? c.padEnd(widths[i] as number) : c)).join('  ')}\n`);
+}
+
+function tokensRevoke(tokenId: string, o: { dataDir?: string }): void {
+  const store = openStore(o.dataDir ?? defaultDataDir());
+  let result: ReturnType<SqliteStore['tokens']['revoke']>;
+  try {
+    result = store.tokens.revoke(tokenId.trim());
+  } finally {
+    store.close();
+  }
+  if (result === 'unknown') failStore(new UnknownTokenError(tokenId));
+  process.stdout.write(result === 'revoked' ? `revoked read token ${tokenId}\n` : `read token ${tokenId} was already revoked\n`);
+}
+
 export function main(argv: string[]): void {
   const program = new Command('apm-collector');
   program.description('apm-sidecar reference collector: authenticates agents, stores their data in SQLite, serves a JSON API and a web page').version('0.1.0');
@@ -253,6 +350,7 @@ export function main(argv: string[]): void {
         .argParser(collect),
     )
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--metrics-open', '/metrics answers every client without a token (default: loopback clients, or a collector-wide token)'))
     .action((o: RunOpts) => run(o));
 
   const keys = program.command('keys').description('manage the access keys agents authenticate with');
@@ -268,6 +366,26 @@ export function main(argv: string[]): void {
     .option('--data-dir <dir>', dataDirHelp)
     .option('--json', 'print JSON')
     .action((o: { dataDir?: string; json?: boolean }) => keysList(o));
+
+  const tokens = program.command('tokens').description('manage the read tokens of the HTTP API and web page');
+  tokens
+    .command('create')
+    .description('create a read token (for every project, or one); prints the token alone on the last line')
+    .option('--project <name>', 'only this project (its id, or its name when unique)')
+    .option('--data-dir <dir>', dataDirHelp)
+    .action((o: { project?: string; dataDir?: string }) => tokensCreate(o));
+  tokens
+    .command('list')
+    .description('list read tokens (id, project, creation and revocation time — never the token)')
+    .option('--data-dir <dir>', dataDirHelp)
+    .option('--json', 'print JSON')
+    .action((o: { dataDir?: string; json?: boolean }) => tokensList(o));
+  tokens
+    .command('revoke')
+    .description('revoke a read token by its id; a running collector refuses it from the next request on')
+    .argument('<token-id>', 'the id shown by tokens create / tokens list')
+    .option('--data-dir <dir>', dataDirHelp)
+    .action((id: string, o: { dataDir?: string }) => tokensRevoke(id, o));
 
   const all = (c: Command): void => {
     c.exitOverride();

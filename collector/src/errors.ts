@@ -44,3 +44,17 @@ export class ProjectNameError extends ApmError {
     super('ERR_PROJECT_NAME', `bad project name: ${why}`);
   }
 }
+
+/** `tokens create --project` names no project that has an access key, or a name several projects share. */
+export class UnknownProjectError extends ApmError {
+  constructor(message: string) {
+    super('ERR_UNKNOWN_PROJECT', message);
+  }
+}
+
+/** `tokens revoke` names no token. */
+export class UnknownTokenError extends ApmError {
+  constructor(tokenId: string) {
+    super('ERR_UNKNOWN_TOKEN', `no read token with id ${JSON.stringify(tokenId)} (see: apm-collector tokens list)`);
+  }
+}

@@ -4,7 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
-import { MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
+import { type RouteClass, decideAccess } from './api-access';
+import type { ActiveToken } from './read-tokens';
+import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -20,6 +22,9 @@ import type { AgentState, CollectorStats } from './types';
  *   GET /              the web page (public/index.html, with /app.js and /style.css)
  *
  * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
+ * Then access is decided (api-access.ts): 401 ERR_UNAUTHORIZED without a valid read token,
+ * 403 ERR_PROTECTED_MODE from a non-loopback client when no token is configured.
+ * A project-scoped token sees only the rows of its project, in every route.
  * Every error is JSON `{ error: { code, message } }`: unknown path 404, wrong method
  * 405, a body over maxBodyBytes 413, bad query parameters 400.
  */
@@ -40,6 +45,10 @@ export interface HttpApiOptions {
   /** Directory holding index.html (default: the package's public/). */
   publicDir?: string;
   now?: () => number;
+  /** Read tokens not revoked, asked on each request (default: none, i.e. protected mode). */
+  tokens?: () => readonly ActiveToken[];
+  /** /metrics open to every client (default: loopback only, or a token). */
+  metricsOpen?: boolean;
 }
 
 export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
@@ -66,7 +75,25 @@ class HttpError extends ApmError {
   }
 }
 
-type Handler = (q: URLSearchParams, res: ServerResponse) => void;
+/** project: the caller's project, or null for a collector-wide caller. */
+type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null) => void;
+
+// The caller's project (null: every project) narrows what it reads here and nowhere else:
+// store queries get a project condition, agent rows are kept when their project matches.
+function scoped<T extends ListQuery | MetricQuery>(q: T, project: string | null): T {
+  return project === null ? q : { ...q, project };
+}
+function inScope(row: { projectId: string }, project: string | null): boolean {
+  return project === null || row.projectId === project;
+}
+
+const OPEN = { ok: true, project: null } as const;
+
+function routeClass(path: string): RouteClass {
+  if (path === '/healthz') return 'open';
+  if (path === '/metrics') return 'metrics';
+  return path === '/api' || path.startsWith('/api/') ? 'api' : 'page';
+}
 
 const STATES: AgentState[] = ['live', 'stalled', 'disconnected'];
 
@@ -171,7 +198,7 @@ export function prometheusText(stats: CollectorStats, agents: Record<AgentState,
   metric(
     'apm_collector_rejected_total',
     'counter',
-    'Agent sessions or frames rejected, by reason.',
+    'Agent sessions, agent frames and HTTP API requests rejected, by reason.',
     Object.entries(stats.rejected).map(([r, n]) => [{ reason: r }, n]),
   );
   metric('apm_collector_late_points_dropped_total', 'counter', 'Metric points dropped because their minute was already final.', [[{}, stats.droppedLate]]);
@@ -192,47 +219,63 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const maxBody = opts.maxBodyBytes ?? 64 * 1024;
   const publicDir = opts.publicDir ?? DEFAULT_PUBLIC_DIR;
   const publicCache = new Map<string, Buffer>();
+  const tokens = opts.tokens ?? (() => []);
+  const metricsOpen = opts.metricsOpen ?? false;
+  const deniedLogged = new Set<string>();
+
+  const listAgents = (project: string | null) => {
+    const t = now();
+    return store.listAgents().filter((a) => inScope(a, project) && !(a.state === 'disconnected' && t - a.stateSince > retention));
+  };
 
   const routes = new Map<string, Handler>([
     [
       '/api/agents',
-      (_q, res) => {
-        const t = now();
-        const rows = store
-          .listAgents()
-          .filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention))
-          .map((a) => ({
-            agentId: a.agentId,
-            app: a.app,
-            host: a.host,
-            state: a.state,
-            lastSeenAt: new Date(a.lastSeenAt).toISOString(),
-            licensed: a.licensed,
-            projectId: a.projectId,
-            apps: a.apps,
-            version: a.version,
-          }));
+      (_q, res, project) => {
+        const rows = listAgents(project).map((a) => ({
+          agentId: a.agentId,
+          app: a.app,
+          host: a.host,
+          state: a.state,
+          lastSeenAt: new Date(a.lastSeenAt).toISOString(),
+          licensed: a.licensed,
+          projectId: a.projectId,
+          apps: a.apps,
+          version: a.version,
+        }));
         sendJson(res, 200, rows);
       },
     ],
-    ['/api/metrics', (q, res) => sendJson(res, 200, store.queryMetrics(metricQueryFrom(q)))],
+    ['/api/metrics', (q, res, project) => sendJson(res, 200, store.queryMetrics(scoped(metricQueryFrom(q), project)))],
     [
       '/api/traces',
-      (q, res) => {
+      (q, res, project) => {
         const agent = param(q, 'agent');
         const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-        sendJson(res, 200, store.listTraces({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }));
+        sendJson(res, 200, store.listTraces(scoped({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }, project)));
       },
     ],
     [
       '/api/events',
-      (q, res) => {
+      (q, res, project) => {
         const agent = param(q, 'agent');
         const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-        sendJson(res, 200, store.listEvents({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }));
+        sendJson(res, 200, store.listEvents(scoped({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }, project)));
       },
     ],
-    ['/api/stats', (_q, res) => sendJson(res, 200, { ...(stats.toJSON() as Record<string, unknown>), agents: store.agentsByState() })],
+    [
+      '/api/stats',
+      (_q, res, project) => {
+        if (project === null) {
+          sendJson(res, 200, { ...(stats.toJSON() as Record<string, unknown>), agents: store.agentsByState() });
+          return;
+        }
+        // The counters are collector-wide (every project's traffic): a project's caller gets its agents only.
+        const agents: Record<AgentState, number> = { live: 0, stalled: 0, disconnected: 0 };
+        for (const a of store.listAgents()) if (inScope(a, project)) agents[a.state]++;
+        sendJson(res, 200, { project, agents });
+      },
+    ],
     [
       '/healthz',
       (_q, res) => {
@@ -272,9 +315,9 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     ]),
   ]);
 
-  const respond = (req: IncomingMessage, res: ServerResponse, handler: Handler, search: string): void => {
+  const respond = (req: IncomingMessage, res: ServerResponse, handler: Handler, search: string, project: string | null): void => {
     try {
-      handler(new URLSearchParams(search), res);
+      handler(new URLSearchParams(search), res, project);
     } catch (err) {
       if (err instanceof HttpError) {
         sendError(res, err.status, err.code, err.message);
@@ -293,6 +336,29 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     const path = qi < 0 ? url : url.slice(0, qi);
     const search = qi < 0 ? '' : url.slice(qi + 1);
     const handler = routes.get(path);
+    const route = routeClass(path);
+    // /healthz is decided without reading the tokens (probes call it often).
+    const access =
+      route === 'open'
+        ? OPEN
+        : decideAccess(
+            { route, peer: req.socket.remoteAddress, host: req.headers.host, authorization: req.headers.authorization },
+            { tokens: tokens(), metricsOpen },
+          );
+    if (!access.ok) {
+      req.resume();
+      stats.rejected[access.reason]++;
+      // Logged once per reason (the token is never logged); later ones only counted.
+      const first = !deniedLogged.has(access.reason);
+      deniedLogged.add(access.reason);
+      log[first ? 'warn' : 'debug'](
+        { code: access.code, peer: req.socket.remoteAddress, host: req.headers.host?.slice(0, 200), path: path.slice(0, 200) },
+        first ? 'HTTP request refused (later refusals are counted in rejected, not logged)' : 'HTTP request refused',
+      );
+      sendError(res, access.status, access.code, access.message, access.status === 401 ? { 'www-authenticate': 'Bearer realm="apm-collector"' } : {});
+      return;
+    }
+    const project = access.project;
     // Check the declared size first; a chunked body is counted as it arrives.
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > maxBody) {
@@ -319,7 +385,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
       }
     });
     req.on('end', () => {
-      if (!over) respond(req, res, handler, search);
+      if (!over) respond(req, res, handler, search, project);
     });
     req.on('error', () => res.destroy());
   });

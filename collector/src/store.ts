@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { METRIC_KIND_NAMES, MetricKind, type MetricKindName, type MetricPoint, Reader, type Series, Sketch, Writer } from '@apm-sidecar/proto';
 import { type AccessKey, type AgentInfo, type TextItem, type UpMetricPack, isProjectId, keyFingerprint } from '@apm-sidecar/proto/upstream';
+import { ReadTokens } from './read-tokens';
 import { ProjectNameError, StoreCorruptError, StoreDurabilityError, StoreOpenError, StoreVersionError } from './errors';
 import type { AgentRow, AgentState, CollectorStore, StoreMetricsResult, StoreTextResult } from './types';
 
@@ -40,6 +41,8 @@ export interface AgentListRow extends AgentRow {
 
 export interface MetricQuery {
   agent?: string;
+  /** Only the rows of this project (see projectCondition). */
+  project?: string;
   name?: string;
   /** Interval start ≥ from (epoch ms). */
   from?: number;
@@ -112,6 +115,8 @@ export interface KeyRow {
 
 export interface ListQuery {
   agent?: string;
+  /** Only the rows of this project (see projectCondition). */
+  project?: string;
   limit?: number;
 }
 
@@ -283,6 +288,16 @@ export const MIGRATIONS: string[] = [
   ${t === 'metric_points' ? 'CREATE INDEX metric_points_by_start ON metric_points (interval_start);' : ''}
   `,
   ),
+  // 4: read tokens for the HTTP API; only a hash of each token is kept (a token is shown once, at creation).
+  `
+  CREATE TABLE read_tokens (
+    token_id TEXT PRIMARY KEY,
+    project_id TEXT,
+    hash BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  );
+  `,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 export const ROLLUP_MS = 60_000;
@@ -297,7 +312,17 @@ const OUR_TABLES = new Set([
   'events',
   'snapshots',
   'bt_registrations',
+  'read_tokens',
 ]);
+
+/**
+ * The SQL condition that keeps, in a table with an agent_id column, only the rows of project
+ * `@project`: those of the agents bound to that project's access key. The one place that says
+ * which rows belong to a project.
+ */
+export function projectCondition(): string {
+  return 'agent_id IN (SELECT agent_id FROM agents WHERE project_id = @project)';
+}
 
 /** Read `PRAGMA synchronous` back and throw unless it is `wanted` (2 = FULL). Exported for tests. */
 export function assertSynchronous(db: Database.Database, wanted = 2): void {
@@ -448,6 +473,8 @@ type Statements = ReturnType<typeof prepareAll>;
 
 export class SqliteStore implements CollectorStore {
   readonly path: string;
+  /** Read tokens of the HTTP API. */
+  readonly tokens: ReadTokens;
   private readonly db: Database.Database;
   private readonly st: Statements;
   private readonly seriesCache = new Map<string, SeriesInfo>();
@@ -512,6 +539,7 @@ export class SqliteStore implements CollectorStore {
     this.migrate();
     this.secureFiles();
     this.st = prepareAll(db);
+    this.tokens = new ReadTokens(db);
     this.metricsTx = db.transaction((agentId: string, packs: UpMetricPack[], now: number) => this.storeMetricsIn(agentId, packs, now)).immediate;
     this.textTx = db.transaction((agentId: string, items: TextItem[]) => this.storeTextIn(agentId, items)).immediate;
   }
@@ -752,6 +780,10 @@ export class SqliteStore implements CollectorStore {
       where.push('agent_id = @agent');
       params.agent = q.agent;
     }
+    if (q.project !== undefined) {
+      where.push(projectCondition());
+      params.project = q.project;
+    }
     if (q.name !== undefined) {
       where.push('name = @name');
       params.name = q.name;
@@ -826,7 +858,8 @@ export class SqliteStore implements CollectorStore {
 
   private list<T>(table: string, cols: string, q: ListQuery, map: (row: Record<string, unknown>) => T): T[] {
     const limit = Math.max(1, Math.min(MAX_QUERY_LIMIT, Math.floor(q.limit ?? 100)));
-    const sql = `SELECT ${cols} FROM ${table}${q.agent !== undefined ? ' WHERE agent_id = @agent' : ''} ORDER BY id DESC LIMIT @limit`;
+    const where = [...(q.agent !== undefined ? ['agent_id = @agent'] : []), ...(q.project !== undefined ? [projectCondition()] : [])];
+    const sql = `SELECT ${cols} FROM ${table}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
     let stmt = this.queryCache.get(sql);
     if (stmt === undefined) {
       stmt = this.db.prepare(sql);
@@ -834,6 +867,7 @@ export class SqliteStore implements CollectorStore {
     }
     const params: Record<string, unknown> = { limit };
     if (q.agent !== undefined) params.agent = q.agent;
+    if (q.project !== undefined) params.project = q.project;
     return (stmt.all(params) as Record<string, unknown>[]).map(map);
   }
 

@@ -34,8 +34,17 @@ export async function startCollector(dataDir: string, extra: string[] = []): Pro
 
 /** `apm-collector keys create`: the key is alone on the last line of stdout. */
 export function createKey(dataDir: string, project = 'test'): Promise<string> {
+  return lastLineOf(['keys', 'create', '--project', project, '--data-dir', dataDir]);
+}
+
+/** `apm-collector tokens create`: a read token for every project, or for one (by id or name). */
+export function createToken(dataDir: string, project?: string): Promise<string> {
+  return lastLineOf(['tokens', 'create', ...(project !== undefined ? ['--project', project] : []), '--data-dir', dataDir]);
+}
+
+function lastLineOf(args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [COLLECTOR_CLI, 'keys', 'create', '--project', project, '--data-dir', dataDir], {
+    const child = spawn(process.execPath, [COLLECTOR_CLI, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -47,23 +56,40 @@ export function createKey(dataDir: string, project = 'test'): Promise<string> {
       err += d;
     });
     child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`keys create exited ${code}: ${err}`));
+      if (code !== 0) return reject(new Error(`${args.slice(0, 2).join(' ')} exited ${code}: ${err}`));
       const lines = out.trim().split('\n');
       resolve((lines[lines.length - 1] as string).trim());
     });
   });
 }
 
-export function getJson<T = any>(port: number, path: string, host = '127.0.0.1'): Promise<{ status: number; body: T }> {
+export interface GetOptions {
+  /** Sent as `Authorization: Bearer <token>`. */
+  token?: string;
+  /** The Host header (default: the address connected to). */
+  hostHeader?: string;
+  /** The address to connect to (default 127.0.0.1). */
+  address?: string;
+}
+
+export function getJson<T = any>(
+  port: number,
+  path: string,
+  o: GetOptions | string = {},
+): Promise<{ status: number; body: T; headers: Record<string, unknown> }> {
+  const opts: GetOptions = typeof o === 'string' ? { address: o } : o;
+  const headers: Record<string, string> = {};
+  if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.hostHeader !== undefined) headers.host = opts.hostHeader;
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, path }, (res) => {
+    const req = request({ host: opts.address ?? '127.0.0.1', port, path, headers }, (res) => {
       let body = '';
       res.on('data', (d) => {
         body += d;
       });
       res.on('end', () => {
         try {
-          resolve({ status: res.statusCode ?? 0, body: JSON.parse(body) as T });
+          resolve({ status: res.statusCode ?? 0, body: JSON.parse(body) as T, headers: res.headers });
         } catch (err) {
           reject(new Error(`${path}: not JSON: ${body.slice(0, 200)} (${String(err)})`));
         }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from '@apm-sidecar/shim';
 import { chromium } from 'playwright-core';
-import { createKey, getJson, startCollector } from '../helpers/collector';
+import { createKey, createToken, getJson, startCollector } from '../helpers/collector';
 import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
 // The collector's web page in a real browser (Debian's chromium, driven by playwright-core):
@@ -12,6 +12,7 @@ import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
 // What the callbacks passed to the page see (this package compiles without the DOM library).
 declare const document: { querySelector(sel: string): { getAttribute(name: string): string | null } | null };
+declare const sessionStorage: { getItem(key: string): string | null };
 declare function getComputedStyle(e: unknown): { opacity: string };
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -33,7 +34,9 @@ const AGENT = 'page-agent';
 const ROW = `tr[data-agent-id="${AGENT}"]`;
 const HIST = 'figure[data-metric="page.latency_ms"]';
 
-test('the collector page: agents and charts live, a stalled agent marked, a killed one greyed, API errors shown', { timeout: 180_000 }, async (t) => {
+test('the collector page: asks for the read token, then agents and charts live, a stalled agent marked, a killed one greyed, API errors shown', {
+  timeout: 180_000,
+}, async (t) => {
   if (!existsSync(CHROMIUM)) {
     t.skip('chromium not installed: browser test skipped (apt-get install chromium)');
     return;
@@ -44,6 +47,7 @@ test('the collector page: agents and charts live, a stalled agent marked, a kill
   try {
     const data = join(tmp.dir, 'collector');
     const key = await createKey(data, 'page');
+    const token = await createToken(data);
     const collector = await startCollector(data, ['--set', 'stall_after_ms=1500']);
     cleanups.push(() => collector.kill('SIGTERM'));
 
@@ -58,9 +62,22 @@ test('the collector page: agents and charts live, a stalled agent marked, a kill
     const base = `http://127.0.0.1:${collector.httpPort}`;
     await page.goto(`${base}/?refresh=300`);
 
+    // A token is configured: the page asks for it; a wrong one is refused and asked for again.
+    await page.waitForSelector('#token-form:not([hidden])', WAIT);
+    await page.fill('#token-input', `${token.slice(0, -4)}${token.endsWith('AAAA') ? 'BBBB' : 'AAAA'}`);
+    await page.click('#token-form button[type="submit"]');
+    await page.getByText('did not accept this token').waitFor(WAIT);
+    assert.ok(await page.locator('#token-form').isVisible());
+    await page.fill('#token-input', token);
+    await page.click('#token-form button[type="submit"]');
+    await page.waitForSelector('#token-form[hidden]', { state: 'attached', ...WAIT });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('apm-collector-token')), token, 'kept for the session');
+    // A reload keeps the token: no second prompt.
+    await page.reload();
     // Nothing yet: both empty states say so.
     await page.getByText('No agents yet').waitFor(WAIT);
     await page.getByText('No metric points in the last 10 min').waitFor(WAIT);
+    assert.ok(await page.locator('#token-form').isHidden(), 'no second prompt after a reload');
 
     const sc = await startSidecar(
       join(tmp.dir, 'sc'),
@@ -97,7 +114,7 @@ test('the collector page: agents and charts live, a stalled agent marked, a kill
     const row = page.locator(ROW);
     // The app cell shows what the API says (the app's name arrives with the sidecar's AgentInfo; '–' when none).
     await waitFor('the app cell to match /api/agents', async () => {
-      const api = (await getJson<any[]>(collector.httpPort, '/api/agents')).body.find((a) => a.agentId === AGENT);
+      const api = (await getJson<any[]>(collector.httpPort, '/api/agents', { token })).body.find((a) => a.agentId === AGENT);
       return (await row.locator('td.agent-app').textContent()) === (api?.app || '–');
     });
     const cells = await row.locator('td').allTextContents();
