@@ -4,16 +4,19 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
-import { MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
+import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
 import type { AgentState, CollectorStats } from './types';
 
 /**
  * The collector's HTTP side (node:http, no framework):
  *
- *   GET /api/agents    agents; disconnected ones stay listed for disconnected_retention_ms
- *   GET /api/metrics   ?agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
- *   GET /api/traces    ?agent=&limit=   recent traces, newest first
- *   GET /api/events    ?agent=&limit=   recent events, newest first
+ *   GET /api/agents    ?project=   agents; disconnected ones stay listed for disconnected_retention_ms
+ *   GET /api/metrics   ?project=&agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
+ *   GET /api/traces    ?project=&agent=&limit=   recent traces, newest first
+ *   GET /api/events    ?project=&agent=&limit=   recent events, newest first
+ *
+ * An agent is (project, agent id): every row carries `project`, and `agent=` alone
+ * matches that agent id in every project.
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
  *   GET /metrics       Prometheus text format
@@ -115,6 +118,8 @@ const EPOCH_MS = 'epoch milliseconds (a non-negative integer)';
 
 export function metricQueryFrom(q: URLSearchParams): MetricQuery {
   const out: MetricQuery = {};
+  const project = param(q, 'project', 64);
+  if (project !== undefined) out.project = project;
   const agent = param(q, 'agent');
   const name = param(q, 'name');
   const from = intParam(q, 'from', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
@@ -132,6 +137,14 @@ export function metricQueryFrom(q: URLSearchParams): MetricQuery {
     out.rollup = true;
   }
   return out;
+}
+
+/** ?project=&agent=&limit= of the trace and event lists. */
+function listQueryFrom(q: URLSearchParams): ListQuery {
+  const project = param(q, 'project', 64);
+  const agent = param(q, 'agent');
+  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
+  return { ...(project !== undefined && { project }), ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) };
 }
 
 function esc(v: string): string {
@@ -196,12 +209,14 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const routes = new Map<string, Handler>([
     [
       '/api/agents',
-      (_q, res) => {
+      (q, res) => {
         const t = now();
+        const project = param(q, 'project', 64);
         const rows = store
-          .listAgents()
+          .listAgents(project !== undefined ? { project } : {})
           .filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention))
           .map((a) => ({
+            project: a.projectId,
             agentId: a.agentId,
             app: a.app,
             host: a.host,
@@ -219,17 +234,13 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/api/traces',
       (q, res) => {
-        const agent = param(q, 'agent');
-        const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-        sendJson(res, 200, store.listTraces({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }));
+        sendJson(res, 200, store.listTraces(listQueryFrom(q)));
       },
     ],
     [
       '/api/events',
       (q, res) => {
-        const agent = param(q, 'agent');
-        const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-        sendJson(res, 200, store.listEvents({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }));
+        sendJson(res, 200, store.listEvents(listQueryFrom(q)));
       },
     ],
     ['/api/stats', (_q, res) => sendJson(res, 200, { ...(stats.toJSON() as Record<string, unknown>), agents: store.agentsByState() })],

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect } from '@apm-sidecar/shim';
+import { parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { chromium } from 'playwright-core';
 import { createKey, getJson, startCollector } from '../helpers/collector';
 import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
@@ -101,7 +102,7 @@ test('the collector page: agents and charts live, a stalled agent marked, a kill
       return (await row.locator('td.agent-app').textContent()) === (api?.app || '–');
     });
     const cells = await row.locator('td').allTextContents();
-    assert.deepEqual([cells[0], cells[3], cells[5]], [AGENT, 'live', 'yes']);
+    assert.deepEqual([cells[0], cells[1], cells[4], cells[6]], [AGENT, parseAccessKey(key).projectId, 'live', 'yes'], 'agent, its project, state, license');
     assert.equal(await row.evaluate((r) => getComputedStyle(r).opacity), '1');
     const legend = await page.locator(`${HIST} svg .legend text`).allTextContents();
     assert.deepEqual(legend, ['p50', 'p95', 'p99']);

@@ -64,13 +64,13 @@ describe('collector HTTP API (in process)', () => {
     };
     const gauge = { key: encodeSeries(MetricKind.Gauge, 'pool', {}).toString('latin1'), kind: MetricKind.Gauge, name: 'pool', tags: {} };
     store.agentConnected('proj', { agentId: 'live-1', host: 'h1', version: '1', apps: ['shop', 'other'] }, T0);
-    store.agentLicensed('live-1', true);
+    store.agentLicensed({ projectId: 'proj', agentId: 'live-1' }, true);
     store.agentConnected('proj', { agentId: 'gone-recently', host: 'h2', version: '1', apps: ['shop'] }, T0);
-    store.agentState('gone-recently', 'disconnected', T0 + 50_000);
+    store.agentState({ projectId: 'proj', agentId: 'gone-recently' }, 'disconnected', T0 + 50_000);
     store.agentConnected('proj', { agentId: 'gone-long-ago', host: 'h3', version: '1', apps: [] }, T0);
-    store.agentState('gone-long-ago', 'disconnected', T0);
+    store.agentState({ projectId: 'proj', agentId: 'gone-long-ago' }, 'disconnected', T0);
     store.storeMetrics(
-      'live-1',
+      { projectId: 'proj', agentId: 'live-1' },
       [
         {
           packId: 'p1',
