@@ -124,7 +124,8 @@
       tr = el('tr');
       tr.dataset.agentId = a.agentId;
       tr.dataset.project = a.project;
-      for (const cls of ['agent-id', 'agent-project', 'agent-app', 'agent-host', 'agent-state', 'agent-seen', 'agent-licensed']) tr.append(el('td', { class: cls }));
+      for (const cls of ['agent-id', 'agent-project', 'agent-app', 'agent-host', 'agent-state', 'agent-seen', 'agent-licensed'])
+        tr.append(el('td', { class: cls }));
       rows.set(agentKey(a), tr);
     }
     const state = Object.hasOwn(STATE_TEXT, a.state) ? a.state : 'disconnected';

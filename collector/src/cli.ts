@@ -220,11 +220,13 @@ function keysList(o: { dataDir?: string; json?: boolean }): void {
   }
   const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
   if (o.json === true) {
-    process.stdout.write(`${JSON.stringify(
-      keys.map((k) => ({ ...k, createdAt: iso(k.createdAt), revokedAt: iso(k.revokedAt) })),
-      null,
-      2,
-    )}\n`);
+    process.stdout.write(
+      `${JSON.stringify(
+        keys.map((k) => ({ ...k, createdAt: iso(k.createdAt), revokedAt: iso(k.revokedAt) })),
+        null,
+        2,
+      )}\n`,
+    );
     return;
   }
   if (keys.length === 0) {
@@ -249,7 +251,8 @@ function keysRevoke(o: { fingerprint: string; dataDir?: string }): void {
     } else {
       process.stdout.write(`revoked access key ${r.fingerprint} of project ${r.projectId}; running collectors end its sessions within a second\n`);
     }
-    if (left === 0) process.stdout.write(`project ${r.projectId} has no valid access key left; create one with: apm-collector keys create --project ${r.projectId}\n`);
+    if (left === 0)
+      process.stdout.write(`project ${r.projectId} has no valid access key left; create one with: apm-collector keys create --project ${r.projectId}\n`);
   } catch (err) {
     store.close();
     if (err instanceof KeyNotFoundError) die(EXIT_USAGE, `${err.message} [${err.code}]`);

@@ -59,7 +59,10 @@ export class KeyNotFoundError extends ApmError {
 export class DataDirModeError extends ApmError {
   readonly path: string;
   constructor(path: string, mode: number, why: string) {
-    super('ERR_DATA_DIR_MODE', `the data directory ${path} has mode ${mode.toString(8).padStart(4, '0')}, open to other users, and ${why}; use a directory of its own with mode 0700`);
+    super(
+      'ERR_DATA_DIR_MODE',
+      `the data directory ${path} has mode ${mode.toString(8).padStart(4, '0')}, open to other users, and ${why}; use a directory of its own with mode 0700`,
+    );
     this.path = path;
   }
 }

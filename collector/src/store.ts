@@ -5,7 +5,16 @@ import Database from 'better-sqlite3';
 import { METRIC_KIND_NAMES, MetricKind, type MetricKindName, type MetricPoint, Reader, type Series, Sketch, Writer } from '@apm-sidecar/proto';
 import { type AccessKey, type AgentInfo, type TextItem, type UpMetricPack, isProjectId, keyFingerprint } from '@apm-sidecar/proto/upstream';
 import { DataDirModeError, KeyNotFoundError, ProjectNameError, StoreCorruptError, StoreDurabilityError, StoreOpenError, StoreVersionError } from './errors';
-import { type AgentRef, type AgentRow, type AgentState, type CollectorStore, type ProjectKey, type StoreMetricsResult, type StoreTextResult, agentKey } from './types';
+import {
+  type AgentRef,
+  type AgentRow,
+  type AgentState,
+  type CollectorStore,
+  type ProjectKey,
+  type StoreMetricsResult,
+  type StoreTextResult,
+  agentKey,
+} from './types';
 
 /**
  * The collector's SQLite storage (one file, `<dataDir>/collector.db`).

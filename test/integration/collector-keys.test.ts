@@ -21,7 +21,8 @@ const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set'
 type Json = Record<string, any>;
 
 function cli(args: string[], asUser?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const [cmd, argv] = asUser === undefined ? [process.execPath, [COLLECTOR_CLI, ...args]] : ['runuser', ['-u', asUser, '--', process.execPath, COLLECTOR_CLI, ...args]];
+  const [cmd, argv] =
+    asUser === undefined ? [process.execPath, [COLLECTOR_CLI, ...args]] : ['runuser', ['-u', asUser, '--', process.execPath, COLLECTOR_CLI, ...args]];
   return new Promise((resolve) => {
     const child = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, APM_COLLECTOR_DATA_DIR: undefined } });
     let stdout = '';

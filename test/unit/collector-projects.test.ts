@@ -118,11 +118,14 @@ describe('schema migration to (project, agent_id)', () => {
       db.prepare(
         "INSERT INTO traces (agent_id, app, instance_id, txid, trace_id, name, start_time, duration_ms, error, body_json) VALUES (?, 'shop', 'i', 't', 'tr', 'GET /', ?, 5, NULL, '{}')",
       ).run(agent, T0);
-      db.prepare("INSERT INTO active_stacks (agent_id, app, instance_id, txid, name, ts, elapsed_ms, body_json) VALUES (?, 'shop', 'i', 't', 'GET /', ?, 1, '{}')").run(
+      db.prepare(
+        "INSERT INTO active_stacks (agent_id, app, instance_id, txid, name, ts, elapsed_ms, body_json) VALUES (?, 'shop', 'i', 't', 'GET /', ?, 1, '{}')",
+      ).run(agent, T0);
+      db.prepare("INSERT INTO events (agent_id, app, instance_id, ts, type, message, body_json) VALUES (?, 'shop', 'i', ?, 'deploy', ?, '{}')").run(
         agent,
         T0,
+        agent,
       );
-      db.prepare("INSERT INTO events (agent_id, app, instance_id, ts, type, message, body_json) VALUES (?, 'shop', 'i', ?, 'deploy', ?, '{}')").run(agent, T0, agent);
       db.prepare("INSERT INTO snapshots (agent_id, app, instance_id, ts, kind, body_json) VALUES (?, 'shop', 'i', ?, 'heap', '{}')").run(agent, T0);
       db.prepare("INSERT INTO bt_registrations (agent_id, name, app, first_seen) VALUES (?, 'GET /', 'shop', ?)").run(agent, T0);
     }
