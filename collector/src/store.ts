@@ -333,6 +333,7 @@ export const MIGRATIONS: string[] = [
     SELECT agent_id, project_id FROM agents
     UNION ALL
     SELECT NULL, (SELECT CASE WHEN count(*) = 1 THEN max(project_id) END FROM projects);
+  CREATE INDEX temp.agent_project_by_agent ON agent_project (agent_id);
 
   CREATE TABLE metric_packs_new (
     agent_id TEXT NOT NULL,
