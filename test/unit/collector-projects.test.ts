@@ -206,6 +206,32 @@ describe('schema migration to (project, agent_id)', () => {
     }
   });
 
+  it('two projects that share a name (made before rotation existed): keys create by that name is refused as ambiguous, by id it rotates', () => {
+    const dir = tempDir();
+    oldDatabase(
+      dir,
+      [
+        ['shop-aaaaaa', 'Shop'],
+        ['shop-bbbbbb', 'Shop'],
+      ],
+      [],
+    );
+    const store = SqliteStore.open(dir);
+    try {
+      assert.throws(
+        () => store.createKey('Shop'),
+        (err: unknown) => (err as { code?: string }).code === 'ERR_PROJECT_NAME' && /shop-aaaaaa, shop-bbbbbb/.test((err as Error).message),
+      );
+      assert.equal(store.createKey('shop-bbbbbb').projectId, 'shop-bbbbbb');
+      assert.deepEqual(
+        store.listKeys().map((k) => k.projectId),
+        ['shop-aaaaaa', 'shop-bbbbbb', 'shop-bbbbbb'],
+      );
+    } finally {
+      store.close();
+    }
+  });
+
   it('with a single project, data of an agent never listed goes to that project', () => {
     const dir = tempDir();
     oldDatabase(dir, [['solo-cccccc', 'Solo']], [['pod-1', 'solo-cccccc']]);
