@@ -26,12 +26,19 @@ import {
  * sent after it never covers data that could be lost. (agentSeen is the one
  * exception: it is throttled, see below.)
  *
+ * An agent is (project, agent_id) in every table: the same agent_id under two
+ * projects is two agents, with their own rows, packs, points and items.
+ *
  * Exactly-once metrics: a pack id is unique per agent and stable across
  * resends; `metric_packs` remembers every pack stored, and a pack seen again is
  * skipped. Points merge into (agent, series bytes, interval start):
  *
  *   count, sum  added          min, max  min/max          gauge last  the most recently received
  *   sketch      bucket counts added (Sketch.merge), stored as Sketch.encodeBuckets bytes
+ *
+ * Access keys: a project (`projects`) has any number of keys (`keys`), each
+ * valid until revoked; the handshake tries the project's keys, sessions remember
+ * the key's id, and running collectors poll the revoked ids.
  *
  * Schema changes are migrations keyed by `PRAGMA user_version`.
  */
