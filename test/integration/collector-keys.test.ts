@@ -149,6 +149,29 @@ describe('collector: access key lifecycle', () => {
     assert.match(unknown.stderr, /ERR_KEY_NOT_FOUND/);
   });
 
+  test('over the HTTP tunnel too: keys revoke ends the key’s session within a second', async (t) => {
+    const data = join(tmp.dir, 'tunnel');
+    const keyText = await createKey(data, 'tunnel');
+    const c = await startCollector(data);
+    cleanups.push(() => c.kill('SIGKILL'));
+    const sc = await startSidecar(
+      join(tmp.dir, 'tunnel-sc'),
+      ['--transport', 'http', '--server-host', '127.0.0.1', '--server-port', String(c.httpPort), '--set', 'agent_id=tunnel-agent', ...FAST],
+      { APM_SIDECAR_ACCESS_KEY: keyText },
+    );
+    cleanups.push(() => sc.kill('SIGKILL'));
+    await waitFor('the tunnel sidecar active', async () => (await status(sc)).state === 'active');
+    assert.equal((await agentRow(c, 'tunnel-agent'))?.state, 'live');
+    const revoke = await cli(['keys', 'revoke', '--fingerprint', keyFingerprint(parseAccessKey(keyText).secret), '--data-dir', data]);
+    const revokedAt = Date.now();
+    assert.equal(revoke.code, 0, revoke.stderr);
+    await waitFor('the tunnel session to end', async () => (await agentRow(c, 'tunnel-agent'))?.state === 'disconnected', 5000, 10);
+    const endedIn = Date.now() - revokedAt;
+    t.diagnostic(`tunnel session ended ${endedIn} ms after keys revoke exited`);
+    assert.ok(endedIn < 1000, `the session ended ${endedIn} ms after the revocation`);
+    await waitFor('the sidecar refused on its next handshake', async () => (await status(sc)).upstream.lastError?.code === 'ERR_BAD_KEY');
+  });
+
   test('one refusal for every failed proof: unknown project, wrong key and revoked key get the same code and message, each counted as rejected.badKey', async () => {
     const data = join(tmp.dir, 'oracle');
     const revokedText = await createKey(data, 'bank');
