@@ -1,7 +1,8 @@
 'use strict';
 // The collector's web page: the agents table and one chart per metric name, drawn as
 // inline SVG, refreshed by polling the JSON API. No framework, no network beyond this origin.
-// Options in the query string: refresh=ms (poll period), window=ms (metrics shown), agent=ID.
+// Options in the query string: refresh=ms (poll period), window=ms (metrics shown), agent=ID, project=ID.
+// An agent is (project, agent id): two projects may use the same agent id, so both are shown.
 (() => {
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const params = new URLSearchParams(location.search);
@@ -12,6 +13,7 @@
   const REFRESH_MS = intParam('refresh', 1000, 100, 3_600_000);
   const WINDOW_MS = intParam('window', 600_000, 5_000, 7 * 86_400_000);
   const AGENT = params.get('agent') || '';
+  const PROJECT = params.get('project') || '';
   const POINT_LIMIT = 5000;
   const MAX_HIST_SERIES = 4;
   const MAX_SERIES = 8;
@@ -132,19 +134,24 @@
   const STATE_TEXT = { live: 'live', stalled: 'stalled', disconnected: 'disconnected' };
   const rows = new Map();
 
+  const agentKey = (a) => `${a.project}/${a.agentId}`;
+
   function agentRow(a) {
-    let tr = rows.get(a.agentId);
+    let tr = rows.get(agentKey(a));
     if (tr === undefined) {
       tr = el('tr');
       tr.dataset.agentId = a.agentId;
-      for (const cls of ['agent-id', 'agent-app', 'agent-host', 'agent-state', 'agent-seen', 'agent-licensed']) tr.append(el('td', { class: cls }));
-      rows.set(a.agentId, tr);
+      tr.dataset.project = a.project;
+      for (const cls of ['agent-id', 'agent-project', 'agent-app', 'agent-host', 'agent-state', 'agent-seen', 'agent-licensed'])
+        tr.append(el('td', { class: cls }));
+      rows.set(agentKey(a), tr);
     }
     const state = Object.hasOwn(STATE_TEXT, a.state) ? a.state : 'disconnected';
     tr.dataset.state = state;
     tr.className = `agent agent-${state}`;
-    const [id, app, host, st, seen, lic] = tr.cells;
+    const [id, project, app, host, st, seen, lic] = tr.cells;
     id.textContent = a.agentId;
+    project.textContent = a.project || '–';
     app.textContent = a.app || (Array.isArray(a.apps) ? a.apps.join(', ') : '') || '–';
     app.title = Array.isArray(a.apps) && a.apps.length > 1 ? `apps: ${a.apps.join(', ')}` : '';
     host.textContent = a.host || '–';
@@ -163,12 +170,12 @@
 
   function renderAgents(agents) {
     const body = $('agents').tBodies[0];
-    const seen = new Set(agents.map((a) => a.agentId));
+    const seen = new Set(agents.map(agentKey));
     for (const id of rows.keys()) if (!seen.has(id)) rows.delete(id);
     if (agents.length === 0) {
       body.replaceChildren(el('tr', { class: 'placeholder' }));
       body.rows[0].append(
-        el('td', { colspan: '6' }, 'No agents yet: start a sidecar with an access key (apm-collector keys create) and point it at this collector.'),
+        el('td', { colspan: '7' }, 'No agents yet: start a sidecar with an access key (apm-collector keys create) and point it at this collector.'),
       );
     } else {
       // Append in API order; appending an existing row moves it, so nothing flickers.
@@ -184,7 +191,7 @@
   // ---- charts ----
   const charts = new Map();
 
-  /** Group points by metric name, then by series (agent + tags). */
+  /** Group points by metric name, then by series (project + agent + tags). */
   function groupPoints(points) {
     const byName = new Map();
     for (const p of points) {
@@ -194,16 +201,20 @@
         byName.set(p.name, m);
       }
       const tags = tagText(p.tags);
-      const key = `${p.agentId}\u0000${tags}`;
+      const key = `${p.agentId}\u0000${p.project}\u0000${tags}`;
       let s = m.series.get(key);
       if (s === undefined) {
-        s = { agentId: p.agentId, tags, points: [] };
+        s = { agentId: p.agentId, project: p.project, who: p.agentId, tags, points: [] };
         m.series.set(key, s);
       }
       s.points.push(p);
     }
     for (const m of byName.values()) {
       m.series = new Map([...m.series].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      // An agent id used in two projects is two agents: name them with their project.
+      const projects = new Map();
+      for (const s of m.series.values()) projects.set(s.agentId, (projects.get(s.agentId) || new Set()).add(s.project));
+      for (const s of m.series.values()) if (projects.get(s.agentId).size > 1) s.who = `${s.agentId} (${s.project})`;
     }
     return byName;
   }
@@ -235,12 +246,12 @@
     const series = [...m.series.values()];
     const multi = series.length > 1;
     // Name a series by what tells it apart: the agent, the tags, or both.
-    const byAgent = new Set(series.map((s) => s.agentId)).size > 1;
+    const byAgent = new Set(series.map((s) => s.who)).size > 1;
     const byTags = new Set(series.map((s) => s.tags)).size > 1;
     const lines = [];
     const cap = m.kind === 'histogram' ? MAX_HIST_SERIES : MAX_SERIES;
     series.slice(0, cap).forEach((s, i) => {
-      const who = multi ? ` ${[byAgent ? s.agentId : '', byTags ? s.tags : ''].filter(Boolean).join(' ') || s.agentId}` : '';
+      const who = multi ? ` ${[byAgent ? s.who : '', byTags ? s.tags : ''].filter(Boolean).join(' ') || s.who}` : '';
       const gap = 2.5 * Math.max(...s.points.map((p) => p.intervalMs || 0), 1000);
       if (m.kind === 'histogram') {
         for (const [q, color] of QUANTILES) {
@@ -258,7 +269,7 @@
   function latestText(m) {
     const s = m.series.values().next().value;
     const p = s.points[s.points.length - 1];
-    const who = m.series.size > 1 ? ` (${s.agentId})` : '';
+    const who = m.series.size > 1 ? ` (${s.who})` : '';
     if (m.kind === 'histogram') return `latest${who}: p50 ${fmtNum(p.p50)} · p95 ${fmtNum(p.p95)} · p99 ${fmtNum(p.p99)} · n=${fmtNum(p.count)}`;
     if (m.kind === 'counter') return `latest${who}: ${fmtNum(p.sum)} per ${fmtDuration(p.intervalMs)}`;
     return `latest${who}: ${fmtNum(p.value ?? null)}`;
@@ -415,10 +426,11 @@
     });
     const empty = $('metrics-empty');
     empty.hidden = names.length > 0;
-    empty.textContent = `No metric points in the last ${fmtDuration(WINDOW_MS)}${AGENT ? ` for agent ${AGENT}` : ''}.`;
+    const scope = `${AGENT ? ` agent ${AGENT}` : ''}${PROJECT ? ` project ${PROJECT}` : ''}`;
+    empty.textContent = `No metric points in the last ${fmtDuration(WINDOW_MS)}${scope ? ` for${scope}` : ''}.`;
     const truncated = points.length >= POINT_LIMIT ? ` (the most recent ${POINT_LIMIT} points)` : '';
     $('metrics-summary').textContent =
-      `last ${fmtDuration(WINDOW_MS)}${AGENT ? `, agent ${AGENT}` : ''}: ${names.length} metric${names.length === 1 ? '' : 's'}, ${points.length} points${truncated}`;
+      `last ${fmtDuration(WINDOW_MS)}${scope ? `,${scope}` : ''}: ${names.length} metric${names.length === 1 ? '' : 's'}, ${points.length} points${truncated}`;
   }
 
   // ---- the loop ----
@@ -427,6 +439,7 @@
   function metricsPath() {
     const q = new URLSearchParams({ from: String(Math.max(0, Math.floor(serverNow() - WINDOW_MS))), limit: String(POINT_LIMIT) });
     if (AGENT) q.set('agent', AGENT);
+    if (PROJECT) q.set('project', PROJECT);
     return `/api/metrics?${q}`;
   }
 
@@ -468,9 +481,11 @@
     }
   });
 
+  const agentsPath = () => (PROJECT ? `/api/agents?${new URLSearchParams({ project: PROJECT })}` : '/api/agents');
+
   async function refresh() {
     const hadToken = readToken() !== '';
-    const [agents, points, stats] = await Promise.allSettled([getJson('/api/agents'), getJson(metricsPath()), getJson('/api/stats')]);
+    const [agents, points, stats] = await Promise.allSettled([getJson(agentsPath()), getJson(metricsPath()), getJson('/api/stats')]);
     if ([agents, points, stats].some((r) => r.status === 'rejected' && r.reason instanceof AuthError)) {
       askToken(hadToken);
       return;

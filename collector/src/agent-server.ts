@@ -4,6 +4,7 @@ import { ApmError, FrameParser, FrameTooLargeError, type Series } from '@apm-sid
 import {
   type AgentInfo,
   BadKeyError,
+  type ClientHello,
   Direction,
   Inner,
   Opener,
@@ -21,12 +22,13 @@ import {
   encodePing,
   encodeUpAck,
   encodeUpError,
+  helloMadeWith,
   readClientHello,
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
 import type { Logger } from 'pino';
 import { LicensePool } from './licenses';
-import type { CollectorStats, CollectorStore } from './types';
+import { type AgentRef, type CollectorStats, type CollectorStore, type ProjectKey, agentKey } from './types';
 
 export interface AgentServerOptions {
   host: string;
@@ -41,7 +43,18 @@ export interface AgentServerOptions {
   maxFrameBytes: number;
   /** Announced in the agent configuration: tunnel agents poll well within it. */
   tunnelSessionTimeoutMs?: number;
+  /** How often the store's revoked keys are read, so a revoked key's sessions end (default 250). */
+  keyPollMs?: number;
 }
+
+/**
+ * Every failed proof of an access key — unknown project, wrong key, revoked key — is refused
+ * with this one code and message, so a refusal tells an outsider nothing (the log says which).
+ */
+export const KEY_REFUSED_MESSAGE = 'access key refused';
+
+/** Stands in for the key of an unknown project, so that refusal does the same work as a wrong key. */
+const NO_SUCH_KEY: ProjectKey = { id: -1, secret: Buffer.from(nacl.randomBytes(32)), revokedAt: null };
 
 export interface AgentServer {
   readonly port: number;
@@ -83,6 +96,11 @@ class AgentConnection {
   private phase: Phase = 'hello';
   private projectId = '';
   private agentId = '';
+  /** (project, agent_id), set from the ClientHello; its string form keys the server's maps. */
+  private ref: AgentRef = { projectId: '', agentId: '' };
+  private refKey = '';
+  /** The access key this session proved (its store id), so revoking it ends the session. */
+  keyId: number | null = null;
   private handshake: ServerHandshake | null = null;
   private sealer: Sealer | null = null;
   private opener: Opener | null = null;
@@ -113,8 +131,13 @@ class AgentConnection {
     this.timer = setInterval(() => this.tick(), every);
   }
 
-  get agent(): string {
-    return this.agentId;
+  get agent(): AgentRef {
+    return this.ref;
+  }
+
+  /** agentKey(agent): equal for two connections of the same agent identity only. */
+  get agentKey(): string {
+    return this.refKey;
   }
 
   get transportName(): 'tcp' | 'http' {
@@ -151,7 +174,7 @@ class AgentConnection {
     }
     if (this.phase === 'active' && !this.stalled && now - this.lastData >= o.stallAfterMs) {
       this.stalled = true;
-      this.srv.opts.store.agentState(this.agentId, 'stalled', now);
+      this.srv.opts.store.agentState(this.ref, 'stalled', now);
       this.srv.log.warn({ agentId: this.agentId }, `connected but no data for ${o.stallAfterMs} ms: agent stalled`);
     }
   }
@@ -176,20 +199,22 @@ class AgentConnection {
     else if (err instanceof FrameTooLargeError) st.tooLarge++;
     else st.malformed++;
     const message = err instanceof Error ? err.message : String(err);
+    // The log keeps the reason; the wire gets the one refusal (no oracle for projects or keys).
+    const wireMessage = err instanceof BadKeyError ? KEY_REFUSED_MESSAGE : message;
     this.srv.log.warn(
       { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress },
       `rejected agent connection: ${message}`,
     );
     if (this.phase === 'hello' || this.phase === 'finished') {
       // Clear-text refusal: the agent has no session keys yet.
-      const body = Buffer.from(JSON.stringify({ code, message }));
+      const body = Buffer.from(JSON.stringify({ code, message: wireMessage }));
       const frame = Buffer.allocUnsafe(5 + body.length);
       frame.writeUInt32LE(body.length + 1, 0);
       frame[4] = UpstreamType.HandshakeRejected;
       body.copy(frame, 5);
       this.socket.write(frame);
     } else if (this.sealer !== null && !(err instanceof TamperedFrameError) && !(err instanceof ReplayError)) {
-      this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
+      this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, wireMessage)));
     }
     this.socket.end();
     if (this.phase !== 'closed') setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
@@ -203,9 +228,11 @@ class AgentConnection {
         const hello = readClientHello(payload);
         this.projectId = hello.projectId;
         this.agentId = hello.agentId;
-        const secret = this.srv.opts.store.keySecret(hello.projectId);
-        if (secret === undefined) throw new BadKeyError(`no access key for project "${hello.projectId}"`);
-        this.handshake = new ServerHandshake(nacl, hello, secret);
+        this.ref = { projectId: hello.projectId, agentId: hello.agentId };
+        this.refKey = agentKey(this.ref);
+        const { handshake, keyId } = proveKey(hello, this.srv.opts.store.projectKeys(hello.projectId));
+        this.handshake = handshake;
+        this.keyId = keyId;
         this.write(this.handshake.serverHello());
         this.phase = 'finished';
         return;
@@ -244,7 +271,7 @@ class AgentConnection {
     switch (m.inner) {
       case Inner.MetricBatch: {
         const packs = decodeMetricBatch(m.body, this.srv.seriesCache);
-        const r = o.store.storeMetrics(this.agentId, packs, now);
+        const r = o.store.storeMetrics(this.ref, packs, now);
         o.stats.received.metricPoints += r.stored;
         o.stats.droppedLate += r.late;
         o.stats.duplicatePacks += r.duplicatePacks;
@@ -253,7 +280,7 @@ class AgentConnection {
         return;
       }
       case Inner.TextBatch: {
-        const r = o.store.storeText(this.agentId, decodeTextBatch(m.body));
+        const r = o.store.storeText(this.ref, decodeTextBatch(m.body));
         const rec = o.stats.received;
         rec.traces += r.traces;
         rec.events += r.events;
@@ -269,7 +296,7 @@ class AgentConnection {
         const info = decodeAgentInfo(m.body);
         if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
         o.store.agentConnected(this.projectId, info, now);
-        if (this.stalled) o.store.agentState(this.agentId, 'stalled', now);
+        if (this.stalled) o.store.agentState(this.ref, 'stalled', now);
         return;
       }
       case Inner.Ping:
@@ -284,10 +311,10 @@ class AgentConnection {
 
   private dataSeen(now: number): void {
     this.lastData = now;
-    this.srv.opts.store.agentSeen(this.agentId, now);
+    this.srv.opts.store.agentSeen(this.ref, now);
     if (this.stalled) {
       this.stalled = false;
-      this.srv.opts.store.agentState(this.agentId, 'live', now);
+      this.srv.opts.store.agentState(this.ref, 'live', now);
     }
   }
 
@@ -296,8 +323,8 @@ class AgentConnection {
     const now = Date.now();
     o.store.agentConnected(this.projectId, info, now);
     this.srv.replaceOlder(this);
-    const lic = this.srv.licenses.acquire(this.agentId);
-    o.store.agentLicensed(this.agentId, lic.granted);
+    const lic = this.srv.licenses.acquire(this.ref);
+    o.store.agentLicensed(this.ref, lic.granted);
     const s = this.sealer as Sealer;
     const settings: Record<string, number> = { idlePingMs: o.idlePingMs };
     if (o.tunnelSessionTimeoutMs !== undefined) settings.tunnelSessionTimeoutMs = o.tunnelSessionTimeoutMs;
@@ -306,17 +333,34 @@ class AgentConnection {
     if (!lic.granted) {
       // Listed (greyed, unlicensed) but not live: it has no session. (agentConnected above set 'live'; a
       // refusal only happens to an agent with no other connection, since a connected agent holds its license.)
-      o.store.agentState(this.agentId, 'disconnected', now);
-      o.log.warn({ agentId: this.agentId, reason: lic.reason }, 'agent refused: no license available');
+      o.store.agentState(this.ref, 'disconnected', now);
+      o.log.warn({ agentId: this.agentId, projectId: this.projectId, reason: lic.reason }, 'agent refused: no license available');
       this.socket.end();
       return;
     }
     this.phase = 'active';
     this.lastData = now;
     o.stats.sessions[this.transport]++;
-    o.store.agentState(this.agentId, 'live', now);
+    o.store.agentState(this.ref, 'live', now);
     o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
   }
+}
+
+/**
+ * Find which of the project's valid keys made the ClientHello (a project may have several
+ * during a rotation). Unknown project, no matching key and a revoked key all end in the same
+ * BadKeyError, after the same kind of work; only its message (for the log) says which.
+ */
+function proveKey(hello: ClientHello, keys: ProjectKey[]): { handshake: ServerHandshake; keyId: number } {
+  // Check the hello against every key of the project (a stand-in when there is none) before
+  // deciding, so a revoked, a wrong and an unknown key cost the same.
+  const made = (keys.length > 0 ? keys : [NO_SUCH_KEY]).filter((k) => helloMadeWith(hello, k.secret));
+  const valid = made.find((k) => k.revokedAt === null && k !== NO_SUCH_KEY);
+  if (valid !== undefined) return { handshake: new ServerHandshake(nacl, hello, valid.secret), keyId: valid.id };
+  if (keys.length === 0) throw new BadKeyError(`unknown project "${hello.projectId}"`);
+  const revoked = made[0];
+  if (revoked?.revokedAt != null) throw new BadKeyError(`a key of project "${hello.projectId}" revoked at ${new Date(revoked.revokedAt).toISOString()}`);
+  throw new BadKeyError(`no access key of project "${hello.projectId}" matches`);
 }
 
 class AgentServerImpl implements AgentServer {
@@ -324,15 +368,38 @@ class AgentServerImpl implements AgentServer {
   readonly licenses: LicensePool;
   readonly log: Logger;
   private readonly conns = new Set<AgentConnection>();
+  private readonly keyPoll: NodeJS.Timeout;
   private server: Server | null = null;
   port = 0;
 
   constructor(readonly opts: AgentServerOptions) {
     this.log = opts.log;
-    this.licenses = new LicensePool(opts.licenses, opts.licenseReleaseMs, (agentId) => {
-      opts.store.agentLicensed(agentId, false);
-      this.log.info({ agentId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
+    this.licenses = new LicensePool(opts.licenses, opts.licenseReleaseMs, (agent) => {
+      opts.store.agentLicensed(agent, false);
+      this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
     });
+    // A key may be revoked by another process (the CLI) on the same store: poll its revocations.
+    this.keyPoll = setInterval(() => this.endRevokedSessions(), Math.max(10, opts.keyPollMs ?? 250));
+    this.keyPoll.unref();
+  }
+
+  /** End every session (or handshake in progress) that proved a key revoked since. */
+  private endRevokedSessions(): void {
+    let revoked: Set<number>;
+    try {
+      revoked = new Set(this.opts.store.revokedKeyIds());
+    } catch (err) {
+      this.log.error({ err }, 'cannot read revoked keys');
+      return;
+    }
+    if (revoked.size === 0) return;
+    for (const c of this.conns) {
+      if (c.keyId === null || !revoked.has(c.keyId)) continue;
+      this.conns.delete(c);
+      this.log.warn({ agentId: c.agent.agentId, projectId: c.agent.projectId }, 'access key revoked: session ended');
+      // When it closes (at once, or 200 ms later at most) the agent is marked disconnected.
+      c.end('ERR_KEY_REVOKED', 'the access key of this session was revoked');
+    }
   }
 
   listen(): Promise<void> {
@@ -360,7 +427,7 @@ class AgentServerImpl implements AgentServer {
   /** A newer connection of the same agent wins; the old one is closed. */
   replaceOlder(current: AgentConnection): void {
     for (const c of this.conns) {
-      if (c !== current && c.agent === current.agent) {
+      if (c !== current && c.agentKey === current.agentKey) {
         this.conns.delete(c);
         c.end('ERR_REPLACED', 'a newer connection of this agent replaced this one');
       }
@@ -372,13 +439,14 @@ class AgentServerImpl implements AgentServer {
     if (!wasActive) return;
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
-    for (const other of this.conns) if (other.agent === c.agent) return;
+    for (const other of this.conns) if (other.agentKey === c.agentKey) return;
     this.opts.store.agentState(c.agent, 'disconnected', Date.now());
     this.licenses.disconnected(c.agent);
-    this.log.info({ agentId: c.agent, cause }, 'agent disconnected');
+    this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }
 
   close(): Promise<void> {
+    clearInterval(this.keyPoll);
     for (const c of this.conns) c.end('ERR_SHUTDOWN', 'the collector is shutting down');
     this.licenses.close();
     const s = this.server;

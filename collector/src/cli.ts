@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ApmError } from '@apm-sidecar/proto';
-import { formatAccessKey } from '@apm-sidecar/proto/upstream';
+import { formatAccessKey, keyFingerprint } from '@apm-sidecar/proto/upstream';
 import { type AgentServer, startAgentServer } from './agent-server';
 import { Tunnel } from './tunnel';
 import { isLoopbackBind } from './api-access';
-import { ProjectNameError, UnknownProjectError, UnknownTokenError } from './errors';
+import { KeyNotFoundError, ProjectNameError, UnknownProjectError, UnknownTokenError } from './errors';
 import { closeServer, createHttpApi, listen } from './http-api';
 import { LOG_LEVELS, type Logger, createLogger } from './logger';
 import { type CollectorSettings, SettingError, parseSettings } from './settings';
@@ -57,9 +57,16 @@ function failStore(err: unknown): never {
   die(EXIT_RUNTIME, err instanceof Error ? err.message : String(err));
 }
 
+function modeText(mode: number): string {
+  return mode.toString(8).padStart(4, '0');
+}
+
+/** For the key commands: a data directory tightened to 0700 is reported on stderr. */
 function openStore(dataDir: string): SqliteStore {
   try {
-    return SqliteStore.open(dataDir);
+    return SqliteStore.open(dataDir, {
+      onDirTightened: (dir, old) => process.stderr.write(`apm-collector: data directory ${dir} had mode ${modeText(old)}; tightened to 0700\n`),
+    });
   } catch (err) {
     failStore(err);
   }
@@ -88,7 +95,10 @@ async function run(o: RunOpts): Promise<void> {
   const dataDir = o.dataDir ?? defaultDataDir();
   let store: SqliteStore;
   try {
-    store = SqliteStore.open(dataDir, { rollupGraceMs: settings.rollup_grace_ms });
+    store = SqliteStore.open(dataDir, {
+      rollupGraceMs: settings.rollup_grace_ms,
+      onDirTightened: (dir, old) => log.warn({ dataDir: dir, mode: modeText(old) }, `data directory had mode ${modeText(old)}; tightened to 0700`),
+    });
   } catch (err) {
     log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
     failStore(err);
@@ -132,6 +142,7 @@ async function run(o: RunOpts): Promise<void> {
       licenseReleaseMs: settings.license_release_ms,
       maxFrameBytes: settings.max_frame_bytes,
       tunnelSessionTimeoutMs: settings.tunnel_session_timeout_ms,
+      keyPollMs: settings.key_revocation_poll_ms,
     });
   } catch (err) {
     log.fatal({ err }, 'cannot listen');
@@ -204,10 +215,14 @@ function keysCreate(o: { project: string; dataDir?: string }): void {
   const store = openStore(o.dataDir ?? defaultDataDir());
   try {
     const key = store.createKey(o.project);
-    const row = store.listKeys().find((k) => k.projectId === key.projectId);
+    const keys = store.listKeys().filter((k) => k.projectId === key.projectId);
+    const fp = keyFingerprint(key.secret);
+    const active = keys.filter((k) => k.revokedAt === null).length;
     // Informational lines first; the key alone on the last line (`| tail -n 1`).
     process.stdout.write(
-      `created access key for project ${JSON.stringify(o.project.trim())}: project id ${key.projectId}, fingerprint ${row?.fingerprint ?? '?'}\n`,
+      key.created
+        ? `created project ${JSON.stringify(keys[0]?.name ?? o.project.trim())} (project id ${key.projectId}) with access key ${fp}\n`
+        : `added access key ${fp} to project ${key.projectId}: it has ${active} valid keys now; revoke the old one with: apm-collector keys revoke --fingerprint F\n`,
     );
     process.stdout.write('it is shown only this once; store it as a secret (e.g. in the sidecar access_key_file):\n');
     process.stdout.write(`${formatAccessKey(key)}\n`);
@@ -226,10 +241,11 @@ function keysList(o: { dataDir?: string; json?: boolean }): void {
   } finally {
     store.close();
   }
+  const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
   if (o.json === true) {
     process.stdout.write(
       `${JSON.stringify(
-        keys.map((k) => ({ ...k, createdAt: new Date(k.createdAt).toISOString() })),
+        keys.map((k) => ({ ...k, createdAt: iso(k.createdAt), revokedAt: iso(k.revokedAt) })),
         null,
         2,
       )}\n`,
@@ -241,11 +257,31 @@ function keysList(o: { dataDir?: string; json?: boolean }): void {
     return;
   }
   const rows = [
-    ['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT'],
-    ...keys.map((k) => [k.projectId, k.name, new Date(k.createdAt).toISOString(), k.fingerprint]),
+    ['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT', 'STATUS'],
+    ...keys.map((k) => [k.projectId, k.name, iso(k.createdAt) as string, k.fingerprint, k.revokedAt === null ? 'valid' : `revoked ${iso(k.revokedAt)}`]),
   ];
-  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => (r[i] as string).length)));
-  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i < 3 ? c.padEnd(widths[i] as number) : c)).join('  ')}\n`);
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => (r[i] as string).length)));
+  for (const r of rows) process.stdout.write(`${r.map((c, i) => (i < 4 ? c.padEnd(widths[i] as number) : c)).join('  ')}\n`);
+}
+
+function keysRevoke(o: { fingerprint: string; dataDir?: string }): void {
+  const store = openStore(o.dataDir ?? defaultDataDir());
+  try {
+    const r = store.revokeKey(o.fingerprint);
+    const left = store.projectKeys(r.projectId).filter((k) => k.revokedAt === null).length;
+    if (r.alreadyRevokedAt !== null) {
+      process.stdout.write(`access key ${r.fingerprint} of project ${r.projectId} was already revoked at ${new Date(r.alreadyRevokedAt).toISOString()}\n`);
+    } else {
+      process.stdout.write(`revoked access key ${r.fingerprint} of project ${r.projectId}; running collectors end its sessions within a second\n`);
+    }
+    if (left === 0)
+      process.stdout.write(`project ${r.projectId} has no valid access key left; create one with: apm-collector keys create --project ${r.projectId}\n`);
+  } catch (err) {
+    store.close();
+    if (err instanceof KeyNotFoundError) die(EXIT_USAGE, `${err.message} [${err.code}]`);
+    failStore(err);
+  }
+  store.close();
 }
 
 /** The project a token is for: given by project id, or by name when one project has that name. */
@@ -344,7 +380,7 @@ export function main(argv: string[]): void {
     .addOption(
       new Option(
         '--set <key=value>',
-        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes',
+        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes, key_revocation_poll_ms',
       )
         .default([])
         .argParser(collect),
@@ -356,16 +392,22 @@ export function main(argv: string[]): void {
   const keys = program.command('keys').description('manage the access keys agents authenticate with');
   keys
     .command('create')
-    .description('create an access key for a project; prints the key alone on the last line')
-    .requiredOption('--project <name>', 'project name (the project id is derived from it)')
+    .description('create an access key for a project (a new one, or another key of an existing one: rotation); prints the key alone on the last line')
+    .requiredOption('--project <name>', 'project name or id: an existing project gets another key; else a new project, its id derived from the name')
     .option('--data-dir <dir>', dataDirHelp)
     .action((o: { project: string; dataDir?: string }) => keysCreate(o));
   keys
     .command('list')
-    .description('list access keys (project id, name, creation time, fingerprint — never the secret)')
+    .description('list access keys (project id, name, creation time, fingerprint, status — never the secret)')
     .option('--data-dir <dir>', dataDirHelp)
     .option('--json', 'print JSON')
     .action((o: { dataDir?: string; json?: boolean }) => keysList(o));
+  keys
+    .command('revoke')
+    .description('revoke an access key: its handshakes are refused and running collectors end its sessions within a second')
+    .requiredOption('--fingerprint <f>', 'the key fingerprint shown by keys list')
+    .option('--data-dir <dir>', dataDirHelp)
+    .action((o: { fingerprint: string; dataDir?: string }) => keysRevoke(o));
 
   const tokens = program.command('tokens').description('manage the read tokens of the HTTP API and web page');
   tokens

@@ -58,3 +58,25 @@ export class UnknownTokenError extends ApmError {
     super('ERR_UNKNOWN_TOKEN', `no read token with id ${JSON.stringify(tokenId)} (see: apm-collector tokens list)`);
   }
 }
+
+/** `keys revoke --fingerprint F` names no key. */
+export class KeyNotFoundError extends ApmError {
+  constructor(fingerprint: string) {
+    super('ERR_KEY_NOT_FOUND', `no access key has the fingerprint "${fingerprint.slice(0, 64)}" (see: apm-collector keys list)`);
+  }
+}
+
+/**
+ * The data directory (it holds the access keys' secrets) is open to other users and the
+ * collector will not tighten it: it is shared (sticky bit, like /tmp) or another user's.
+ */
+export class DataDirModeError extends ApmError {
+  readonly path: string;
+  constructor(path: string, mode: number, why: string) {
+    super(
+      'ERR_DATA_DIR_MODE',
+      `the data directory ${path} has mode ${mode.toString(8).padStart(4, '0')}, open to other users, and ${why}; use a directory of its own with mode 0700`,
+    );
+    this.path = path;
+  }
+}

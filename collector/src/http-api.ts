@@ -12,10 +12,13 @@ import type { AgentState, CollectorStats } from './types';
 /**
  * The collector's HTTP side (node:http, no framework):
  *
- *   GET /api/agents    agents; disconnected ones stay listed for disconnected_retention_ms
- *   GET /api/metrics   ?agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
- *   GET /api/traces    ?agent=&limit=   recent traces, newest first
- *   GET /api/events    ?agent=&limit=   recent events, newest first
+ *   GET /api/agents    ?project=   agents; disconnected ones stay listed for disconnected_retention_ms
+ *   GET /api/metrics   ?project=&agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
+ *   GET /api/traces    ?project=&agent=&limit=   recent traces, newest first
+ *   GET /api/events    ?project=&agent=&limit=   recent events, newest first
+ *
+ * An agent is (project, agent id): every row carries `project`, and `agent=` alone
+ * matches that agent id in every project.
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
  *   GET /metrics       Prometheus text format
@@ -80,11 +83,16 @@ type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null)
 
 // The caller's project (null: every project) narrows what it reads here and nowhere else:
 // store queries get a project condition, agent rows are kept when their project matches.
+/**
+ * A query as a read token may make it: a project-scoped token reads its own project only,
+ * and asking for another one with ?project= is refused rather than silently narrowed.
+ */
 function scoped<T extends ListQuery | MetricQuery>(q: T, project: string | null): T {
-  return project === null ? q : { ...q, project };
-}
-function inScope(row: { projectId: string }, project: string | null): boolean {
-  return project === null || row.projectId === project;
+  if (project === null) return q;
+  if (q.project !== undefined && q.project !== project) {
+    throw new HttpError(403, 'ERR_TOKEN_SCOPE', `this read token is for project ${project} only`);
+  }
+  return { ...q, project };
 }
 
 const OPEN = { ok: true, project: null } as const;
@@ -142,6 +150,8 @@ const EPOCH_MS = 'epoch milliseconds (a non-negative integer)';
 
 export function metricQueryFrom(q: URLSearchParams): MetricQuery {
   const out: MetricQuery = {};
+  const project = param(q, 'project', 64);
+  if (project !== undefined) out.project = project;
   const agent = param(q, 'agent');
   const name = param(q, 'name');
   const from = intParam(q, 'from', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
@@ -159,6 +169,14 @@ export function metricQueryFrom(q: URLSearchParams): MetricQuery {
     out.rollup = true;
   }
   return out;
+}
+
+/** ?project=&agent=&limit= of the trace and event lists. */
+function listQueryFrom(q: URLSearchParams): ListQuery {
+  const project = param(q, 'project', 64);
+  const agent = param(q, 'agent');
+  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
+  return { ...(project !== undefined && { project }), ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) };
 }
 
 function esc(v: string): string {
@@ -223,16 +241,17 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const metricsOpen = opts.metricsOpen ?? false;
   const deniedLogged = new Set<string>();
 
-  const listAgents = (project: string | null) => {
+  const listAgents = (project: string | undefined) => {
     const t = now();
-    return store.listAgents().filter((a) => inScope(a, project) && !(a.state === 'disconnected' && t - a.stateSince > retention));
+    return store.listAgents(project !== undefined ? { project } : {}).filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention));
   };
 
   const routes = new Map<string, Handler>([
     [
       '/api/agents',
-      (_q, res, project) => {
-        const rows = listAgents(project).map((a) => ({
+      (q, res, project) => {
+        const rows = listAgents(scoped(listQueryFrom(q), project).project).map((a) => ({
+          project: a.projectId,
           agentId: a.agentId,
           app: a.app,
           host: a.host,
@@ -250,17 +269,13 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/api/traces',
       (q, res, project) => {
-        const agent = param(q, 'agent');
-        const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-        sendJson(res, 200, store.listTraces(scoped({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }, project)));
+        sendJson(res, 200, store.listTraces(scoped(listQueryFrom(q), project)));
       },
     ],
     [
       '/api/events',
       (q, res, project) => {
-        const agent = param(q, 'agent');
-        const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-        sendJson(res, 200, store.listEvents(scoped({ ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) }, project)));
+        sendJson(res, 200, store.listEvents(scoped(listQueryFrom(q), project)));
       },
     ],
     [
@@ -272,7 +287,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         }
         // The counters are collector-wide (every project's traffic): a project's caller gets its agents only.
         const agents: Record<AgentState, number> = { live: 0, stalled: 0, disconnected: 0 };
-        for (const a of store.listAgents()) if (inScope(a, project)) agents[a.state]++;
+        for (const a of store.listAgents({ project })) agents[a.state]++;
         sendJson(res, 200, { project, agents });
       },
     ],

@@ -1,15 +1,18 @@
+import { type AgentRef, agentKey } from './types';
+
 /**
- * The license pool (`--licenses N`, 0 = unlimited). An agent keeps its license
- * while connected and for `releaseMs` after it disconnects, so a brief outage
- * does not hand its seat to someone else; after that the seat is free.
+ * The license pool (`--licenses N`, 0 = unlimited). A license belongs to one
+ * agent identity, (project, agent_id). An agent keeps its license while
+ * connected and for `releaseMs` after it disconnects, so a brief outage does
+ * not hand its seat to someone else; after that the seat is free.
  */
 export class LicensePool {
-  private readonly holders = new Map<string, { releaseTimer: NodeJS.Timeout | null }>();
+  private readonly holders = new Map<string, { ref: AgentRef; releaseTimer: NodeJS.Timeout | null }>();
 
   constructor(
     private readonly capacity: number,
     private readonly releaseMs: number,
-    private readonly onRelease: (agentId: string) => void = () => {},
+    private readonly onRelease: (agent: AgentRef) => void = () => {},
   ) {}
 
   get held(): number {
@@ -17,8 +20,9 @@ export class LicensePool {
   }
 
   /** Take (or keep) a license for an agent that just connected. */
-  acquire(agentId: string): { granted: boolean; reason: string } {
-    const h = this.holders.get(agentId);
+  acquire(agent: AgentRef): { granted: boolean; reason: string } {
+    const key = agentKey(agent);
+    const h = this.holders.get(key);
     if (h !== undefined) {
       if (h.releaseTimer !== null) clearTimeout(h.releaseTimer);
       h.releaseTimer = null;
@@ -27,17 +31,18 @@ export class LicensePool {
     if (this.capacity > 0 && this.holders.size >= this.capacity) {
       return { granted: false, reason: `all ${this.capacity} licenses are in use` };
     }
-    this.holders.set(agentId, { releaseTimer: null });
+    this.holders.set(key, { ref: { projectId: agent.projectId, agentId: agent.agentId }, releaseTimer: null });
     return { granted: true, reason: this.capacity === 0 ? 'unlimited licenses' : `license ${this.holders.size} of ${this.capacity}` };
   }
 
   /** The agent disconnected: free its license after releaseMs unless it comes back. */
-  disconnected(agentId: string): void {
-    const h = this.holders.get(agentId);
+  disconnected(agent: AgentRef): void {
+    const key = agentKey(agent);
+    const h = this.holders.get(key);
     if (h === undefined || h.releaseTimer !== null) return;
     h.releaseTimer = setTimeout(() => {
-      this.holders.delete(agentId);
-      this.onRelease(agentId);
+      this.holders.delete(key);
+      this.onRelease(h.ref);
     }, this.releaseMs);
     h.releaseTimer.unref();
   }

@@ -12,6 +12,7 @@ export interface CollectorSettings {
   license_release_ms: number;
   rollup_grace_ms: number;
   max_frame_bytes: number;
+  key_revocation_poll_ms: number;
 }
 export type SettingKey = keyof CollectorSettings;
 
@@ -32,6 +33,7 @@ export const SETTINGS: Record<SettingKey, Spec> = {
   license_release_ms: { def: 300_000, min: 0, max: 365 * DAY, help: 'free a license after its agent has been disconnected this long' },
   rollup_grace_ms: { def: 120_000, min: 0, max: DAY, help: 'a minute is final this long after it ends' },
   max_frame_bytes: { def: 8_388_608, min: 1024, max: 1024 * 1024 * 1024, help: 'largest agent frame accepted' },
+  key_revocation_poll_ms: { def: 250, min: 10, max: 60_000, help: 'read revoked access keys this often; their sessions end' },
 };
 
 /** A bad `--set` (unknown key, malformed pair or value out of range). The message names the key. */

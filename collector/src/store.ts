@@ -5,8 +5,17 @@ import Database from 'better-sqlite3';
 import { METRIC_KIND_NAMES, MetricKind, type MetricKindName, type MetricPoint, Reader, type Series, Sketch, Writer } from '@apm-sidecar/proto';
 import { type AccessKey, type AgentInfo, type TextItem, type UpMetricPack, isProjectId, keyFingerprint } from '@apm-sidecar/proto/upstream';
 import { ReadTokens } from './read-tokens';
-import { ProjectNameError, StoreCorruptError, StoreDurabilityError, StoreOpenError, StoreVersionError } from './errors';
-import type { AgentRow, AgentState, CollectorStore, StoreMetricsResult, StoreTextResult } from './types';
+import { DataDirModeError, KeyNotFoundError, ProjectNameError, StoreCorruptError, StoreDurabilityError, StoreOpenError, StoreVersionError } from './errors';
+import {
+  type AgentRef,
+  type AgentRow,
+  type AgentState,
+  type CollectorStore,
+  type ProjectKey,
+  type StoreMetricsResult,
+  type StoreTextResult,
+  agentKey,
+} from './types';
 
 /**
  * The collector's SQLite storage (one file, `<dataDir>/collector.db`).
@@ -18,12 +27,19 @@ import type { AgentRow, AgentState, CollectorStore, StoreMetricsResult, StoreTex
  * sent after it never covers data that could be lost. (agentSeen is the one
  * exception: it is throttled, see below.)
  *
+ * An agent is (project, agent_id) in every table: the same agent_id under two
+ * projects is two agents, with their own rows, packs, points and items.
+ *
  * Exactly-once metrics: a pack id is unique per agent and stable across
  * resends; `metric_packs` remembers every pack stored, and a pack seen again is
  * skipped. Points merge into (agent, series bytes, interval start):
  *
  *   count, sum  added          min, max  min/max          gauge last  the most recently received
  *   sketch      bucket counts added (Sketch.merge), stored as Sketch.encodeBuckets bytes
+ *
+ * Access keys: a project (`projects`) has any number of keys (`keys`), each
+ * valid until revoked; the handshake tries the project's keys, sessions remember
+ * the key's id, and running collectors poll the revoked ids.
  *
  * Schema changes are migrations keyed by `PRAGMA user_version`.
  */
@@ -40,9 +56,9 @@ export interface AgentListRow extends AgentRow {
 }
 
 export interface MetricQuery {
-  agent?: string;
-  /** Only the rows of this project (see projectCondition). */
+  /** Only this project's agents. */
   project?: string;
+  agent?: string;
   name?: string;
   /** Interval start ≥ from (epoch ms). */
   from?: number;
@@ -55,6 +71,7 @@ export interface MetricQuery {
 }
 
 export interface MetricRow {
+  project: string;
   agentId: string;
   name: string;
   tags: Record<string, string>;
@@ -76,6 +93,7 @@ export interface MetricRow {
 }
 
 export interface TraceRow {
+  project: string;
   agentId: string;
   app: string;
   instanceId: string;
@@ -89,6 +107,7 @@ export interface TraceRow {
 }
 
 export interface EventRow {
+  project: string;
   agentId: string;
   app: string;
   instanceId: string;
@@ -99,6 +118,7 @@ export interface EventRow {
 }
 
 export interface BtRegistrationRow {
+  project: string;
   agentId: string;
   name: string;
   app: string;
@@ -111,12 +131,13 @@ export interface KeyRow {
   createdAt: number;
   /** keyFingerprint(secret): identifies the key without revealing it. */
   fingerprint: string;
+  /** Epoch ms, or null while the key is valid. */
+  revokedAt: number | null;
 }
 
 export interface ListQuery {
-  agent?: string;
-  /** Only the rows of this project (see projectCondition). */
   project?: string;
+  agent?: string;
   limit?: number;
 }
 
@@ -126,6 +147,8 @@ export interface SqliteStoreOptions {
   rollupGraceMs?: number;
   /** agentSeen writes an agent's last_seen at most this often (the newer value is kept in memory meanwhile). */
   seenPersistMs?: number;
+  /** Told when an existing data directory's mode was wider than 0700 and was tightened (the old mode). */
+  onDirTightened?: (dir: string, oldMode: number) => void;
 }
 
 export const MAX_QUERY_LIMIT = 10_000;
@@ -134,6 +157,10 @@ const SERIES_CACHE_MAX = 50_000;
 const SQLITE_HEADER = Buffer.from('SQLite format 3\0', 'latin1');
 /** synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA. */
 const SYNC_NAMES = ['OFF', 'NORMAL', 'FULL', 'EXTRA'];
+
+/** Migration 5: the project of row `t` of an agent table, from the agents row of its agent_id. */
+const PROJECT_OF = `coalesce((SELECT a.project_id FROM temp.agent_project a WHERE a.agent_id = t.agent_id),
+    (SELECT a.project_id FROM temp.agent_project a WHERE a.agent_id IS NULL), '')`;
 
 export const MIGRATIONS: string[] = [
   // 1: initial schema
@@ -298,11 +325,122 @@ export const MIGRATIONS: string[] = [
     revoked_at INTEGER
   );
   `,
+  // 5: an agent is (project, agent_id) everywhere, and a project has any number of revocable keys.
+  // Existing rows are attributed to the project their agent last connected with (the agents row);
+  // rows of an agent never listed go to the only project when there is exactly one, else to ''.
+  `
+  CREATE TABLE projects (
+    project_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  INSERT INTO projects (project_id, name, created_at) SELECT project_id, name, created_at FROM keys;
+  CREATE TABLE keys_new (
+    id INTEGER PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    secret BLOB NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  );
+  INSERT INTO keys_new (project_id, secret, created_at) SELECT project_id, secret, created_at FROM keys ORDER BY created_at, project_id;
+  DROP TABLE keys;
+  ALTER TABLE keys_new RENAME TO keys;
+  CREATE INDEX keys_by_project ON keys (project_id);
+
+  CREATE TEMP TABLE agent_project AS
+    SELECT agent_id, project_id FROM agents
+    UNION ALL
+    SELECT NULL, (SELECT CASE WHEN count(*) = 1 THEN max(project_id) END FROM projects);
+  CREATE INDEX temp.agent_project_by_agent ON agent_project (agent_id);
+
+  CREATE TABLE metric_packs_new (
+    agent_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    pack_id TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, project_id, pack_id)
+  ) WITHOUT ROWID;
+  INSERT INTO metric_packs_new SELECT t.agent_id, ${PROJECT_OF}, t.pack_id, t.received_at FROM metric_packs t;
+  DROP TABLE metric_packs;
+  ALTER TABLE metric_packs_new RENAME TO metric_packs;
+  CREATE INDEX metric_packs_by_time ON metric_packs (received_at);
+
+  ${['metric_points', 'metric_rollups']
+    .map(
+      (t) => `
+  CREATE TABLE ${t}_new (
+    agent_id TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    series_key BLOB NOT NULL,
+    name TEXT NOT NULL,
+    tags_json TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    interval_start INTEGER NOT NULL,
+    interval_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    sum REAL NOT NULL,
+    min REAL,
+    max REAL,
+    last REAL,
+    last_at INTEGER,
+    sketch BLOB,
+    PRIMARY KEY (agent_id, project_id, interval_start, series_key)
+  );
+  INSERT INTO ${t}_new SELECT t.agent_id, ${PROJECT_OF}, t.series_key, t.name, t.tags_json, t.kind, t.interval_start, t.interval_ms,
+    t.count, t.sum, t.min, t.max, t.last, t.last_at, t.sketch FROM ${t} t;
+  DROP TABLE ${t};
+  ALTER TABLE ${t}_new RENAME TO ${t};
+  CREATE INDEX ${t}_by_name ON ${t} (name, interval_start);
+  ${t === 'metric_points' ? 'CREATE INDEX metric_points_by_start ON metric_points (interval_start);' : ''}`,
+    )
+    .join('\n')}
+
+  ${['traces', 'active_stacks', 'events', 'snapshots']
+    .map(
+      (t) => `
+  ALTER TABLE ${t} ADD COLUMN project_id TEXT NOT NULL DEFAULT '';
+  UPDATE ${t} AS t SET project_id = ${PROJECT_OF};
+  CREATE INDEX ${t}_by_project ON ${t} (project_id, id);`,
+    )
+    .join('\n')}
+
+  CREATE TABLE bt_registrations_new (
+    project_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    app TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    PRIMARY KEY (project_id, agent_id, name)
+  ) WITHOUT ROWID;
+  INSERT INTO bt_registrations_new SELECT ${PROJECT_OF}, t.agent_id, t.name, t.app, t.first_seen FROM bt_registrations t;
+  DROP TABLE bt_registrations;
+  ALTER TABLE bt_registrations_new RENAME TO bt_registrations;
+
+  CREATE TABLE agents_new (
+    project_id TEXT NOT NULL,
+    agent_id TEXT NOT NULL,
+    app TEXT NOT NULL,
+    apps_json TEXT NOT NULL DEFAULT '[]',
+    host TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    state_since INTEGER NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    licensed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (project_id, agent_id)
+  );
+  INSERT INTO agents_new SELECT project_id, agent_id, app, apps_json, host, version, state, state_since, first_seen, last_seen, licensed FROM agents;
+  DROP TABLE agents;
+  ALTER TABLE agents_new RENAME TO agents;
+  DROP TABLE temp.agent_project;
+  `,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 export const ROLLUP_MS = 60_000;
 const OUR_TABLES = new Set([
   'keys',
+  'projects',
   'agents',
   'metric_packs',
   'metric_points',
@@ -314,15 +452,6 @@ const OUR_TABLES = new Set([
   'bt_registrations',
   'read_tokens',
 ]);
-
-/**
- * The SQL condition that keeps, in a table with an agent_id column, only the rows of project
- * `@project`: those of the agents bound to that project's access key. The one place that says
- * which rows belong to a project.
- */
-export function projectCondition(): string {
-  return 'agent_id IN (SELECT agent_id FROM agents WHERE project_id = @project)';
-}
 
 /** Read `PRAGMA synchronous` back and throw unless it is `wanted` (2 = FULL). Exported for tests. */
 export function assertSynchronous(db: Database.Database, wanted = 2): void {
@@ -368,6 +497,32 @@ function hasSqliteHeader(path: string): boolean {
   }
 }
 
+/**
+ * The data directory holds the access keys' secrets: nobody but its owner may list or
+ * enter it. An existing directory open to group or others is tightened to 0700 (and the
+ * caller told, to log it) when it is ours; a shared directory (sticky bit, like /tmp) or
+ * another user's is refused rather than changed under its owner.
+ */
+function secureDataDir(dir: string, onTightened: ((dir: string, oldMode: number) => void) | undefined): void {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(dir);
+  } catch (err) {
+    throw new StoreOpenError(dir, errText(err));
+  }
+  const mode = st.mode & 0o7777;
+  if ((mode & 0o077) === 0) return;
+  if ((mode & 0o1000) !== 0) throw new DataDirModeError(dir, mode, 'it is a shared directory (sticky bit)');
+  const uid = process.geteuid?.();
+  if (uid !== undefined && st.uid !== uid) throw new DataDirModeError(dir, mode, `it belongs to uid ${st.uid}, not to this user (uid ${uid})`);
+  try {
+    chmodSync(dir, mode & 0o700);
+  } catch (err) {
+    throw new StoreOpenError(dir, `cannot tighten its mode to 0700: ${errText(err)}`);
+  }
+  onTightened?.(dir, mode);
+}
+
 interface SeriesInfo {
   bytes: Buffer;
   tagsJson: string;
@@ -375,6 +530,7 @@ interface SeriesInfo {
 
 interface PointRow {
   agent_id: string;
+  project_id: string;
   name: string;
   tags_json: string;
   kind: number;
@@ -404,16 +560,22 @@ interface AgentDbRow {
 
 function prepareAll(db: Database.Database) {
   return {
-    keySecret: db.prepare<[string], { secret: Buffer }>('SELECT secret FROM keys WHERE project_id = ?'),
-    insertKey: db.prepare('INSERT OR IGNORE INTO keys (project_id, name, secret, created_at) VALUES (?, ?, ?, ?)'),
-    listKeys: db.prepare<[], { project_id: string; name: string; secret: Buffer; created_at: number }>(
-      'SELECT project_id, name, secret, created_at FROM keys ORDER BY created_at, project_id',
+    projectKeys: db.prepare<[string], { id: number; secret: Buffer; revoked_at: number | null }>(
+      'SELECT id, secret, revoked_at FROM keys WHERE project_id = ? ORDER BY id',
+    ),
+    revokedKeyIds: db.prepare<[], { id: number }>('SELECT id FROM keys WHERE revoked_at IS NOT NULL'),
+    projectById: db.prepare<[string], { project_id: string; name: string }>('SELECT project_id, name FROM projects WHERE project_id = ?'),
+    projectsByName: db.prepare<[string], { project_id: string; name: string }>('SELECT project_id, name FROM projects WHERE name = ? ORDER BY created_at'),
+    insertProject: db.prepare('INSERT OR IGNORE INTO projects (project_id, name, created_at) VALUES (?, ?, ?)'),
+    insertKey: db.prepare('INSERT OR IGNORE INTO keys (project_id, secret, created_at) VALUES (?, ?, ?)'),
+    revokeKey: db.prepare('UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+    listKeys: db.prepare<[], { id: number; project_id: string; name: string; secret: Buffer; created_at: number; revoked_at: number | null }>(
+      'SELECT k.id, k.project_id, p.name, k.secret, k.created_at, k.revoked_at FROM keys k JOIN projects p USING (project_id) ORDER BY k.created_at, k.id',
     ),
     agentConnected: db.prepare(`
       INSERT INTO agents (agent_id, project_id, app, apps_json, host, version, state, state_since, first_seen, last_seen, licensed)
       VALUES (@agentId, @projectId, @app, @appsJson, @host, @version, 'live', @at, @at, @at, 0)
-      ON CONFLICT (agent_id) DO UPDATE SET
-        project_id = excluded.project_id,
+      ON CONFLICT (project_id, agent_id) DO UPDATE SET
         app = CASE WHEN excluded.app = '' THEN app ELSE excluded.app END,
         apps_json = CASE WHEN excluded.app = '' THEN apps_json ELSE excluded.apps_json END,
         host = excluded.host,
@@ -421,27 +583,27 @@ function prepareAll(db: Database.Database) {
         state = 'live',
         state_since = excluded.state_since,
         last_seen = max(last_seen, excluded.last_seen)`),
-    agentState: db.prepare('UPDATE agents SET state = ?, state_since = ? WHERE agent_id = ? AND state <> ?'),
-    agentSeen: db.prepare('UPDATE agents SET last_seen = max(last_seen, ?) WHERE agent_id = ?'),
-    agentLicensed: db.prepare('UPDATE agents SET licensed = ? WHERE agent_id = ?'),
+    agentState: db.prepare('UPDATE agents SET state = ?, state_since = ? WHERE project_id = ? AND agent_id = ? AND state <> ?'),
+    agentSeen: db.prepare('UPDATE agents SET last_seen = max(last_seen, ?) WHERE project_id = ? AND agent_id = ?'),
+    agentLicensed: db.prepare('UPDATE agents SET licensed = ? WHERE project_id = ? AND agent_id = ?'),
     resetSessions: db.prepare(
       "UPDATE agents SET state = CASE WHEN state = 'disconnected' THEN state ELSE 'disconnected' END, state_since = CASE WHEN state = 'disconnected' THEN state_since ELSE ? END, licensed = 0 WHERE state <> 'disconnected' OR licensed <> 0",
     ),
-    listAgents: db.prepare<[], AgentDbRow>('SELECT * FROM agents ORDER BY agent_id'),
+    listAgents: db.prepare<[], AgentDbRow>('SELECT * FROM agents ORDER BY agent_id, project_id'),
     agentsByState: db.prepare<[], { state: string; n: number }>('SELECT state, count(*) AS n FROM agents GROUP BY state'),
-    insertPack: db.prepare('INSERT OR IGNORE INTO metric_packs (agent_id, pack_id, received_at) VALUES (?, ?, ?)'),
-    selectSketch: db.prepare<[string, Buffer, number], { sketch: Buffer | null }>(
-      'SELECT sketch FROM metric_points WHERE agent_id = ? AND series_key = ? AND interval_start = ?',
+    insertPack: db.prepare('INSERT OR IGNORE INTO metric_packs (agent_id, project_id, pack_id, received_at) VALUES (?, ?, ?, ?)'),
+    selectSketch: db.prepare<[string, string, Buffer, number], { sketch: Buffer | null }>(
+      'SELECT sketch FROM metric_points WHERE agent_id = ? AND project_id = ? AND series_key = ? AND interval_start = ?',
     ),
-    selectRollupSketch: db.prepare<[string, Buffer, number], { sketch: Buffer | null }>(
-      'SELECT sketch FROM metric_rollups WHERE agent_id = ? AND series_key = ? AND interval_start = ?',
+    selectRollupSketch: db.prepare<[string, string, Buffer, number], { sketch: Buffer | null }>(
+      'SELECT sketch FROM metric_rollups WHERE agent_id = ? AND project_id = ? AND series_key = ? AND interval_start = ?',
     ),
     // Merge in SQL; the caller merged the sketch already (it passes the merged bytes).
     // min(a, b) with a NULL argument is NULL, hence the coalesce: NULL means "no values".
     upsertPoint: db.prepare(`
-      INSERT INTO metric_points (agent_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-      ON CONFLICT (agent_id, interval_start, series_key) DO UPDATE SET
+      INSERT INTO metric_points (agent_id, project_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (agent_id, project_id, interval_start, series_key) DO UPDATE SET
         count = count + excluded.count,
         sum = sum + excluded.sum,
         min = coalesce(min(min, excluded.min), min, excluded.min),
@@ -450,9 +612,9 @@ function prepareAll(db: Database.Database) {
         last_at = CASE WHEN excluded.last IS NOT NULL AND (last IS NULL OR excluded.last_at >= last_at) THEN excluded.last_at ELSE last_at END,
         sketch = coalesce(excluded.sketch, sketch)`),
     upsertRollup: db.prepare(`
-      INSERT INTO metric_rollups (agent_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-      ON CONFLICT (agent_id, interval_start, series_key) DO UPDATE SET
+      INSERT INTO metric_rollups (agent_id, project_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (agent_id, project_id, interval_start, series_key) DO UPDATE SET
         count = count + excluded.count,
         sum = sum + excluded.sum,
         min = coalesce(min(min, excluded.min), min, excluded.min),
@@ -461,12 +623,14 @@ function prepareAll(db: Database.Database) {
         last_at = CASE WHEN excluded.last IS NOT NULL AND (last IS NULL OR excluded.last_at >= last_at) THEN excluded.last_at ELSE last_at END,
         sketch = coalesce(excluded.sketch, sketch)`),
     insertTrace: db.prepare(
-      'INSERT INTO traces (agent_id, app, instance_id, txid, trace_id, name, start_time, duration_ms, error, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO traces (project_id, agent_id, app, instance_id, txid, trace_id, name, start_time, duration_ms, error, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
-    insertStack: db.prepare('INSERT INTO active_stacks (agent_id, app, instance_id, txid, name, ts, elapsed_ms, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-    insertEvent: db.prepare('INSERT INTO events (agent_id, app, instance_id, ts, type, message, body_json) VALUES (?, ?, ?, ?, ?, ?, ?)'),
-    insertSnapshot: db.prepare('INSERT INTO snapshots (agent_id, app, instance_id, ts, kind, body_json) VALUES (?, ?, ?, ?, ?, ?)'),
-    insertBt: db.prepare('INSERT OR IGNORE INTO bt_registrations (agent_id, name, app, first_seen) VALUES (?, ?, ?, ?)'),
+    insertStack: db.prepare(
+      'INSERT INTO active_stacks (project_id, agent_id, app, instance_id, txid, name, ts, elapsed_ms, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    insertEvent: db.prepare('INSERT INTO events (project_id, agent_id, app, instance_id, ts, type, message, body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+    insertSnapshot: db.prepare('INSERT INTO snapshots (project_id, agent_id, app, instance_id, ts, kind, body_json) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+    insertBt: db.prepare('INSERT OR IGNORE INTO bt_registrations (project_id, agent_id, name, app, first_seen) VALUES (?, ?, ?, ?, ?)'),
   };
 }
 type Statements = ReturnType<typeof prepareAll>;
@@ -481,27 +645,28 @@ export class SqliteStore implements CollectorStore {
   private readonly sketchWriter = new Writer(4096);
   private readonly queryCache = new Map<string, Database.Statement>();
   /** agentSeen: newest time per agent not yet written, and when each agent's last_seen was last written. */
-  private readonly seenPending = new Map<string, number>();
+  private readonly seenPending = new Map<string, { ref: AgentRef; at: number }>();
   private readonly seenWrittenAt = new Map<string, number>();
   private readonly seenPersistMs: number;
   private readonly rollupGraceMs: number;
   private closed = false;
-  private readonly metricsTx: (agentId: string, packs: UpMetricPack[], now: number) => StoreMetricsResult;
-  private readonly textTx: (agentId: string, items: TextItem[]) => StoreTextResult;
+  private readonly metricsTx: (agent: AgentRef, packs: UpMetricPack[], now: number) => StoreMetricsResult;
+  private readonly textTx: (agent: AgentRef, items: TextItem[]) => StoreTextResult;
+  private readonly keyTx: (name: string, now: number) => AccessKey & { created: boolean };
 
   /** Open (creating if needed) `<dataDir>/collector.db`. Throws StoreOpenError, StoreCorruptError, StoreDurabilityError, StoreVersionError. */
   static open(dataDir: string, opts: SqliteStoreOptions = {}): SqliteStore {
     const dir = resolve(dataDir);
     const path = join(dir, DB_FILE);
     try {
-      // recursive mkdir returns the first directory it created (undefined when it existed):
-      // only a directory we created is forced to 0700; an existing one is the operator's.
+      // recursive mkdir returns the first directory it created (undefined when it existed).
       const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
       if (created !== undefined) chmodSync(dir, 0o700);
       if (!statSync(dir).isDirectory()) throw new Error('not a directory');
     } catch (err) {
       throw new StoreOpenError(dir, errText(err));
     }
+    secureDataDir(dir, opts.onDirTightened);
     try {
       // Create the file ourselves with 0600 so it is never readable by others, even briefly.
       if (!existsSync(path)) closeSync(openSync(path, 'wx', 0o600));
@@ -540,8 +705,9 @@ export class SqliteStore implements CollectorStore {
     this.secureFiles();
     this.st = prepareAll(db);
     this.tokens = new ReadTokens(db);
-    this.metricsTx = db.transaction((agentId: string, packs: UpMetricPack[], now: number) => this.storeMetricsIn(agentId, packs, now)).immediate;
-    this.textTx = db.transaction((agentId: string, items: TextItem[]) => this.storeTextIn(agentId, items)).immediate;
+    this.metricsTx = db.transaction((agent: AgentRef, packs: UpMetricPack[], now: number) => this.storeMetricsIn(agent, packs, now)).immediate;
+    this.textTx = db.transaction((agent: AgentRef, items: TextItem[]) => this.storeTextIn(agent, items)).immediate;
+    this.keyTx = db.transaction((name: string, now: number) => this.createKeyIn(name, now)).immediate;
   }
 
   private migrate(): void {
@@ -579,30 +745,79 @@ export class SqliteStore implements CollectorStore {
 
   // ---------------------------------------------------------------- keys
 
-  keySecret(projectId: string): Buffer | undefined {
-    return this.st.keySecret.get(projectId)?.secret;
+  projectKeys(projectId: string): ProjectKey[] {
+    return this.st.projectKeys.all(projectId).map((r) => ({ id: r.id, secret: r.secret, revokedAt: r.revoked_at }));
   }
 
-  /** A new access key for a project named `name`: project id = slug(name)-<6 hex>, secret = 32 random bytes. */
-  createKey(name: string, now = Date.now()): AccessKey {
-    const trimmed = name.trim();
+  revokedKeyIds(): number[] {
+    return this.st.revokedKeyIds.all().map((r) => r.id);
+  }
+
+  /**
+   * A new access key (32 random bytes) for the project `project` names: the project with that id,
+   * else the one with that name — a second key for an existing project is a rotation, and both
+   * keys work until one is revoked. Otherwise a new project, id = slug(name)-<6 hex>.
+   */
+  createKey(project: string, now = Date.now()): AccessKey & { created: boolean } {
+    const trimmed = project.trim();
     if (trimmed.length === 0) throw new ProjectNameError('it is empty');
     if (trimmed.length > 200) throw new ProjectNameError('it is longer than 200 characters');
     // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
     if (/[\u0000-\u001f\u007f]/.test(trimmed)) throw new ProjectNameError('it contains control characters');
-    const slug = projectSlug(trimmed);
+    return this.keyTx(trimmed, now);
+  }
+
+  private createKeyIn(name: string, now: number): AccessKey & { created: boolean } {
+    const existing = this.st.projectById.get(name) ?? this.onlyProjectNamed(name);
+    if (existing !== undefined) {
+      for (let attempt = 0; attempt < 4; attempt++) {
+        const secret = randomBytes(32);
+        if (this.st.insertKey.run(existing.project_id, secret, now).changes === 1) return { projectId: existing.project_id, secret, created: false };
+      }
+      throw new ProjectNameError(`could not add a key to project "${existing.project_id}"`);
+    }
+    const slug = projectSlug(name);
     for (let attempt = 0; attempt < 16; attempt++) {
       const projectId = `${slug}-${randomBytes(3).toString('hex')}`;
       if (!isProjectId(projectId)) throw new ProjectNameError(`"${projectId}" is not a valid project id`);
+      if (this.st.insertProject.run(projectId, name, now).changes === 0) continue;
       const secret = randomBytes(32);
-      if (this.st.insertKey.run(projectId, trimmed, secret, now).changes === 1) return { projectId, secret };
+      this.st.insertKey.run(projectId, secret, now);
+      return { projectId, secret, created: true };
     }
     throw new ProjectNameError(`could not find a free project id for "${slug}"`);
   }
 
+  /** The project with this name; a name two projects share (made before rotation existed) is ambiguous. */
+  private onlyProjectNamed(name: string): { project_id: string } | undefined {
+    const rows = this.st.projectsByName.all(name);
+    if (rows.length > 1)
+      throw new ProjectNameError(`${rows.length} projects are named "${name}" (${rows.map((r) => r.project_id).join(', ')}); give the project id instead`);
+    return rows[0];
+  }
+
+  /**
+   * Revoke the key with this fingerprint (as `listKeys` shows it). Running collectors poll
+   * revokedKeyIds() and end that key's sessions; new handshakes with it are refused at once.
+   */
+  revokeKey(fingerprint: string, now = Date.now()): { projectId: string; fingerprint: string; alreadyRevokedAt: number | null } {
+    const fp = fingerprint.trim().toLowerCase();
+    const match = this.st.listKeys.all().filter((r) => keyFingerprint(r.secret) === fp);
+    const row = match[0];
+    if (row === undefined) throw new KeyNotFoundError(fp);
+    for (const r of match) this.st.revokeKey.run(now, r.id);
+    return { projectId: row.project_id, fingerprint: fp, alreadyRevokedAt: row.revoked_at };
+  }
+
   /** Every key without its secret (only a fingerprint of it). */
   listKeys(): KeyRow[] {
-    return this.st.listKeys.all().map((r) => ({ projectId: r.project_id, name: r.name, createdAt: r.created_at, fingerprint: keyFingerprint(r.secret) }));
+    return this.st.listKeys.all().map((r) => ({
+      projectId: r.project_id,
+      name: r.name,
+      createdAt: r.created_at,
+      fingerprint: keyFingerprint(r.secret),
+      revokedAt: r.revoked_at,
+    }));
   }
 
   // ---------------------------------------------------------------- agents
@@ -610,14 +825,15 @@ export class SqliteStore implements CollectorStore {
   agentConnected(projectId: string, info: AgentInfo, at: number): void {
     const app = info.apps[0] ?? '';
     this.st.agentConnected.run({ agentId: info.agentId, projectId, app, appsJson: JSON.stringify(info.apps), host: info.host, version: info.version, at });
-    this.seenPending.delete(info.agentId);
-    this.seenWrittenAt.set(info.agentId, at);
+    const key = agentKey({ projectId, agentId: info.agentId });
+    this.seenPending.delete(key);
+    this.seenWrittenAt.set(key, at);
   }
 
-  agentState(agentId: string, state: AgentState, at: number): void {
+  agentState(agent: AgentRef, state: AgentState, at: number): void {
     // Leaving 'live' is a good moment to write the newest last_seen too.
-    this.flushSeen(agentId);
-    this.st.agentState.run(state, at, agentId, state);
+    this.flushSeen(agent);
+    this.st.agentState.run(state, at, agent.projectId, agent.agentId, state);
   }
 
   /**
@@ -625,30 +841,32 @@ export class SqliteStore implements CollectorStore {
    * at most every seenPersistMs per agent, and on state changes and close. Liveness is
    * not worth an fsync per frame.
    */
-  agentSeen(agentId: string, at: number): void {
-    const written = this.seenWrittenAt.get(agentId);
+  agentSeen(agent: AgentRef, at: number): void {
+    const key = agentKey(agent);
+    const written = this.seenWrittenAt.get(key);
     if (written !== undefined && at - written < this.seenPersistMs) {
-      const pending = this.seenPending.get(agentId);
-      if (pending === undefined || at > pending) this.seenPending.set(agentId, at);
+      const pending = this.seenPending.get(key);
+      if (pending === undefined || at > pending.at) this.seenPending.set(key, { ref: agent, at });
       return;
     }
-    this.seenPending.delete(agentId);
-    this.seenWrittenAt.set(agentId, at);
-    this.st.agentSeen.run(at, agentId);
+    this.seenPending.delete(key);
+    this.seenWrittenAt.set(key, at);
+    this.st.agentSeen.run(at, agent.projectId, agent.agentId);
   }
 
-  private flushSeen(agentId?: string): void {
-    const ids = agentId === undefined ? [...this.seenPending.keys()] : this.seenPending.has(agentId) ? [agentId] : [];
-    for (const id of ids) {
-      const at = this.seenPending.get(id) as number;
-      this.seenPending.delete(id);
-      this.seenWrittenAt.set(id, at);
-      this.st.agentSeen.run(at, id);
+  private flushSeen(agent?: AgentRef): void {
+    const keys = agent === undefined ? [...this.seenPending.keys()] : [agentKey(agent)];
+    for (const key of keys) {
+      const p = this.seenPending.get(key);
+      if (p === undefined) continue;
+      this.seenPending.delete(key);
+      this.seenWrittenAt.set(key, p.at);
+      this.st.agentSeen.run(p.at, p.ref.projectId, p.ref.agentId);
     }
   }
 
-  agentLicensed(agentId: string, licensed: boolean): void {
-    this.st.agentLicensed.run(licensed ? 1 : 0, agentId);
+  agentLicensed(agent: AgentRef, licensed: boolean): void {
+    this.st.agentLicensed.run(licensed ? 1 : 0, agent.projectId, agent.agentId);
   }
 
   /**
@@ -660,8 +878,9 @@ export class SqliteStore implements CollectorStore {
   }
 
   /** Every agent ever seen (the API filters disconnected ones by age). app = the agent's first app. */
-  listAgents(): AgentListRow[] {
-    return this.st.listAgents.all().map((r) => {
+  listAgents(q: { project?: string } = {}): AgentListRow[] {
+    const rows = this.st.listAgents.all().filter((r) => q.project === undefined || r.project_id === q.project);
+    return rows.map((r) => {
       let apps: string[] = [];
       try {
         const parsed: unknown = JSON.parse(r.apps_json);
@@ -669,7 +888,7 @@ export class SqliteStore implements CollectorStore {
       } catch {
         // keep []
       }
-      const pending = this.seenPending.get(r.agent_id);
+      const pending = this.seenPending.get(agentKey({ projectId: r.project_id, agentId: r.agent_id }))?.at;
       return {
         agentId: r.agent_id,
         projectId: r.project_id,
@@ -694,16 +913,16 @@ export class SqliteStore implements CollectorStore {
 
   // ---------------------------------------------------------------- metrics
 
-  storeMetrics(agentId: string, packs: UpMetricPack[], now: number): StoreMetricsResult {
-    return this.metricsTx(agentId, packs, now);
+  storeMetrics(agent: AgentRef, packs: UpMetricPack[], now: number): StoreMetricsResult {
+    return this.metricsTx(agent, packs, now);
   }
 
-  private storeMetricsIn(agentId: string, packs: UpMetricPack[], now: number): StoreMetricsResult {
+  private storeMetricsIn(agent: AgentRef, packs: UpMetricPack[], now: number): StoreMetricsResult {
     let stored = 0;
     let duplicatePacks = 0;
     let late = 0;
     for (const pack of packs) {
-      if (this.st.insertPack.run(agentId, pack.packId, now).changes === 0) {
+      if (this.st.insertPack.run(agent.agentId, agent.projectId, pack.packId, now).changes === 0) {
         duplicatePacks++;
         continue;
       }
@@ -714,8 +933,8 @@ export class SqliteStore implements CollectorStore {
         continue;
       }
       for (const pt of pack.points) {
-        this.mergePoint(agentId, pt, pack.intervalStart, pack.intervalMs, now, false);
-        this.mergePoint(agentId, pt, minute, ROLLUP_MS, now, true);
+        this.mergePoint(agent, pt, pack.intervalStart, pack.intervalMs, now, false);
+        this.mergePoint(agent, pt, minute, ROLLUP_MS, now, true);
         stored++;
       }
     }
@@ -733,12 +952,12 @@ export class SqliteStore implements CollectorStore {
   }
 
   /** Merge a point into its interval row (metric_points) or its minute row (metric_rollups). */
-  private mergePoint(agentId: string, pt: MetricPoint, start: number, ms: number, now: number, rollup: boolean): void {
+  private mergePoint(agent: AgentRef, pt: MetricPoint, start: number, ms: number, now: number, rollup: boolean): void {
     const s = pt.series;
     const info = this.seriesInfo(s);
     let sketch: Buffer | null = null;
     if (s.kind === MetricKind.Histogram && pt.sketch !== null) {
-      const row = (rollup ? this.st.selectRollupSketch : this.st.selectSketch).get(agentId, info.bytes, start);
+      const row = (rollup ? this.st.selectRollupSketch : this.st.selectSketch).get(agent.agentId, agent.projectId, info.bytes, start);
       if (row?.sketch != null) {
         const merged = decodeSketch(row.sketch);
         merged.merge(pt.sketch);
@@ -750,7 +969,8 @@ export class SqliteStore implements CollectorStore {
     const has = pt.count > 0 && Number.isFinite(pt.min) && Number.isFinite(pt.max);
     const last = s.kind === MetricKind.Gauge && Number.isFinite(pt.last) ? pt.last : null;
     (rollup ? this.st.upsertRollup : this.st.upsertPoint).run(
-      agentId,
+      agent.agentId,
+      agent.projectId,
       info.bytes,
       s.name,
       info.tagsJson,
@@ -772,17 +992,17 @@ export class SqliteStore implements CollectorStore {
     return this.sketchWriter.body();
   }
 
-  /** Points by agent, name and interval start range: the most recent `limit` of them, oldest first. */
+  /** Points by project, agent, name and interval start range: the most recent `limit` of them, oldest first. */
   queryMetrics(q: MetricQuery = {}): MetricRow[] {
     const where: string[] = [];
     const params: Record<string, unknown> = {};
+    if (q.project !== undefined) {
+      where.push('project_id = @project');
+      params.project = q.project;
+    }
     if (q.agent !== undefined) {
       where.push('agent_id = @agent');
       params.agent = q.agent;
-    }
-    if (q.project !== undefined) {
-      where.push(projectCondition());
-      params.project = q.project;
     }
     if (q.name !== undefined) {
       where.push('name = @name');
@@ -798,9 +1018,9 @@ export class SqliteStore implements CollectorStore {
     }
     params.limit = Math.max(1, Math.min(MAX_QUERY_LIMIT, Math.floor(q.limit ?? DEFAULT_QUERY_LIMIT)));
     const table = q.rollup === true ? 'metric_rollups' : 'metric_points';
-    const sql = `SELECT agent_id, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, sketch FROM ${table}${
+    const sql = `SELECT agent_id, project_id, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, sketch FROM ${table}${
       where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''
-    } ORDER BY interval_start DESC, agent_id, name, series_key LIMIT @limit`;
+    } ORDER BY interval_start DESC, agent_id, project_id, name, series_key LIMIT @limit`;
     let stmt = this.queryCache.get(sql);
     if (stmt === undefined) {
       stmt = this.db.prepare(sql);
@@ -814,41 +1034,42 @@ export class SqliteStore implements CollectorStore {
 
   // ---------------------------------------------------------------- text items
 
-  storeText(agentId: string, items: TextItem[]): StoreTextResult {
-    return this.textTx(agentId, items);
+  storeText(agent: AgentRef, items: TextItem[]): StoreTextResult {
+    return this.textTx(agent, items);
   }
 
-  private storeTextIn(agentId: string, items: TextItem[]): StoreTextResult {
+  private storeTextIn(agent: AgentRef, items: TextItem[]): StoreTextResult {
     const r: StoreTextResult = { traces: 0, activeStacks: 0, events: 0, snapshots: 0, btRegistrations: 0, btDuplicates: 0 };
+    const { projectId: p, agentId: id } = agent;
     for (const it of items) {
       const o = it.origin;
       switch (it.kind) {
         case 'trace': {
           const t = it.trace;
-          this.st.insertTrace.run(agentId, o.app, o.instanceId, t.txid, t.traceId, t.name, t.startTime, t.durationMs, t.error ?? null, JSON.stringify(t));
+          this.st.insertTrace.run(p, id, o.app, o.instanceId, t.txid, t.traceId, t.name, t.startTime, t.durationMs, t.error ?? null, JSON.stringify(t));
           r.traces++;
           break;
         }
         case 'activeStack': {
           const a = it.stack;
-          this.st.insertStack.run(agentId, o.app, o.instanceId, a.txid, a.name, a.ts, a.elapsedMs, JSON.stringify(a));
+          this.st.insertStack.run(p, id, o.app, o.instanceId, a.txid, a.name, a.ts, a.elapsedMs, JSON.stringify(a));
           r.activeStacks++;
           break;
         }
         case 'event': {
           const e = it.event;
-          this.st.insertEvent.run(agentId, o.app, o.instanceId, e.ts, e.type, e.message, JSON.stringify(e));
+          this.st.insertEvent.run(p, id, o.app, o.instanceId, e.ts, e.type, e.message, JSON.stringify(e));
           r.events++;
           break;
         }
         case 'snapshot': {
           const s = it.snapshot;
-          this.st.insertSnapshot.run(agentId, o.app, o.instanceId, s.ts, s.kind, JSON.stringify(s));
+          this.st.insertSnapshot.run(p, id, o.app, o.instanceId, s.ts, s.kind, JSON.stringify(s));
           r.snapshots++;
           break;
         }
         case 'btRegistration':
-          if (this.st.insertBt.run(agentId, it.name, o.app, it.ts).changes === 1) r.btRegistrations++;
+          if (this.st.insertBt.run(p, id, it.name, o.app, it.ts).changes === 1) r.btRegistrations++;
           else r.btDuplicates++;
           break;
       }
@@ -858,22 +1079,29 @@ export class SqliteStore implements CollectorStore {
 
   private list<T>(table: string, cols: string, q: ListQuery, map: (row: Record<string, unknown>) => T): T[] {
     const limit = Math.max(1, Math.min(MAX_QUERY_LIMIT, Math.floor(q.limit ?? 100)));
-    const where = [...(q.agent !== undefined ? ['agent_id = @agent'] : []), ...(q.project !== undefined ? [projectCondition()] : [])];
-    const sql = `SELECT ${cols} FROM ${table}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
+    const where: string[] = [];
+    const params: Record<string, unknown> = { limit };
+    if (q.project !== undefined) {
+      where.push('project_id = @project');
+      params.project = q.project;
+    }
+    if (q.agent !== undefined) {
+      where.push('agent_id = @agent');
+      params.agent = q.agent;
+    }
+    const sql = `SELECT project_id, ${cols} FROM ${table}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT @limit`;
     let stmt = this.queryCache.get(sql);
     if (stmt === undefined) {
       stmt = this.db.prepare(sql);
       this.queryCache.set(sql, stmt);
     }
-    const params: Record<string, unknown> = { limit };
-    if (q.agent !== undefined) params.agent = q.agent;
-    if (q.project !== undefined) params.project = q.project;
     return (stmt.all(params) as Record<string, unknown>[]).map(map);
   }
 
   /** The most recent traces, newest first. */
   listTraces(q: ListQuery = {}): TraceRow[] {
     return this.list('traces', 'agent_id, app, instance_id, txid, trace_id, name, start_time, duration_ms, error, body_json', q, (r) => ({
+      project: r.project_id as string,
       agentId: r.agent_id as string,
       app: r.app as string,
       instanceId: r.instance_id as string,
@@ -890,6 +1118,7 @@ export class SqliteStore implements CollectorStore {
   /** The most recent events, newest first. */
   listEvents(q: ListQuery = {}): EventRow[] {
     return this.list('events', 'agent_id, app, instance_id, ts, type, message, body_json', q, (r) => ({
+      project: r.project_id as string,
       agentId: r.agent_id as string,
       app: r.app as string,
       instanceId: r.instance_id as string,
@@ -900,21 +1129,26 @@ export class SqliteStore implements CollectorStore {
     }));
   }
 
-  listBtRegistrations(agent?: string): BtRegistrationRow[] {
-    const sql = `SELECT agent_id, name, app, first_seen FROM bt_registrations${agent !== undefined ? ' WHERE agent_id = ?' : ''} ORDER BY agent_id, name`;
-    const rows = (agent !== undefined ? this.db.prepare(sql).all(agent) : this.db.prepare(sql).all()) as {
-      agent_id: string;
-      name: string;
-      app: string;
-      first_seen: number;
-    }[];
-    return rows.map((r) => ({ agentId: r.agent_id, name: r.name, app: r.app, firstSeenAt: r.first_seen }));
+  listBtRegistrations(q: { project?: string; agent?: string } = {}): BtRegistrationRow[] {
+    const where: string[] = [];
+    const params: Record<string, string> = {};
+    if (q.project !== undefined) {
+      where.push('project_id = @project');
+      params.project = q.project;
+    }
+    if (q.agent !== undefined) {
+      where.push('agent_id = @agent');
+      params.agent = q.agent;
+    }
+    const sql = `SELECT project_id, agent_id, name, app, first_seen FROM bt_registrations${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY agent_id, project_id, name`;
+    const rows = this.db.prepare(sql).all(params) as { project_id: string; agent_id: string; name: string; app: string; first_seen: number }[];
+    return rows.map((r) => ({ project: r.project_id, agentId: r.agent_id, name: r.name, app: r.app, firstSeenAt: r.first_seen }));
   }
 
   /** Row counts of the data tables (for status output and tests). */
   counts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const t of ['agents', 'keys', 'metric_packs', 'metric_points', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations']) {
+    for (const t of ['agents', 'projects', 'keys', 'metric_packs', 'metric_points', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations']) {
       out[t] = (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
     }
     return out;
@@ -954,6 +1188,7 @@ function finiteOrNull(v: number): number | null {
 function toMetricRow(r: PointRow): MetricRow {
   const kind = METRIC_KIND_NAMES[r.kind] ?? 'counter';
   const row: MetricRow = {
+    project: r.project_id,
     agentId: r.agent_id,
     name: r.name,
     tags: JSON.parse(r.tags_json) as Record<string, string>,

@@ -1,5 +1,19 @@
 import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstream';
 
+/**
+ * An agent's identity: the project whose key it proved, and the `agent_id` it gave.
+ * Two projects may use the same agent_id; they are two agents.
+ */
+export interface AgentRef {
+  readonly projectId: string;
+  readonly agentId: string;
+}
+
+/** One string per agent identity, for maps. A project id never contains '/' (a-z, 0-9, '-'). */
+export function agentKey(ref: AgentRef): string {
+  return `${ref.projectId}/${ref.agentId}`;
+}
+
 /** Liveness of an agent as the API reports it (DESIGN §7). */
 export type AgentState = 'live' | 'stalled' | 'disconnected';
 
@@ -55,16 +69,27 @@ export interface StoreTextResult {
   btDuplicates: number;
 }
 
+/** One access key of a project, as the handshake needs it. */
+export interface ProjectKey {
+  /** The key's row id: sessions remember it, so revoking the key can end them. */
+  id: number;
+  secret: Buffer;
+  /** Epoch ms, or null while the key is valid. */
+  revokedAt: number | null;
+}
+
 /** What the agent protocol code needs from storage. Every write is one transaction, committed before it returns. */
 export interface CollectorStore {
-  /** The secret of a project's access key, or undefined when unknown. */
-  keySecret(projectId: string): Buffer | undefined;
+  /** Every key of a project, revoked ones included (empty when the project is unknown). */
+  projectKeys(projectId: string): ProjectKey[];
+  /** Ids of every revoked key (polled: a revocation may come from another process). */
+  revokedKeyIds(): number[];
   /** An agent completed the handshake; keeps its identity (and row) if it was seen before. */
   agentConnected(projectId: string, info: AgentInfo, at: number): void;
-  agentState(agentId: string, state: AgentState, at: number): void;
-  agentSeen(agentId: string, at: number): void;
-  agentLicensed(agentId: string, licensed: boolean): void;
+  agentState(agent: AgentRef, state: AgentState, at: number): void;
+  agentSeen(agent: AgentRef, at: number): void;
+  agentLicensed(agent: AgentRef, licensed: boolean): void;
   /** Idempotent by pack id per agent; points merge into (agent, series, interval start). */
-  storeMetrics(agentId: string, packs: UpMetricPack[], now: number): StoreMetricsResult;
-  storeText(agentId: string, items: TextItem[]): StoreTextResult;
+  storeMetrics(agent: AgentRef, packs: UpMetricPack[], now: number): StoreMetricsResult;
+  storeText(agent: AgentRef, items: TextItem[]): StoreTextResult;
 }

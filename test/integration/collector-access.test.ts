@@ -88,10 +88,10 @@ function seed(dataDir: string): { shop: string; bank: string } {
         },
         { kind: 'event', origin, event: { ts: T, type: 'deploy', message: `event of ${agent}` } },
       ];
-      store.storeText(agent, items);
+      store.storeText({ projectId: project, agentId: agent }, items);
       const series = { key: encodeSeries(MetricKind.Counter, 'orders', {}).toString('latin1'), kind: MetricKind.Counter, name: 'orders', tags: {} };
       store.storeMetrics(
-        agent,
+        { projectId: project, agentId: agent },
         [{ packId: 'p1', intervalStart: T, intervalMs: 10_000, points: [{ series, count: 1, sum: 1, min: 1, max: 1, last: Number.NaN, sketch: null }] }],
         T,
       );
@@ -221,6 +221,16 @@ describe('collector HTTP access', () => {
       );
       for (const kind of ['traces', 'events', 'metrics'])
         assert.deepEqual(await read(`/api/${kind}?agent=${theirs}`, token), [], `${kind} of the other project`);
+      const other = token === shopToken ? bank : shop;
+      for (const kind of ['agents', 'traces', 'events', 'metrics']) {
+        const r = await get(port, `/api/${kind}?project=${other}`, { token });
+        assert.equal(r.status, 403, `${kind}?project= of the other project`);
+        assert.equal(errorCode(r), 'ERR_TOKEN_SCOPE');
+      }
+      assert.deepEqual(
+        (await read(`/api/agents?project=${token === shopToken ? shop : bank}`, token)).map((a) => a.agentId),
+        [mine],
+      );
       const stats = (await read('/api/stats', token)) as unknown as Record<string, unknown>;
       assert.deepEqual(stats, { project: token === shopToken ? shop : bank, agents: { live: 0, stalled: 0, disconnected: 1 } });
       const m = await get(port, '/metrics', { token, host: 'collector.example.com' });

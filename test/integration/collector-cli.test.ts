@@ -95,7 +95,8 @@ describe('apm-collector CLI', () => {
     assert.equal(json.code, 0, json.stderr);
     const rows = JSON.parse(json.stdout) as Record<string, string>[];
     assert.equal(rows.length, 1);
-    assert.deepEqual(Object.keys(rows[0] as object).sort(), ['createdAt', 'fingerprint', 'name', 'projectId']);
+    assert.deepEqual(Object.keys(rows[0] as object).sort(), ['createdAt', 'fingerprint', 'name', 'projectId', 'revokedAt']);
+    assert.equal(rows[0]?.revokedAt, null);
     assert.equal(rows[0]?.projectId, key.projectId);
     assert.ok(!Number.isNaN(Date.parse(rows[0]?.createdAt as string)));
     for (const out of [list.stdout, json.stdout, list.stderr, json.stderr]) {
@@ -184,7 +185,7 @@ describe('apm-collector CLI', () => {
       const side = SqliteStore.open(dataDir);
       try {
         side.agentConnected('shop-000000', { agentId: 'pod-7', host: 'node-3', version: '0.1.0', apps: ['checkout'] }, T);
-        side.agentLicensed('pod-7', true);
+        side.agentLicensed({ projectId: 'shop-000000', agentId: 'pod-7' }, true);
         const sk = new Sketch();
         for (let v = 1; v <= 100; v++) sk.add(v);
         const lat = {
@@ -194,7 +195,7 @@ describe('apm-collector CLI', () => {
           tags: { route: '/pay' },
         };
         side.storeMetrics(
-          'pod-7',
+          { projectId: 'shop-000000', agentId: 'pod-7' },
           [
             {
               packId: 'p1',

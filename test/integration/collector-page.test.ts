@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { SqliteStore } from '@apm-sidecar/collector';
+import { MetricKind, encodeSeries } from '@apm-sidecar/proto';
 import { connect } from '@apm-sidecar/shim';
+import { parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { chromium } from 'playwright-core';
 import { createKey, createToken, getJson, startCollector } from '../helpers/collector';
 import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
@@ -118,7 +121,7 @@ test('the collector page: asks for the read token, then agents and charts live, 
       return (await row.locator('td.agent-app').textContent()) === (api?.app || '–');
     });
     const cells = await row.locator('td').allTextContents();
-    assert.deepEqual([cells[0], cells[3], cells[5]], [AGENT, 'live', 'yes']);
+    assert.deepEqual([cells[0], cells[1], cells[4], cells[6]], [AGENT, parseAccessKey(key).projectId, 'live', 'yes'], 'agent, its project, state, license');
     assert.equal(await row.evaluate((r) => getComputedStyle(r).opacity), '1');
     const legend = await page.locator(`${HIST} svg .legend text`).allTextContents();
     assert.deepEqual(legend, ['p50', 'p95', 'p99']);
@@ -155,6 +158,80 @@ test('the collector page: asks for the read token, then agents and charts live, 
       [],
       'no script errors on the page',
     );
+  } finally {
+    for (const undo of cleanups.reverse()) {
+      try {
+        await undo();
+      } catch {
+        // best effort: the rest still runs
+      }
+    }
+    tmp.cleanup();
+  }
+});
+
+test('the same agent id in two projects: two rows, each showing its project, and two series named by project', { timeout: 120_000 }, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip('chromium not installed: browser test skipped (apt-get install chromium)');
+    return;
+  }
+  const tmp = tempDir('apm-page2-');
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const data = join(tmp.dir, 'collector');
+    const projects = [parseAccessKey(await createKey(data, 'alpha')).projectId, parseAccessKey(await createKey(data, 'beta')).projectId];
+    const collector = await startCollector(data);
+    cleanups.push(() => collector.kill('SIGTERM'));
+    // Written by another process on the same database, as two real sessions would store them.
+    const side = SqliteStore.open(data);
+    const now = Date.now();
+    const orders = { key: encodeSeries(MetricKind.Counter, 'twin.orders', {}).toString('latin1'), kind: MetricKind.Counter, name: 'twin.orders', tags: {} };
+    projects.forEach((projectId, i) => {
+      side.agentConnected(projectId, { agentId: 'twin', host: `host-${i}`, version: '1', apps: ['shop'] }, now);
+      for (let k = 0; k < 3; k++) {
+        const v = (i + 1) * 10;
+        side.storeMetrics(
+          { projectId, agentId: 'twin' },
+          [
+            {
+              packId: `p${k}`,
+              intervalStart: now - 30_000 + k * 10_000,
+              intervalMs: 10_000,
+              points: [{ series: orders, count: 1, sum: v, min: v, max: v, last: Number.NaN, sketch: null }],
+            },
+          ],
+          now,
+        );
+      }
+    });
+    side.close();
+
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.goto(`http://127.0.0.1:${collector.httpPort}/?refresh=300`);
+    await page.waitForSelector('tr[data-agent-id="twin"] + tr[data-agent-id="twin"]', WAIT);
+    const rows = await page.locator('tr[data-agent-id="twin"]').evaluateAll((trs) =>
+      trs.map((tr) => {
+        const r = tr as unknown as { dataset: { project: string }; cells: ArrayLike<{ textContent: string | null }> };
+        return [r.dataset.project, r.cells[0]?.textContent, r.cells[1]?.textContent, r.cells[3]?.textContent];
+      }),
+    );
+    assert.deepEqual(rows.sort(), [
+      [projects[0], 'twin', projects[0], 'host-0'],
+      [projects[1], 'twin', projects[1], 'host-1'],
+    ]);
+    const chart = 'figure[data-metric="twin.orders"]';
+    // Flat lines have no height: wait for them attached, not visible.
+    await page.waitForSelector(`${chart} svg path.line`, { ...WAIT, state: 'attached' });
+    const legend = (await page.locator(`${chart} svg .legend text`).allTextContents()).sort();
+    assert.deepEqual(legend, [`twin (${projects[0]})`, `twin (${projects[1]})`]);
+    // ?project= narrows the page to one project.
+    await page.goto(`http://127.0.0.1:${collector.httpPort}/?refresh=300&project=${projects[1]}`);
+    await page.waitForSelector(`tr[data-agent-id="twin"][data-project="${projects[1]}"]`, WAIT);
+    await page.waitForSelector(`${chart} svg path.line`, { ...WAIT, state: 'attached' });
+    assert.equal(await page.locator('tr[data-agent-id="twin"]').count(), 1);
+    assert.equal(await page.locator(`${chart} svg path.line`).count(), 1);
   } finally {
     for (const undo of cleanups.reverse()) {
       try {

@@ -64,13 +64,13 @@ describe('collector HTTP API (in process)', () => {
     };
     const gauge = { key: encodeSeries(MetricKind.Gauge, 'pool', {}).toString('latin1'), kind: MetricKind.Gauge, name: 'pool', tags: {} };
     store.agentConnected('proj', { agentId: 'live-1', host: 'h1', version: '1', apps: ['shop', 'other'] }, T0);
-    store.agentLicensed('live-1', true);
+    store.agentLicensed({ projectId: 'proj', agentId: 'live-1' }, true);
     store.agentConnected('proj', { agentId: 'gone-recently', host: 'h2', version: '1', apps: ['shop'] }, T0);
-    store.agentState('gone-recently', 'disconnected', T0 + 50_000);
+    store.agentState({ projectId: 'proj', agentId: 'gone-recently' }, 'disconnected', T0 + 50_000);
     store.agentConnected('proj', { agentId: 'gone-long-ago', host: 'h3', version: '1', apps: [] }, T0);
-    store.agentState('gone-long-ago', 'disconnected', T0);
+    store.agentState({ projectId: 'proj', agentId: 'gone-long-ago' }, 'disconnected', T0);
     store.storeMetrics(
-      'live-1',
+      { projectId: 'proj', agentId: 'live-1' },
       [
         {
           packId: 'p1',
@@ -261,5 +261,67 @@ describe('collector HTTP API (in process)', () => {
     assert.match(raw, /"ERR_BAD_REQUEST"/);
     assert.equal((await call(port, '/healthz')).status, 200);
     assert.ok((server.address() as AddressInfo).port > 0);
+  });
+});
+
+describe('collector HTTP API: projects', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'apm-http-proj-'));
+  const store = SqliteStore.open(dir);
+  let server: Server;
+  let port = 0;
+  const counter = { key: encodeSeries(MetricKind.Counter, 'orders', {}).toString('latin1'), kind: MetricKind.Counter, name: 'orders', tags: {} };
+  const origin = { app: 'shop', instanceId: 'i', pid: 1 };
+
+  before(async () => {
+    for (const [projectId, n] of [
+      ['alpha-000001', 2567],
+      ['beta-000002', 1_483_000],
+    ] as const) {
+      const agent = { projectId, agentId: 'pod' };
+      store.agentConnected(projectId, { agentId: 'pod', host: projectId, version: '1', apps: ['shop'] }, T0);
+      store.storeMetrics(
+        agent,
+        [
+          {
+            packId: 'same-id',
+            intervalStart: T0,
+            intervalMs: 10_000,
+            points: [{ series: counter, count: 1, sum: n, min: n, max: n, last: Number.NaN, sketch: null }],
+          },
+        ],
+        T0,
+      );
+      store.storeText(agent, [
+        { kind: 'event', origin, event: { ts: T0, type: 'deploy', message: projectId } },
+        { kind: 'trace', origin, trace: { txid: 't', traceId: 'tr', spanId: 's', name: projectId, startTime: T0, durationMs: 1, steps: [] } },
+      ]);
+    }
+    server = createHttpApi({ store, stats: new CollectorStats(), log: createLogger('silent'), now: () => T0 });
+    port = (await listen(server, '127.0.0.1', 0)).port;
+  });
+
+  after(async () => {
+    await closeServer(server);
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every row carries its project; ?project= filters agents, metrics, traces and events', async () => {
+    const get = async (path: string) => {
+      const r = await call(port, path);
+      assert.equal(r.status, 200, r.body);
+      return (JSON.parse(r.body) as Record<string, unknown>[]).map((x) => x.project).sort();
+    };
+    for (const route of ['/api/agents', '/api/metrics', '/api/traces', '/api/events']) {
+      assert.deepEqual(await get(route), ['alpha-000001', 'beta-000002'], route);
+      assert.deepEqual(await get(`${route}?project=beta-000002`), ['beta-000002'], route);
+      assert.deepEqual(await get(`${route}?project=nope-000000`), [], route);
+      assertJsonError(await call(port, `${route}?project=`), 400, 'ERR_BAD_QUERY');
+    }
+    const sums = JSON.parse((await call(port, '/api/metrics?project=alpha-000001&agent=pod')).body) as { sum: number }[];
+    assert.deepEqual(
+      sums.map((p) => p.sum),
+      [2567],
+    );
   });
 });

@@ -64,6 +64,8 @@ function prng(seed: number): () => number {
   };
 }
 
+/** An agent identity: agent_id in project `projectId` ('p' unless given). */
+const ag = (agentId: string, projectId = 'p') => ({ projectId, agentId });
 const info = (agentId: string, apps = ['checkout', 'billing']) => ({ agentId, host: `${agentId}.local`, version: '0.1.0', apps });
 const T0 = 1_700_000_000_000;
 
@@ -171,16 +173,16 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
     const store = SqliteStore.open(tempDir());
     try {
       const p = wire([pack('agent-a:1', T0, [point(orders, [1, 1, 1]), point(lat, [10, 20, 30])])]);
-      assert.deepEqual(store.storeMetrics('agent-a', p, T0 + 1), { stored: 2, duplicatePacks: 0, late: 0 });
-      assert.deepEqual(store.storeMetrics('agent-a', p, T0 + 2), { stored: 0, duplicatePacks: 1, late: 0 });
+      assert.deepEqual(store.storeMetrics(ag('agent-a'), p, T0 + 1), { stored: 2, duplicatePacks: 0, late: 0 });
+      assert.deepEqual(store.storeMetrics(ag('agent-a'), p, T0 + 2), { stored: 0, duplicatePacks: 1, late: 0 });
       // Resent together with itself in one batch: still once.
-      assert.deepEqual(store.storeMetrics('agent-a', [...p, ...p], T0 + 3), { stored: 0, duplicatePacks: 2, late: 0 });
+      assert.deepEqual(store.storeMetrics(ag('agent-a'), [...p, ...p], T0 + 3), { stored: 0, duplicatePacks: 2, late: 0 });
       const rows = store.queryMetrics({ agent: 'agent-a', name: 'orders.created' });
       assert.equal(rows.length, 1);
       assert.equal(rows[0]?.count, 3);
       assert.equal(rows[0]?.sum, 3);
       // The same pack id from another agent is another pack.
-      assert.equal(store.storeMetrics('agent-b', p, T0 + 4).stored, 2);
+      assert.equal(store.storeMetrics(ag('agent-b'), p, T0 + 4).stored, 2);
     } finally {
       store.close();
     }
@@ -190,11 +192,11 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
     const dir = tempDir();
     const p = wire([pack('agent-a:7', T0, [point(orders, [5])])]);
     let store = SqliteStore.open(dir);
-    store.storeMetrics('agent-a', p, T0);
+    store.storeMetrics(ag('agent-a'), p, T0);
     store.close();
     store = SqliteStore.open(dir);
     try {
-      assert.equal(store.storeMetrics('agent-a', p, T0 + 1).duplicatePacks, 1);
+      assert.equal(store.storeMetrics(ag('agent-a'), p, T0 + 1).duplicatePacks, 1);
       assert.equal(store.queryMetrics({ name: 'orders.created' })[0]?.sum, 5);
     } finally {
       store.close();
@@ -204,10 +206,10 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
   it('merges two different packs for the same identity: count, sum, min, max, and the latest gauge value', () => {
     const store = SqliteStore.open(tempDir());
     try {
-      store.storeMetrics('agent-a', wire([pack('p1', T0, [point(orders, [1, 2]), point(pool, [4, 8]), point(lat, [5, 50])])]), T0 + 1000);
-      store.storeMetrics('agent-a', wire([pack('p2', T0, [point(orders, [3]), point(pool, [6]), point(lat, [1, 500])])]), T0 + 2000);
+      store.storeMetrics(ag('agent-a'), wire([pack('p1', T0, [point(orders, [1, 2]), point(pool, [4, 8]), point(lat, [5, 50])])]), T0 + 1000);
+      store.storeMetrics(ag('agent-a'), wire([pack('p2', T0, [point(orders, [3]), point(pool, [6]), point(lat, [1, 500])])]), T0 + 2000);
       // Another interval and another series stay apart.
-      store.storeMetrics('agent-a', wire([pack('p3', T0 + 10_000, [point(orders, [100])])]), T0 + 3000);
+      store.storeMetrics(ag('agent-a'), wire([pack('p3', T0 + 10_000, [point(orders, [100])])]), T0 + 3000);
       const rows = store.queryMetrics({ agent: 'agent-a', from: T0, to: T0 + 10_000 });
       assert.equal(rows.length, 3);
       const by = new Map(rows.map((r) => [r.name, r]));
@@ -243,8 +245,8 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
   it('a gauge keeps the value received last, even when an older pack arrives later in the same interval', () => {
     const store = SqliteStore.open(tempDir());
     try {
-      store.storeMetrics('a', wire([pack('x2', T0, [point(pool, [9])])]), T0 + 5000);
-      store.storeMetrics('a', wire([pack('x1', T0, [point(pool, [1])])]), T0 + 6000);
+      store.storeMetrics(ag('a'), wire([pack('x2', T0, [point(pool, [9])])]), T0 + 5000);
+      store.storeMetrics(ag('a'), wire([pack('x1', T0, [point(pool, [1])])]), T0 + 6000);
       assert.equal(store.queryMetrics({ name: 'pool.size' })[0]?.value, 1);
     } finally {
       store.close();
@@ -259,8 +261,8 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
       for (let i = 0; i < 12; i++) {
         const values = Array.from({ length: 2000 }, () => Math.exp(2 + 1.5 * Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd())));
         all.push(...values);
-        store.storeMetrics('a', wire([pack(`q${i}`, T0, [point(lat, values)])]), T0 + i);
-        if (i % 3 === 0) store.storeMetrics('a', wire([pack(`q${i}`, T0, [point(lat, values)])]), T0 + i); // resent: ignored
+        store.storeMetrics(ag('a'), wire([pack(`q${i}`, T0, [point(lat, values)])]), T0 + i);
+        if (i % 3 === 0) store.storeMetrics(ag('a'), wire([pack(`q${i}`, T0, [point(lat, values)])]), T0 + i); // resent: ignored
       }
       const sorted = Float64Array.from(all).sort();
       const exact = (q: number) => sorted[Math.floor(q * (sorted.length - 1))] as number;
@@ -284,9 +286,9 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
     try {
       const good = wire([pack('ok', T0, [point(orders, [1])])])[0] as UpMetricPack;
       const bad = { packId: 'bad', intervalStart: T0, intervalMs: 10_000, points: [null] } as unknown as UpMetricPack;
-      assert.throws(() => store.storeMetrics('a', [good, bad], T0));
+      assert.throws(() => store.storeMetrics(ag('a'), [good, bad], T0));
       assert.equal(store.queryMetrics({}).length, 0);
-      assert.deepEqual(store.storeMetrics('a', [good], T0), { stored: 1, duplicatePacks: 0, late: 0 });
+      assert.deepEqual(store.storeMetrics(ag('a'), [good], T0), { stored: 1, duplicatePacks: 0, late: 0 });
     } finally {
       store.close();
     }
@@ -295,8 +297,8 @@ describe('SqliteStore: metrics are stored exactly once per pack and merged per i
   it('queryMetrics filters by agent, name and [from, to), and returns the most recent `limit` points oldest first', () => {
     const store = SqliteStore.open(tempDir());
     try {
-      for (let i = 0; i < 10; i++) store.storeMetrics('a', wire([pack(`a${i}`, T0 + i * 10_000, [point(orders, [i])])]), T0);
-      store.storeMetrics('b', wire([pack('b0', T0, [point(orders, [1])])]), T0);
+      for (let i = 0; i < 10; i++) store.storeMetrics(ag('a'), wire([pack(`a${i}`, T0 + i * 10_000, [point(orders, [i])])]), T0);
+      store.storeMetrics(ag('b'), wire([pack('b0', T0, [point(orders, [1])])]), T0);
       assert.equal(store.queryMetrics({}).length, 11);
       assert.equal(store.queryMetrics({ agent: 'b' }).length, 1);
       assert.equal(store.queryMetrics({ name: 'nope' }).length, 0);
@@ -331,16 +333,16 @@ describe('SqliteStore: text items', () => {
   it('de-duplicates business-transaction registrations per agent, across batches', () => {
     const store = SqliteStore.open(tempDir());
     try {
-      assert.deepEqual(store.storeText('a', items), { traces: 1, activeStacks: 1, events: 1, snapshots: 1, btRegistrations: 1, btDuplicates: 1 });
-      const again = store.storeText('a', [
+      assert.deepEqual(store.storeText(ag('a'), items), { traces: 1, activeStacks: 1, events: 1, snapshots: 1, btRegistrations: 1, btDuplicates: 1 });
+      const again = store.storeText(ag('a'), [
         { kind: 'btRegistration', origin, name: 'POST /pay', ts: T0 + 5 },
         { kind: 'btRegistration', origin, name: 'GET /cart', ts: T0 + 5 },
       ]);
       assert.equal(again.btRegistrations, 1);
       assert.equal(again.btDuplicates, 1);
-      store.storeText('b', [{ kind: 'btRegistration', origin, name: 'POST /pay', ts: T0 }]);
+      store.storeText(ag('b'), [{ kind: 'btRegistration', origin, name: 'POST /pay', ts: T0 }]);
       assert.deepEqual(
-        store.listBtRegistrations('a').map((r) => [r.name, r.firstSeenAt]),
+        store.listBtRegistrations({ agent: 'a' }).map((r) => [r.name, r.firstSeenAt]),
         [
           ['GET /cart', T0 + 5],
           ['POST /pay', T0],
@@ -355,8 +357,8 @@ describe('SqliteStore: text items', () => {
   it('lists recent traces and events, newest first, limited', () => {
     const store = SqliteStore.open(tempDir());
     try {
-      store.storeText('a', items);
-      for (let i = 0; i < 5; i++) store.storeText('b', [{ kind: 'event', origin, event: { ts: T0 + i, type: 'tick', message: `m${i}` } }]);
+      store.storeText(ag('a'), items);
+      for (let i = 0; i < 5; i++) store.storeText(ag('b'), [{ kind: 'event', origin, event: { ts: T0 + i, type: 'tick', message: `m${i}` } }]);
       const [t] = store.listTraces({ agent: 'a' });
       assert.deepEqual(
         { txid: t?.txid, traceId: t?.traceId, name: t?.name, error: t?.error, app: t?.app },
@@ -380,15 +382,15 @@ describe('SqliteStore: agents', () => {
     const store = SqliteStore.open(tempDir(), { seenPersistMs: 1000 });
     try {
       store.agentConnected('proj-1', info('pod-1'), T0);
-      store.agentLicensed('pod-1', true);
-      store.agentSeen('pod-1', T0 + 500); // throttled: kept in memory, still listed
+      store.agentLicensed(ag('pod-1', 'proj-1'), true);
+      store.agentSeen(ag('pod-1', 'proj-1'), T0 + 500); // throttled: kept in memory, still listed
       let [a] = store.listAgents();
       assert.deepEqual(
         { agentId: a?.agentId, projectId: a?.projectId, app: a?.app, host: a?.host, state: a?.state, lastSeenAt: a?.lastSeenAt, licensed: a?.licensed },
         { agentId: 'pod-1', projectId: 'proj-1', app: 'checkout', host: 'pod-1.local', state: 'live', lastSeenAt: T0 + 500, licensed: true },
       );
-      store.agentState('pod-1', 'stalled', T0 + 600);
-      store.agentState('pod-1', 'disconnected', T0 + 700);
+      store.agentState(ag('pod-1', 'proj-1'), 'stalled', T0 + 600);
+      store.agentState(ag('pod-1', 'proj-1'), 'disconnected', T0 + 700);
       assert.equal(store.listAgents()[0]?.state, 'disconnected');
       assert.equal(store.listAgents()[0]?.stateSince, T0 + 700);
       store.agentConnected('proj-1', info('pod-1', ['checkout']), T0 + 9000);
@@ -407,8 +409,8 @@ describe('SqliteStore: agents', () => {
     const dir = tempDir();
     let store = SqliteStore.open(dir, { seenPersistMs: 60_000 });
     store.agentConnected('p', info('pod-2'), T0);
-    store.agentLicensed('pod-2', true);
-    store.agentSeen('pod-2', T0 + 1234);
+    store.agentLicensed(ag('pod-2'), true);
+    store.agentSeen(ag('pod-2'), T0 + 1234);
     store.close();
     store = SqliteStore.open(dir);
     try {
@@ -432,25 +434,64 @@ describe('SqliteStore: access keys', () => {
       const k = store.createKey('My Shop (EU)!');
       assert.match(k.projectId, /^my-shop-eu-[0-9a-f]{6}$/);
       assert.equal(k.secret.length, 32);
+      assert.equal(k.created, true);
       const parsed = parseAccessKey(formatAccessKey(k));
       assert.equal(parsed.projectId, k.projectId);
-      assert.deepEqual(store.keySecret(k.projectId), k.secret);
-      assert.equal(store.keySecret('unknown-000000'), undefined);
-      const k2 = store.createKey('My Shop (EU)!');
-      assert.notEqual(k2.projectId, k.projectId);
+      assert.deepEqual(
+        store.projectKeys(k.projectId).map((r) => [r.secret, r.revokedAt]),
+        [[k.secret, null]],
+      );
+      assert.deepEqual(store.projectKeys('unknown-000000'), []);
+      const other = store.createKey('Other');
+      assert.notEqual(other.projectId, k.projectId);
       const list = store.listKeys();
       assert.deepEqual(
         list.map((r) => Object.keys(r).sort()),
         [
-          ['createdAt', 'fingerprint', 'name', 'projectId'],
-          ['createdAt', 'fingerprint', 'name', 'projectId'],
+          ['createdAt', 'fingerprint', 'name', 'projectId', 'revokedAt'],
+          ['createdAt', 'fingerprint', 'name', 'projectId', 'revokedAt'],
         ],
       );
       const row = list.find((r) => r.projectId === k.projectId);
       assert.equal(row?.fingerprint, keyFingerprint(k.secret));
       assert.equal(row?.name, 'My Shop (EU)!');
+      assert.equal(row?.revokedAt, null);
       const text = JSON.stringify(list);
       assert.ok(!text.includes(k.secret.toString('base64url')) && !text.includes(k.secret.toString('hex')));
+    } finally {
+      store.close();
+    }
+  });
+
+  it('a second key for an existing project (named, or by id) is a rotation: the project keeps both keys until one is revoked', () => {
+    const store = SqliteStore.open(tempDir());
+    try {
+      const k1 = store.createKey('Shop');
+      const k2 = store.createKey('  Shop ');
+      const k3 = store.createKey(k1.projectId);
+      assert.deepEqual([k2.projectId, k3.projectId, k2.created, k3.created], [k1.projectId, k1.projectId, false, false]);
+      assert.equal(new Set([k1, k2, k3].map((k) => k.secret.toString('hex'))).size, 3, 'every key has its own secret');
+      assert.deepEqual(
+        store.projectKeys(k1.projectId).map((r) => r.secret),
+        [k1.secret, k2.secret, k3.secret],
+      );
+      assert.deepEqual(store.revokedKeyIds(), []);
+      const fp = keyFingerprint(k2.secret);
+      const r = store.revokeKey(fp.toUpperCase(), T0);
+      assert.deepEqual(r, { projectId: k1.projectId, fingerprint: fp, alreadyRevokedAt: null });
+      const keys = store.projectKeys(k1.projectId);
+      assert.deepEqual(
+        keys.map((x) => x.revokedAt),
+        [null, T0, null],
+      );
+      assert.deepEqual(store.revokedKeyIds(), [keys[1]?.id]);
+      assert.equal(store.listKeys().find((x) => x.fingerprint === fp)?.revokedAt, T0);
+      assert.equal(store.revokeKey(fp, T0 + 5).alreadyRevokedAt, T0, 'revoking twice keeps the first time');
+      assert.equal(store.projectKeys(k1.projectId)[1]?.revokedAt, T0);
+      assert.throws(
+        () => store.revokeKey('000000000000'),
+        (err: unknown) => (err as { code?: string }).code === 'ERR_KEY_NOT_FOUND',
+      );
     } finally {
       store.close();
     }

@@ -32,6 +32,7 @@ import {
   encodeAgentInfo,
   encodeMetricBatch,
   formatAccessKey,
+  helloMadeWith,
   isProjectId,
   keyFingerprint,
   parseAccessKey,
@@ -304,6 +305,19 @@ describe('upstream handshake: mutual proof of the access key', () => {
     const impostor: AccessKey = { projectId: key.projectId, secret: otherSecret(key) };
     const hello = readClientHello(payloadOf(new ClientHandshake(nacl, impostor, 'agent-1').hello(), UpstreamType.ClientHello));
     throwsCode(() => new ServerHandshake(nacl, hello, key.secret), BadKeyError, 'ERR_BAD_KEY');
+  });
+
+  it('helloMadeWith finds which of a project’s keys (during a rotation) made a ClientHello, and no other', () => {
+    const old = newKey('shop');
+    const rotated: AccessKey = { projectId: 'shop', secret: otherSecret(old) };
+    const other = otherSecret(rotated);
+    for (const used of [old, rotated]) {
+      const hello = readClientHello(payloadOf(new ClientHandshake(nacl, used, 'agent-1').hello(), UpstreamType.ClientHello));
+      assert.deepEqual(
+        [old.secret, rotated.secret, other].map((s) => helloMadeWith(hello, s)),
+        [used === old, used === rotated, false],
+      );
+    }
   });
 
   it('a ClientHello whose signed fields were altered is ERR_BAD_KEY', () => {

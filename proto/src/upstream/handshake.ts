@@ -187,6 +187,15 @@ export function readClientHello(payload: Buffer): ClientHello {
   }
 }
 
+/**
+ * Whether the ClientHello's tag was made with `secret` (collector side: a project may have
+ * several keys while one is rotated; this finds the one the agent used). Only a MAC check.
+ */
+export function helloMadeWith(hello: ClientHello, secret: Buffer): boolean {
+  const fields = hello.raw.subarray(0, hello.raw.length - 32);
+  return equal(hello.tag, hmac256(secret, LABEL_HELLO, fields));
+}
+
 /** Collector side: construct once the ClientHello's project key is found. */
 export class ServerHandshake {
   private readonly th: Buffer;
