@@ -39,6 +39,17 @@ export class FrameGapError extends ApmError {
   }
 }
 
+/**
+ * An ack that is not for the oldest unacked data frame. The collector acks every data frame it
+ * stored, in order; an ack that skips one means that frame was not stored, so the session ends and
+ * everything unacked is sent again.
+ */
+export class AckGapError extends ApmError {
+  constructor(acked: number, oldest: number | null) {
+    super('ERR_ACK_GAP', `ack for frame ${acked}, but the oldest unacked data frame is ${oldest ?? 'none'}`);
+  }
+}
+
 /** A handshake message out of order or malformed. */
 export class HandshakeError extends ApmError {
   constructor(message: string) {
