@@ -1,10 +1,11 @@
 import type { EventEmitter } from 'node:events';
 import { type Server, createServer } from 'node:net';
-import { ApmError, FrameParser, FrameTooLargeError, type Series } from '@apm-sidecar/proto';
+import { ApmError, FrameParser, FrameTooLargeError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
 import {
   type AgentInfo,
   BadKeyError,
   Direction,
+  FrameGapError,
   Inner,
   Opener,
   ReplayError,
@@ -25,6 +26,7 @@ import {
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
 import type { Logger } from 'pino';
+import { HandshakeTimeoutError } from './errors';
 import { LicensePool } from './licenses';
 import type { CollectorStats, CollectorStore } from './types';
 
@@ -39,16 +41,40 @@ export interface AgentServerOptions {
   stallAfterMs: number;
   licenseReleaseMs: number;
   maxFrameBytes: number;
+  /** A connection not through the handshake (configuration sent) this long is closed. */
+  handshakeTimeoutMs: number;
+  /** Connections (TCP and tunnel sessions) held at once; more are refused at accept. */
+  maxConnections: number;
+  /** The same, from one remote address. */
+  maxConnectionsPerIp: number;
   /** Announced in the agent configuration: tunnel agents poll well within it. */
   tunnelSessionTimeoutMs?: number;
 }
 
 export interface AgentServer {
   readonly port: number;
-  /** Serve an agent over another carrier (the HTTP tunnel). */
-  attach(wire: Wire, transport: 'tcp' | 'http'): void;
+  /**
+   * Serve an agent over a carrier (a TCP socket, or a tunnel session). Null when a connection
+   * limit refused it (counted as rejected.tooManyConnections); the caller closes the carrier.
+   */
+  attach(wire: Wire, transport: 'tcp' | 'http'): AgentLink | null;
+  /** Count and log a refusal made by a carrier before any connection exists (the tunnel's first request). */
+  refused(reason: RejectReason, err: ApmError, remote: string | undefined): void;
   close(): Promise<void>;
 }
+
+/** What a carrier may ask of the connection it serves. */
+export interface AgentLink {
+  /** The ClientHello was accepted (ServerHello sent) and the connection is neither refused nor closed. */
+  readonly helloAccepted: boolean;
+  /** The agent proved its key (ClientFinished verified): frames up to max_frame_bytes from now on. */
+  readonly authenticated: boolean;
+}
+
+export type RejectReason = keyof CollectorStats['rejected'];
+
+/** The largest frame accepted before the agent is authenticated (DESIGN §7): a handshake message is far smaller. */
+export const PREAUTH_MAX_FRAME_BYTES = 4096;
 
 /**
  * What an agent connection needs of its carrier: a TCP socket, or a tunnel
@@ -67,20 +93,32 @@ const SERIES_CACHE_MAX = 200_000;
 
 type Phase = 'hello' | 'finished' | 'info' | 'active' | 'closed';
 
+function remoteIp(wire: Wire): string {
+  return wire.remoteAddress ?? '';
+}
+
 /**
  * One agent connection on the collector:
  *
  *   ClientHello → (key lookup, proof) → ServerHello → ClientFinished
  *   → AgentInfo → Config + License → data frames (stored, then acked)
  *
- * Every rejection is counted (badKey, replay, tampered, tooLarge, malformed)
- * and closes only this connection. Liveness (Introscope): a failed write marks
+ * Every rejection is counted (badKey, replay, tampered, tooLarge, malformed,
+ * frameGap, handshakeTimeout) and closes only this connection. Before the
+ * agent is authenticated a frame may carry at most PREAUTH_MAX_FRAME_BYTES, and
+ * the handshake must be done (configuration sent) within handshake_timeout_ms,
+ * so an unauthenticated peer holds at most a few KiB for a bounded time. Liveness (Introscope): a failed write marks
  * the agent disconnected at once; a connection idle for idle_ping_ms is
  * pinged and closed if the pong does not come within another idle_ping_ms; a
  * live connection that carries no data for stall_after_ms is `stalled`.
  */
-class AgentConnection {
+class AgentConnection implements AgentLink {
   private phase: Phase = 'hello';
+  /** Set when the connection is being refused or ended: it no longer counts as accepting. */
+  private ending = false;
+  private readonly parser: FrameParser;
+  private handshakeTimer: NodeJS.Timeout | null;
+  readonly ip: string;
   private projectId = '';
   private agentId = '';
   private handshake: ServerHandshake | null = null;
@@ -97,7 +135,13 @@ class AgentConnection {
     private readonly srv: AgentServerImpl,
     private readonly transport: 'tcp' | 'http',
   ) {
-    const parser = new FrameParser(srv.opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
+    this.ip = remoteIp(socket);
+    const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
+    this.parser = parser;
+    this.handshakeTimer = setTimeout(() => {
+      this.handshakeTimer = null;
+      if (this.phase !== 'active' && this.phase !== 'closed' && !this.ending) this.reject(new HandshakeTimeoutError(srv.opts.handshakeTimeoutMs));
+    }, srv.opts.handshakeTimeoutMs);
     socket.on('data', (chunk: Buffer) => {
       this.lastActivity = Date.now();
       this.pingSentAt = 0;
@@ -121,17 +165,27 @@ class AgentConnection {
     return this.transport;
   }
 
+  get helloAccepted(): boolean {
+    return !this.ending && this.phase !== 'hello' && this.phase !== 'closed';
+  }
+
+  get authenticated(): boolean {
+    return this.phase === 'info' || this.phase === 'active';
+  }
+
   close(cause: string): void {
     if (this.phase === 'closed') return;
     const wasActive = this.phase === 'active';
     this.phase = 'closed';
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.socket.destroy();
     this.srv.connectionClosed(this, wasActive, cause);
   }
 
   /** Send a sealed error, then close (used when the connection is replaced or the server stops). */
   end(code: string, message: string): void {
+    this.ending = true;
     if (this.sealer !== null && this.phase !== 'closed') this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
     this.socket.end();
     setTimeout(() => this.close(message), 200).unref();
@@ -168,12 +222,16 @@ class AgentConnection {
   }
 
   private reject(err: unknown): void {
+    if (this.ending || this.phase === 'closed') return;
+    this.ending = true;
     const st = this.srv.opts.stats.rejected;
     const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
     if (err instanceof BadKeyError) st.badKey++;
     else if (err instanceof ReplayError) st.replay++;
     else if (err instanceof TamperedFrameError) st.tampered++;
     else if (err instanceof FrameTooLargeError) st.tooLarge++;
+    else if (err instanceof FrameGapError) st.frameGap++;
+    else if (err instanceof HandshakeTimeoutError) st.handshakeTimeout++;
     else st.malformed++;
     const message = err instanceof Error ? err.message : String(err);
     this.srv.log.warn(
@@ -192,7 +250,7 @@ class AgentConnection {
       this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
     }
     this.socket.end();
-    if (this.phase !== 'closed') setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
+    setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
   }
 
   private frame(type: number, payload: Buffer): void {
@@ -218,6 +276,8 @@ class AgentConnection {
         this.sealer = new Sealer(nacl, keys, Direction.CollectorToAgent);
         this.opener = new Opener(nacl, keys, Direction.AgentToCollector);
         this.phase = 'info';
+        // Authenticated: from the next frame on (also in this chunk) the normal maximum applies.
+        this.parser.maxFrameBytes = this.srv.opts.maxFrameBytes;
         return;
       }
       case 'info':
@@ -296,6 +356,8 @@ class AgentConnection {
     const now = Date.now();
     o.store.agentConnected(this.projectId, info, now);
     this.srv.replaceOlder(this);
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
     const lic = this.srv.licenses.acquire(this.agentId);
     o.store.agentLicensed(this.agentId, lic.granted);
     const s = this.sealer as Sealer;
@@ -324,6 +386,12 @@ class AgentServerImpl implements AgentServer {
   readonly licenses: LicensePool;
   readonly log: Logger;
   private readonly conns = new Set<AgentConnection>();
+  /** Connections held (until closed, also while being replaced), in total and per remote address. */
+  private held = 0;
+  private readonly heldByIp = new Map<string, number>();
+  /** Refusals at accept are logged at most once a second, with how many there were. */
+  private refusedUnlogged = 0;
+  private refusedLoggedAt = 0;
   private server: Server | null = null;
   port = 0;
 
@@ -338,7 +406,7 @@ class AgentServerImpl implements AgentServer {
   listen(): Promise<void> {
     const server = createServer((socket) => {
       socket.setNoDelay(true);
-      this.attach(socket, 'tcp');
+      if (this.attach(socket, 'tcp') === null) socket.destroy();
     });
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -352,9 +420,32 @@ class AgentServerImpl implements AgentServer {
     });
   }
 
-  attach(wire: Wire, transport: 'tcp' | 'http'): void {
+  attach(wire: Wire, transport: 'tcp' | 'http'): AgentLink | null {
+    const ip = remoteIp(wire);
+    const fromIp = this.heldByIp.get(ip) ?? 0;
+    const o = this.opts;
+    if (this.held >= o.maxConnections || fromIp >= o.maxConnectionsPerIp) {
+      const limit = this.held >= o.maxConnections ? o.maxConnections : o.maxConnectionsPerIp;
+      this.refused('tooManyConnections', new TooManyConnectionsError(limit), wire.remoteAddress);
+      return null;
+    }
     if (this.seriesCache.size > SERIES_CACHE_MAX) this.seriesCache.clear();
-    this.conns.add(new AgentConnection(wire, this, transport));
+    this.held++;
+    this.heldByIp.set(ip, fromIp + 1);
+    const c = new AgentConnection(wire, this, transport);
+    this.conns.add(c);
+    return c;
+  }
+
+  refused(reason: RejectReason, err: ApmError, remote: string | undefined): void {
+    this.opts.stats.rejected[reason]++;
+    // A flood of refusals must not become a flood of log lines.
+    this.refusedUnlogged++;
+    const now = Date.now();
+    if (now - this.refusedLoggedAt < 1000) return;
+    this.log.warn({ code: err.code, reason, remote, refused: this.refusedUnlogged }, `refused agent connection: ${err.message}`);
+    this.refusedUnlogged = 0;
+    this.refusedLoggedAt = now;
   }
 
   /** A newer connection of the same agent wins; the old one is closed. */
@@ -369,6 +460,10 @@ class AgentServerImpl implements AgentServer {
 
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void {
     this.conns.delete(c);
+    this.held--;
+    const fromIp = (this.heldByIp.get(c.ip) ?? 1) - 1;
+    if (fromIp <= 0) this.heldByIp.delete(c.ip);
+    else this.heldByIp.set(c.ip, fromIp);
     if (!wasActive) return;
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).

@@ -117,6 +117,9 @@ async function run(o: RunOpts): Promise<void> {
       stallAfterMs: settings.stall_after_ms,
       licenseReleaseMs: settings.license_release_ms,
       maxFrameBytes: settings.max_frame_bytes,
+      handshakeTimeoutMs: settings.handshake_timeout_ms,
+      maxConnections: settings.max_connections,
+      maxConnectionsPerIp: settings.max_connections_per_ip,
       tunnelSessionTimeoutMs: settings.tunnel_session_timeout_ms,
     });
   } catch (err) {
@@ -126,7 +129,13 @@ async function run(o: RunOpts): Promise<void> {
     die(EXIT_RUNTIME, `cannot listen: ${(err as Error).message}`);
   }
   const agentServer = agents;
-  tunnel = new Tunnel({ agents: agentServer, log, sessionTimeoutMs: settings.tunnel_session_timeout_ms, maxBodyBytes: settings.max_frame_bytes + 1024 });
+  tunnel = new Tunnel({
+    agents: agentServer,
+    log,
+    sessionTimeoutMs: settings.tunnel_session_timeout_ms,
+    handshakeTimeoutMs: settings.handshake_timeout_ms,
+    maxBodyBytes: settings.max_frame_bytes + 1024,
+  });
   const agentTunnel = tunnel;
   log.info({ agents: { host: o.host, port: agentServer.port }, http: { host: o.http.host, port: httpPort }, dataDir }, 'listening');
 
@@ -247,7 +256,7 @@ export function main(argv: string[]): void {
     .addOption(
       new Option(
         '--set <key=value>',
-        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes',
+        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes, handshake_timeout_ms, max_connections, max_connections_per_ip',
       )
         .default([])
         .argParser(collect),

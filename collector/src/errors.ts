@@ -44,3 +44,10 @@ export class ProjectNameError extends ApmError {
     super('ERR_PROJECT_NAME', `bad project name: ${why}`);
   }
 }
+
+/** An agent connection did not complete the handshake within handshake_timeout_ms. Counted as rejected.handshakeTimeout. */
+export class HandshakeTimeoutError extends ApmError {
+  constructor(ms: number) {
+    super('ERR_HANDSHAKE_TIMEOUT', `the handshake was not completed within ${ms} ms (handshake_timeout_ms)`);
+  }
+}

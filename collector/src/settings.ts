@@ -12,6 +12,9 @@ export interface CollectorSettings {
   license_release_ms: number;
   rollup_grace_ms: number;
   max_frame_bytes: number;
+  handshake_timeout_ms: number;
+  max_connections: number;
+  max_connections_per_ip: number;
 }
 export type SettingKey = keyof CollectorSettings;
 
@@ -32,6 +35,9 @@ export const SETTINGS: Record<SettingKey, Spec> = {
   license_release_ms: { def: 300_000, min: 0, max: 365 * DAY, help: 'free a license after its agent has been disconnected this long' },
   rollup_grace_ms: { def: 120_000, min: 0, max: DAY, help: 'a minute is final this long after it ends' },
   max_frame_bytes: { def: 8_388_608, min: 1024, max: 1024 * 1024 * 1024, help: 'largest agent frame accepted' },
+  handshake_timeout_ms: { def: 10_000, min: 1, max: DAY, help: 'an agent connection not through the handshake this long is closed' },
+  max_connections: { def: 10_000, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once; more are closed at accept' },
+  max_connections_per_ip: { def: 256, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once from one address' },
 };
 
 /** A bad `--set` (unknown key, malformed pair or value out of range). The message names the key. */
