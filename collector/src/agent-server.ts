@@ -85,6 +85,8 @@ export interface Wire extends EventEmitter {
   write(chunk: Buffer): boolean;
   end(): void;
   destroy(): void;
+  /** Stop reading (a refused peer's further bytes are not taken in while the refusal flushes). */
+  pause?(): unknown;
   readonly remoteAddress?: string | undefined;
 }
 
@@ -250,6 +252,7 @@ class AgentConnection implements AgentLink {
       this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
     }
     this.socket.end();
+    this.socket.pause?.();
     setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
   }
 

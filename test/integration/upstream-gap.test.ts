@@ -43,9 +43,13 @@ describe('frames lost between the sidecar and the collector', () => {
   test('dropped numeric frames end the session with ERR_FRAME_GAP; the sidecar resends and the totals are exact', async () => {
     const relay = new FrameRelay(collector.port);
     await relay.listen();
-    const sc = await startSidecar(join(tmp.dir, 'gap'), ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(relay.port), ...FAST, '--set', 'agent_id=gap-agent'], {
-      APM_SIDECAR_ACCESS_KEY: key,
-    });
+    const sc = await startSidecar(
+      join(tmp.dir, 'gap'),
+      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(relay.port), ...FAST, '--set', 'agent_id=gap-agent'],
+      {
+        APM_SIDECAR_ACCESS_KEY: key,
+      },
+    );
     const apm = connect({ app: 'gap', socket: sc.socket, flushMs: 50 });
     try {
       await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
@@ -81,11 +85,7 @@ describe('frames lost between the sidecar and the collector', () => {
         return s.state === 'active' && s.upstream.sessions >= 2;
       });
       assert.ok(relay.accepted >= 2, 'a new session through the relay');
-      await waitFor(
-        `the collector's total to equal the ${recorded} recorded`,
-        async () => (await counterSum(collector, 'gap.orders')) === recorded,
-        20000,
-      );
+      await waitFor(`the collector's total to equal the ${recorded} recorded`, async () => (await counterSum(collector, 'gap.orders')) === recorded, 20000);
       // Exact, not at least: nothing doubled either, and it stays so.
       await sleep(500);
       assert.equal(await counterSum(collector, 'gap.orders'), recorded);
@@ -101,9 +101,13 @@ describe('frames lost between the sidecar and the collector', () => {
   test('a HandshakeRejected frame after the handshake is a protocol error, not a refusal', async () => {
     const relay = new FrameRelay(collector.port);
     await relay.listen();
-    const sc = await startSidecar(join(tmp.dir, 'inject'), ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(relay.port), ...FAST, '--set', 'agent_id=inject-agent'], {
-      APM_SIDECAR_ACCESS_KEY: key,
-    });
+    const sc = await startSidecar(
+      join(tmp.dir, 'inject'),
+      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(relay.port), ...FAST, '--set', 'agent_id=inject-agent'],
+      {
+        APM_SIDECAR_ACCESS_KEY: key,
+      },
+    );
     try {
       await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
       const body = Buffer.from(JSON.stringify({ code: 'ERR_BAD_KEY', message: 'forged refusal' }));
