@@ -67,8 +67,6 @@ export interface AgentServer {
 export interface AgentLink {
   /** The ClientHello was accepted (ServerHello sent) and the connection is neither refused nor closed. */
   readonly helloAccepted: boolean;
-  /** The agent proved its key (ClientFinished verified): frames up to max_frame_bytes from now on. */
-  readonly authenticated: boolean;
 }
 
 export type RejectReason = keyof CollectorStats['rejected'];
@@ -109,7 +107,9 @@ function remoteIp(wire: Wire): string {
  * frameGap, handshakeTimeout) and closes only this connection. Before the
  * agent is authenticated a frame may carry at most PREAUTH_MAX_FRAME_BYTES, and
  * the handshake must be done (configuration sent) within handshake_timeout_ms,
- * so an unauthenticated peer holds at most a few KiB for a bounded time. Liveness (Introscope): a failed write marks
+ * so an unauthenticated peer holds a few KiB for a bounded time.
+ *
+ * Liveness (Introscope): a failed write marks
  * the agent disconnected at once; a connection idle for idle_ping_ms is
  * pinged and closed if the pong does not come within another idle_ping_ms; a
  * live connection that carries no data for stall_after_ms is `stalled`.
@@ -169,10 +169,6 @@ class AgentConnection implements AgentLink {
 
   get helloAccepted(): boolean {
     return !this.ending && this.phase !== 'hello' && this.phase !== 'closed';
-  }
-
-  get authenticated(): boolean {
-    return this.phase === 'info' || this.phase === 'active';
   }
 
   close(cause: string): void {
@@ -236,11 +232,12 @@ class AgentConnection implements AgentLink {
     else if (err instanceof HandshakeTimeoutError) st.handshakeTimeout++;
     else st.malformed++;
     const message = err instanceof Error ? err.message : String(err);
-    this.srv.log.warn(
-      { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress },
-      `rejected agent connection: ${message}`,
-    );
-    if (this.phase === 'hello' || this.phase === 'finished') {
+    const fields = { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress };
+    const preAuth = this.phase === 'hello' || this.phase === 'finished';
+    // Anyone can provoke a pre-auth refusal, as often as they like: those are logged rate-limited.
+    if (preAuth) this.srv.warnLimited(code, fields, `rejected agent connection: ${message}`);
+    else this.srv.log.warn(fields, `rejected agent connection: ${message}`);
+    if (preAuth) {
       // Clear-text refusal: the agent has no session keys yet.
       const body = Buffer.from(JSON.stringify({ code, message }));
       const frame = Buffer.allocUnsafe(5 + body.length);
@@ -392,9 +389,8 @@ class AgentServerImpl implements AgentServer {
   /** Connections held (until closed, also while being replaced), in total and per remote address. */
   private held = 0;
   private readonly heldByIp = new Map<string, number>();
-  /** Refusals at accept are logged at most once a second, with how many there were. */
-  private refusedUnlogged = 0;
-  private refusedLoggedAt = 0;
+  /** Refusals of unauthenticated peers, by code: logged at most once a second, with how many were not. */
+  private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
   private server: Server | null = null;
   port = 0;
 
@@ -442,13 +438,20 @@ class AgentServerImpl implements AgentServer {
 
   refused(reason: RejectReason, err: ApmError, remote: string | undefined): void {
     this.opts.stats.rejected[reason]++;
-    // A flood of refusals must not become a flood of log lines.
-    this.refusedUnlogged++;
+    this.warnLimited(err.code, { code: err.code, reason, remote }, `refused agent connection: ${err.message}`);
+  }
+
+  /** A flood of refusals must not become a flood of log lines: per code, one line a second at most. */
+  warnLimited(code: string, fields: Record<string, unknown>, message: string): void {
     const now = Date.now();
-    if (now - this.refusedLoggedAt < 1000) return;
-    this.log.warn({ code: err.code, reason, remote, refused: this.refusedUnlogged }, `refused agent connection: ${err.message}`);
-    this.refusedUnlogged = 0;
-    this.refusedLoggedAt = now;
+    const last = this.refusalLog.get(code);
+    if (last !== undefined && now - last.at < 1000) {
+      last.suppressed++;
+      return;
+    }
+    const suppressed = last?.suppressed ?? 0;
+    this.log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, message);
+    this.refusalLog.set(code, { at: now, suppressed: 0 });
   }
 
   /** A newer connection of the same agent wins; the old one is closed. */
