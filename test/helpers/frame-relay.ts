@@ -6,11 +6,14 @@ import { type Server, type Socket, createServer, connect as tcpConnect } from 'n
  * or broken middlebox would.
  *
  *   dropUp(type)   true: the agent → collector frame is not forwarded (counted in droppedUp)
+ *   dropDown(type) the same for collector → agent frames (counted in droppedDown)
  *   injectDown(f)  write a frame to every agent, between two collector frames
  */
 export class FrameRelay {
   dropUp: (type: number) => boolean = () => false;
   droppedUp = 0;
+  dropDown: (type: number) => boolean = () => false;
+  droppedDown = 0;
   accepted = 0;
   private readonly server: Server;
   private readonly clients = new Set<Socket>();
@@ -62,7 +65,8 @@ export class FrameRelay {
       while (down.length >= 4 && down.length >= 4 + down.readUInt32LE(0)) {
         const frame = down.subarray(0, 4 + down.readUInt32LE(0));
         down = down.subarray(frame.length);
-        client.write(frame);
+        if (this.dropDown(frame[4] as number)) this.droppedDown++;
+        else client.write(frame);
       }
     });
     const end = () => {
