@@ -97,6 +97,16 @@ function remoteIp(wire: Wire): string {
   return wire.remoteAddress ?? '';
 }
 
+/** A clear-text refusal (the peer has no session keys yet): HandshakeRejected with `{ code, message }`. */
+function refusalFrame(code: string, message: string): Buffer {
+  const body = Buffer.from(JSON.stringify({ code, message }));
+  const frame = Buffer.allocUnsafe(5 + body.length);
+  frame.writeUInt32LE(body.length + 1, 0);
+  frame[4] = UpstreamType.HandshakeRejected;
+  body.copy(frame, 5);
+  return frame;
+}
+
 /**
  * One agent connection on the collector:
  *
@@ -238,13 +248,7 @@ class AgentConnection implements AgentLink {
     if (preAuth) this.srv.warnLimited(code, fields, `rejected agent connection: ${message}`);
     else this.srv.log.warn(fields, `rejected agent connection: ${message}`);
     if (preAuth) {
-      // Clear-text refusal: the agent has no session keys yet.
-      const body = Buffer.from(JSON.stringify({ code, message }));
-      const frame = Buffer.allocUnsafe(5 + body.length);
-      frame.writeUInt32LE(body.length + 1, 0);
-      frame[4] = UpstreamType.HandshakeRejected;
-      body.copy(frame, 5);
-      this.socket.write(frame);
+      this.socket.write(refusalFrame(code, message));
     } else if (this.sealer !== null && !(err instanceof TamperedFrameError) && !(err instanceof ReplayError)) {
       this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
     }
@@ -405,7 +409,11 @@ class AgentServerImpl implements AgentServer {
   listen(): Promise<void> {
     const server = createServer((socket) => {
       socket.setNoDelay(true);
-      if (this.attach(socket, 'tcp') === null) socket.destroy();
+      if (this.attach(socket, 'tcp') !== null) return;
+      // Refused at accept: the reason in clear text, then gone (the connection is not held meanwhile).
+      socket.on('error', () => {});
+      socket.end(refusalFrame('ERR_TOO_MANY_CONNECTIONS', 'the collector holds as many agent connections as it allows'), () => socket.destroy());
+      setTimeout(() => socket.destroy(), 1000).unref();
     });
     this.server = server;
     return new Promise((resolve, reject) => {

@@ -216,7 +216,7 @@ describe('connection limits at accept', () => {
   before(async () => {
     const data = join(tmp.dir, 'collector');
     key = await createKey(data, 'limits');
-    collector = await startCollector(data, ['--set', 'handshake_timeout_ms=1500', '--set', 'max_connections=30', '--set', 'max_connections_per_ip=20']);
+    collector = await startCollector(data, ['--set', 'handshake_timeout_ms=3000', '--set', 'max_connections=30', '--set', 'max_connections_per_ip=20']);
   });
   after(async () => {
     await collector.kill('SIGTERM');
@@ -236,7 +236,11 @@ describe('connection limits at accept', () => {
 
     const sc = await honestSidecar(join(tmp.dir, 'honest'), 'tcp', collector.port, key, 'honest-limits');
     try {
-      // Refused while the holders hold; they time out after handshake_timeout_ms, then it gets in.
+      // Refused (told why, in clear text) while the holders hold; they time out after handshake_timeout_ms, then it gets in.
+      await waitFor(
+        'the honest sidecar to be told the limit is reached',
+        async () => (await status(sc.socket)).upstream.sessionErrors?.ERR_TOO_MANY_CONNECTIONS >= 1,
+      );
       await deliver(collector, sc, 'limits.tcp', 40);
     } finally {
       await sc.kill('SIGTERM');
