@@ -1,11 +1,12 @@
 import type { EventEmitter } from 'node:events';
 import { type Server, createServer } from 'node:net';
-import { ApmError, FrameParser, FrameTooLargeError, type Series } from '@apm-sidecar/proto';
+import { ApmError, FrameParser, FrameTooLargeError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
 import {
   type AgentInfo,
   BadKeyError,
   type ClientHello,
   Direction,
+  FrameGapError,
   Inner,
   Opener,
   ReplayError,
@@ -27,6 +28,7 @@ import {
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
 import type { Logger } from 'pino';
+import { HandshakeTimeoutError } from './errors';
 import { LicensePool } from './licenses';
 import { type AgentRef, type CollectorStats, type CollectorStore, type ProjectKey, agentKey } from './types';
 
@@ -41,6 +43,12 @@ export interface AgentServerOptions {
   stallAfterMs: number;
   licenseReleaseMs: number;
   maxFrameBytes: number;
+  /** A connection not through the handshake (configuration sent) this long is closed. */
+  handshakeTimeoutMs: number;
+  /** Connections (TCP and tunnel sessions) held at once; more are refused at accept. */
+  maxConnections: number;
+  /** The same, from one remote address. */
+  maxConnectionsPerIp: number;
   /** Announced in the agent configuration: tunnel agents poll well within it. */
   tunnelSessionTimeoutMs?: number;
   /** How often the store's revoked keys are read, so a revoked key's sessions end (default 250). */
@@ -58,10 +66,26 @@ const NO_SUCH_KEY: ProjectKey = { id: -1, secret: Buffer.from(nacl.randomBytes(3
 
 export interface AgentServer {
   readonly port: number;
-  /** Serve an agent over another carrier (the HTTP tunnel). */
-  attach(wire: Wire, transport: 'tcp' | 'http'): void;
+  /**
+   * Serve an agent over a carrier (a TCP socket, or a tunnel session). Null when a connection
+   * limit refused it (counted as rejected.tooManyConnections); the caller closes the carrier.
+   */
+  attach(wire: Wire, transport: 'tcp' | 'http'): AgentLink | null;
+  /** Count and log a refusal made by a carrier before any connection exists (the tunnel's first request). */
+  refused(reason: RejectReason, err: ApmError, remote: string | undefined): void;
   close(): Promise<void>;
 }
+
+/** What a carrier may ask of the connection it serves. */
+export interface AgentLink {
+  /** The ClientHello was accepted (ServerHello sent) and the connection is neither refused nor closed. */
+  readonly helloAccepted: boolean;
+}
+
+export type RejectReason = keyof CollectorStats['rejected'];
+
+/** The largest frame accepted before the agent is authenticated (DESIGN §7): a handshake message is far smaller. */
+export const PREAUTH_MAX_FRAME_BYTES = 4096;
 
 /**
  * What an agent connection needs of its carrier: a TCP socket, or a tunnel
@@ -72,6 +96,8 @@ export interface Wire extends EventEmitter {
   write(chunk: Buffer): boolean;
   end(): void;
   destroy(): void;
+  /** Stop reading (a refused peer's further bytes are not taken in while the refusal flushes). */
+  pause?(): unknown;
   readonly remoteAddress?: string | undefined;
 }
 
@@ -80,20 +106,44 @@ const SERIES_CACHE_MAX = 200_000;
 
 type Phase = 'hello' | 'finished' | 'info' | 'active' | 'closed';
 
+function remoteIp(wire: Wire): string {
+  return wire.remoteAddress ?? '';
+}
+
+/** A clear-text refusal (the peer has no session keys yet): HandshakeRejected with `{ code, message }`. */
+function refusalFrame(code: string, message: string): Buffer {
+  const body = Buffer.from(JSON.stringify({ code, message }));
+  const frame = Buffer.allocUnsafe(5 + body.length);
+  frame.writeUInt32LE(body.length + 1, 0);
+  frame[4] = UpstreamType.HandshakeRejected;
+  body.copy(frame, 5);
+  return frame;
+}
+
 /**
  * One agent connection on the collector:
  *
  *   ClientHello → (key lookup, proof) → ServerHello → ClientFinished
  *   → AgentInfo → Config + License → data frames (stored, then acked)
  *
- * Every rejection is counted (badKey, replay, tampered, tooLarge, malformed)
- * and closes only this connection. Liveness (Introscope): a failed write marks
+ * Every rejection is counted (badKey, replay, tampered, tooLarge, malformed,
+ * frameGap, handshakeTimeout) and closes only this connection. Before the
+ * agent is authenticated a frame may carry at most PREAUTH_MAX_FRAME_BYTES, and
+ * the handshake must be done (configuration sent) within handshake_timeout_ms,
+ * so an unauthenticated peer holds a few KiB for a bounded time.
+ *
+ * Liveness (Introscope): a failed write marks
  * the agent disconnected at once; a connection idle for idle_ping_ms is
  * pinged and closed if the pong does not come within another idle_ping_ms; a
  * live connection that carries no data for stall_after_ms is `stalled`.
  */
-class AgentConnection {
+class AgentConnection implements AgentLink {
   private phase: Phase = 'hello';
+  /** Set when the connection is being refused or ended: it no longer counts as accepting. */
+  private ending = false;
+  private readonly parser: FrameParser;
+  private handshakeTimer: NodeJS.Timeout | null;
+  readonly ip: string;
   private projectId = '';
   private agentId = '';
   /** (project, agent_id), set from the ClientHello; its string form keys the server's maps. */
@@ -115,7 +165,13 @@ class AgentConnection {
     private readonly srv: AgentServerImpl,
     private readonly transport: 'tcp' | 'http',
   ) {
-    const parser = new FrameParser(srv.opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
+    this.ip = remoteIp(socket);
+    const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
+    this.parser = parser;
+    this.handshakeTimer = setTimeout(() => {
+      this.handshakeTimer = null;
+      if (this.phase !== 'active' && this.phase !== 'closed' && !this.ending) this.reject(new HandshakeTimeoutError(srv.opts.handshakeTimeoutMs));
+    }, srv.opts.handshakeTimeoutMs);
     socket.on('data', (chunk: Buffer) => {
       this.lastActivity = Date.now();
       this.pingSentAt = 0;
@@ -144,17 +200,23 @@ class AgentConnection {
     return this.transport;
   }
 
+  get helloAccepted(): boolean {
+    return !this.ending && this.phase !== 'hello' && this.phase !== 'closed';
+  }
+
   close(cause: string): void {
     if (this.phase === 'closed') return;
     const wasActive = this.phase === 'active';
     this.phase = 'closed';
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.socket.destroy();
     this.srv.connectionClosed(this, wasActive, cause);
   }
 
   /** Send a sealed error, then close (used when the connection is replaced or the server stops). */
   end(code: string, message: string): void {
+    this.ending = true;
     if (this.sealer !== null && this.phase !== 'closed') this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
     this.socket.end();
     setTimeout(() => this.close(message), 200).unref();
@@ -191,33 +253,33 @@ class AgentConnection {
   }
 
   private reject(err: unknown): void {
+    if (this.ending || this.phase === 'closed') return;
+    this.ending = true;
     const st = this.srv.opts.stats.rejected;
     const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
     if (err instanceof BadKeyError) st.badKey++;
     else if (err instanceof ReplayError) st.replay++;
     else if (err instanceof TamperedFrameError) st.tampered++;
     else if (err instanceof FrameTooLargeError) st.tooLarge++;
+    else if (err instanceof FrameGapError) st.frameGap++;
+    else if (err instanceof HandshakeTimeoutError) st.handshakeTimeout++;
     else st.malformed++;
     const message = err instanceof Error ? err.message : String(err);
     // The log keeps the reason; the wire gets the one refusal (no oracle for projects or keys).
     const wireMessage = err instanceof BadKeyError ? KEY_REFUSED_MESSAGE : message;
-    this.srv.log.warn(
-      { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress },
-      `rejected agent connection: ${message}`,
-    );
-    if (this.phase === 'hello' || this.phase === 'finished') {
-      // Clear-text refusal: the agent has no session keys yet.
-      const body = Buffer.from(JSON.stringify({ code, message: wireMessage }));
-      const frame = Buffer.allocUnsafe(5 + body.length);
-      frame.writeUInt32LE(body.length + 1, 0);
-      frame[4] = UpstreamType.HandshakeRejected;
-      body.copy(frame, 5);
-      this.socket.write(frame);
+    const fields = { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress };
+    const preAuth = this.phase === 'hello' || this.phase === 'finished';
+    // Anyone can provoke a pre-auth refusal, as often as they like: those are logged rate-limited.
+    if (preAuth) this.srv.warnLimited(code, fields, `rejected agent connection: ${message}`);
+    else this.srv.log.warn(fields, `rejected agent connection: ${message}`);
+    if (preAuth) {
+      this.socket.write(refusalFrame(code, wireMessage));
     } else if (this.sealer !== null && !(err instanceof TamperedFrameError) && !(err instanceof ReplayError)) {
       this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, wireMessage)));
     }
     this.socket.end();
-    if (this.phase !== 'closed') setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
+    this.socket.pause?.();
+    setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
   }
 
   private frame(type: number, payload: Buffer): void {
@@ -245,6 +307,8 @@ class AgentConnection {
         this.sealer = new Sealer(nacl, keys, Direction.CollectorToAgent);
         this.opener = new Opener(nacl, keys, Direction.AgentToCollector);
         this.phase = 'info';
+        // Authenticated: from the next frame on (also in this chunk) the normal maximum applies.
+        this.parser.maxFrameBytes = this.srv.opts.maxFrameBytes;
         return;
       }
       case 'info':
@@ -323,6 +387,8 @@ class AgentConnection {
     const now = Date.now();
     o.store.agentConnected(this.projectId, info, now);
     this.srv.replaceOlder(this);
+    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
     const lic = this.srv.licenses.acquire(this.ref);
     o.store.agentLicensed(this.ref, lic.granted);
     const s = this.sealer as Sealer;
@@ -369,6 +435,11 @@ class AgentServerImpl implements AgentServer {
   readonly log: Logger;
   private readonly conns = new Set<AgentConnection>();
   private readonly keyPoll: NodeJS.Timeout;
+  /** Connections held (until closed, also while being replaced), in total and per remote address. */
+  private held = 0;
+  private readonly heldByIp = new Map<string, number>();
+  /** Refusals of unauthenticated peers, by code: logged at most once a second, with how many were not. */
+  private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
   private server: Server | null = null;
   port = 0;
 
@@ -405,7 +476,11 @@ class AgentServerImpl implements AgentServer {
   listen(): Promise<void> {
     const server = createServer((socket) => {
       socket.setNoDelay(true);
-      this.attach(socket, 'tcp');
+      if (this.attach(socket, 'tcp') !== null) return;
+      // Refused at accept: the reason in clear text, then gone (the connection is not held meanwhile).
+      socket.on('error', () => {});
+      socket.end(refusalFrame('ERR_TOO_MANY_CONNECTIONS', 'the collector holds as many agent connections as it allows'), () => socket.destroy());
+      setTimeout(() => socket.destroy(), 1000).unref();
     });
     this.server = server;
     return new Promise((resolve, reject) => {
@@ -419,9 +494,39 @@ class AgentServerImpl implements AgentServer {
     });
   }
 
-  attach(wire: Wire, transport: 'tcp' | 'http'): void {
+  attach(wire: Wire, transport: 'tcp' | 'http'): AgentLink | null {
+    const ip = remoteIp(wire);
+    const fromIp = this.heldByIp.get(ip) ?? 0;
+    const o = this.opts;
+    if (this.held >= o.maxConnections || fromIp >= o.maxConnectionsPerIp) {
+      const limit = this.held >= o.maxConnections ? o.maxConnections : o.maxConnectionsPerIp;
+      this.refused('tooManyConnections', new TooManyConnectionsError(limit), wire.remoteAddress);
+      return null;
+    }
     if (this.seriesCache.size > SERIES_CACHE_MAX) this.seriesCache.clear();
-    this.conns.add(new AgentConnection(wire, this, transport));
+    this.held++;
+    this.heldByIp.set(ip, fromIp + 1);
+    const c = new AgentConnection(wire, this, transport);
+    this.conns.add(c);
+    return c;
+  }
+
+  refused(reason: RejectReason, err: ApmError, remote: string | undefined): void {
+    this.opts.stats.rejected[reason]++;
+    this.warnLimited(err.code, { code: err.code, reason, remote }, `refused agent connection: ${err.message}`);
+  }
+
+  /** A flood of refusals must not become a flood of log lines: per code, one line a second at most. */
+  warnLimited(code: string, fields: Record<string, unknown>, message: string): void {
+    const now = Date.now();
+    const last = this.refusalLog.get(code);
+    if (last !== undefined && now - last.at < 1000) {
+      last.suppressed++;
+      return;
+    }
+    const suppressed = last?.suppressed ?? 0;
+    this.log.warn(suppressed > 0 ? { ...fields, suppressed } : fields, message);
+    this.refusalLog.set(code, { at: now, suppressed: 0 });
   }
 
   /** A newer connection of the same agent wins; the old one is closed. */
@@ -436,6 +541,10 @@ class AgentServerImpl implements AgentServer {
 
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void {
     this.conns.delete(c);
+    this.held--;
+    const fromIp = (this.heldByIp.get(c.ip) ?? 1) - 1;
+    if (fromIp <= 0) this.heldByIp.delete(c.ip);
+    else this.heldByIp.set(c.ip, fromIp);
     if (!wasActive) return;
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).

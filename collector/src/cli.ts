@@ -141,6 +141,9 @@ async function run(o: RunOpts): Promise<void> {
       stallAfterMs: settings.stall_after_ms,
       licenseReleaseMs: settings.license_release_ms,
       maxFrameBytes: settings.max_frame_bytes,
+      handshakeTimeoutMs: settings.handshake_timeout_ms,
+      maxConnections: settings.max_connections,
+      maxConnectionsPerIp: settings.max_connections_per_ip,
       tunnelSessionTimeoutMs: settings.tunnel_session_timeout_ms,
       keyPollMs: settings.key_revocation_poll_ms,
     });
@@ -151,7 +154,13 @@ async function run(o: RunOpts): Promise<void> {
     die(EXIT_RUNTIME, `cannot listen: ${(err as Error).message}`);
   }
   const agentServer = agents;
-  tunnel = new Tunnel({ agents: agentServer, log, sessionTimeoutMs: settings.tunnel_session_timeout_ms, maxBodyBytes: settings.max_frame_bytes + 1024 });
+  tunnel = new Tunnel({
+    agents: agentServer,
+    log,
+    sessionTimeoutMs: settings.tunnel_session_timeout_ms,
+    handshakeTimeoutMs: settings.handshake_timeout_ms,
+    maxBodyBytes: settings.max_frame_bytes + 1024,
+  });
   const agentTunnel = tunnel;
   log.info(
     {
@@ -380,7 +389,7 @@ export function main(argv: string[]): void {
     .addOption(
       new Option(
         '--set <key=value>',
-        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes, key_revocation_poll_ms',
+        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes, handshake_timeout_ms, max_connections, max_connections_per_ip, key_revocation_poll_ms',
       )
         .default([])
         .argParser(collect),

@@ -80,3 +80,10 @@ export class DataDirModeError extends ApmError {
     this.path = path;
   }
 }
+
+/** An agent connection did not complete the handshake within handshake_timeout_ms. Counted as rejected.handshakeTimeout. */
+export class HandshakeTimeoutError extends ApmError {
+  constructor(ms: number) {
+    super('ERR_HANDSHAKE_TIMEOUT', `the handshake was not completed within ${ms} ms (handshake_timeout_ms)`);
+  }
+}

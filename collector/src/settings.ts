@@ -13,6 +13,9 @@ export interface CollectorSettings {
   rollup_grace_ms: number;
   max_frame_bytes: number;
   key_revocation_poll_ms: number;
+  handshake_timeout_ms: number;
+  max_connections: number;
+  max_connections_per_ip: number;
 }
 export type SettingKey = keyof CollectorSettings;
 
@@ -34,6 +37,9 @@ export const SETTINGS: Record<SettingKey, Spec> = {
   rollup_grace_ms: { def: 120_000, min: 0, max: DAY, help: 'a minute is final this long after it ends' },
   max_frame_bytes: { def: 8_388_608, min: 1024, max: 1024 * 1024 * 1024, help: 'largest agent frame accepted' },
   key_revocation_poll_ms: { def: 250, min: 10, max: 60_000, help: 'read revoked access keys this often; their sessions end' },
+  handshake_timeout_ms: { def: 10_000, min: 1, max: DAY, help: 'an agent connection not through the handshake this long is closed' },
+  max_connections: { def: 10_000, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once; more are closed at accept' },
+  max_connections_per_ip: { def: 256, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once from one address' },
 };
 
 /** A bad `--set` (unknown key, malformed pair or value out of range). The message names the key. */

@@ -2,7 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { AgentServer, Wire } from './agent-server';
+import { type ApmError, FrameTooLargeError } from '@apm-sidecar/proto';
+import { type AgentServer, PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire } from './agent-server';
+import { HandshakeTimeoutError } from './errors';
 
 /**
  * The HTTP tunnel (Introscope's "HTTP tunneling"): the same upstream frames as
@@ -16,6 +18,12 @@ import type { AgentServer, Wire } from './agent-server';
  * The collector waits for the agent's requests, so it can only notice an agent
  * gone by their absence: a session with no request for
  * tunnel_session_timeout_ms is expired and the agent marked disconnected.
+ *
+ * Before authentication: the first request (the ClientHello) is at most
+ * FIRST_BODY_MAX_BYTES and arrives within handshake_timeout_ms, and a session
+ * exists only once that hello was accepted; later bodies stream into the
+ * session's frame parser, which holds frames to PREAUTH_MAX_FRAME_BYTES until
+ * the agent proved its key. Sessions count against max_connections(_per_ip).
  */
 export const TUNNEL_PATH = '/agent/tunnel';
 export const SESSION_HEADER = 'apm-tunnel-session';
@@ -61,8 +69,13 @@ export interface TunnelOptions {
   agents: AgentServer;
   log: Logger;
   sessionTimeoutMs: number;
+  /** The first request (no session yet) must arrive whole within this long. */
+  handshakeTimeoutMs: number;
   maxBodyBytes: number;
 }
+
+/** The first request carries the ClientHello alone: its body is held to the pre-authentication frame limit. */
+export const FIRST_BODY_MAX_BYTES = PREAUTH_MAX_FRAME_BYTES;
 
 export class Tunnel {
   private readonly sessions = new Map<string, TunnelWire>();
@@ -85,52 +98,107 @@ export class Tunnel {
       fail(res, 405, 'ERR_METHOD', 'the tunnel takes POST', { allow: 'POST' });
       return true;
     }
+    const id = req.headers[SESSION_HEADER];
+    if (typeof id === 'string' && id.length > 0) this.continueSession(req, res, id);
+    else this.firstRequest(req, res);
+    return true;
+  };
+
+  /**
+   * No session yet: the body is at most FIRST_BODY_MAX_BYTES and must arrive within
+   * handshake_timeout_ms. A session (and its id) exists only once the ClientHello in it
+   * was accepted; a refused hello gets its clear-text refusal and nothing is kept.
+   */
+  private firstRequest(req: IncomingMessage, res: ServerResponse): void {
+    const agents = this.opts.agents;
+    const remote = req.socket.remoteAddress;
     const chunks: Buffer[] = [];
     let size = 0;
-    let tooBig = false;
+    let done = false;
+    const refuse = (status: number, reason: RejectReason, err: ApmError): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      agents.refused(reason, err, remote);
+      failAndHangUp(req, res, status, err.code, err.message);
+    };
+    const timer = setTimeout(() => refuse(408, 'handshakeTimeout', new HandshakeTimeoutError(this.opts.handshakeTimeoutMs)), this.opts.handshakeTimeoutMs);
+    timer.unref();
     req.on('data', (c: Buffer) => {
+      if (done) return;
       size += c.length;
-      if (size > this.opts.maxBodyBytes) {
-        tooBig = true;
-        req.destroy();
+      if (size > FIRST_BODY_MAX_BYTES) {
+        refuse(413, 'tooLarge', new FrameTooLargeError(size, FIRST_BODY_MAX_BYTES));
         return;
       }
       chunks.push(c);
     });
-    req.on('error', () => {});
-    req.on('close', () => {
-      if (tooBig && !res.headersSent) fail(res, 413, 'ERR_TOO_LARGE', `a tunnel request body may carry at most ${this.opts.maxBodyBytes} bytes`);
+    req.on('error', () => {
+      done = true;
+      clearTimeout(timer);
     });
     req.on('end', () => {
-      if (!tooBig) this.handle(req, res, Buffer.concat(chunks));
-    });
-    return true;
-  };
-
-  private handle(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
-    const id = req.headers[SESSION_HEADER];
-    let wire: TunnelWire | undefined;
-    let sid: string;
-    if (typeof id === 'string' && id.length > 0) {
-      wire = this.sessions.get(id);
-      sid = id;
-      if (wire === undefined || wire.isClosed) {
-        fail(res, 410, 'ERR_TUNNEL_SESSION', 'unknown or expired tunnel session: start a new one');
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      const wire = new TunnelWire(remote);
+      const link = agents.attach(wire, 'http');
+      if (link === null) {
+        fail(res, 503, 'ERR_TOO_MANY_CONNECTIONS', 'the collector holds as many agent sessions as it allows', { connection: 'close' });
         return;
       }
-    } else {
-      sid = randomBytes(18).toString('base64url');
-      wire = new TunnelWire(req.socket.remoteAddress);
-      const w = wire;
-      w.once('close', () => this.sessions.delete(sid));
-      this.sessions.set(sid, w);
-      this.opts.agents.attach(w, 'http');
+      if (size > 0) wire.emit('data', Buffer.concat(chunks));
+      const out = wire.take();
+      if (!link.helloAccepted) {
+        // Refused (or not a ClientHello): answer the refusal, keep nothing.
+        wire.destroy();
+        reply(res, out, null);
+        return;
+      }
+      const sid = randomBytes(18).toString('base64url');
+      wire.once('close', () => this.sessions.delete(sid));
+      this.sessions.set(sid, wire);
+      reply(res, out, sid);
+    });
+  }
+
+  /**
+   * A request of an existing session: its bytes go to the connection as they arrive, so its
+   * frame parser bounds what is held (PREAUTH_MAX_FRAME_BYTES until the agent is authenticated).
+   */
+  private continueSession(req: IncomingMessage, res: ServerResponse, sid: string): void {
+    const wire = this.sessions.get(sid);
+    if (wire === undefined || wire.isClosed) {
+      req.resume();
+      fail(res, 410, 'ERR_TUNNEL_SESSION', 'unknown or expired tunnel session: start a new one');
+      return;
     }
     wire.lastRequestAt = Date.now();
-    if (body.length > 0) wire.emit('data', body);
-    const out = wire.take();
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': out.length, [SESSION_HEADER]: sid, 'cache-control': 'no-store' });
-    res.end(out);
+    let size = 0;
+    let done = false;
+    req.on('data', (c: Buffer) => {
+      if (done) return;
+      size += c.length;
+      if (size > this.opts.maxBodyBytes) {
+        done = true;
+        this.opts.agents.refused('tooLarge', new FrameTooLargeError(size, this.opts.maxBodyBytes), wire.remoteAddress);
+        failAndHangUp(req, res, 413, 'ERR_TOO_LARGE', `a tunnel request body may carry at most ${this.opts.maxBodyBytes} bytes`);
+        // The body was cut inside a frame: this session cannot go on.
+        this.sessions.delete(sid);
+        wire.destroy();
+        return;
+      }
+      wire.emit('data', c);
+    });
+    req.on('error', () => {
+      done = true;
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      wire.lastRequestAt = Date.now();
+      reply(res, wire.take(), sid);
+    });
   }
 
   private expire(): void {
@@ -149,6 +217,25 @@ export class Tunnel {
     for (const w of this.sessions.values()) w.destroy();
     this.sessions.clear();
   }
+}
+
+/** Answer, then drop the connection: the rest of the body is not read. */
+function failAndHangUp(req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string): void {
+  req.pause();
+  fail(res, status, code, message, { connection: 'close' });
+  const hangUp = (): void => {
+    req.socket.destroy();
+  };
+  res.once('finish', hangUp);
+  // A peer that reads nothing never lets the answer finish.
+  setTimeout(hangUp, 1000).unref();
+}
+
+function reply(res: ServerResponse, out: Buffer, sid: string | null): void {
+  const headers: Record<string, string | number> = { 'content-type': 'application/octet-stream', 'content-length': out.length, 'cache-control': 'no-store' };
+  if (sid !== null) headers[SESSION_HEADER] = sid;
+  res.writeHead(200, headers);
+  res.end(out);
 }
 
 function fail(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {

@@ -41,7 +41,19 @@ export class CollectorStats {
   readonly received = { metricPoints: 0, traces: 0, events: 0, snapshots: 0, btRegistrations: 0, activeStacks: 0 };
   droppedLate = 0;
   /** unauthorized, protectedMode and forbidden count refused HTTP API requests (api-access.ts). */
-  readonly rejected = { badKey: 0, replay: 0, tampered: 0, tooLarge: 0, malformed: 0, unauthorized: 0, protectedMode: 0, forbidden: 0 };
+  readonly rejected = {
+    badKey: 0,
+    replay: 0,
+    tampered: 0,
+    tooLarge: 0,
+    malformed: 0,
+    frameGap: 0,
+    handshakeTimeout: 0,
+    tooManyConnections: 0,
+    unauthorized: 0,
+    protectedMode: 0,
+    forbidden: 0,
+  };
   readonly sessions = { tcp: 0, http: 0 };
   readonly frames: Record<string, number> = {};
   duplicatePacks = 0;

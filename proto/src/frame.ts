@@ -29,10 +29,19 @@ export class FrameParser {
   /** Frames emitted so far. */
   frames = 0;
 
+  /**
+   * The largest frame accepted from now on. A connection may raise it once the
+   * peer is authenticated (small frames before, the normal maximum after); it
+   * applies from the next header read, also within the chunk being parsed.
+   */
+  maxFrameBytes: number;
+
   constructor(
-    private readonly maxFrameBytes: number,
+    maxFrameBytes: number,
     private readonly onFrame: FrameHandler,
-  ) {}
+  ) {
+    this.maxFrameBytes = maxFrameBytes;
+  }
 
   /** Bytes held of a frame that is not complete yet. */
   get pendingBytes(): number {

@@ -107,6 +107,13 @@ export function prometheus(sidecar: Sidecar): string {
     metric('apm_sidecar_upstream_bytes_sent_total', 'counter', 'Bytes written to the collector (framed and sealed).', [[{}, num(up.bytesSent)]]);
     metric('apm_sidecar_upstream_frames_sent_total', 'counter', 'Frames written to the collector.', [[{}, num(up.framesSent)]]);
     metric('apm_sidecar_upstream_connected', 'gauge', '1 while an upstream session is active.', [[{}, up.connected === true ? 1 : 0]]);
+    const errs = typeof up.sessionErrors === 'object' && up.sessionErrors !== null ? (up.sessionErrors as Record<string, unknown>) : {};
+    metric(
+      'apm_sidecar_upstream_session_errors_total',
+      'counter',
+      'Upstream sessions ended by a typed error, by code.',
+      Object.entries(errs).map(([k, v]) => [{ code: k }, num(v)]),
+    );
     if (typeof up.lastAckAgeMs === 'number')
       metric('apm_sidecar_last_ack_age_seconds', 'gauge', 'Time since the collector last acked a frame.', [[{}, up.lastAckAgeMs / 1000]]);
   }

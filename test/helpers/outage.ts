@@ -140,6 +140,8 @@ export class RecordingCollector {
   readonly key = formatAccessKey({ projectId: this.projectId, secret: this.secret });
   readonly received: Received[] = [];
   sessions = 0;
+  /** True for a data frame (1-based, over all sessions) this collector fails to store: neither recorded nor acked. */
+  lose: (frame: number) => boolean = () => false;
   private frames = 0;
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
@@ -191,12 +193,14 @@ export class RecordingCollector {
           return;
         case Inner.MetricBatch: {
           const frame = ++this.frames;
+          if (this.lose(frame)) return;
           for (const p of decodeMetricBatch(m.body)) this.received.push({ frame, kind: 'metrics', label: p.packId, names: p.points.map((x) => x.series.name) });
           sock.write(s.text(Inner.Ack, encodeUpAck(m.counter)));
           return;
         }
         case Inner.TextBatch: {
           const frame = ++this.frames;
+          if (this.lose(frame)) return;
           for (const it of decodeTextBatch(m.body)) {
             const label =
               it.kind === 'btRegistration'

@@ -181,8 +181,12 @@ describe('collector: access key lifecycle', () => {
     cleanups.push(() => c.kill('SIGKILL'));
     const before = (await getJson(c.httpPort, '/api/stats')).body.rejected.badKey as number;
     const project = parseAccessKey(validText).projectId;
+    // Pre-auth refusals are logged at most once a second per code: space the three attempts so
+    // each one's reason reaches the log.
     const unknownProject = await refusal(c.port, { projectId: 'no-such-project', secret: Buffer.alloc(32, 9) });
+    await sleep(1100);
     const wrongKey = await refusal(c.port, { projectId: project, secret: Buffer.alloc(32, 9) });
+    await sleep(1100);
     assert.deepEqual(JSON.parse(unknownProject.toString()), { code: 'ERR_BAD_KEY', message: 'access key refused' });
     assert.deepEqual(wrongKey, unknownProject, 'a wrong key is refused byte for byte like an unknown project');
     // Revoked while the collector runs: the very next handshake is refused, the same way.

@@ -27,6 +27,7 @@ import {
   ClientHandshake,
   Direction,
   type DirectionCode,
+  FrameGapError,
   Inner,
   Opener,
   ReplayError,
@@ -223,10 +224,12 @@ describe('upstream seal: replay and reorder', () => {
       throwsCode(() => open(s.collectorOpener, f1), ReplayError, 'ERR_REPLAY');
     });
 
-    it(`${kind}: frame 2 then frame 1 is ERR_REPLAY`, () => {
+    it(`${kind}: frame 2 before frame 1 is ERR_FRAME_GAP; frame 1 after frame 2 is ERR_REPLAY`, () => {
       const s = session();
       const f1 = s.agentSealer[kind](Inner.Ping, Buffer.of(1));
       const f2 = s.agentSealer[kind](Inner.Ping, Buffer.of(2));
+      throwsCode(() => open(s.collectorOpener, f2), FrameGapError, 'ERR_FRAME_GAP');
+      assert.equal(open(s.collectorOpener, f1).counter, 1);
       assert.equal(open(s.collectorOpener, f2).counter, 2);
       throwsCode(() => open(s.collectorOpener, f1), ReplayError, 'ERR_REPLAY');
     });
@@ -236,18 +239,30 @@ describe('upstream seal: replay and reorder', () => {
     const s = session();
     const t = s.agentSealer.text(Inner.TextBatch, Buffer.of(1));
     const n = s.agentSealer.numeric(Inner.MetricBatch, Buffer.of(2));
+    throwsCode(() => open(s.collectorOpener, n), FrameGapError, 'ERR_FRAME_GAP');
+    open(s.collectorOpener, t);
     open(s.collectorOpener, n);
     throwsCode(() => open(s.collectorOpener, t), ReplayError, 'ERR_REPLAY');
   });
 
-  it('a gap (a frame never delivered) is accepted: only "not greater than the last" is refused', () => {
-    const s = session();
-    const f1 = s.agentSealer.text(Inner.Ping, Buffer.of(1));
-    s.agentSealer.text(Inner.Ping, Buffer.of(2));
-    const f3 = s.agentSealer.numeric(Inner.Ping, Buffer.of(3));
-    open(s.collectorOpener, f1);
-    assert.equal(open(s.collectorOpener, f3).counter, 3);
-  });
+  for (const dir of ['agent → collector', 'collector → agent'] as const) {
+    it(`${dir}: a frame whose counter skips one (a frame lost on the way) is ERR_FRAME_GAP, for either key`, () => {
+      for (const kind of ['text', 'numeric'] as const) {
+        const s = session();
+        const [sealer, opener] = dir === 'agent → collector' ? [s.agentSealer, s.collectorOpener] : [s.collectorSealer, s.agentOpener];
+        assert.equal(open(opener, sealer.text(Inner.Ping, Buffer.of(1))).counter, 1);
+        const lost = sealer.numeric(Inner.MetricBatch, Buffer.of(2));
+        const f3 = sealer[kind](Inner.Ack, Buffer.of(3));
+        const err = throwsCode(() => open(opener, f3), FrameGapError, 'ERR_FRAME_GAP', kind);
+        assert.match(err.message, /frame counter 3 is not the next one \(2\)/);
+        assert.equal(opener.last, 1, 'a gap does not move the receiver');
+        // Nothing later is accepted while the lost frame is missing.
+        throwsCode(() => open(opener, sealer[kind](Inner.Ack, Buffer.of(4))), FrameGapError, 'ERR_FRAME_GAP', kind);
+        assert.equal(open(opener, lost).counter, 2, 'the next counter still opens');
+        assert.equal(open(opener, f3).counter, 3);
+      }
+    });
+  }
 
   it('a frame from another session (same counter, other keys) is ERR_TAMPERED', () => {
     const a = session();
@@ -372,7 +387,7 @@ describe('upstream seal: the constructions, opened by hand', () => {
 
   it('a numeric frame sealed by hand with node:crypto opens with Opener', () => {
     const s = session();
-    const counter = 7n;
+    const counter = 1n;
     const counterBytes = Buffer.alloc(8);
     counterBytes.writeBigUInt64BE(counter);
     const nonce = Buffer.concat([Buffer.of(Direction.CollectorToAgent, 0, 0, 0), counterBytes]);
@@ -382,7 +397,7 @@ describe('upstream seal: the constructions, opened by hand', () => {
     const ct = Buffer.concat([c.update(plain), c.final()]);
     const payload = Buffer.concat([counterBytes, ct, c.getAuthTag()]);
     const m = s.agentOpener.open(NUMERIC, payload);
-    assert.deepEqual(m, { counter: 7, inner: Inner.Config, body: Buffer.of(1, 2, 3) });
+    assert.deepEqual(m, { counter: 1, inner: Inner.Config, body: Buffer.of(1, 2, 3) });
   });
 
   it('text frames are tweetnacl secretbox under the text key: nonce = dir | 0×15 | counter', () => {
@@ -702,8 +717,8 @@ describe('upstream seal: hostile bytes (fast-check)', () => {
       cut: fc.option(fc.nat(), { nil: undefined }),
       relabel: fc.option(fc.integer({ min: 0, max: 255 }), { nil: undefined }),
     });
-    // One session: a mutated frame never authenticates, so it never moves the receiver, and every
-    // run seals a new frame with a greater counter.
+    // One session: a mutated frame never authenticates, so it never moves the receiver; the genuine
+    // frame is then delivered, so every run seals the next counter the receiver expects.
     const s = session();
     fc.assert(
       fc.property(mutationArb, ({ kind, body, edits, cut, relabel }) => {
@@ -722,6 +737,7 @@ describe('upstream seal: hostile bytes (fast-check)', () => {
         } catch (err) {
           assert.ok(err instanceof ApmError, String(err));
           assert.ok(ALLOWED.has(err.code), err.code);
+          assert.deepEqual(s.collectorOpener.open(frame[4] as number, original).body, Buffer.from(body), 'the failure did not move the receiver');
           return;
         }
         // Only an unchanged frame opens.

@@ -28,6 +28,28 @@ export class ReplayError extends ApmError {
   }
 }
 
+/**
+ * A sealed frame's counter is greater than the next one: frames in between were lost (dropped on the
+ * way). Acks are per frame, so a session that lost a frame cannot go on; it ends and the agent resends
+ * everything unacked on the next one.
+ */
+export class FrameGapError extends ApmError {
+  constructor(counter: number, expected: number) {
+    super('ERR_FRAME_GAP', `frame counter ${counter} is not the next one (${expected}): ${counter - expected} frame(s) lost`);
+  }
+}
+
+/**
+ * An ack that is not for the oldest unacked data frame. The collector acks every data frame it
+ * stored, in order; an ack that skips one means that frame was not stored, so the session ends and
+ * everything unacked is sent again.
+ */
+export class AckGapError extends ApmError {
+  constructor(acked: number, oldest: number | null) {
+    super('ERR_ACK_GAP', `ack for frame ${acked}, but the oldest unacked data frame is ${oldest ?? 'none'}`);
+  }
+}
+
 /** A handshake message out of order or malformed. */
 export class HandshakeError extends ApmError {
   constructor(message: string) {

@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { MalformedMessageError } from '../errors';
-import { ReplayError, TamperedFrameError } from './errors';
+import { FrameGapError, ReplayError, TamperedFrameError } from './errors';
 import type { Nacl, SessionKeys } from './handshake';
 import { UpstreamType } from './types';
 
@@ -13,8 +13,11 @@ import { UpstreamType } from './types';
  *   secretbox nonce (24) = dir | 0 × 15 | counter u64be
  *   chacha nonce    (12) = dir | 0 × 3  | counter u64be      AAD = type | counter
  *
- * The receiver accepts only counters greater than the last one (replay and
- * reorder are rejected); a frame that fails authentication is ERR_TAMPERED.
+ * The receiver accepts only the next counter, last + 1: a counter not greater
+ * than the last is ERR_REPLAY (replay, reorder), a greater one ERR_FRAME_GAP
+ * (frames lost on the way; checked after authentication, so a forged counter is
+ * ERR_TAMPERED). A frame that fails authentication is ERR_TAMPERED. A failed
+ * frame never moves the receiver.
  */
 export const Direction = { AgentToCollector: 1, CollectorToAgent: 2 } as const;
 export type DirectionCode = (typeof Direction)[keyof typeof Direction];
@@ -93,7 +96,7 @@ export interface Opened {
 }
 
 export class Opener {
-  private last = 0;
+  private lastCounter = 0;
   private readonly textNonce = Buffer.alloc(24);
   private readonly numNonce = Buffer.alloc(12);
 
@@ -106,11 +109,16 @@ export class Opener {
     this.numNonce[0] = dir;
   }
 
-  /** Open a sealed frame (type Text or Numeric). Throws ERR_TAMPERED, ERR_REPLAY or ERR_MALFORMED_MESSAGE. */
+  /** Counter of the last frame opened (0: none yet). */
+  get last(): number {
+    return this.lastCounter;
+  }
+
+  /** Open a sealed frame (type Text or Numeric). Throws ERR_TAMPERED, ERR_REPLAY, ERR_FRAME_GAP or ERR_MALFORMED_MESSAGE. */
   open(type: number, payload: Buffer): Opened {
     if (payload.length < COUNTER_BYTES + TAG_BYTES + 1) throw new MalformedMessageError('sealed frame too short');
     const counter = readCounter(payload, 0);
-    if (counter <= this.last) throw new ReplayError(counter, this.last);
+    if (counter <= this.lastCounter) throw new ReplayError(counter, this.lastCounter);
     let plain: Buffer;
     if (type === UpstreamType.Text) {
       writeCounter(this.textNonce, 16, counter);
@@ -136,7 +144,8 @@ export class Opener {
       throw new MalformedMessageError(`frame type ${type} is not sealed`);
     }
     if (plain.length < 1) throw new MalformedMessageError('sealed frame without an inner type');
-    this.last = counter;
+    if (counter !== this.lastCounter + 1) throw new FrameGapError(counter, this.lastCounter + 1);
+    this.lastCounter = counter;
     return { counter, inner: plain[0] as number, body: plain.subarray(1) };
   }
 }

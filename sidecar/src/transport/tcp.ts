@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { type ApmError, Writer } from '@apm-sidecar/proto';
-import { type AccessKey, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
+import { type AccessKey, AckGapError, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Pack } from '../pack';
 import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
 import { HttpTunnelSocket } from '../upstream/http-tunnel';
@@ -91,6 +91,8 @@ export class TcpTransport implements Transport {
   private activeSince = 0;
   private configVersion: number | null = null;
   readonly totals = { bytesSent: 0, framesSent: 0, reconnectAttempts: 0, sessions: 0 };
+  /** Sessions ended by a typed error, by code (ERR_FRAME_GAP, ERR_ACK_GAP, ERR_REPLAY, ...). */
+  private readonly sessionErrors: Record<string, number> = {};
 
   constructor(private readonly opts: TcpTransportOptions) {
     this.name = opts.carrier ?? 'tcp';
@@ -161,6 +163,7 @@ export class TcpTransport implements Transport {
       inFlightFrames: this.inFlight.length,
       unackedBytes: this.unackedBytes,
       configVersion: this.configVersion,
+      sessionErrors: { ...this.sessionErrors },
       ...this.totals,
     };
   }
@@ -245,16 +248,22 @@ export class TcpTransport implements Transport {
     this.unackedBytes += bytes;
   }
 
-  private acked(counter: number): void {
-    this.lastAckAt = Date.now();
-    let woke = false;
-    while (this.inFlight.length > 0 && (this.inFlight[0] as InFlight).counter <= counter) {
-      const f = this.inFlight.shift() as InFlight;
-      this.unackedBytes -= f.bytes;
-      for (const d of f.dones) d();
-      woke = true;
+  /**
+   * An ack covers exactly one data frame: the oldest unacked one (the collector stores and acks in
+   * order). Any other ack means a frame was not stored: the session ends and all unacked is resent.
+   */
+  private acked(s: UpstreamSession, counter: number): void {
+    const head = this.inFlight[0];
+    if (head === undefined || head.counter !== counter) {
+      const err = new AckGapError(counter, head?.counter ?? null);
+      s.close(err.message, err);
+      return;
     }
-    if (woke) this.ctx?.wake();
+    this.lastAckAt = Date.now();
+    this.inFlight.shift();
+    this.unackedBytes -= head.bytes;
+    for (const d of head.dones) d();
+    this.ctx?.wake();
   }
 
   /** Everything not acked goes back to the sender, newest first. */
@@ -320,7 +329,7 @@ export class TcpTransport implements Transport {
           ctx.wake();
         },
         ack: (counter) => {
-          if (session === this.session) this.acked(counter);
+          if (session === this.session) this.acked(session as UpstreamSession, counter);
         },
         drain: () => {
           if (session === this.session) ctx.wake();
@@ -342,7 +351,10 @@ export class TcpTransport implements Transport {
     this.session = null;
     this.activeSince = 0;
     this.failAll(new Error(cause));
-    if (error !== null) this.lastError = { code: error.code, message: cause, at: new Date().toISOString() };
+    if (error !== null) {
+      this.lastError = { code: error.code, message: cause, at: new Date().toISOString() };
+      this.sessionErrors[error.code] = (this.sessionErrors[error.code] ?? 0) + 1;
+    }
     if (this.closing) return;
     ctx.log.warn({ server: s.address, code: error?.code, cause }, `upstream session ended: ${cause}`);
     this.hostIndex = (this.hostIndex + 1) % this.opts.hosts.length;

@@ -109,7 +109,7 @@ export class HttpTunnelSocket extends EventEmitter {
           const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
           this.fail(
             Object.assign(new Error(`tunnel answered HTTP ${res.statusCode}: ${text}`), {
-              code: res.statusCode === 410 ? 'ERR_TUNNEL_SESSION' : 'ERR_TUNNEL_HTTP',
+              code: res.statusCode === 410 ? 'ERR_TUNNEL_SESSION' : (collectorCode(text) ?? 'ERR_TUNNEL_HTTP'),
             }),
           );
           return;
@@ -123,5 +123,15 @@ export class HttpTunnelSocket extends EventEmitter {
       });
     });
     req.end(body);
+  }
+}
+
+/** The collector's typed refusal in an error body (`{ error: { code } }`: ERR_TOO_MANY_CONNECTIONS, ...), if there is one. */
+function collectorCode(text: string): string | null {
+  try {
+    const code = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
+    return typeof code === 'string' && /^ERR_[A-Z0-9_]{1,60}$/.test(code) ? code : null;
+  } catch {
+    return null;
   }
 }

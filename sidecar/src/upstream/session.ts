@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { connect as tcpConnect } from 'node:net';
-import { ApmError, FrameParser } from '@apm-sidecar/proto';
+import { ApmError, FrameParser, UnexpectedMessageError } from '@apm-sidecar/proto';
 import {
   type AccessKey,
   type AgentConfig,
@@ -116,6 +116,11 @@ export class UpstreamSession {
     this.socket.on('close', () => this.close('connection closed by the collector', null));
   }
 
+  /** The collector may still refuse in clear text: no sealed frame from it opened yet. */
+  private get inHandshake(): boolean {
+    return this.phase === 'handshake' || (this.phase === 'configuring' && (this.opener as Opener).last === 0);
+  }
+
   get isActive(): boolean {
     return this.phase === 'active';
   }
@@ -184,6 +189,9 @@ export class UpstreamSession {
   private frame(type: number, payload: Buffer): void {
     if (this.phase === 'closed') return;
     if (type === UpstreamType.HandshakeRejected) {
+      // A clear-text refusal is possible only before the collector has sealed anything to us: later,
+      // anyone on the path could forge one, so it is a protocol error instead.
+      if (!this.inHandshake) throw new UnexpectedMessageError('HandshakeRejected after the handshake');
       const e = decodeUpError(payload);
       this.close(`the collector refused the handshake: ${e.message}`, new ApmError(e.code, e.message));
       return;
