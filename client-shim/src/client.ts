@@ -133,6 +133,11 @@ function resolveSocket(explicit: string | undefined): string {
 export class ApmClient implements ConnectionHandler, TransactionSink {
   readonly app: string;
   readonly instanceId = randomHex(16);
+  /**
+   * Binds instanceId to this process at the sidecar (sent in Hello only): a peer
+   * that learns the id cannot act for this instance. Never exposed or logged.
+   */
+  readonly #secret = randomHex(32);
   private readonly conn: Connection;
   private readonly registry: MetricRegistry;
   private readonly durable = new FrameFifo<DurableFrame>(durableSize);
@@ -187,6 +192,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
             pid: process.pid,
             shimVersion: SHIM_VERSION,
             instanceId: this.instanceId,
+            secret: this.#secret,
+            seq: this.seq,
             host: (require('node:os') as typeof import('node:os')).hostname(),
             runtime: `node ${process.version}`,
           }),
