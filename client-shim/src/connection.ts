@@ -22,6 +22,7 @@ import {
   decodeWelcome,
 } from '@apm-sidecar/proto';
 import { backoffDelay } from './backoff';
+import { socketOwnerProblem } from './socket-owner';
 
 export interface ConnectionHandler {
   /** A welcome arrived: the connection is ready for frames. */
@@ -179,6 +180,14 @@ export class Connection {
       path = this.opts.path();
     } catch {
       this.handler.lost('no socket path');
+      this.schedule();
+      return;
+    }
+    const refused = socketOwnerProblem(path);
+    if (refused !== null) {
+      // Treated like an absent sidecar: keep buffering and retry (the owner may change).
+      this.phase = 'idle';
+      this.handler.lost(refused);
       this.schedule();
       return;
     }

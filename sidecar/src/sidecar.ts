@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import {
   type ApmError,
@@ -28,7 +28,7 @@ import { COUNTER_OF, type Origin, type Pack } from './pack';
 import { BoundedQueue } from './queue';
 import { Sender } from './sender';
 import { type PeerLimits, ShimSession, type SessionHost, type ShimIdentity } from './shim-session';
-import { claimSocketPath, prepareSocketDir } from './socket-path';
+import { claimSocketPath, describeTightening, listenPrivately, prepareSocketDir } from './socket-path';
 import { StateHolder } from './state';
 import { DebugTransport } from './transport/debug';
 import { TcpTransport, type TcpTransportOptions } from './transport/tcp';
@@ -154,19 +154,16 @@ export class Sidecar implements SessionHost {
 
   async start(): Promise<void> {
     this.openRetention();
-    const gid = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
+    const { gid, tightened } = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
+    if (tightened !== null) this.log.warn({ dir: tightened.dir }, describeTightening(tightened));
     const replaced = await claimSocketPath(this.opts.socketPath);
     if (replaced) this.log.warn({ socket: this.opts.socketPath }, 'replaced a stale socket file (nothing was listening)');
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.socketPath, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    this.listening = true;
-    chmodSync(this.opts.socketPath, gid === null ? 0o600 : 0o660);
-    if (gid !== null) chownSync(this.opts.socketPath, process.getuid?.() ?? 0, gid);
+    try {
+      await listenPrivately(this.server, this.opts.socketPath, gid);
+    } finally {
+      // Bound (even if setting its mode failed): stop() closes it and removes the file.
+      this.listening = this.server.listening;
+    }
     this.server.on('error', (err) => this.log.error({ err }, 'IPC server error'));
     if (this.opts.dogstatsdUdp !== null || this.opts.dogstatsdSocket.length > 0) {
       const agg = new DogStatsdAggregator();
