@@ -1,5 +1,7 @@
 import { lstatSync } from 'node:fs';
 
+export const SOCKET_OWNER_CODE = 'ERR_SOCKET_OWNER';
+
 /**
  * The shim talks only to a socket owned by its own uid, root, or the uid in
  * APM_SIDECAR_SOCKET_OWNER (DESIGN §4): a socket put in place by another user
@@ -19,5 +21,5 @@ export function socketOwnerProblem(path: string, env: Record<string, string | un
   if (owner === uid || owner === 0) return null;
   const allowed = env.APM_SIDECAR_SOCKET_OWNER;
   if (allowed !== undefined && /^\d+$/.test(allowed.trim()) && Number(allowed.trim()) === owner) return null;
-  return `ERR_SOCKET_OWNER: ${path} is owned by uid ${owner}, not by this user (uid ${uid}), root or APM_SIDECAR_SOCKET_OWNER; not connecting`;
+  return `${path} is owned by uid ${owner}, not by this user (uid ${uid}), root or APM_SIDECAR_SOCKET_OWNER; not connecting`;
 }

@@ -155,7 +155,8 @@ describe('the socket directory and socket owner (run as an unprivileged user)', 
       assert.equal(final.state, 'disconnected');
       assert.ok((final.stats as { buffered: number }).buffered >= 1, 'it keeps buffering as when the sidecar is away');
       const causes = refused.lines.filter((l) => l.stateChange !== undefined).map((l) => String((l.stateChange as { cause: unknown }).cause));
-      assert.match(causes.join('\n'), /ERR_SOCKET_OWNER: .* is owned by uid 1/, 'a clear diagnostic');
+      assert.match(causes.join('\n'), /ERR_SOCKET_OWNER: .* is owned by uid 1/, 'a clear diagnostic on the state channel');
+      assert.equal((final.lastConnectError as { code: string } | null)?.code, 'ERR_SOCKET_OWNER', 'and on the client');
       assert.equal(await refused.exited, 0);
       assert.equal((await connections()) - before, 1, 'the shim never connected (only the status request did)');
 
@@ -163,6 +164,7 @@ describe('the socket directory and socket owner (run as an unprivileged user)', 
       const ok = await allowed.waitLine('the allowed app to report', (l) => l.final === true, 10000);
       assert.equal(ok.state, 'active', `allowed by APM_SIDECAR_SOCKET_OWNER (${allowed.stderr})`);
       assert.ok((ok.stats as { acked: number }).acked >= 1);
+      assert.equal(ok.lastConnectError, null);
       assert.equal(await allowed.exited, 0);
     } finally {
       await sc.kill('SIGTERM');

@@ -11,7 +11,7 @@ const apm = connect({ app: 'owner-probe', socket: process.env.SOCKET, flushMs: 5
 apm.counter('owner.n').add(1);
 setTimeout(
   async () => {
-    process.stdout.write(`${JSON.stringify({ final: true, state: apm.state, stats: apm.stats() })}\n`);
+    process.stdout.write(`${JSON.stringify({ final: true, state: apm.state, stats: apm.stats(), lastConnectError: apm.lastConnectError })}\n`);
     await apm.close();
   },
   Number(process.env.RUN_MS ?? 1500),
