@@ -92,7 +92,8 @@ export function prepareSocketDir(path: string, group: string): SocketDir {
     fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ELOOP') throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a symbolic link; refusing it`);
+    // With O_DIRECTORY, Linux reports a symlink as ENOTDIR rather than ELOOP.
+    if (code === 'ELOOP' || (code === 'ENOTDIR' && lstatSync(dir).isSymbolicLink())) throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a symbolic link; refusing it`);
     if (code === 'ENOTDIR') throw new SocketPathError('ERR_SOCKET_PATH', `socket directory ${dir} is not a directory`);
     throw err;
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { FIXTURES, Proc, ROOT, SIDECAR_CLI, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
@@ -66,6 +66,50 @@ describe('the socket directory and socket owner (run as an unprivileged user)', 
       assert.equal(st.isSocket(), true);
       assert.equal(st.uid, NOBODY);
       assert.equal(st.mode & 0o777, 0o600);
+    } finally {
+      await sc.kill('SIGTERM');
+    }
+  });
+
+  test('refuses a socket directory that is a symlink, or a shared sticky directory (ERR_SOCKET_DIR_UNSAFE), and leaves a narrower one of its own as it is', async () => {
+    const run = (socket: string, extra: string[] = []) =>
+      new Proc(
+        spawn(
+          process.execPath,
+          [SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket, '--data-dir', `${socket}.data`, '--set', 'agent_id=x', ...extra],
+          {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        ),
+      );
+    const real = join(tmp.dir, 'real');
+    mkdirSync(real, { mode: 0o700 });
+    symlinkSync(real, join(tmp.dir, 'link'));
+    const viaLink = run(join(tmp.dir, 'link', 'apm.sock'));
+    assert.equal(await viaLink.exited, 1);
+    assert.match(viaLink.stderr, /symbolic link.*\[ERR_SOCKET_DIR_UNSAFE\]/);
+
+    const shared = join(tmp.dir, 'shared');
+    mkdirSync(shared);
+    chmodSync(shared, 0o1777);
+    const inShared = run(join(shared, 'apm.sock'));
+    assert.equal(await inShared.exited, 1);
+    assert.match(inShared.stderr, /shared \(sticky\).*\[ERR_SOCKET_DIR_UNSAFE\]/);
+    assert.equal(statSync(shared).mode & 0o7777, 0o1777, 'a shared directory is never chmod-ed');
+
+    // Like systemd's RuntimeDirectoryMode=0750 with socket_group: narrower than 0770, kept.
+    const narrow = join(tmp.dir, 'narrow');
+    mkdirSync(narrow);
+    chmodSync(narrow, 0o750);
+    const sc = run(join(narrow, 'apm.sock'), ['--set', `socket_group=${process.getgid?.() ?? 0}`]);
+    try {
+      await waitFor('the sidecar to listen', () => {
+        if (!sc.alive) throw new Error(`exited ${sc.exitCode}: ${sc.stderr}`);
+        return sc.logs('listening for shims').length > 0;
+      });
+      assert.equal(statSync(narrow).mode & 0o7777, 0o750);
+      assert.equal(sc.logs('tightened').length, 0);
+      assert.equal(lstatSync(join(narrow, 'apm.sock')).mode & 0o777, 0o660);
     } finally {
       await sc.kill('SIGTERM');
     }
