@@ -93,7 +93,8 @@ export function prepareSocketDir(path: string, group: string): SocketDir {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // With O_DIRECTORY, Linux reports a symlink as ENOTDIR rather than ELOOP.
-    if (code === 'ELOOP' || (code === 'ENOTDIR' && lstatSync(dir).isSymbolicLink())) throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a symbolic link; refusing it`);
+    if (code === 'ELOOP' || (code === 'ENOTDIR' && lstatSync(dir).isSymbolicLink()))
+      throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a symbolic link; refusing it`);
     if (code === 'ENOTDIR') throw new SocketPathError('ERR_SOCKET_PATH', `socket directory ${dir} is not a directory`);
     throw err;
   }
