@@ -29,6 +29,8 @@ import {
 } from './reconnect-schedule';
 
 export const ENV_PREFIX = 'APM_SIDECAR_';
+/** Variables with the prefix that configure the shim, not the sidecar: an environment shared by both must not stop the sidecar. */
+export const SHIM_ONLY_ENV: readonly string[] = ['APM_SIDECAR_SOCKET_OWNER'];
 
 export type Transport = 'tcp' | 'http' | 'debug';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -546,7 +548,7 @@ export function loadConfig(input: ConfigInput): EffectiveConfig {
 
   for (const name of Object.keys(input.env).sort()) {
     const raw = input.env[name];
-    if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
+    if (!name.startsWith(ENV_PREFIX) || raw === undefined || SHIM_ONLY_ENV.includes(name)) continue;
     const source = `env:${name}`;
     const key = name.slice(ENV_PREFIX.length).toLowerCase();
     if (!isConfigKey(key)) throw unknownKey(key, source);

@@ -342,6 +342,11 @@ describe('config: unknown keys', () => {
     assertConfigError(() => load({ flags: { retension_ms: '1' } }), 'retension_ms', 'flag:--retension-ms', /did you mean "retention_ms"/);
   });
 
+  it('ignores APM_SIDECAR_SOCKET_OWNER, which configures the shim', () => {
+    const eff = load({ env: { APM_SIDECAR_SOCKET_OWNER: '10001' } });
+    assert.equal(eff.values.socket, '');
+  });
+
   it('ignores environment variables without the prefix, and takes APM_SIDECAR_ACCESS_KEY as a key', () => {
     const eff = load({ env: { HOME: '/root', APM_SIDECARX: '1', APM_SIDECAR_ACCESS_KEY: SECRET } });
     assert.equal(eff.values.access_key, SECRET);
