@@ -29,6 +29,9 @@ function hello(instanceId, childIndex) {
     pid: process.pid,
     shimVersion: '0.1.0',
     instanceId,
+    // Stable per instance, so a bench child that reconnects is the same instance to the sidecar.
+    secret: require('node:crypto').createHash('sha256').update(`bench:${instanceId}`).digest('hex'),
+    seq: 0,
     host: 'bench',
     runtime: `node ${process.version}`,
   });

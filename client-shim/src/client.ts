@@ -66,6 +66,7 @@ export interface EventInput {
 
 const stateChannel = channel('apm-sidecar:shim:state');
 const dropChannel = channel('apm-sidecar:shim:drop');
+const refusedChannel = channel('apm-sidecar:shim:refused');
 
 const MAX_STACK_FRAMES = 256;
 const MAX_BT_NAMES = 10000;
@@ -133,6 +134,11 @@ function resolveSocket(explicit: string | undefined): string {
 export class ApmClient implements ConnectionHandler, TransactionSink {
   readonly app: string;
   readonly instanceId = randomHex(16);
+  /**
+   * Binds instanceId to this process at the sidecar (sent in Hello only): a peer
+   * that learns the id cannot act for this instance. Never exposed or logged.
+   */
+  readonly #secret = randomHex(32);
   private readonly conn: Connection;
   private readonly registry: MetricRegistry;
   private readonly durable = new FrameFifo<DurableFrame>(durableSize);
@@ -162,6 +168,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private readonly dropped: Record<string, number> = {};
   /** Last error the sidecar reported (for diagnostics). */
   lastSidecarError: ErrorMessage | null = null;
+  /** Why the shim last refused to connect (e.g. ERR_SOCKET_OWNER), for diagnostics; null once connected. */
+  lastConnectError: ErrorMessage | null = null;
 
   constructor(opts: ConnectOptions = {}) {
     const o: object = typeof opts === 'object' && opts !== null ? opts : {};
@@ -187,6 +195,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
             pid: process.pid,
             shimVersion: SHIM_VERSION,
             instanceId: this.instanceId,
+            secret: this.#secret,
+            seq: this.seq,
             host: (require('node:os') as typeof import('node:os')).hostname(),
             runtime: `node ${process.version}`,
           }),
@@ -414,6 +424,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       this.flushMs = Math.min(w.settings.flushMs, MAX_TIMER_MS);
       this.startFlushTimer();
     }
+    this.lastConnectError = null;
     // The sidecar already committed everything up to ackedSeq (the ack was lost with the connection).
     this.acked(w.ackedSeq);
     this.durableSent = 0;
@@ -431,6 +442,12 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
 
   sidecarError(e: ErrorMessage): void {
     this.lastSidecarError = e;
+  }
+
+  refused(e: ErrorMessage): void {
+    // Published at every attempt: the state may already be 'disconnected' and not change.
+    this.lastConnectError = e;
+    if (refusedChannel.hasSubscribers) refusedChannel.publish(e);
   }
 
   lost(cause: string): void {

@@ -22,6 +22,7 @@ import {
   decodeWelcome,
 } from '@apm-sidecar/proto';
 import { backoffDelay } from './backoff';
+import { SOCKET_OWNER_CODE, socketOwnerProblem } from './socket-owner';
 
 export interface ConnectionHandler {
   /** A welcome arrived: the connection is ready for frames. */
@@ -29,6 +30,8 @@ export interface ConnectionHandler {
   stateChange(s: StateChange): void;
   ack(seq: number): void;
   sidecarError(e: ErrorMessage): void;
+  /** This side would not connect (e.g. the socket has a foreign owner); lost() follows. */
+  refused(e: ErrorMessage): void;
   /** The connection is gone (or never came); a retry is scheduled. */
   lost(cause: string): void;
   /** The socket drained below its high-water mark. */
@@ -179,6 +182,15 @@ export class Connection {
       path = this.opts.path();
     } catch {
       this.handler.lost('no socket path');
+      this.schedule();
+      return;
+    }
+    const refused = socketOwnerProblem(path);
+    if (refused !== null) {
+      // Treated like an absent sidecar: keep buffering and retry (the owner may change).
+      this.phase = 'idle';
+      this.handler.refused({ code: SOCKET_OWNER_CODE, message: refused });
+      this.handler.lost(`${SOCKET_OWNER_CODE}: ${refused}`);
       this.schedule();
       return;
     }

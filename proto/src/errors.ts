@@ -76,3 +76,31 @@ export class TooManyConnectionsError extends ApmError {
     super('ERR_TOO_MANY_CONNECTIONS', `connection limit of ${max} reached`);
   }
 }
+
+/** A Hello for a known shim instance with a secret that is not the one it was bound to. */
+export class InstanceSecretError extends ApmError {
+  constructor() {
+    super('ERR_INSTANCE_SECRET', 'this instance id is bound to another secret (or reserved)');
+  }
+}
+
+/** A durable seq further ahead than the shim could have assigned since its Hello. */
+export class SeqJumpError extends ApmError {
+  constructor(seq: number, ceiling: number, maxJump: number) {
+    super('ERR_SEQ_JUMP', `seq ${seq} is more than ${maxJump} past the highest seq this shim could have sent (${ceiling})`);
+  }
+}
+
+/** The peer left more than the allowed bytes of replies unread. */
+export class PeerNotReadingError extends ApmError {
+  constructor(unread: number, max: number) {
+    super('ERR_PEER_NOT_READING', `peer left ${unread} bytes unread (maximum ${max})`);
+  }
+}
+
+/** The peer sent no Hello within the deadline. */
+export class HelloTimeoutError extends ApmError {
+  constructor(ms: number) {
+    super('ERR_HELLO_TIMEOUT', `no Hello within ${ms} ms`);
+  }
+}

@@ -101,6 +101,7 @@ async function run(opts: ConfigOpts): Promise<void> {
     maxFrameBytes: c.ipc_max_frame_bytes,
     maxSeries: c.max_series,
     maxShims: c.max_shims,
+    peerLimits: { helloTimeoutMs: c.ipc_hello_timeout_ms, maxUnreadBytes: c.ipc_max_unread_bytes },
     shutdownTimeoutMs: c.shutdown_timeout_ms,
     dataDir: resolveDataDir(c.data_dir),
     retentionMs: c.retention_ms,

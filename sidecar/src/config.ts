@@ -29,6 +29,8 @@ import {
 } from './reconnect-schedule';
 
 export const ENV_PREFIX = 'APM_SIDECAR_';
+/** Variables with the prefix that configure the shim, not the sidecar: an environment shared by both must not stop the sidecar. */
+export const SHIM_ONLY_ENV: readonly string[] = ['APM_SIDECAR_SOCKET_OWNER'];
 
 export type Transport = 'tcp' | 'http' | 'debug';
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -66,6 +68,8 @@ export interface SidecarConfig {
   readonly net_send_queue1_size: number;
   readonly net_send_queue2_size: number;
   readonly ipc_max_frame_bytes: number;
+  readonly ipc_hello_timeout_ms: number;
+  readonly ipc_max_unread_bytes: number;
   readonly flush_ms: number;
   readonly metric_interval_ms: number;
   readonly retention_ms: number;
@@ -306,6 +310,14 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
   net_send_queue1_size: size('net_send_queue1_size', 512, 'capacity of queue1 (metric packs)'),
   net_send_queue2_size: size('net_send_queue2_size', 1024, 'capacity of queue2 (traces, active stacks)'),
   ipc_max_frame_bytes: size('ipc_max_frame_bytes', 1_048_576, 'largest IPC frame accepted from a shim (checked before buffering)', 1024, 64 * 1024 * 1024),
+  ipc_hello_timeout_ms: duration('ipc_hello_timeout_ms', 5000, 'an IPC connection that sends no Hello this long after connecting is closed', 10),
+  ipc_max_unread_bytes: size(
+    'ipc_max_unread_bytes',
+    1_048_576,
+    'bytes of replies an IPC peer may leave unread before it is disconnected',
+    65536,
+    256 * 1024 * 1024,
+  ),
   flush_ms: duration('flush_ms', 1000, 'how often shims flush their aggregated metrics (pushed to shims)', 10),
   metric_interval_ms: duration('metric_interval_ms', 10000, 'reporting interval the sidecar merges shim points into', 10),
   retention_ms: duration('retention_ms', 180000, 'metrics are retained in SQLite while disconnected for at most this long'),
@@ -536,7 +548,7 @@ export function loadConfig(input: ConfigInput): EffectiveConfig {
 
   for (const name of Object.keys(input.env).sort()) {
     const raw = input.env[name];
-    if (!name.startsWith(ENV_PREFIX) || raw === undefined) continue;
+    if (!name.startsWith(ENV_PREFIX) || raw === undefined || SHIM_ONLY_ENV.includes(name)) continue;
     const source = `env:${name}`;
     const key = name.slice(ENV_PREFIX.length).toLowerCase();
     if (!isConfigKey(key)) throw unknownKey(key, source);

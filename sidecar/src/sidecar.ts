@@ -1,10 +1,11 @@
-import { chmodSync, chownSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import {
   type ApmError,
   TooManyConnectionsError,
   type ControlResult,
   type Hello,
+  InstanceSecretError,
   type Series,
   type ShimToSidecar,
   type SidecarState,
@@ -16,6 +17,7 @@ import {
 import { decodeMetricPack, encodeMetricPack } from '@apm-sidecar/proto/upstream';
 import { type AggPoint, Aggregator } from './aggregator';
 import { SeqTracker } from './dedup';
+import { InstanceBindings } from './instance-binding';
 import { DogStatsdAggregator } from './dogstatsd';
 import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners';
 import { EventRing } from './event-ring';
@@ -25,8 +27,8 @@ import type { Logger } from './logger';
 import { COUNTER_OF, type Origin, type Pack } from './pack';
 import { BoundedQueue } from './queue';
 import { Sender } from './sender';
-import { ShimSession, type SessionHost } from './shim-session';
-import { claimSocketPath, prepareSocketDir } from './socket-path';
+import { type PeerLimits, ShimSession, type SessionHost, type ShimIdentity } from './shim-session';
+import { claimSocketPath, describeTightening, listenPrivately, prepareSocketDir } from './socket-path';
 import { StateHolder } from './state';
 import { DebugTransport } from './transport/debug';
 import { TcpTransport, type TcpTransportOptions } from './transport/tcp';
@@ -51,6 +53,8 @@ export interface SidecarOptions {
   maxFrameBytes: number;
   maxSeries: number;
   maxShims: number;
+  /** Limits every IPC peer lives with (ipc_hello_timeout_ms, ipc_max_unread_bytes). */
+  peerLimits: PeerLimits;
   shutdownTimeoutMs: number;
   /** Directory of the retention database. */
   dataDir: string;
@@ -73,11 +77,15 @@ const counterSet = (): Record<CounterName, number> => ({ metrics: 0, traces: 0, 
 export class Sidecar implements SessionHost {
   readonly maxFrameBytes: number;
   readonly seriesCache = new Map<string, Series>();
+  readonly peerLimits: PeerLimits;
   readonly state: StateHolder;
   private readonly log: Logger;
   private readonly server: Server;
   private readonly sessions = new Set<ShimSession>();
   private readonly seqs = new SeqTracker();
+  /** The session that speaks for each instance now (at most one). */
+  private readonly liveInstances = new Map<string, ShimSession>();
+  private readonly bindings = new InstanceBindings((id) => this.liveInstances.has(id));
   private readonly aggregator: Aggregator;
   readonly queue1: Queue1;
   readonly queue2: BoundedQueue<Pack>;
@@ -113,6 +121,8 @@ export class Sidecar implements SessionHost {
   constructor(private readonly opts: SidecarOptions) {
     this.log = opts.log;
     this.maxFrameBytes = opts.maxFrameBytes;
+    this.peerLimits = opts.peerLimits;
+    this.bindings.reserve(DOGSTATSD_INSTANCE);
     this.state = new StateHolder(opts.log);
     const dropEpisode = (q: BoundedQueue<Pack>, phase: 'start' | 'end', total: number) => {
       if (phase === 'start') this.log.warn({ queue: q.name, capacity: q.capacity }, `${q.name} is full: dropping the oldest packs`);
@@ -144,19 +154,16 @@ export class Sidecar implements SessionHost {
 
   async start(): Promise<void> {
     this.openRetention();
-    const gid = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
+    const { gid, tightened } = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
+    if (tightened !== null) this.log.warn({ dir: tightened.dir }, describeTightening(tightened));
     const replaced = await claimSocketPath(this.opts.socketPath);
     if (replaced) this.log.warn({ socket: this.opts.socketPath }, 'replaced a stale socket file (nothing was listening)');
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.opts.socketPath, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    this.listening = true;
-    chmodSync(this.opts.socketPath, gid === null ? 0o600 : 0o660);
-    if (gid !== null) chownSync(this.opts.socketPath, process.getuid?.() ?? 0, gid);
+    try {
+      await listenPrivately(this.server, this.opts.socketPath, gid);
+    } finally {
+      // Bound (even if setting its mode failed): stop() closes it and removes the file.
+      this.listening = this.server.listening;
+    }
     this.server.on('error', (err) => this.log.error({ err }, 'IPC server error'));
     if (this.opts.dogstatsdUdp !== null || this.opts.dogstatsdSocket.length > 0) {
       const agg = new DogStatsdAggregator();
@@ -236,6 +243,7 @@ export class Sidecar implements SessionHost {
   // --- SessionHost ----------------------------------------------------------
 
   hello(session: ShimSession, hello: Hello): Buffer {
+    this.bindInstance(session, hello);
     // A new app behind this sidecar: tell the collector (the session is already listed, so look at the others).
     let known = false;
     for (const s of this.sessions) if (s !== session && s.hello?.app === hello.app) known = true;
@@ -251,7 +259,7 @@ export class Sidecar implements SessionHost {
   }
 
   message(session: ShimSession, msg: ShimToSidecar, payload: Buffer): void {
-    const hello = session.hello as Hello;
+    const hello = session.hello as ShimIdentity;
     switch (msg.type) {
       case 'Metrics': {
         const m = msg.body;
@@ -379,12 +387,13 @@ export class Sidecar implements SessionHost {
       shims: [...this.sessions]
         .filter((s) => s.isShim)
         .map((s) => {
-          const h = s.hello as Hello;
+          const h = s.hello as ShimIdentity;
           return {
             session: s.id,
             app: h.app,
             pid: h.pid,
-            instanceId: h.instanceId,
+            // A prefix tells people which shim this is; the full id is not handed to every socket client.
+            instance: h.instanceId.slice(0, 8),
             shimVersion: h.shimVersion,
             connectedAt: new Date(s.connectedAt).toISOString(),
             lastSeenAt: new Date(s.lastSeenAt).toISOString(),
@@ -416,6 +425,7 @@ export class Sidecar implements SessionHost {
   }
 
   closed(session: ShimSession): void {
+    if (session.hello !== null && this.liveInstances.get(session.hello.instanceId) === session) this.liveInstances.delete(session.hello.instanceId);
     if (!this.sessions.delete(session)) return;
     if (session.isShim) this.log.info({ session: session.id, app: session.hello?.app, appPid: session.hello?.pid }, 'shim disconnected');
   }
@@ -428,6 +438,30 @@ export class Sidecar implements SessionHost {
   }
 
   // --- internals ------------------------------------------------------------
+
+  /**
+   * An instance id belongs to the shim whose secret it was first seen with
+   * (kept as a hash, in the retention too). Another secret is refused; the
+   * same secret on a new connection is that shim reconnecting before its old
+   * connection was seen to close, which is then closed.
+   */
+  private bindInstance(session: ShimSession, hello: Hello): void {
+    const hash = InstanceBindings.hash(hello.secret);
+    const check = this.bindings.check(hello.instanceId, hash);
+    if (check === 'mismatch') throw new InstanceSecretError();
+    const previous = this.liveInstances.get(hello.instanceId);
+    if (previous !== undefined && previous !== session) {
+      this.log.info({ session: previous.id, by: session.id, app: hello.app }, 'shim reconnected: closing its previous connection');
+      previous.socket.destroy();
+    }
+    this.liveInstances.set(hello.instanceId, session);
+    this.bindings.bind(hello.instanceId, hash);
+    if (check === 'new') {
+      this.retention?.addInstance(hello.instanceId, hash, (err) => {
+        if (err !== null) this.retentionFailed(err);
+      });
+    }
+  }
 
   private accept(socket: Socket): void {
     this.counters.connections++;
@@ -521,6 +555,7 @@ export class Sidecar implements SessionHost {
     const store = RetentionStore.open(this.opts.dataDir, this.opts.retentionSynchronous, this.log);
     this.retention = store;
     for (const { instanceId, seq } of store.loadSeqs()) this.seqs.commit(instanceId, seq);
+    for (const { instanceId, secretHash } of store.loadInstances()) if (instanceId !== DOGSTATSD_INSTANCE) this.bindings.bind(instanceId, secretHash);
     const frames = store.loadFrames();
     for (const f of frames) {
       try {
@@ -584,6 +619,6 @@ export class Sidecar implements SessionHost {
   }
 }
 
-function origin(h: Hello): Origin {
+function origin(h: ShimIdentity): Origin {
   return { app: h.app, instanceId: h.instanceId, pid: h.pid };
 }

@@ -1,4 +1,21 @@
-import { type Stats, accessSync, chmodSync, chownSync, constants, existsSync, lstatSync, mkdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import {
+  type Stats,
+  accessSync,
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+} from 'node:fs';
+import type { Server } from 'node:net';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname } from 'node:path';
@@ -46,19 +63,100 @@ function groupId(group: string): number {
   throw new SocketPathError('ERR_SOCKET_GROUP', `socket_group: unknown group "${group}"`);
 }
 
-/** Create the socket directory: 0700, or 0770 owned by `group` when one is given. */
-export function prepareSocketDir(path: string, group: string): number | null {
+export interface SocketDir {
+  /** The group given access (socket_group), or null for owner only. */
+  gid: number | null;
+  /** Set when the directory existed with a wider mode and was tightened. */
+  tightened: { dir: string; from: number; to: number } | null;
+}
+
+const octal = (m: number): string => `0${(m & 0o7777).toString(8)}`;
+
+/**
+ * The socket directory, made private: 0700, or 0770 with `group`. Whoever can
+ * write to it can move the live socket away and put their own in its place,
+ * so a directory owned by another user, a symlink, or a shared (sticky, e.g.
+ * /tmp) directory is refused; one of ours with a wider mode is tightened.
+ * Checked and fixed through one descriptor opened without following links,
+ * so the directory checked is the directory changed.
+ */
+export function prepareSocketDir(path: string, group: string): SocketDir {
   const dir = dirname(path);
   const gid = group.length > 0 ? groupId(group) : null;
   const mode = gid === null ? 0o700 : 0o770;
-  if (!existsSync(dir)) {
-    mkdirSync(dir, { recursive: true, mode });
-    chmodSync(dir, mode);
-    if (gid !== null) chownSync(dir, process.getuid?.() ?? 0, gid);
-  } else if (!statSync(dir).isDirectory()) {
-    throw new SocketPathError('ERR_SOCKET_PATH', `socket directory ${dir} is not a directory`);
+  const uid = process.getuid?.() ?? 0;
+  const created = !existsSync(dir);
+  if (created) mkdirSync(dir, { recursive: true, mode });
+  let fd: number;
+  try {
+    fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // With O_DIRECTORY, Linux reports a symlink as ENOTDIR rather than ELOOP.
+    if (code === 'ELOOP' || (code === 'ENOTDIR' && lstatSync(dir).isSymbolicLink()))
+      throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a symbolic link; refusing it`);
+    if (code === 'ENOTDIR') throw new SocketPathError('ERR_SOCKET_PATH', `socket directory ${dir} is not a directory`);
+    throw err;
   }
-  return gid;
+  try {
+    const st = fstatSync(fd);
+    if (st.uid !== uid) {
+      throw new SocketPathError(
+        'ERR_SOCKET_DIR_OWNER',
+        `socket directory ${dir} is owned by uid ${st.uid}, not by this user (uid ${uid}): another user could replace the socket; remove it or choose another --socket`,
+      );
+    }
+    if ((st.mode & 0o1000) !== 0) {
+      throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a shared (sticky) directory; use a directory of its own`);
+    }
+    if (gid !== null && st.gid !== gid) fchownSync(fd, uid, gid);
+    const current = st.mode & 0o7777;
+    // One we created gets exactly `mode` (the umask may have taken bits off). One that was there
+    // only loses what `mode` does not allow: a narrower one (e.g. systemd's 0750) stays narrower.
+    const wanted = created ? mode : current & mode;
+    let tightened: SocketDir['tightened'] = null;
+    if (current !== wanted) {
+      fchmodSync(fd, wanted);
+      if ((current & ~wanted) !== 0) tightened = { dir, from: current, to: wanted };
+    }
+    return { gid, tightened };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** For log lines: the modes in octal. */
+export function describeTightening(t: NonNullable<SocketDir['tightened']>): string {
+  return `tightened socket directory ${t.dir} from ${octal(t.from)} to ${octal(t.to)}`;
+}
+
+/**
+ * Listen on `path` so that the socket file never has a wider mode than
+ * configured, whatever the umask: bind() runs (synchronously, inside listen())
+ * under umask 0177, so the file is created 0600; the group, when given, is set
+ * before the mode is widened to 0660.
+ */
+export async function listenPrivately(server: Server, path: string, gid: number | null): Promise<void> {
+  const previous = process.umask(0o177);
+  let listening: Promise<void>;
+  try {
+    listening = new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(previous);
+  }
+  await listening;
+  if (gid !== null) {
+    chownSync(path, process.getuid?.() ?? 0, gid);
+    chmodSync(path, 0o660);
+  } else {
+    chmodSync(path, 0o600);
+  }
 }
 
 /** Is something accepting connections on this socket file? */

@@ -249,7 +249,17 @@ export class RawIpcClient {
     this.socket.on('error', () => {});
     this.ready = new Promise((r) =>
       this.socket.once('connect', () => {
-        this.socket.write(encodeHello({ v: PROTOCOL_VERSION, app, pid: process.pid, shimVersion: 'raw', instanceId }));
+        this.socket.write(
+          encodeHello({
+            v: PROTOCOL_VERSION,
+            app,
+            pid: process.pid,
+            shimVersion: 'raw',
+            instanceId,
+            secret: `secret-of-${instanceId}`.padEnd(32, '.'),
+            seq: 0,
+          }),
+        );
         r();
       }),
     );

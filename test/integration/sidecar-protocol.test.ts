@@ -36,7 +36,17 @@ class RawClient {
   }
 
   hello(instanceId: string): void {
-    this.socket.write(encodeHello({ v: PROTOCOL_VERSION, app: 'raw', pid: process.pid, shimVersion: 'test', instanceId }));
+    this.socket.write(
+      encodeHello({
+        v: PROTOCOL_VERSION,
+        app: 'raw',
+        pid: process.pid,
+        shimVersion: 'test',
+        instanceId,
+        secret: `secret-of-${instanceId}`.padEnd(32, '.'),
+        seq: 0,
+      }),
+    );
   }
 
   of(type: number) {

@@ -66,6 +66,8 @@ describe('config: defaults', () => {
         net_send_queue1_size: 512,
         net_send_queue2_size: 1024,
         ipc_max_frame_bytes: 1048576,
+        ipc_hello_timeout_ms: 5000,
+        ipc_max_unread_bytes: 1048576,
         flush_ms: 1000,
         metric_interval_ms: 10000,
         retention_ms: 180000,
@@ -274,6 +276,8 @@ describe('config: validation', () => {
     ['net_send_queue2_size', 'many', /is not an integer/],
     ['ipc_max_frame_bytes', '1023', /less than the minimum 1024/],
     ['ipc_max_frame_bytes', '67108865', /greater than the maximum 67108864/],
+    ['ipc_hello_timeout_ms', '9', /less than the minimum 10/],
+    ['ipc_max_unread_bytes', '65535', /less than the minimum 65536/],
     ['flush_ms', '9', /less than the minimum 10/],
     ['metric_interval_ms', '9', /less than the minimum 10/],
     ['retention_ms', '1e3', /is not an integer/],
@@ -336,6 +340,11 @@ describe('config: unknown keys', () => {
 
   it('from a named flag', () => {
     assertConfigError(() => load({ flags: { retension_ms: '1' } }), 'retension_ms', 'flag:--retension-ms', /did you mean "retention_ms"/);
+  });
+
+  it('ignores APM_SIDECAR_SOCKET_OWNER, which configures the shim', () => {
+    const eff = load({ env: { APM_SIDECAR_SOCKET_OWNER: '10001' } });
+    assert.equal(eff.values.socket, '');
   });
 
   it('ignores environment variables without the prefix, and takes APM_SIDECAR_ACCESS_KEY as a key', () => {

@@ -52,7 +52,7 @@ type ErrorClass = new (...args: never[]) => ApmError;
 const malformed = (fn: () => unknown, what = ''): MalformedMessageError => throwsCode(fn, MalformedMessageError, 'ERR_MALFORMED_MESSAGE', what);
 
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
-const goodHello = { v: PROTOCOL_VERSION, app: 'a', pid: 1, shimVersion: '0.1.0', instanceId: 'i-1' };
+const goodHello = { v: PROTOCOL_VERSION, app: 'a', pid: 1, shimVersion: '0.1.0', instanceId: 'i-1', secret: 's'.repeat(32), seq: 0 };
 
 /** A metrics payload with one point of `seriesBytes`; `extra` is written after the point statistics. */
 function metricsPayload(
@@ -159,12 +159,14 @@ describe('proto errors', () => {
   });
 
   it('ERR_PROTOCOL_VERSION: a hello with another protocol version is rejected with that version', () => {
-    for (const v of [0, 2, 255]) {
+    for (const v of [0, 1, 3, 255]) {
       const err = throwsCode(() => decodeShimMessage(MessageType.Hello, json({ ...goodHello, v })), ProtocolVersionError, 'ERR_PROTOCOL_VERSION', `v=${v}`);
       assert.equal(err.version, v);
     }
-    // Checked before the other fields: a v2 peer may send a different hello shape.
-    throwsCode(() => decodeHello(json({ v: 2 })), ProtocolVersionError, 'ERR_PROTOCOL_VERSION');
+    // Checked before the other fields: another version may send a different hello shape.
+    throwsCode(() => decodeHello(json({ v: 3 })), ProtocolVersionError, 'ERR_PROTOCOL_VERSION');
+    // A version 1 hello (no secret) is refused as a version, not as a malformed v2 one.
+    throwsCode(() => decodeHello(json({ v: 1, app: 'a', pid: 1, shimVersion: 'x', instanceId: 'i' })), ProtocolVersionError, 'ERR_PROTOCOL_VERSION');
   });
 
   it('ERR_UNEXPECTED_MESSAGE: UnexpectedMessageError carries its code and message', () => {
@@ -197,7 +199,12 @@ describe('proto errors', () => {
         ['hello.pid fractional', () => decodeHello(json({ ...goodHello, pid: 1.5 }))],
         ['hello.v string', () => decodeHello(json({ ...goodHello, v: '1' }))],
         ['hello.app number', () => decodeHello(json({ ...goodHello, app: 7 }))],
-        ['hello.app missing', () => decodeHello(json({ v: 1, pid: 1, shimVersion: 'x', instanceId: 'i' }))],
+        ['hello.app missing', () => decodeHello(json({ v: PROTOCOL_VERSION, pid: 1, shimVersion: 'x', instanceId: 'i', secret: 's'.repeat(32), seq: 0 }))],
+        ['hello.secret missing', () => decodeHello(json({ ...goodHello, secret: undefined }))],
+        ['hello.secret too short', () => decodeHello(json({ ...goodHello, secret: 's'.repeat(31) }))],
+        ['hello.secret too long', () => decodeHello(json({ ...goodHello, secret: 's'.repeat(129) }))],
+        ['hello.seq missing', () => decodeHello(json({ ...goodHello, seq: undefined }))],
+        ['hello.seq beyond u48', () => decodeHello(json({ ...goodHello, seq: 2 ** 48 }))],
         ['hello.app too long', () => decodeHello(json({ ...goodHello, app: 'a'.repeat(257) }))],
         ['hello.instanceId empty', () => decodeHello(json({ ...goodHello, instanceId: '' }))],
         ['hello.host number', () => decodeHello(json({ ...goodHello, host: 1 }))],

@@ -164,9 +164,19 @@ export function sampleFrames(): Sample[] {
   const latencies = Array.from({ length: 200 }, () => Math.exp(rnd() * 8));
   const out: Sample[] = [];
 
-  const hello = { v: 1, app: 'checkout', pid: 4242, shimVersion: '0.1.0', instanceId: 'i-0001', host: 'web-1', runtime: 'node 20' };
+  const hello = {
+    v: 2,
+    app: 'checkout',
+    pid: 4242,
+    shimVersion: '0.1.0',
+    instanceId: 'i-0001',
+    secret: '0123456789abcdef'.repeat(4),
+    seq: 17,
+    host: 'web-1',
+    runtime: 'node 20',
+  };
   out.push(sample(encodeHello(hello), { type: 'Hello', body: hello }));
-  const hello2 = { v: 1, app: 'カート', pid: 0, shimVersion: '0.1.0', instanceId: 'i-0002' };
+  const hello2 = { v: 2, app: 'カート', pid: 0, shimVersion: '0.1.0', instanceId: 'i-0002', secret: 'ß'.repeat(32), seq: 0 };
   out.push(sample(encodeHello(hello2), { type: 'Hello', body: hello2 }));
 
   const welcome = { state: 'active' as const, settings: { flushMs: 1000, maxFrameBytes: 1048576 }, ackedSeq: 17, agentId: 'agent-9', sidecarVersion: '0.1.0' };

@@ -97,7 +97,7 @@ const mutatedArb = fc
 
 /** A JSON body with the keys a message type expects, holding any JSON values. */
 const jsonKeys: Record<number, string[]> = {
-  [MessageType.Hello]: ['v', 'app', 'pid', 'shimVersion', 'instanceId', 'host', 'runtime'],
+  [MessageType.Hello]: ['v', 'app', 'pid', 'shimVersion', 'instanceId', 'secret', 'seq', 'host', 'runtime'],
   [MessageType.Welcome]: ['state', 'settings', 'ackedSeq', 'agentId', 'sidecarVersion'],
   [MessageType.Trace]: ['txid', 'traceId', 'spanId', 'parentSpanId', 'name', 'startTime', 'durationMs', 'error', 'steps'],
   [MessageType.ActiveStack]: ['txid', 'name', 'ts', 'elapsedMs', 'frames'],
@@ -142,15 +142,17 @@ const finite = fc.double({ noNaN: true, noDefaultInfinity: true });
 
 const helloArb: fc.Arbitrary<Hello> = fc.record(
   {
-    v: fc.constant(1),
+    v: fc.constant(2),
     app: jsonText(100),
     pid: fc.maxSafeNat(),
     shimVersion: jsonText(30),
     instanceId: jsonText(60, 1),
+    secret: jsonText(64, 32),
+    seq: fc.integer({ min: 0, max: 2 ** 48 - 1 }),
     host: jsonText(40),
     runtime: jsonText(40),
   },
-  { requiredKeys: ['v', 'app', 'pid', 'shimVersion', 'instanceId'], noNullPrototype: true },
+  { requiredKeys: ['v', 'app', 'pid', 'shimVersion', 'instanceId', 'secret', 'seq'], noNullPrototype: true },
 );
 
 const eventArb: fc.Arbitrary<EventPack> = fc.record(

@@ -13,6 +13,9 @@ import type { Logger } from '../logger';
  *           collector's ack, purged past retention_ms
  *   seqs    highest committed durable seq per shim instance (de-duplication
  *           survives a restart)
+ *   instances  SHA-256 of the secret each shim instance is bound to (the
+ *           binding survives a restart, so an impersonator cannot claim the
+ *           instance while its shim reconnects)
  *   bt      business-transaction registrations: no age limit, one row per name
  *
  * Writes are group-committed: everything asked for within one turn of the
@@ -110,6 +113,7 @@ export class RetentionStore {
         CREATE TABLE IF NOT EXISTS packs (pack_id TEXT PRIMARY KEY, interval_start INTEGER NOT NULL, interval_ms INTEGER NOT NULL, points INTEGER NOT NULL, body BLOB NOT NULL);
         CREATE INDEX IF NOT EXISTS packs_interval ON packs (interval_start);
         CREATE TABLE IF NOT EXISTS seqs (instance_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, seen_at INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS instances (instance_id TEXT PRIMARY KEY, secret_hash BLOB NOT NULL, seen_at INTEGER NOT NULL);
         CREATE TABLE IF NOT EXISTS bt (name TEXT PRIMARY KEY, ts INTEGER NOT NULL, app TEXT NOT NULL, instance_id TEXT NOT NULL, pid INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0);
         PRAGMA user_version = ${SCHEMA_VERSION};
       `);
@@ -166,6 +170,12 @@ export class RetentionStore {
     });
   }
 
+  /** The secret hash an instance is bound to (its first Hello); a binding is never replaced. */
+  addInstance(instanceId: string, secretHash: Buffer, done: (err: Error | null) => void): void {
+    const now = Date.now();
+    this.enqueue({ run: () => this.st.insertInstance.run(instanceId, secretHash, now), done });
+  }
+
   /** A registration (de-duplicated by name) and its seq. */
   addBt(b: StoredBt, seq: number, done: (err: Error | null) => void): void {
     const now = Date.now();
@@ -205,6 +215,8 @@ export class RetentionStore {
       for (const r of this.st.purgePacks.all(cutoff) as { points: number }[]) points += r.points;
       frames = this.st.purgeFrames.run(cutoff).changes;
       this.st.purgeSeqs.run(seqCutoff);
+      // A binding goes with its instance's de-duplication state, not before.
+      this.st.purgeInstances.run(seqCutoff);
     })();
     return { points, frames };
   }
@@ -213,6 +225,13 @@ export class RetentionStore {
 
   loadSeqs(): { instanceId: string; seq: number }[] {
     return this.db.prepare('SELECT instance_id AS instanceId, seq FROM seqs ORDER BY seen_at').all() as { instanceId: string; seq: number }[];
+  }
+
+  loadInstances(): { instanceId: string; secretHash: Buffer }[] {
+    return this.db.prepare('SELECT instance_id AS instanceId, secret_hash AS secretHash FROM instances ORDER BY seen_at').all() as {
+      instanceId: string;
+      secretHash: Buffer;
+    }[];
   }
 
   loadFrames(): StoredFrame[] {
@@ -273,6 +292,8 @@ function prepare(db: Database.Database) {
     purgePacks: db.prepare('DELETE FROM packs WHERE interval_start < ? RETURNING points'),
     purgeFrames: db.prepare('DELETE FROM frames WHERE interval_start < ?'),
     purgeSeqs: db.prepare('DELETE FROM seqs WHERE seen_at < ?'),
+    insertInstance: db.prepare('INSERT OR IGNORE INTO instances (instance_id, secret_hash, seen_at) VALUES (?, ?, ?)'),
+    purgeInstances: db.prepare('DELETE FROM instances WHERE seen_at < ? AND instance_id NOT IN (SELECT instance_id FROM seqs)'),
     counts: db.prepare(
       'SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame',
     ),

@@ -5,7 +5,17 @@ import { MessageType, PROTOCOL_VERSION, encodeHello } from '@apm-sidecar/proto';
 
 const s = createConnection({ path: process.env.APM_SIDECAR_SOCKET as string });
 s.on('connect', () => {
-  s.write(encodeHello({ v: PROTOCOL_VERSION, app: 'partial', pid: process.pid, shimVersion: 'fixture', instanceId: `partial-${process.pid}` }));
+  s.write(
+    encodeHello({
+      v: PROTOCOL_VERSION,
+      app: 'partial',
+      pid: process.pid,
+      shimVersion: 'fixture',
+      instanceId: `partial-${process.pid}`,
+      secret: 'p'.repeat(32),
+      seq: 0,
+    }),
+  );
   const frame = Buffer.alloc(1000);
   frame.writeUInt32LE(996, 0);
   frame[4] = MessageType.Metrics;
