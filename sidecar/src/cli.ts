@@ -105,6 +105,8 @@ async function run(opts: ConfigOpts): Promise<void> {
     dataDir: resolveDataDir(c.data_dir),
     retentionMs: c.retention_ms,
     retentionSynchronous: c.retention_synchronous,
+    retentionMaxBytes: c.retention_max_bytes,
+    retentionMinFreeBytes: c.retention_min_free_bytes,
     eventReplayWindowMs: c.event_replay_window_ms,
     dogstatsdUdp: c.dogstatsd_udp,
     dogstatsdSocket: c.dogstatsd_socket,
