@@ -21,7 +21,7 @@ import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners'
 import { EventRing } from './event-ring';
 import { Queue1 } from './queue1';
 import { DataDirLock } from './data-dir-lock';
-import { filesystemFreeBytes, spaceVerdict } from './retention/space';
+import { filesystemFreeBytes, lowWater, spaceVerdict } from './retention/space';
 import { RetentionError, RetentionStore, type SpaceUsage, type StorageCondition, type StoredFrame, type StoredPack, type Synchronous } from './retention/store';
 import type { Logger } from './logger';
 import { COUNTER_OF, type Origin, type Pack } from './pack';
@@ -567,9 +567,11 @@ export class Sidecar implements SessionHost {
     this.space.usage = usage;
     this.space.freeBytes = freeBytes;
     if (usage === null) return;
-    const v = spaceVerdict(usage, freeBytes, { maxBytes: this.opts.retentionMaxBytes, minFreeBytes: this.opts.retentionMinFreeBytes });
-    if (v.reason === null) {
-      if (this.space.overLimit !== null) {
+    const limits = { maxBytes: this.opts.retentionMaxBytes, minFreeBytes: this.opts.retentionMinFreeBytes };
+    const high = spaceVerdict(usage, freeBytes, limits);
+    const low = spaceVerdict(usage, freeBytes, lowWater(limits));
+    if (high.reason === null) {
+      if (this.space.overLimit !== null && low.reason === null) {
         this.log.warn(
           { dropped: this.space.droppedInEpisode, usedBytes: usage.usedBytes, freeBytes },
           `retention within its space bounds again after dropping ${this.space.droppedInEpisode} metric points (disk_full)`,
@@ -581,17 +583,25 @@ export class Sidecar implements SessionHost {
     }
     if (this.space.overLimit === null) {
       this.log.warn(
-        { reason: v.reason, usedBytes: usage.usedBytes, freeBytes, maxBytes: this.opts.retentionMaxBytes, minFreeBytes: this.opts.retentionMinFreeBytes },
-        `retention beyond its space bounds (${v.reason}): dropping the oldest retained metrics (disk_full)`,
+        { reason: high.reason, usedBytes: usage.usedBytes, freeBytes, maxBytes: limits.maxBytes, minFreeBytes: limits.minFreeBytes },
+        `retention beyond its space bounds (${high.reason}): dropping the oldest retained metrics (disk_full)`,
       );
     }
-    this.space.overLimit = v.reason;
-    const r = store.dropOldest(v.excessBytes);
-    if (r === null || r.packIds.length === 0) return;
-    const ids = new Set(r.packIds);
-    this.queue1.removeMetricPacks((p) => ids.has(p.packId));
-    this.drop('disk_full', r.points);
-    this.space.droppedInEpisode += r.points;
+    this.space.overLimit = high.reason;
+    // Pack bodies understate the pages they take: drop, measure again, until below the low-water mark.
+    let excess = low.excessBytes;
+    for (let i = 0; i < 64 && excess > 0; i++) {
+      const r = store.dropOldest(excess);
+      if (r === null || r.packIds.length === 0) return;
+      const ids = new Set(r.packIds);
+      this.queue1.removeMetricPacks((p) => ids.has(p.packId));
+      this.drop('disk_full', r.points);
+      this.space.droppedInEpisode += r.points;
+      const after = store.usage();
+      if (after === null) return;
+      this.space.usage = after;
+      excess = spaceVerdict(after, filesystemFreeBytes(this.opts.dataDir), lowWater(limits)).excessBytes;
+    }
   }
 
   private retentionCondition(): { condition: 'ok' | 'failing' | 'unavailable' | 'full'; conditionSince: string | null; lastError: string | null } {

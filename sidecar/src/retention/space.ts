@@ -9,7 +9,10 @@ import type { SpaceUsage } from './store';
  *                             database's own free pages as free (SQLite reuses them
  *                             before growing the file)
  *
- * Beyond either bound the oldest retained metrics are dropped (counted `disk_full`).
+ * Beyond either bound the oldest retained metrics are dropped (counted `disk_full`),
+ * down to a low-water mark a tenth of the bound inside it, and the episode ends only
+ * below that mark: a steady inflow during an outage does not make it start and end
+ * (and log) every second.
  */
 export interface SpaceLimits {
   maxBytes: number;
@@ -28,6 +31,11 @@ export function spaceVerdict(u: SpaceUsage, fsFreeBytes: number | null, limits: 
   const underFree = fsFreeBytes === null ? 0 : Math.max(0, limits.minFreeBytes - (fsFreeBytes + u.freelistBytes));
   if (overMax === 0 && underFree === 0) return { excessBytes: 0, reason: null };
   return overMax >= underFree ? { excessBytes: overMax, reason: 'max_bytes' } : { excessBytes: underFree, reason: 'min_free' };
+}
+
+/** The bounds a tenth inside: what dropping aims for, and what ends an episode. */
+export function lowWater(limits: SpaceLimits): SpaceLimits {
+  return { maxBytes: Math.floor(limits.maxBytes * 0.9), minFreeBytes: Math.ceil(limits.minFreeBytes * 1.1) };
 }
 
 /** Bytes an unprivileged writer may still use on the filesystem holding `dir`; null when it cannot be asked. */

@@ -82,7 +82,7 @@ export interface StorageCondition {
 }
 
 export interface SpaceUsage {
-  /** Bytes of the database file(s) in use by rows: (page_count - freelist_count) * page_size, plus the WAL. */
+  /** Bytes of the database in use by rows: (page_count - freelist_count) * page_size (the WAL is transient: not counted). */
   usedBytes: number;
   /** Size of the database and its WAL on disk. */
   fileBytes: number;
@@ -335,7 +335,7 @@ export class RetentionStore {
       } catch {
         // no WAL file yet
       }
-      return { usedBytes: (pages - free) * pageSize + wal, fileBytes: pages * pageSize + wal, freelistBytes: free * pageSize };
+      return { usedBytes: (pages - free) * pageSize, fileBytes: pages * pageSize + wal, freelistBytes: free * pageSize };
     } catch {
       return null;
     }
