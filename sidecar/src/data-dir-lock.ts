@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import Database from 'better-sqlite3';
@@ -9,13 +9,15 @@ import Database from 'better-sqlite3';
  * Node has no flock(2), but SQLite takes POSIX fcntl locks, and those are held
  * by the kernel for the process: they go away when it exits, however it exits
  * (kill -9 included), so a lock can never be stale and no pid has to be trusted
- * to decide that. `sidecar.lock` is a tiny SQLite file opened with
- * `locking_mode = EXCLUSIVE`; one write takes the exclusive lock, and that mode
- * keeps it until the connection closes. A second process gets SQLITE_BUSY at
- * once (no busy timeout) without writing anything.
+ * to decide that. `sidecar.lock` is a tiny SQLite file; `BEGIN EXCLUSIVE` takes
+ * its exclusive lock and the transaction stays open, writing nothing, for the
+ * life of the process. A second process gets SQLITE_BUSY at once (no busy
+ * timeout) without writing anything. Only the very first start writes the file
+ * (one empty table, so it is a database); later ones take the lock even on a
+ * full disk.
  *
  * `sidecar.pid` only says who holds the lock, for the message a second sidecar
- * prints; it is written after the lock is taken and never decides anything.
+ * prints; the holder replaces it after taking the lock, and it decides nothing.
  */
 export class DataDirLockedError extends ApmError {
   constructor(
@@ -26,6 +28,16 @@ export class DataDirLockedError extends ApmError {
       'ERR_DATA_DIR_LOCKED',
       `data_dir ${dir} is in use by another sidecar (pid ${holderPid ?? 'unknown'}); refusing to start (use another data_dir, or stop that sidecar)`,
     );
+  }
+}
+
+/** The lock could not be taken for another reason than another holder (e.g. the disk is full on the first start). */
+export class DataDirLockError extends ApmError {
+  constructor(
+    readonly dir: string,
+    readonly reason: Error,
+  ) {
+    super('ERR_DATA_DIR_LOCK', `cannot lock data_dir ${dir}: ${reason.message}`);
   }
 }
 
@@ -45,18 +57,19 @@ export class DataDirLock {
     let db: Database.Database | null = null;
     try {
       db = new Database(path, { timeout: 0 });
-      db.pragma('locking_mode = EXCLUSIVE');
-      // No journal file next to it: the content of the lock file does not matter.
-      db.pragma('journal_mode = OFF');
-      db.exec(`BEGIN EXCLUSIVE; CREATE TABLE IF NOT EXISTS holder (pid INTEGER); DELETE FROM holder; INSERT INTO holder (pid) VALUES (${process.pid}); COMMIT`);
+      db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER)');
+      db.exec('BEGIN EXCLUSIVE');
     } catch (err) {
       db?.close();
       const code = (err as { code?: string }).code ?? '';
       if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) throw new DataDirLockedError(dir, readPid(dir));
-      throw new ApmError('ERR_DATA_DIR_LOCK', `cannot lock data_dir ${dir}: ${(err as Error).message}`);
+      throw new DataDirLockError(dir, err as Error);
     }
+    const pidFile = join(dir, PID_FILE);
     try {
-      writeFileSync(join(dir, PID_FILE), `${process.pid}\n`, { mode: 0o600 });
+      // A dead holder's pid must not be named: remove it even when the new one cannot be written (disk full).
+      rmSync(pidFile, { force: true });
+      writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 });
     } catch {
       // informational only: the lock holds without it
     }

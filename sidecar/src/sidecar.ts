@@ -20,9 +20,9 @@ import { DogStatsdAggregator } from './dogstatsd';
 import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners';
 import { EventRing } from './event-ring';
 import { Queue1 } from './queue1';
-import { DataDirLock } from './data-dir-lock';
+import { DataDirLock, DataDirLockError } from './data-dir-lock';
 import { filesystemFreeBytes, lowWater, spaceVerdict } from './retention/space';
-import { RetentionError, RetentionStore, type SpaceUsage, type StorageCondition, type StoredFrame, type StoredPack, type Synchronous } from './retention/store';
+import { RetentionError, RetentionStore, isPassingStorageError, type SpaceUsage, type StorageCondition, type StoredFrame, type StoredPack, type Synchronous } from './retention/store';
 import type { Logger } from './logger';
 import { COUNTER_OF, type Origin, type Pack } from './pack';
 import { BoundedQueue } from './queue';
@@ -166,8 +166,7 @@ export class Sidecar implements SessionHost {
     // Nothing is touched before both checks pass: a live socket first, then the data_dir lock.
     // Only then is the retention opened (a second sidecar must not seal the first one's frames).
     await this.refuseLiveSocket();
-    this.lock = DataDirLock.acquire(this.opts.dataDir);
-    this.openRetention();
+    this.openRetention(true);
     const gid = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
     const replaced = await claimSocketPath(this.opts.socketPath);
     if (replaced) this.log.warn({ socket: this.opts.socketPath }, 'replaced a stale socket file (nothing was listening)');
@@ -685,12 +684,18 @@ export class Sidecar implements SessionHost {
    * packs and registrations. When it cannot be opened now (disk full, I/O error) the sidecar runs
    * on and refuses durable frames (not acked) until a later try, every second, succeeds.
    */
-  private openRetention(): void {
+  private openRetention(starting = false): void {
     let store: RetentionStore;
     try {
+      // The data_dir lock comes first: a retention is opened only by its one owner.
+      this.lock ??= DataDirLock.acquire(this.opts.dataDir);
       store = RetentionStore.open(this.opts.dataDir, this.opts.retentionSynchronous, this.log);
     } catch (err) {
-      if ((err as ApmError).code === 'ERR_RETENTION_DURABILITY') throw err;
+      // Another sidecar owns the data_dir, or the durability asked for cannot be had: refuse to start.
+      // Anything else that is not passing (e.g. data_dir is not a directory) is a start-up error too;
+      // a passing one (disk full, I/O error) is retried every second while the sidecar runs on.
+      const passing = isPassingStorageError(err) || (err instanceof DataDirLockError && isPassingStorageError(err.reason));
+      if (starting && !passing) throw err;
       const why = (err as Error).message;
       if (this.retentionClosedWhy === null) this.log.error({ err: why }, `retention cannot be opened (${why}): durable frames are not acked until it can`);
       this.retentionClosedWhy = why;

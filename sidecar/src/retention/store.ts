@@ -64,7 +64,7 @@ interface Op {
 }
 
 /** Failure codes that say nothing about the file's content: retry later, never quarantine. */
-const PASSING = /^(SQLITE_FULL|SQLITE_IOERR|SQLITE_BUSY|SQLITE_LOCKED|SQLITE_READONLY|SQLITE_NOMEM|SQLITE_PROTOCOL|ENOSPC|EIO|EROFS|EDQUOT)/;
+const PASSING = /^(ERR_RETENTION_UNAVAILABLE|SQLITE_FULL|SQLITE_IOERR|SQLITE_BUSY|SQLITE_LOCKED|SQLITE_READONLY|SQLITE_NOMEM|SQLITE_PROTOCOL|ENOSPC|EIO|EROFS|EDQUOT)/;
 
 export function isPassingStorageError(err: unknown): boolean {
   return PASSING.test(String((err as { code?: unknown } | null)?.code ?? ''));
