@@ -587,19 +587,27 @@ export class Sidecar implements SessionHost {
       );
     }
     this.space.overLimit = high.reason;
-    // Pack bodies understate the pages they take: drop, measure again, until below the low-water mark.
+    // Pack bodies understate the pages they take: drop, measure again, until below the low-water
+    // mark. Each round also empties the WAL into the pages just freed, so the filesystem gets back
+    // what the WAL held.
     let excess = low.excessBytes;
     for (let i = 0; i < 64 && excess > 0; i++) {
       const r = store.dropOldest(excess);
-      if (r === null || r.packIds.length === 0) return;
-      const ids = new Set(r.packIds);
-      this.queue1.removeMetricPacks((p) => ids.has(p.packId));
-      this.drop('disk_full', r.points);
-      this.space.droppedInEpisode += r.points;
+      if (r === null) return;
+      if (r.packIds.length > 0) {
+        const ids = new Set(r.packIds);
+        this.queue1.removeMetricPacks((p) => ids.has(p.packId));
+        this.drop('disk_full', r.points);
+        this.space.droppedInEpisode += r.points;
+      }
+      if (high.reason === 'min_free') store.checkpoint();
       const after = store.usage();
       if (after === null) return;
+      const free = filesystemFreeBytes(this.opts.dataDir);
       this.space.usage = after;
-      excess = spaceVerdict(after, filesystemFreeBytes(this.opts.dataDir), lowWater(limits)).excessBytes;
+      this.space.freeBytes = free;
+      excess = spaceVerdict(after, free, lowWater(limits)).excessBytes;
+      if (r.packIds.length === 0) return; // nothing left to drop: open intervals' frames are kept
     }
   }
 

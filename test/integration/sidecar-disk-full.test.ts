@@ -10,9 +10,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { get } from 'node:http';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
+import { createKey } from '../helpers/collector';
 import { sidecarStatus } from '../helpers/outage';
 import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, sleep, tempDir, waitFor } from '../helpers/procs';
 
@@ -80,10 +82,10 @@ class SmallDisk {
   }
 
   /** Start `apm-sidecar run` inside the namespace; resolves once it listens. */
-  async sidecar(name: string, extra: string[], data = 'data'): Promise<SidecarProc> {
+  async sidecar(name: string, extra: string[], data = 'data', env: Record<string, string> = {}): Promise<SidecarProc> {
     const socket = join(tmp.dir, `${name}.sock`);
     const args = ['-t', String(this.holder.pid), '-m', '--', process.execPath, SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket];
-    const p = new Proc(spawn('nsenter', [...args, '--data-dir', join(this.mnt, data), '--set', 'agent_id=disk-full', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })) as SidecarProc;
+    const p = new Proc(spawn('nsenter', [...args, '--data-dir', join(this.mnt, data), '--set', 'agent_id=disk-full', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })) as SidecarProc;
     p.socket = socket;
     cleanups.push(() => p.kill('SIGKILL'));
     await waitFor(
@@ -223,5 +225,47 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
     await second.kill('SIGTERM');
     assert.equal(total(first), 0, 'the first sidecar emitted nothing (its interval was open)');
     assert.equal(total(second), 50 * (1 + 10 + 100), 'the retained frame replayed, the unacked ones resent: each value once');
+  });
+
+  test('free space below retention_min_free_bytes: the oldest retained metrics are dropped (disk_full, not expired) and the disk never fills', async () => {
+    const small = await SmallDisk.mount(join(tmp.dir, 'mnt-minfree'), '2m');
+    cleanups.push(() => small.close());
+    const key = await createKey(join(tmp.dir, 'keys'));
+    // A port nothing listens on: the collector is away, closed intervals stay in the retention.
+    const dead = createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => dead.once('listening', r));
+    const port = (dead.address() as { port: number }).port;
+    await new Promise((r) => dead.close(r));
+    const sets = {
+      flush_ms: 50,
+      metric_interval_ms: 100,
+      tcp_connection_timeout: 300,
+      reconnect_schedule: '1000x200',
+      retention_ms: 600000,
+      retention_min_free_bytes: 1_400_000,
+    };
+    const sc = await small.sidecar(
+      'minfree',
+      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(port), ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])],
+      'data',
+      { APM_SIDECAR_ACCESS_KEY: key },
+    );
+    const apm = shim(sc);
+    await waitFor('the welcome', () => apm.state !== 'connecting' && apm.state !== 'disconnected');
+    for (let r = 1; r <= 30; r++) {
+      await sleep(100 - (Date.now() % 100) + 20);
+      for (let i = 0; i < 600; i++) apm.counter('min.free', { series: `s${i}` }).add(r);
+      assert.equal(await apm.flush(), true, `round ${r} committed and acked: the disk never filled`);
+    }
+    const s = await waitFor('the oldest packs to be dropped for space', async () => {
+      const x = await sidecarStatus(sc.socket);
+      return (x.counters.dropped.disk_full ?? 0) > 0 ? x : null;
+    });
+    assert.equal(s.counters.dropped.expired ?? 0, 0);
+    assert.equal(s.counters.dropped.disk_full % 600, 0, 'whole intervals');
+    assert.equal(s.counters.retentionErrors, 0, 'no commit ever failed');
+    assert.equal(sc.logs(/beyond its space bounds \(min_free\)/).length, 1, 'one log line when dropping starts');
+    await waitFor('free space back above the bound', async () => (await sidecarStatus(sc.socket)).retention.freeBytes >= 1_400_000);
+    assert.equal(sc.alive, true);
   });
 });

@@ -322,6 +322,22 @@ export class RetentionStore {
     });
   }
 
+  /**
+   * Copy the WAL into the database and truncate it to nothing: the WAL otherwise keeps its
+   * size (up to a thousand pages) on disk, which is what a filesystem short of space needs back.
+   * False when it could not be done now.
+   */
+  checkpoint(): boolean {
+    this.commit();
+    if (this.closed) return false;
+    try {
+      const r = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      return r[0]?.busy === 0;
+    } catch {
+      return false;
+    }
+  }
+
   /** Bytes used and held by the database; null when it cannot be read now. */
   usage(): SpaceUsage | null {
     if (this.closed) return null;
