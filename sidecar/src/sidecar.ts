@@ -626,7 +626,7 @@ export class Sidecar implements SessionHost {
     // what the WAL held.
     let excess = low.excessBytes;
     for (let i = 0; i < 64 && excess > 0; i++) {
-      const r = store.dropOldest(excess);
+      const r = store.dropOldest(excess, (id) => this.sender.isSending(id));
       if (r === null) return;
       if (r.packIds.length > 0) {
         const ids = new Set(r.packIds);

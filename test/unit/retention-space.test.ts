@@ -139,6 +139,19 @@ describe('RetentionStore on failing storage', () => {
     store.close();
   });
 
+  test('dropOldest passes over the packs being sent: they may still be delivered, so they are neither deleted nor counted', () => {
+    const dir = tempDir();
+    const store = RetentionStore.open(dir, 'NORMAL', log);
+    store.sealInterval(0, [pack('c', 3000, 3), pack('a', 1000, 1), pack('b', 2000, 2)]);
+    const r = store.dropOldest(150, (id) => id === 'a');
+    assert.deepEqual(r, { packIds: ['b', 'c'], points: 5, bytes: 200 });
+    assert.deepEqual(
+      store.loadPacks().map((p) => p.packId),
+      ['a'],
+    );
+    store.close();
+  });
+
   test('only passing failures (full, I/O, busy) are told apart from a file that is not a database', () => {
     assert.equal(isPassingStorageError({ code: 'SQLITE_FULL' }), true);
     assert.equal(isPassingStorageError({ code: 'SQLITE_IOERR_WRITE' }), true);

@@ -316,15 +316,18 @@ export class RetentionStore {
 
   /**
    * Free at least `bytes` of row data by dropping the oldest packs (closed intervals waiting for
-   * the collector); open intervals' frames are never dropped here. Null when the storage failed.
+   * the collector); open intervals' frames are never dropped here, nor packs that `keep` names
+   * (those being sent: they may still be delivered, and must not be counted dropped as well).
+   * Null when the storage failed.
    */
-  dropOldest(bytes: number): { packIds: string[]; points: number; bytes: number } | null {
+  dropOldest(bytes: number, keep: (packId: string) => boolean = () => false): { packIds: string[]; points: number; bytes: number } | null {
     return this.guarded(() => {
       const packIds: string[] = [];
       let points = 0;
       let freed = 0;
       for (const r of this.st.oldestPacks.iterate() as IterableIterator<{ packId: string; points: number; bytes: number }>) {
         if (freed >= bytes) break;
+        if (keep(r.packId)) continue;
         packIds.push(r.packId);
         points += r.points;
         freed += r.bytes;
