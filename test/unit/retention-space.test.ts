@@ -76,13 +76,19 @@ describe('RetentionStore on failing storage', () => {
     breakFrames(store.path, true);
     const results: (string | null)[] = [];
     store.sealInterval(1000, [pack('p1', 1000, 5)]);
-    store.addFrame({ instanceId: 'i', seq: 1, intervalStart: 2000, payload: Buffer.from('x') }, (err: Error | null) => results.push(err === null ? null : err.message));
-    store.addFrame({ instanceId: 'i', seq: 2, intervalStart: 2000, payload: Buffer.from('y') }, (err: Error | null) => results.push(err === null ? null : err.message));
+    store.addFrame({ instanceId: 'i', seq: 1, intervalStart: 2000, payload: Buffer.from('x') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
+    store.addFrame({ instanceId: 'i', seq: 2, intervalStart: 2000, payload: Buffer.from('y') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
     store.commit();
     assert.deepEqual([...results], ['injected failure', 'injected failure']);
     assert.equal(store.retrying, 1, 'the seal waits for the next commit');
     assert.equal(store.loadPacks().length, 0, 'nothing of the failed transaction is written');
-    store.addFrame({ instanceId: 'i', seq: 3, intervalStart: 2000, payload: Buffer.from('z') }, (err: Error | null) => results.push(err === null ? null : err.message));
+    store.addFrame({ instanceId: 'i', seq: 3, intervalStart: 2000, payload: Buffer.from('z') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
     store.commit();
     assert.deepEqual(flips, [true], 'one flip to failing, however many failures');
     assert.equal(errors, 2);
@@ -90,7 +96,9 @@ describe('RetentionStore on failing storage', () => {
     assert.equal(store.condition.failing, true);
 
     breakFrames(store.path, false);
-    store.addFrame({ instanceId: 'i', seq: 4, intervalStart: 2000, payload: Buffer.from('w') }, (err: Error | null) => results.push(err === null ? null : err.message));
+    store.addFrame({ instanceId: 'i', seq: 4, intervalStart: 2000, payload: Buffer.from('w') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
     store.commit();
     assert.equal(results.at(-1), null);
     assert.deepEqual(flips, [true, false], 'one flip back when a commit succeeds');
