@@ -23,7 +23,16 @@ if (chosen.length === 0) {
 }
 const { snapshot, differences } = require('./sandbox-check');
 const before = snapshot();
-const args = ['--test', '--test-reporter=spec', `--test-concurrency=${process.env.TEST_CONCURRENCY || 2}`, ...chosen];
+// No test may hang the run: each test has a deadline, and a test file whose tests are done exits
+// even if something it opened was left open (a socket after a failed assertion).
+const args = [
+  '--test',
+  '--test-reporter=spec',
+  `--test-concurrency=${process.env.TEST_CONCURRENCY || 2}`,
+  `--test-timeout=${process.env.TEST_TIMEOUT_MS || 180000}`,
+  '--test-force-exit',
+  ...chosen,
+];
 const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
 const changed = differences(before, snapshot());
 if (changed.length > 0) {
