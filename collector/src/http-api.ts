@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
+import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './read-tokens';
 import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
 import type { AgentState, CollectorStats } from './types';
@@ -21,7 +22,7 @@ import type { AgentState, CollectorStats } from './types';
  * matches that agent id in every project.
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
- *   GET /metrics       Prometheus text format
+ *   GET /metrics       Prometheus text format (prometheus.ts)
  *   GET /              the web page (public/index.html, with /app.js and /style.css)
  *
  * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
@@ -103,8 +104,6 @@ function routeClass(path: string): RouteClass {
   return path === '/api' || path.startsWith('/api/') ? 'api' : 'page';
 }
 
-const STATES: AgentState[] = ['live', 'stalled', 'disconnected'];
-
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const s = `${JSON.stringify(body)}\n`;
   res.writeHead(status, {
@@ -179,57 +178,6 @@ function listQueryFrom(q: URLSearchParams): ListQuery {
   return { ...(project !== undefined && { project }), ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) };
 }
 
-function esc(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-/** Prometheus text exposition format 0.0.4, written by hand. */
-export function prometheusText(stats: CollectorStats, agents: Record<AgentState, number>): string {
-  const out: string[] = [];
-  const metric = (name: string, type: 'counter' | 'gauge', help: string, rows: [Record<string, string>, number][]) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, v] of rows) {
-      const l = Object.entries(labels)
-        .map(([k, x]) => `${k}="${esc(x)}"`)
-        .join(',');
-      out.push(`${name}${l.length > 0 ? `{${l}}` : ''} ${Number.isFinite(v) ? v : 0}`);
-    }
-  };
-  metric(
-    'apm_collector_sessions',
-    'gauge',
-    'Agent sessions, by transport.',
-    Object.entries(stats.sessions).map(([t, n]) => [{ transport: t }, n]),
-  );
-  metric(
-    'apm_collector_agents',
-    'gauge',
-    'Known agents, by state.',
-    STATES.map((s) => [{ state: s }, agents[s]]),
-  );
-  metric(
-    'apm_collector_frames_total',
-    'counter',
-    'Agent frames received, by type.',
-    Object.entries(stats.frames).map(([t, n]) => [{ type: t }, n]),
-  );
-  metric(
-    'apm_collector_rejected_total',
-    'counter',
-    'Agent sessions, agent frames and HTTP API requests rejected, by reason.',
-    Object.entries(stats.rejected).map(([r, n]) => [{ reason: r }, n]),
-  );
-  metric('apm_collector_late_points_dropped_total', 'counter', 'Metric points dropped because their minute was already final.', [[{}, stats.droppedLate]]);
-  metric(
-    'apm_collector_received_total',
-    'counter',
-    'Items stored, by kind (metricPoints counts points).',
-    Object.entries(stats.received).map(([k, n]) => [{ kind: k }, n]),
-  );
-  metric('apm_collector_duplicate_packs_total', 'counter', 'Metric packs received again and ignored (still acked).', [[{}, stats.duplicatePacks]]);
-  return `${out.join('\n')}\n`;
-}
-
 export function createHttpApi(opts: HttpApiOptions): Server {
   const { store, stats, log } = opts;
   const now = opts.now ?? Date.now;
@@ -240,6 +188,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const tokens = opts.tokens ?? (() => []);
   const metricsOpen = opts.metricsOpen ?? false;
   const deniedLogged = new Set<string>();
+  const registry = createMetricsRegistry({ stats, agentsByState: () => store.agentsByState() });
 
   const listAgents = (project: string | undefined) => {
     const t = now();
@@ -301,8 +250,16 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/metrics',
       (_q, res) => {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
-        res.end(prometheusText(stats, store.agentsByState()));
+        prometheusText(registry).then(
+          (text) => {
+            res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
+            res.end(text);
+          },
+          (err: unknown) => {
+            log.error({ err }, 'metrics scrape failed');
+            sendError(res, 500, 'ERR_INTERNAL', 'internal error');
+          },
+        );
       },
     ],
     // The web page: a fixed list of files, so no request path ever reaches the file system.

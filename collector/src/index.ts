@@ -6,3 +6,4 @@ export * from './types';
 export * from './logger';
 export * from './api-access';
 export * from './read-tokens';
+export * from './prometheus';
