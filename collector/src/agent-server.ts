@@ -30,7 +30,7 @@ import nacl from 'tweetnacl';
 import type { Logger } from 'pino';
 import { HandshakeTimeoutError } from './errors';
 import { LicensePool } from './licenses';
-import { type AgentRef, type CollectorStats, type CollectorStore, type ProjectKey, agentKey } from './types';
+import { type AgentRef, type AgentState, type AgentStateChange, type CollectorStats, type CollectorStore, type ProjectKey, agentKey } from './types';
 
 export interface AgentServerOptions {
   host: string;
@@ -236,7 +236,7 @@ class AgentConnection implements AgentLink {
     }
     if (this.phase === 'active' && !this.stalled && now - this.lastData >= o.stallAfterMs) {
       this.stalled = true;
-      this.srv.opts.store.agentState(this.ref, 'stalled', now);
+      this.srv.setAgentState(this.ref, 'stalled', `no data for ${o.stallAfterMs} ms`, now);
       this.srv.log.warn({ agentId: this.agentId }, `connected but no data for ${o.stallAfterMs} ms: agent stalled`);
     }
   }
@@ -359,8 +359,7 @@ class AgentConnection implements AgentLink {
         // The set of apps behind the sidecar changed.
         const info = decodeAgentInfo(m.body);
         if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
-        o.store.agentConnected(this.projectId, info, now);
-        if (this.stalled) o.store.agentState(this.ref, 'stalled', now);
+        o.store.agentInfo(this.projectId, info, now);
         return;
       }
       case Inner.Ping:
@@ -378,14 +377,14 @@ class AgentConnection implements AgentLink {
     this.srv.opts.store.agentSeen(this.ref, now);
     if (this.stalled) {
       this.stalled = false;
-      this.srv.opts.store.agentState(this.ref, 'live', now);
+      this.srv.setAgentState(this.ref, 'live', 'data again', now);
     }
   }
 
   private activate(info: AgentInfo): void {
     const o = this.srv.opts;
     const now = Date.now();
-    o.store.agentConnected(this.projectId, info, now);
+    this.srv.logState(this.ref, o.store.agentConnected(this.projectId, info, now), 'connected');
     this.srv.replaceOlder(this);
     if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
@@ -399,7 +398,7 @@ class AgentConnection implements AgentLink {
     if (!lic.granted) {
       // Listed (greyed, unlicensed) but not live: it has no session. (agentConnected above set 'live'; a
       // refusal only happens to an agent with no other connection, since a connected agent holds its license.)
-      o.store.agentState(this.ref, 'disconnected', now);
+      this.srv.setAgentState(this.ref, 'disconnected', 'no license available', now);
       o.log.warn({ agentId: this.agentId, projectId: this.projectId, reason: lic.reason }, 'agent refused: no license available');
       this.socket.end();
       return;
@@ -407,7 +406,6 @@ class AgentConnection implements AgentLink {
     this.phase = 'active';
     this.lastData = now;
     o.stats.sessions[this.transport]++;
-    o.store.agentState(this.ref, 'live', now);
     o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
   }
 }
@@ -529,6 +527,18 @@ class AgentServerImpl implements AgentServer {
     this.refusalLog.set(code, { at: now, suppressed: 0 });
   }
 
+  /**
+   * Every change of an agent's state goes through the store's one writer, setAgentState,
+   * from here; each change is logged (debug) as from → to with its cause.
+   */
+  setAgentState(agent: AgentRef, to: AgentState, reason: string, at: number): void {
+    this.logState(agent, this.opts.store.setAgentState(agent, to, { at, reason }), reason);
+  }
+
+  logState(agent: AgentRef, change: AgentStateChange | null, reason: string): void {
+    if (change !== null) this.log.debug({ agentId: agent.agentId, projectId: agent.projectId, from: change.from, to: change.to, cause: reason }, 'agent state');
+  }
+
   /** A newer connection of the same agent wins; the old one is closed. */
   replaceOlder(current: AgentConnection): void {
     for (const c of this.conns) {
@@ -549,7 +559,7 @@ class AgentServerImpl implements AgentServer {
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
     for (const other of this.conns) if (other.agentKey === c.agentKey) return;
-    this.opts.store.agentState(c.agent, 'disconnected', Date.now());
+    this.setAgentState(c.agent, 'disconnected', cause, Date.now());
     this.licenses.disconnected(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }

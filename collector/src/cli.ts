@@ -9,7 +9,7 @@ import { KeyNotFoundError, ProjectNameError, UnknownProjectError, UnknownTokenEr
 import { closeServer, createHttpApi, listen } from './http-api';
 import { LOG_LEVELS, type Logger, createLogger } from './logger';
 import { type CollectorSettings, SettingError, parseSettings } from './settings';
-import { SqliteStore } from './store';
+import { SqliteStore } from './store/index';
 import { CollectorStats } from './types';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage. */

@@ -6,8 +6,8 @@ import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
 import { createMetricsRegistry, prometheusText } from './prometheus';
-import type { ActiveToken } from './read-tokens';
-import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
+import type { ActiveToken } from './store/read-tokens';
+import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store/index';
 import type { AgentState, CollectorStats } from './types';
 
 /**
