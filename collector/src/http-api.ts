@@ -7,7 +7,8 @@ import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
-import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store/index';
+import type { SqliteStore } from './store/index';
+import { HttpError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -69,32 +70,8 @@ const PUBLIC_FILES: Record<string, [string, string]> = {
 const PAGE_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-class HttpError extends ApmError {
-  constructor(
-    readonly status: number,
-    code: string,
-    message: string,
-  ) {
-    super(code, message);
-  }
-}
-
 /** project: the caller's project, or null for a collector-wide caller. */
 type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null) => void;
-
-// The caller's project (null: every project) narrows what it reads here and nowhere else:
-// store queries get a project condition, agent rows are kept when their project matches.
-/**
- * A query as a read token may make it: a project-scoped token reads its own project only,
- * and asking for another one with ?project= is refused rather than silently narrowed.
- */
-function scoped<T extends ListQuery | MetricQuery>(q: T, project: string | null): T {
-  if (project === null) return q;
-  if (q.project !== undefined && q.project !== project) {
-    throw new HttpError(403, 'ERR_TOKEN_SCOPE', `this read token is for project ${project} only`);
-  }
-  return { ...q, project };
-}
 
 const OPEN = { ok: true, project: null } as const;
 
@@ -124,59 +101,6 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   sendJson(res, status, { error: { code, message } }, headers);
 }
 
-/** One value of a query parameter: absent → undefined; given twice → 400. */
-function param(q: URLSearchParams, name: string, maxLen = 1024): string | undefined {
-  const all = q.getAll(name);
-  if (all.length === 0) return undefined;
-  if (all.length > 1) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is given more than once`);
-  const v = all[0] as string;
-  if (v.length === 0) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is empty`);
-  if (v.length > maxLen) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is longer than ${maxLen} characters`);
-  return v;
-}
-
-function intParam(q: URLSearchParams, name: string, what: string, min: number, max: number): number | undefined {
-  const raw = param(q, name, 32);
-  if (raw === undefined) return undefined;
-  const v = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(v) || v < min || v > max) {
-    throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" must be ${what}, got ${JSON.stringify(raw.slice(0, 40))}`);
-  }
-  return v;
-}
-
-const EPOCH_MS = 'epoch milliseconds (a non-negative integer)';
-
-export function metricQueryFrom(q: URLSearchParams): MetricQuery {
-  const out: MetricQuery = {};
-  const project = param(q, 'project', 64);
-  if (project !== undefined) out.project = project;
-  const agent = param(q, 'agent');
-  const name = param(q, 'name');
-  const from = intParam(q, 'from', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
-  const to = intParam(q, 'to', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
-  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-  if (from !== undefined && to !== undefined && from > to) throw new HttpError(400, 'ERR_BAD_QUERY', `"from" (${from}) is after "to" (${to})`);
-  if (agent !== undefined) out.agent = agent;
-  if (name !== undefined) out.name = name;
-  if (from !== undefined) out.from = from;
-  if (to !== undefined) out.to = to;
-  if (limit !== undefined) out.limit = limit;
-  const rollup = param(q, 'rollup');
-  if (rollup !== undefined) {
-    if (rollup !== '1m') throw new HttpError(400, 'ERR_BAD_QUERY', `"rollup" must be 1m, got "${rollup}"`);
-    out.rollup = true;
-  }
-  return out;
-}
-
-/** ?project=&agent=&limit= of the trace and event lists. */
-function listQueryFrom(q: URLSearchParams): ListQuery {
-  const project = param(q, 'project', 64);
-  const agent = param(q, 'agent');
-  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-  return { ...(project !== undefined && { project }), ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) };
-}
 
 export function createHttpApi(opts: HttpApiOptions): Server {
   const { store, stats, log } = opts;

@@ -1,5 +1,6 @@
 export * from './errors';
 export * from './http-api';
+export { metricQueryFrom } from './api-query';
 export * from './settings';
 export * from './store/index';
 export * from './types';
