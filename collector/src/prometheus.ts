@@ -29,29 +29,24 @@ function finite(v: number): number {
  */
 function labelled(registry: Registry, type: 'counter' | 'gauge', name: string, help: string, label: string, read: () => Record<string, number>): void {
   const rows = (): [Record<string, string>, number][] => Object.entries(read()).map(([k, v]) => [{ [label]: k }, finite(v)]);
+  const config = { name, help, labelNames: [label], registers: [registry] };
   if (type === 'gauge') {
     new Gauge({
-      name,
-      help,
-      labelNames: [label],
-      registers: [registry],
+      ...config,
       collect() {
         this.reset();
         for (const [labels, v] of rows()) this.set(labels, v);
       },
     });
-    return;
+  } else {
+    new Counter({
+      ...config,
+      collect() {
+        this.reset();
+        for (const [labels, v] of rows()) this.inc(labels, v);
+      },
+    });
   }
-  new Counter({
-    name,
-    help,
-    labelNames: [label],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const [labels, v] of rows()) this.inc(labels, v);
-    },
-  });
 }
 
 /** A counter without labels that shows `read()`. */

@@ -1,9 +1,10 @@
 import { Reader, Sketch, type Writer } from '@apm-sidecar/proto';
+import { METRIC_COLUMN_NAMES, type MetricTable } from './schema';
 
 /**
- * The one definition of a metric table. `metric_points` (one row per reporting interval) and
- * `metric_rollups` (one row per minute) have the same columns and merge the same way; the
- * migrations that create them and the statements that write them are made from here.
+ * How a metric row is written and read. `metric_points` (one row per reporting interval) and
+ * `metric_rollups` (one row per minute) have the same columns (schema.ts) and merge the same
+ * way, so one statement text serves both:
  *
  *   (agent_id, project_id, series_key, interval_start)  identity: the primary key, interval first
  *   name, tags_json, kind, interval_ms                    what the series is
@@ -11,44 +12,6 @@ import { Reader, Sketch, type Writer } from '@apm-sidecar/proto';
  *   last, last_at                                         gauges: the value received last
  *   sketch                                                histograms: Sketch.encodeBuckets bytes
  */
-
-export const METRIC_TABLES = ['metric_points', 'metric_rollups'] as const;
-export type MetricTable = (typeof METRIC_TABLES)[number];
-
-/** Every column after the agent (and, from schema 5, project) columns, in table order. */
-const SERIES_COLUMNS: readonly string[] = [
-  'series_key BLOB NOT NULL',
-  'name TEXT NOT NULL',
-  'tags_json TEXT NOT NULL',
-  'kind INTEGER NOT NULL',
-  'interval_start INTEGER NOT NULL',
-  'interval_ms INTEGER NOT NULL',
-  'count INTEGER NOT NULL',
-  'sum REAL NOT NULL',
-  'min REAL',
-  'max REAL',
-  'last REAL',
-  'last_at INTEGER',
-  'sketch BLOB',
-];
-
-const AGENT_COLUMN = 'agent_id TEXT NOT NULL';
-const PROJECT_COLUMN = 'project_id TEXT NOT NULL';
-
-/** The columns of the current schema, by name, in table order. */
-export const METRIC_COLUMN_NAMES: readonly string[] = [AGENT_COLUMN, PROJECT_COLUMN, ...SERIES_COLUMNS].map((c) => c.split(' ')[0] as string);
-
-/** The columns without project_id (schemas 1 to 4), by name: what migration 3 copies. */
-export const METRIC_COLUMN_NAMES_BEFORE_PROJECTS: readonly string[] = METRIC_COLUMN_NAMES.filter((c) => c !== 'project_id');
-
-/**
- * `CREATE TABLE` of a metric table as the migrations wrote it (the text is kept in
- * sqlite_master, so it must not change). `withProject`: schema 5 on.
- */
-export function createMetricTableSql(table: string, withProject: boolean, primaryKey: string): string {
-  const columns = [AGENT_COLUMN, ...(withProject ? [PROJECT_COLUMN] : []), ...SERIES_COLUMNS, `PRIMARY KEY (${primaryKey})`];
-  return `  CREATE TABLE ${table} (\n${columns.map((c) => `    ${c}`).join(',\n')}\n  );`;
-}
 
 /**
  * Merge a point into its row, in SQL. The caller merged the sketch already (it passes the

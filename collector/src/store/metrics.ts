@@ -2,8 +2,9 @@ import type Database from 'better-sqlite3';
 import { type MetricPoint, MetricKind, type Series, type Sketch, Writer } from '@apm-sidecar/proto';
 import type { UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { AgentRef, StoreMetricsResult } from '../types';
-import { METRIC_TABLES, type MetricTable, decodeSketch, encodeSketch, selectSketchSql, upsertSql } from './metric-table';
+import { decodeSketch, encodeSketch, selectSketchSql, upsertSql } from './metric-table';
 import { ROLLUP_MS, isMinuteFinal, minuteOf } from './rollup';
+import { METRIC_TABLES, type MetricTable } from './schema';
 
 /**
  * Storing metric packs exactly once. A pack id is unique per agent and stable across

@@ -147,6 +147,13 @@ function toMetricRow(r: MetricDbRow): MetricRow {
   return row;
 }
 
+/** Where a text item came from: the columns every text table starts with (with project_id). */
+const ORIGIN_COLUMNS = 'agent_id, app, instance_id';
+
+function origin(r: Record<string, unknown>): { project: string; agentId: string; app: string; instanceId: string } {
+  return { project: r.project_id as string, agentId: r.agent_id as string, app: r.app as string, instanceId: r.instance_id as string };
+}
+
 export class Queries {
   /** Statements by SQL text: a query's text depends only on which filters it gives, so there are few. */
   private readonly cache = new Map<string, Database.Statement>();
@@ -183,11 +190,8 @@ export class Queries {
 
   /** The most recent traces, newest first. */
   listTraces(q: ListQuery = {}): TraceRow[] {
-    return this.list('traces', 'agent_id, app, instance_id, txid, trace_id, name, start_time, duration_ms, error, body_json', q, (r) => ({
-      project: r.project_id as string,
-      agentId: r.agent_id as string,
-      app: r.app as string,
-      instanceId: r.instance_id as string,
+    return this.list('traces', `${ORIGIN_COLUMNS}, txid, trace_id, name, start_time, duration_ms, error, body_json`, q, (r) => ({
+      ...origin(r),
       txid: r.txid as string,
       traceId: r.trace_id as string,
       name: r.name as string,
@@ -200,11 +204,8 @@ export class Queries {
 
   /** The most recent events, newest first. */
   listEvents(q: ListQuery = {}): EventRow[] {
-    return this.list('events', 'agent_id, app, instance_id, ts, type, message, body_json', q, (r) => ({
-      project: r.project_id as string,
-      agentId: r.agent_id as string,
-      app: r.app as string,
-      instanceId: r.instance_id as string,
+    return this.list('events', `${ORIGIN_COLUMNS}, ts, type, message, body_json`, q, (r) => ({
+      ...origin(r),
       ts: r.ts as number,
       type: r.type as string,
       message: r.message as string,

@@ -1,12 +1,67 @@
 import type Database from 'better-sqlite3';
 import { StoreCorruptError, StoreVersionError } from '../errors';
-import { METRIC_COLUMN_NAMES_BEFORE_PROJECTS, METRIC_TABLES, createMetricTableSql } from './metric-table';
 
 /**
  * The schema, as migrations keyed by `PRAGMA user_version`: migration i (0-based) takes a
  * database from version i to i + 1. A migration is never changed once released (a database
  * already past it would not run it again); a change of schema is a new migration at the end.
  */
+
+/**
+ * `CREATE TABLE` as the migrations wrote it, a column per line. The text is kept in
+ * sqlite_master, and the column lists below are part of released migrations: a new column
+ * is a new migration (ALTER TABLE), never an edit of these lists.
+ */
+function createTableSql(table: string, columns: readonly string[]): string {
+  return `  CREATE TABLE ${table} (\n${columns.map((c) => `    ${c}`).join(',\n')}\n  );`;
+}
+
+/** The columns of `agents` after its identity (agent_id, project_id). */
+const AGENT_ROW_COLUMNS: readonly string[] = [
+  'app TEXT NOT NULL',
+  "apps_json TEXT NOT NULL DEFAULT '[]'",
+  'host TEXT NOT NULL',
+  'version TEXT NOT NULL',
+  'state TEXT NOT NULL',
+  'state_since INTEGER NOT NULL',
+  'first_seen INTEGER NOT NULL',
+  'last_seen INTEGER NOT NULL',
+  'licensed INTEGER NOT NULL DEFAULT 0',
+];
+
+export const METRIC_TABLES = ['metric_points', 'metric_rollups'] as const;
+export type MetricTable = (typeof METRIC_TABLES)[number];
+
+/** Every column after the agent (and, from schema 5, project) columns, in table order. */
+const SERIES_COLUMNS: readonly string[] = [
+  'series_key BLOB NOT NULL',
+  'name TEXT NOT NULL',
+  'tags_json TEXT NOT NULL',
+  'kind INTEGER NOT NULL',
+  'interval_start INTEGER NOT NULL',
+  'interval_ms INTEGER NOT NULL',
+  'count INTEGER NOT NULL',
+  'sum REAL NOT NULL',
+  'min REAL',
+  'max REAL',
+  'last REAL',
+  'last_at INTEGER',
+  'sketch BLOB',
+];
+
+const AGENT_COLUMN = 'agent_id TEXT NOT NULL';
+const PROJECT_COLUMN = 'project_id TEXT NOT NULL';
+
+/** The columns of the current schema, by name, in table order. */
+export const METRIC_COLUMN_NAMES: readonly string[] = [AGENT_COLUMN, PROJECT_COLUMN, ...SERIES_COLUMNS].map((c) => c.split(' ')[0] as string);
+
+/** The columns without project_id (schemas 1 to 4), by name: what migration 3 copies. */
+export const METRIC_COLUMN_NAMES_BEFORE_PROJECTS: readonly string[] = METRIC_COLUMN_NAMES.filter((c) => c !== 'project_id');
+
+/** A metric table's `CREATE TABLE`; `withProject`: schema 5 on. */
+function createMetricTableSql(table: string, withProject: boolean, primaryKey: string): string {
+  return createTableSql(table, [AGENT_COLUMN, ...(withProject ? [PROJECT_COLUMN] : []), ...SERIES_COLUMNS, `PRIMARY KEY (${primaryKey})`]);
+}
 
 /** Migration 5: the project of row `t` of an agent table, from the agents row of its agent_id. */
 const PROJECT_OF = `coalesce((SELECT a.project_id FROM temp.agent_project a WHERE a.agent_id = t.agent_id),
@@ -21,19 +76,7 @@ export const MIGRATIONS: string[] = [
     secret BLOB NOT NULL,
     created_at INTEGER NOT NULL
   );
-  CREATE TABLE agents (
-    agent_id TEXT PRIMARY KEY,
-    project_id TEXT NOT NULL,
-    app TEXT NOT NULL,
-    apps_json TEXT NOT NULL DEFAULT '[]',
-    host TEXT NOT NULL,
-    version TEXT NOT NULL,
-    state TEXT NOT NULL,
-    state_since INTEGER NOT NULL,
-    first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    licensed INTEGER NOT NULL DEFAULT 0
-  );
+${createTableSql('agents', ['agent_id TEXT PRIMARY KEY', 'project_id TEXT NOT NULL', ...AGENT_ROW_COLUMNS])}
   CREATE TABLE metric_packs (
     agent_id TEXT NOT NULL,
     pack_id TEXT NOT NULL,
@@ -201,20 +244,7 @@ ${createMetricTableSql(`${t}_new`, true, 'agent_id, project_id, interval_start, 
   DROP TABLE bt_registrations;
   ALTER TABLE bt_registrations_new RENAME TO bt_registrations;
 
-  CREATE TABLE agents_new (
-    project_id TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    app TEXT NOT NULL,
-    apps_json TEXT NOT NULL DEFAULT '[]',
-    host TEXT NOT NULL,
-    version TEXT NOT NULL,
-    state TEXT NOT NULL,
-    state_since INTEGER NOT NULL,
-    first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL,
-    licensed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (project_id, agent_id)
-  );
+${createTableSql('agents_new', ['project_id TEXT NOT NULL', 'agent_id TEXT NOT NULL', ...AGENT_ROW_COLUMNS, 'PRIMARY KEY (project_id, agent_id)'])}
   INSERT INTO agents_new SELECT project_id, agent_id, app, apps_json, host, version, state, state_since, first_seen, last_seen, licensed FROM agents;
   DROP TABLE agents;
   ALTER TABLE agents_new RENAME TO agents;
