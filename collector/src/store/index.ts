@@ -22,10 +22,14 @@ export { MIGRATIONS, SCHEMA_VERSION } from './schema';
 /**
  * The collector's SQLite storage (one file, `<dataDir>/collector.db`), one part per file:
  *
- *   open.ts        the file, its modes, WAL + synchronous FULL      schema.ts      migrations
- *   keys.ts        projects, access keys, revocation                read-tokens.ts read tokens of the HTTP API
- *   agents.ts      agents and their liveness                        metrics.ts     packs, points, rollups
- *   text-items.ts  traces, events, snapshots, stacks, registrations queries.ts     what the API reads
+ *   open.ts          the file, its modes, WAL + synchronous FULL
+ *   schema.ts        tables and migrations
+ *   keys.ts          projects, access keys, revocation
+ *   read-tokens.ts   read tokens of the HTTP API
+ *   agents.ts        agents and their liveness (setAgentState, the one writer of state)
+ *   metrics.ts       packs, points, rollups; metric-table.ts their statements; rollup.ts when a minute is final
+ *   text-items.ts    traces, events, snapshots, active stacks, registrations
+ *   queries.ts       what the API reads
  *
  * Every write method is one IMMEDIATE transaction, committed before it returns, so an ack
  * sent after it never covers data that could be lost (agentSeen is the one exception: it is
