@@ -1,36 +1,9 @@
-import type { EventEmitter } from 'node:events';
 import { type Server, createServer } from 'node:net';
-import { ApmError, FrameParser, FrameTooLargeError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
-import {
-  type AgentInfo,
-  BadKeyError,
-  type ClientHello,
-  Direction,
-  FrameGapError,
-  Inner,
-  Opener,
-  ReplayError,
-  Sealer,
-  ServerHandshake,
-  TamperedFrameError,
-  UpstreamType,
-  decodeAgentInfo,
-  decodeMetricBatch,
-  decodePing,
-  decodeTextBatch,
-  encodeAgentConfig,
-  encodeLicense,
-  encodePing,
-  encodeUpAck,
-  encodeUpError,
-  helloMadeWith,
-  readClientHello,
-} from '@apm-sidecar/proto/upstream';
-import nacl from 'tweetnacl';
+import { type ApmError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
-import { HandshakeTimeoutError } from './errors';
+import { AgentConnection, type AgentLink, type ConnectionHost, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-connection';
 import { LicensePool } from './licenses';
-import { type AgentRef, type CollectorStats, type CollectorStore, type ProjectKey, agentKey } from './types';
+import type { AgentRef, AgentState, AgentStateChange, CollectorStats, CollectorStore } from './types';
 
 export interface AgentServerOptions {
   host: string;
@@ -55,15 +28,6 @@ export interface AgentServerOptions {
   keyPollMs?: number;
 }
 
-/**
- * Every failed proof of an access key — unknown project, wrong key, revoked key — is refused
- * with this one code and message, so a refusal tells an outsider nothing (the log says which).
- */
-export const KEY_REFUSED_MESSAGE = 'access key refused';
-
-/** Stands in for the key of an unknown project, so that refusal does the same work as a wrong key. */
-const NO_SUCH_KEY: ProjectKey = { id: -1, secret: Buffer.from(nacl.randomBytes(32)), revokedAt: null };
-
 export interface AgentServer {
   readonly port: number;
   /**
@@ -76,360 +40,15 @@ export interface AgentServer {
   close(): Promise<void>;
 }
 
-/** What a carrier may ask of the connection it serves. */
-export interface AgentLink {
-  /** The ClientHello was accepted (ServerHello sent) and the connection is neither refused nor closed. */
-  readonly helloAccepted: boolean;
-}
-
-export type RejectReason = keyof CollectorStats['rejected'];
-
-/** The largest frame accepted before the agent is authenticated (DESIGN §7): a handshake message is far smaller. */
-export const PREAUTH_MAX_FRAME_BYTES = 4096;
-
-/**
- * What an agent connection needs of its carrier: a TCP socket, or a tunnel
- * session whose bytes travel in HTTP request and response bodies.
- * Emits 'data' (Buffer), 'error' and 'close'.
- */
-export interface Wire extends EventEmitter {
-  write(chunk: Buffer): boolean;
-  end(): void;
-  destroy(): void;
-  /** Stop reading (a refused peer's further bytes are not taken in while the refusal flushes). */
-  pause?(): unknown;
-  readonly remoteAddress?: string | undefined;
-}
-
-const INNER_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Inner).map(([k, v]) => [v, k]));
 const SERIES_CACHE_MAX = 200_000;
 
-type Phase = 'hello' | 'finished' | 'info' | 'active' | 'closed';
-
-function remoteIp(wire: Wire): string {
-  return wire.remoteAddress ?? '';
-}
-
-/** A clear-text refusal (the peer has no session keys yet): HandshakeRejected with `{ code, message }`. */
-function refusalFrame(code: string, message: string): Buffer {
-  const body = Buffer.from(JSON.stringify({ code, message }));
-  const frame = Buffer.allocUnsafe(5 + body.length);
-  frame.writeUInt32LE(body.length + 1, 0);
-  frame[4] = UpstreamType.HandshakeRejected;
-  body.copy(frame, 5);
-  return frame;
-}
-
 /**
- * One agent connection on the collector:
- *
- *   ClientHello → (key lookup, proof) → ServerHello → ClientFinished
- *   → AgentInfo → Config + License → data frames (stored, then acked)
- *
- * Every rejection is counted (badKey, replay, tampered, tooLarge, malformed,
- * frameGap, handshakeTimeout) and closes only this connection. Before the
- * agent is authenticated a frame may carry at most PREAUTH_MAX_FRAME_BYTES, and
- * the handshake must be done (configuration sent) within handshake_timeout_ms,
- * so an unauthenticated peer holds a few KiB for a bounded time.
- *
- * Liveness (Introscope): a failed write marks
- * the agent disconnected at once; a connection idle for idle_ping_ms is
- * pinged and closed if the pong does not come within another idle_ping_ms; a
- * live connection that carries no data for stall_after_ms is `stalled`.
+ * The agents' side of the collector: accepts TCP connections (and tunnel sessions handed in
+ * through attach), holds the connection limits, keeps one connection per agent (a newer one
+ * replaces the older), writes every change of an agent's state, hands out licenses, and ends
+ * the sessions of revoked keys. Each connection's protocol is in agent-connection.ts.
  */
-class AgentConnection implements AgentLink {
-  private phase: Phase = 'hello';
-  /** Set when the connection is being refused or ended: it no longer counts as accepting. */
-  private ending = false;
-  private readonly parser: FrameParser;
-  private handshakeTimer: NodeJS.Timeout | null;
-  readonly ip: string;
-  private projectId = '';
-  private agentId = '';
-  /** (project, agent_id), set from the ClientHello; its string form keys the server's maps. */
-  private ref: AgentRef = { projectId: '', agentId: '' };
-  private refKey = '';
-  /** The access key this session proved (its store id), so revoking it ends the session. */
-  keyId: number | null = null;
-  private handshake: ServerHandshake | null = null;
-  private sealer: Sealer | null = null;
-  private opener: Opener | null = null;
-  private lastActivity = Date.now();
-  private lastData = Date.now();
-  private pingSentAt = 0;
-  private stalled = false;
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(
-    readonly socket: Wire,
-    private readonly srv: AgentServerImpl,
-    private readonly transport: 'tcp' | 'http',
-  ) {
-    this.ip = remoteIp(socket);
-    const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
-    this.parser = parser;
-    this.handshakeTimer = setTimeout(() => {
-      this.handshakeTimer = null;
-      if (this.phase !== 'active' && this.phase !== 'closed' && !this.ending) this.reject(new HandshakeTimeoutError(srv.opts.handshakeTimeoutMs));
-    }, srv.opts.handshakeTimeoutMs);
-    socket.on('data', (chunk: Buffer) => {
-      this.lastActivity = Date.now();
-      this.pingSentAt = 0;
-      try {
-        parser.push(chunk);
-      } catch (err) {
-        this.reject(err);
-      }
-    });
-    socket.on('error', () => this.close('write or read failed'));
-    socket.on('close', () => this.close('connection closed'));
-    const every = Math.max(10, Math.min(srv.opts.idlePingMs, srv.opts.stallAfterMs) / 4);
-    this.timer = setInterval(() => this.tick(), every);
-  }
-
-  get agent(): AgentRef {
-    return this.ref;
-  }
-
-  /** agentKey(agent): equal for two connections of the same agent identity only. */
-  get agentKey(): string {
-    return this.refKey;
-  }
-
-  get transportName(): 'tcp' | 'http' {
-    return this.transport;
-  }
-
-  get helloAccepted(): boolean {
-    return !this.ending && this.phase !== 'hello' && this.phase !== 'closed';
-  }
-
-  close(cause: string): void {
-    if (this.phase === 'closed') return;
-    const wasActive = this.phase === 'active';
-    this.phase = 'closed';
-    if (this.timer !== null) clearInterval(this.timer);
-    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
-    this.socket.destroy();
-    this.srv.connectionClosed(this, wasActive, cause);
-  }
-
-  /** Send a sealed error, then close (used when the connection is replaced or the server stops). */
-  end(code: string, message: string): void {
-    this.ending = true;
-    if (this.sealer !== null && this.phase !== 'closed') this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
-    this.socket.end();
-    setTimeout(() => this.close(message), 200).unref();
-  }
-
-  private tick(): void {
-    const now = Date.now();
-    const o = this.srv.opts;
-    if (this.pingSentAt > 0 && now - this.pingSentAt >= o.idlePingMs) {
-      this.srv.log.warn({ agentId: this.agentId }, `no answer to a ping within ${o.idlePingMs} ms: agent disconnected`);
-      this.close('ping unanswered');
-      return;
-    }
-    if (this.phase === 'active' && this.pingSentAt === 0 && now - this.lastActivity >= o.idlePingMs) {
-      this.pingSentAt = now;
-      this.write((this.sealer as Sealer).text(Inner.Ping, encodePing(now)));
-    }
-    if (this.phase === 'active' && !this.stalled && now - this.lastData >= o.stallAfterMs) {
-      this.stalled = true;
-      this.srv.opts.store.agentState(this.ref, 'stalled', now);
-      this.srv.log.warn({ agentId: this.agentId }, `connected but no data for ${o.stallAfterMs} ms: agent stalled`);
-    }
-  }
-
-  private write(frame: Buffer): void {
-    if (this.phase === 'closed') return;
-    // A failed write surfaces as 'error' and marks the agent disconnected at once.
-    this.socket.write(frame);
-  }
-
-  private count(type: string): void {
-    const f = this.srv.opts.stats.frames;
-    f[type] = (f[type] ?? 0) + 1;
-  }
-
-  private reject(err: unknown): void {
-    if (this.ending || this.phase === 'closed') return;
-    this.ending = true;
-    const st = this.srv.opts.stats.rejected;
-    const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
-    if (err instanceof BadKeyError) st.badKey++;
-    else if (err instanceof ReplayError) st.replay++;
-    else if (err instanceof TamperedFrameError) st.tampered++;
-    else if (err instanceof FrameTooLargeError) st.tooLarge++;
-    else if (err instanceof FrameGapError) st.frameGap++;
-    else if (err instanceof HandshakeTimeoutError) st.handshakeTimeout++;
-    else st.malformed++;
-    const message = err instanceof Error ? err.message : String(err);
-    // The log keeps the reason; the wire gets the one refusal (no oracle for projects or keys).
-    const wireMessage = err instanceof BadKeyError ? KEY_REFUSED_MESSAGE : message;
-    const fields = { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress };
-    const preAuth = this.phase === 'hello' || this.phase === 'finished';
-    // Anyone can provoke a pre-auth refusal, as often as they like: those are logged rate-limited.
-    if (preAuth) this.srv.warnLimited(code, fields, `rejected agent connection: ${message}`);
-    else this.srv.log.warn(fields, `rejected agent connection: ${message}`);
-    if (preAuth) {
-      this.socket.write(refusalFrame(code, wireMessage));
-    } else if (this.sealer !== null && !(err instanceof TamperedFrameError) && !(err instanceof ReplayError)) {
-      this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, wireMessage)));
-    }
-    this.socket.end();
-    this.socket.pause?.();
-    setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
-  }
-
-  private frame(type: number, payload: Buffer): void {
-    switch (this.phase) {
-      case 'hello': {
-        if (type !== UpstreamType.ClientHello) throw new ApmError('ERR_HANDSHAKE', `expected ClientHello, got frame type ${type}`);
-        this.count('ClientHello');
-        const hello = readClientHello(payload);
-        this.projectId = hello.projectId;
-        this.agentId = hello.agentId;
-        this.ref = { projectId: hello.projectId, agentId: hello.agentId };
-        this.refKey = agentKey(this.ref);
-        const { handshake, keyId } = proveKey(hello, this.srv.opts.store.projectKeys(hello.projectId));
-        this.handshake = handshake;
-        this.keyId = keyId;
-        this.write(this.handshake.serverHello());
-        this.phase = 'finished';
-        return;
-      }
-      case 'finished': {
-        if (type !== UpstreamType.ClientFinished) throw new ApmError('ERR_HANDSHAKE', `expected ClientFinished, got frame type ${type}`);
-        this.count('ClientFinished');
-        const keys = (this.handshake as ServerHandshake).clientFinished(payload);
-        this.handshake = null;
-        this.sealer = new Sealer(nacl, keys, Direction.CollectorToAgent);
-        this.opener = new Opener(nacl, keys, Direction.AgentToCollector);
-        this.phase = 'info';
-        // Authenticated: from the next frame on (also in this chunk) the normal maximum applies.
-        this.parser.maxFrameBytes = this.srv.opts.maxFrameBytes;
-        return;
-      }
-      case 'info':
-      case 'active':
-        this.sealed(type, payload);
-        return;
-      case 'closed':
-        return;
-    }
-  }
-
-  private sealed(type: number, payload: Buffer): void {
-    const m = (this.opener as Opener).open(type, payload);
-    this.count(INNER_NAMES[m.inner] ?? `inner${m.inner}`);
-    const o = this.srv.opts;
-    const now = Date.now();
-    if (this.phase === 'info') {
-      if (m.inner !== Inner.AgentInfo) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'the first sealed message must be AgentInfo');
-      const info = decodeAgentInfo(m.body);
-      if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
-      this.activate(info);
-      return;
-    }
-    switch (m.inner) {
-      case Inner.MetricBatch: {
-        const packs = decodeMetricBatch(m.body, this.srv.seriesCache);
-        const r = o.store.storeMetrics(this.ref, packs, now);
-        o.stats.received.metricPoints += r.stored;
-        o.stats.droppedLate += r.late;
-        o.stats.duplicatePacks += r.duplicatePacks;
-        this.dataSeen(now);
-        this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
-        return;
-      }
-      case Inner.TextBatch: {
-        const r = o.store.storeText(this.ref, decodeTextBatch(m.body));
-        const rec = o.stats.received;
-        rec.traces += r.traces;
-        rec.events += r.events;
-        rec.snapshots += r.snapshots;
-        rec.activeStacks += r.activeStacks;
-        rec.btRegistrations += r.btRegistrations;
-        this.dataSeen(now);
-        this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
-        return;
-      }
-      case Inner.AgentInfo: {
-        // The set of apps behind the sidecar changed.
-        const info = decodeAgentInfo(m.body);
-        if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
-        o.store.agentConnected(this.projectId, info, now);
-        if (this.stalled) o.store.agentState(this.ref, 'stalled', now);
-        return;
-      }
-      case Inner.Ping:
-        this.write((this.sealer as Sealer).text(Inner.Pong, encodePing(decodePing(m.body))));
-        return;
-      case Inner.Pong:
-        return;
-      default:
-        throw new ApmError('ERR_UNEXPECTED_MESSAGE', `unexpected message ${m.inner} from an agent`);
-    }
-  }
-
-  private dataSeen(now: number): void {
-    this.lastData = now;
-    this.srv.opts.store.agentSeen(this.ref, now);
-    if (this.stalled) {
-      this.stalled = false;
-      this.srv.opts.store.agentState(this.ref, 'live', now);
-    }
-  }
-
-  private activate(info: AgentInfo): void {
-    const o = this.srv.opts;
-    const now = Date.now();
-    o.store.agentConnected(this.projectId, info, now);
-    this.srv.replaceOlder(this);
-    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
-    this.handshakeTimer = null;
-    const lic = this.srv.licenses.acquire(this.ref);
-    o.store.agentLicensed(this.ref, lic.granted);
-    const s = this.sealer as Sealer;
-    const settings: Record<string, number> = { idlePingMs: o.idlePingMs };
-    if (o.tunnelSessionTimeoutMs !== undefined) settings.tunnelSessionTimeoutMs = o.tunnelSessionTimeoutMs;
-    this.write(s.text(Inner.Config, encodeAgentConfig({ configVersion: 1, settings })));
-    this.write(s.text(Inner.License, encodeLicense(lic)));
-    if (!lic.granted) {
-      // Listed (greyed, unlicensed) but not live: it has no session. (agentConnected above set 'live'; a
-      // refusal only happens to an agent with no other connection, since a connected agent holds its license.)
-      o.store.agentState(this.ref, 'disconnected', now);
-      o.log.warn({ agentId: this.agentId, projectId: this.projectId, reason: lic.reason }, 'agent refused: no license available');
-      this.socket.end();
-      return;
-    }
-    this.phase = 'active';
-    this.lastData = now;
-    o.stats.sessions[this.transport]++;
-    o.store.agentState(this.ref, 'live', now);
-    o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
-  }
-}
-
-/**
- * Find which of the project's valid keys made the ClientHello (a project may have several
- * during a rotation). Unknown project, no matching key and a revoked key all end in the same
- * BadKeyError, after the same kind of work; only its message (for the log) says which.
- */
-function proveKey(hello: ClientHello, keys: ProjectKey[]): { handshake: ServerHandshake; keyId: number } {
-  // Check the hello against every key of the project (a stand-in when there is none) before
-  // deciding, so a revoked, a wrong and an unknown key cost the same.
-  const made = (keys.length > 0 ? keys : [NO_SUCH_KEY]).filter((k) => helloMadeWith(hello, k.secret));
-  const valid = made.find((k) => k.revokedAt === null && k !== NO_SUCH_KEY);
-  if (valid !== undefined) return { handshake: new ServerHandshake(nacl, hello, valid.secret), keyId: valid.id };
-  if (keys.length === 0) throw new BadKeyError(`unknown project "${hello.projectId}"`);
-  const revoked = made[0];
-  if (revoked?.revokedAt != null) throw new BadKeyError(`a key of project "${hello.projectId}" revoked at ${new Date(revoked.revokedAt).toISOString()}`);
-  throw new BadKeyError(`no access key of project "${hello.projectId}" matches`);
-}
-
-class AgentServerImpl implements AgentServer {
+class AgentServerImpl implements AgentServer, ConnectionHost {
   readonly seriesCache = new Map<string, Series>();
   readonly licenses: LicensePool;
   readonly log: Logger;
@@ -529,6 +148,18 @@ class AgentServerImpl implements AgentServer {
     this.refusalLog.set(code, { at: now, suppressed: 0 });
   }
 
+  /**
+   * Every change of an agent's state goes through the store's one writer, setAgentState,
+   * from here; each change is logged (debug) as from → to with its cause.
+   */
+  setAgentState(agent: AgentRef, to: AgentState, reason: string, at: number): void {
+    this.logState(agent, this.opts.store.setAgentState(agent, to, { at, reason }), reason);
+  }
+
+  logState(agent: AgentRef, change: AgentStateChange | null, reason: string): void {
+    if (change !== null) this.log.debug({ agentId: agent.agentId, projectId: agent.projectId, from: change.from, to: change.to, cause: reason }, 'agent state');
+  }
+
   /** A newer connection of the same agent wins; the old one is closed. */
   replaceOlder(current: AgentConnection): void {
     for (const c of this.conns) {
@@ -549,7 +180,7 @@ class AgentServerImpl implements AgentServer {
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
     for (const other of this.conns) if (other.agentKey === c.agentKey) return;
-    this.opts.store.agentState(c.agent, 'disconnected', Date.now());
+    this.setAgentState(c.agent, 'disconnected', cause, Date.now());
     this.licenses.disconnected(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }

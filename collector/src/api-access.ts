@@ -1,4 +1,4 @@
-import { type ActiveToken, matchToken } from './read-tokens';
+import { type ActiveToken, matchToken } from './store/read-tokens';
 
 /**
  * Who may read what on the collector's HTTP port (DESIGN §10). A pure function of the request's

@@ -5,8 +5,10 @@ import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
-import type { ActiveToken } from './read-tokens';
-import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type SqliteStore } from './store';
+import { createMetricsRegistry, prometheusText } from './prometheus';
+import type { ActiveToken } from './store/read-tokens';
+import type { SqliteStore } from './store/index';
+import { HttpError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -21,7 +23,7 @@ import type { AgentState, CollectorStats } from './types';
  * matches that agent id in every project.
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
- *   GET /metrics       Prometheus text format
+ *   GET /metrics       Prometheus text format (prometheus.ts)
  *   GET /              the web page (public/index.html, with /app.js and /style.css)
  *
  * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
@@ -68,32 +70,8 @@ const PUBLIC_FILES: Record<string, [string, string]> = {
 const PAGE_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-class HttpError extends ApmError {
-  constructor(
-    readonly status: number,
-    code: string,
-    message: string,
-  ) {
-    super(code, message);
-  }
-}
-
 /** project: the caller's project, or null for a collector-wide caller. */
 type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null) => void;
-
-// The caller's project (null: every project) narrows what it reads here and nowhere else:
-// store queries get a project condition, agent rows are kept when their project matches.
-/**
- * A query as a read token may make it: a project-scoped token reads its own project only,
- * and asking for another one with ?project= is refused rather than silently narrowed.
- */
-function scoped<T extends ListQuery | MetricQuery>(q: T, project: string | null): T {
-  if (project === null) return q;
-  if (q.project !== undefined && q.project !== project) {
-    throw new HttpError(403, 'ERR_TOKEN_SCOPE', `this read token is for project ${project} only`);
-  }
-  return { ...q, project };
-}
 
 const OPEN = { ok: true, project: null } as const;
 
@@ -102,8 +80,6 @@ function routeClass(path: string): RouteClass {
   if (path === '/metrics') return 'metrics';
   return path === '/api' || path.startsWith('/api/') ? 'api' : 'page';
 }
-
-const STATES: AgentState[] = ['live', 'stalled', 'disconnected'];
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const s = `${JSON.stringify(body)}\n`;
@@ -125,110 +101,6 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   sendJson(res, status, { error: { code, message } }, headers);
 }
 
-/** One value of a query parameter: absent → undefined; given twice → 400. */
-function param(q: URLSearchParams, name: string, maxLen = 1024): string | undefined {
-  const all = q.getAll(name);
-  if (all.length === 0) return undefined;
-  if (all.length > 1) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is given more than once`);
-  const v = all[0] as string;
-  if (v.length === 0) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is empty`);
-  if (v.length > maxLen) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is longer than ${maxLen} characters`);
-  return v;
-}
-
-function intParam(q: URLSearchParams, name: string, what: string, min: number, max: number): number | undefined {
-  const raw = param(q, name, 32);
-  if (raw === undefined) return undefined;
-  const v = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!Number.isSafeInteger(v) || v < min || v > max) {
-    throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" must be ${what}, got ${JSON.stringify(raw.slice(0, 40))}`);
-  }
-  return v;
-}
-
-const EPOCH_MS = 'epoch milliseconds (a non-negative integer)';
-
-export function metricQueryFrom(q: URLSearchParams): MetricQuery {
-  const out: MetricQuery = {};
-  const project = param(q, 'project', 64);
-  if (project !== undefined) out.project = project;
-  const agent = param(q, 'agent');
-  const name = param(q, 'name');
-  const from = intParam(q, 'from', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
-  const to = intParam(q, 'to', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
-  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-  if (from !== undefined && to !== undefined && from > to) throw new HttpError(400, 'ERR_BAD_QUERY', `"from" (${from}) is after "to" (${to})`);
-  if (agent !== undefined) out.agent = agent;
-  if (name !== undefined) out.name = name;
-  if (from !== undefined) out.from = from;
-  if (to !== undefined) out.to = to;
-  if (limit !== undefined) out.limit = limit;
-  const rollup = param(q, 'rollup');
-  if (rollup !== undefined) {
-    if (rollup !== '1m') throw new HttpError(400, 'ERR_BAD_QUERY', `"rollup" must be 1m, got "${rollup}"`);
-    out.rollup = true;
-  }
-  return out;
-}
-
-/** ?project=&agent=&limit= of the trace and event lists. */
-function listQueryFrom(q: URLSearchParams): ListQuery {
-  const project = param(q, 'project', 64);
-  const agent = param(q, 'agent');
-  const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-  return { ...(project !== undefined && { project }), ...(agent !== undefined && { agent }), ...(limit !== undefined && { limit }) };
-}
-
-function esc(v: string): string {
-  return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-}
-
-/** Prometheus text exposition format 0.0.4, written by hand. */
-export function prometheusText(stats: CollectorStats, agents: Record<AgentState, number>): string {
-  const out: string[] = [];
-  const metric = (name: string, type: 'counter' | 'gauge', help: string, rows: [Record<string, string>, number][]) => {
-    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, v] of rows) {
-      const l = Object.entries(labels)
-        .map(([k, x]) => `${k}="${esc(x)}"`)
-        .join(',');
-      out.push(`${name}${l.length > 0 ? `{${l}}` : ''} ${Number.isFinite(v) ? v : 0}`);
-    }
-  };
-  metric(
-    'apm_collector_sessions',
-    'gauge',
-    'Agent sessions, by transport.',
-    Object.entries(stats.sessions).map(([t, n]) => [{ transport: t }, n]),
-  );
-  metric(
-    'apm_collector_agents',
-    'gauge',
-    'Known agents, by state.',
-    STATES.map((s) => [{ state: s }, agents[s]]),
-  );
-  metric(
-    'apm_collector_frames_total',
-    'counter',
-    'Agent frames received, by type.',
-    Object.entries(stats.frames).map(([t, n]) => [{ type: t }, n]),
-  );
-  metric(
-    'apm_collector_rejected_total',
-    'counter',
-    'Agent sessions, agent frames and HTTP API requests rejected, by reason.',
-    Object.entries(stats.rejected).map(([r, n]) => [{ reason: r }, n]),
-  );
-  metric('apm_collector_late_points_dropped_total', 'counter', 'Metric points dropped because their minute was already final.', [[{}, stats.droppedLate]]);
-  metric(
-    'apm_collector_received_total',
-    'counter',
-    'Items stored, by kind (metricPoints counts points).',
-    Object.entries(stats.received).map(([k, n]) => [{ kind: k }, n]),
-  );
-  metric('apm_collector_duplicate_packs_total', 'counter', 'Metric packs received again and ignored (still acked).', [[{}, stats.duplicatePacks]]);
-  return `${out.join('\n')}\n`;
-}
 
 export function createHttpApi(opts: HttpApiOptions): Server {
   const { store, stats, log } = opts;
@@ -240,6 +112,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const tokens = opts.tokens ?? (() => []);
   const metricsOpen = opts.metricsOpen ?? false;
   const deniedLogged = new Set<string>();
+  const registry = createMetricsRegistry({ stats, agentsByState: () => store.agentsByState() });
 
   const listAgents = (project: string | undefined) => {
     const t = now();
@@ -301,8 +174,16 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/metrics',
       (_q, res) => {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store' });
-        res.end(prometheusText(stats, store.agentsByState()));
+        prometheusText(registry).then(
+          (text) => {
+            res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
+            res.end(text);
+          },
+          (err: unknown) => {
+            log.error({ err }, 'metrics scrape failed');
+            sendError(res, 500, 'ERR_INTERNAL', 'internal error');
+          },
+        );
       },
     ],
     // The web page: a fixed list of files, so no request path ever reaches the file system.

@@ -3,7 +3,8 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type ApmError, FrameTooLargeError } from '@apm-sidecar/proto';
-import { type AgentServer, PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire } from './agent-server';
+import { PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire } from './agent-connection';
+import type { AgentServer } from './agent-server';
 import { HandshakeTimeoutError } from './errors';
 
 /**

@@ -17,6 +17,19 @@ export function agentKey(ref: AgentRef): string {
 /** Liveness of an agent as the API reports it (DESIGN §7). */
 export type AgentState = 'live' | 'stalled' | 'disconnected';
 
+/** Why an agent's state changes, and when (epoch ms). */
+export interface StateCause {
+  readonly at: number;
+  /** For people: the log says it next to `from → to`. */
+  readonly reason: string;
+}
+
+/** A change of an agent's state; null where a write changed nothing. */
+export interface AgentStateChange {
+  readonly from: AgentState;
+  readonly to: AgentState;
+}
+
 export interface AgentRow {
   agentId: string;
   projectId: string;
@@ -96,9 +109,12 @@ export interface CollectorStore {
   projectKeys(projectId: string): ProjectKey[];
   /** Ids of every revoked key (polled: a revocation may come from another process). */
   revokedKeyIds(): number[];
-  /** An agent completed the handshake; keeps its identity (and row) if it was seen before. */
-  agentConnected(projectId: string, info: AgentInfo, at: number): void;
-  agentState(agent: AgentRef, state: AgentState, at: number): void;
+  /** An agent completed the handshake: its info, and state 'live'. Keeps its identity (and row) if it was seen before. */
+  agentConnected(projectId: string, info: AgentInfo, at: number): AgentStateChange | null;
+  /** An agent's info (host, version, apps) changed; its state does not. */
+  agentInfo(projectId: string, info: AgentInfo, at: number): void;
+  /** The one writer of an agent's state. */
+  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null;
   agentSeen(agent: AgentRef, at: number): void;
   agentLicensed(agent: AgentRef, licensed: boolean): void;
   /** Idempotent by pack id per agent; points merge into (agent, series, interval start). */

@@ -66,9 +66,9 @@ describe('collector HTTP API (in process)', () => {
     store.agentConnected('proj', { agentId: 'live-1', host: 'h1', version: '1', apps: ['shop', 'other'] }, T0);
     store.agentLicensed({ projectId: 'proj', agentId: 'live-1' }, true);
     store.agentConnected('proj', { agentId: 'gone-recently', host: 'h2', version: '1', apps: ['shop'] }, T0);
-    store.agentState({ projectId: 'proj', agentId: 'gone-recently' }, 'disconnected', T0 + 50_000);
+    store.setAgentState({ projectId: 'proj', agentId: 'gone-recently' }, 'disconnected', { at: T0 + 50_000, reason: 'test' });
     store.agentConnected('proj', { agentId: 'gone-long-ago', host: 'h3', version: '1', apps: [] }, T0);
-    store.agentState({ projectId: 'proj', agentId: 'gone-long-ago' }, 'disconnected', T0);
+    store.setAgentState({ projectId: 'proj', agentId: 'gone-long-ago' }, 'disconnected', { at: T0, reason: 'test' });
     store.storeMetrics(
       { projectId: 'proj', agentId: 'live-1' },
       [

@@ -37,7 +37,7 @@ describe('SqliteStore: the same agent_id in two projects is two agents', () => {
       store.agentConnected(A.projectId, { agentId: 'pod', host: 'a-host', version: '1', apps: ['shop'] }, T0);
       store.agentConnected(B.projectId, { agentId: 'pod', host: 'b-host', version: '1', apps: ['bank'] }, T0);
       store.agentLicensed(B, true);
-      store.agentState(A, 'disconnected', T0 + 10);
+      store.setAgentState(A, 'disconnected', { at: T0 + 10, reason: 'test' });
       store.agentSeen(B, T0 + 20);
       assert.deepEqual(
         store.listAgents().map((r) => [r.projectId, r.agentId, r.host, r.state, r.licensed, r.lastSeenAt]),

@@ -389,8 +389,8 @@ describe('SqliteStore: agents', () => {
         { agentId: a?.agentId, projectId: a?.projectId, app: a?.app, host: a?.host, state: a?.state, lastSeenAt: a?.lastSeenAt, licensed: a?.licensed },
         { agentId: 'pod-1', projectId: 'proj-1', app: 'checkout', host: 'pod-1.local', state: 'live', lastSeenAt: T0 + 500, licensed: true },
       );
-      store.agentState(ag('pod-1', 'proj-1'), 'stalled', T0 + 600);
-      store.agentState(ag('pod-1', 'proj-1'), 'disconnected', T0 + 700);
+      store.setAgentState(ag('pod-1', 'proj-1'), 'stalled', { at: T0 + 600, reason: 'test' });
+      store.setAgentState(ag('pod-1', 'proj-1'), 'disconnected', { at: T0 + 700, reason: 'test' });
       assert.equal(store.listAgents()[0]?.state, 'disconnected');
       assert.equal(store.listAgents()[0]?.stateSince, T0 + 700);
       store.agentConnected('proj-1', info('pod-1', ['checkout']), T0 + 9000);
@@ -400,6 +400,27 @@ describe('SqliteStore: agents', () => {
       assert.equal(a?.firstSeenAt, T0);
       assert.equal(a?.lastSeenAt, T0 + 9000);
       assert.deepEqual(store.agentsByState(), { live: 1, stalled: 0, disconnected: 0 });
+    } finally {
+      store.close();
+    }
+  });
+
+  it('setAgentState is the one writer of state: it returns each change (from → to), and null for no change or an unknown agent', () => {
+    const store = SqliteStore.open(tempDir());
+    try {
+      const a = ag('pod-3');
+      assert.equal(store.setAgentState(a, 'live', { at: T0, reason: 'test' }), null, 'unknown agent');
+      assert.deepEqual(store.agentConnected('p', info('pod-3'), T0), { from: 'disconnected', to: 'live' });
+      assert.equal(store.agentConnected('p', info('pod-3'), T0 + 1), null, 'already live');
+      assert.deepEqual(store.setAgentState(a, 'stalled', { at: T0 + 100, reason: 'test' }), { from: 'live', to: 'stalled' });
+      assert.equal(store.setAgentState(a, 'stalled', { at: T0 + 200, reason: 'test' }), null);
+      assert.equal(store.listAgents()[0]?.stateSince, T0 + 100, 'no change keeps the time the state began');
+      // New info (the set of apps changed) leaves the state as it is.
+      store.agentInfo('p', info('pod-3', ['cart']), T0 + 300);
+      assert.deepEqual(
+        store.listAgents().map((r) => [r.state, r.stateSince, r.app, r.lastSeenAt]),
+        [['stalled', T0 + 100, 'cart', T0 + 300]],
+      );
     } finally {
       store.close();
     }

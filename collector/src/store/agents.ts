@@ -1,0 +1,191 @@
+import type Database from 'better-sqlite3';
+import type { AgentInfo } from '@apm-sidecar/proto/upstream';
+import { type AgentRef, type AgentRow, type AgentState, type AgentStateChange, type StateCause, agentKey } from '../types';
+
+/**
+ * Agents and their liveness (DESIGN §7), one row per (project, agent_id).
+ *
+ * An agent's state ('live' | 'stalled' | 'disconnected') and the time it took it are
+ * written in one place only, setAgentState; a row is created 'disconnected' and made
+ * 'live' by it like any other change. Liveness is not worth an fsync per frame: agentSeen
+ * is throttled (seenPersistMs), keeps the newest time in memory meanwhile, and writes it on
+ * a state change and on close.
+ */
+
+/** Agent rows as listed for the API: AgentRow plus what the store knows besides. */
+export interface AgentListRow extends AgentRow {
+  apps: string[];
+  version: string;
+  firstSeenAt: number;
+  /** When the state last changed (epoch ms). */
+  stateSince: number;
+}
+
+interface AgentDbRow {
+  agent_id: string;
+  project_id: string;
+  app: string;
+  apps_json: string;
+  host: string;
+  version: string;
+  state: string;
+  state_since: number;
+  first_seen: number;
+  last_seen: number;
+  licensed: number;
+}
+
+function prepare(db: Database.Database) {
+  return {
+    // An agent that names no app keeps the apps it had.
+    agentInfo: db.prepare(`
+      INSERT INTO agents (agent_id, project_id, app, apps_json, host, version, state, state_since, first_seen, last_seen, licensed)
+      VALUES (@agentId, @projectId, @app, @appsJson, @host, @version, 'disconnected', @at, @at, @at, 0)
+      ON CONFLICT (project_id, agent_id) DO UPDATE SET
+        app = CASE WHEN excluded.app = '' THEN app ELSE excluded.app END,
+        apps_json = CASE WHEN excluded.app = '' THEN apps_json ELSE excluded.apps_json END,
+        host = excluded.host,
+        version = excluded.version,
+        last_seen = max(last_seen, excluded.last_seen)`),
+    stateOf: db.prepare<[string, string], { state: string }>('SELECT state FROM agents WHERE project_id = ? AND agent_id = ?'),
+    setState: db.prepare('UPDATE agents SET state = ?, state_since = ? WHERE project_id = ? AND agent_id = ?'),
+    agentSeen: db.prepare('UPDATE agents SET last_seen = max(last_seen, ?) WHERE project_id = ? AND agent_id = ?'),
+    agentLicensed: db.prepare('UPDATE agents SET licensed = ? WHERE project_id = ? AND agent_id = ?'),
+    inSession: db.prepare<[], { project_id: string; agent_id: string }>(
+      "SELECT project_id, agent_id FROM agents WHERE state <> 'disconnected' OR licensed <> 0",
+    ),
+    unlicenseAll: db.prepare('UPDATE agents SET licensed = 0 WHERE licensed <> 0'),
+    listAgents: db.prepare<[], AgentDbRow>('SELECT * FROM agents ORDER BY agent_id, project_id'),
+    agentsByState: db.prepare<[], { state: string; n: number }>('SELECT state, count(*) AS n FROM agents GROUP BY state'),
+  };
+}
+
+function parseApps(json: string): string[] {
+  try {
+    const parsed: unknown = JSON.parse(json);
+    return Array.isArray(parsed) ? parsed.filter((a): a is string => typeof a === 'string') : [];
+  } catch {
+    return [];
+  }
+}
+
+export class AgentStore {
+  private readonly st: ReturnType<typeof prepare>;
+  /** agentSeen: newest time per agent not yet written, and when each agent's last_seen was last written. */
+  private readonly seenPending = new Map<string, { ref: AgentRef; at: number }>();
+  private readonly seenWrittenAt = new Map<string, number>();
+  private readonly connectedTx: (projectId: string, info: AgentInfo, at: number) => AgentStateChange | null;
+  private readonly stateTx: (agent: AgentRef, to: AgentState, cause: StateCause) => AgentStateChange | null;
+  private readonly resetTx: (at: number) => number;
+
+  constructor(
+    db: Database.Database,
+    private readonly seenPersistMs: number,
+  ) {
+    this.st = prepare(db);
+    this.connectedTx = db.transaction((projectId: string, info: AgentInfo, at: number) => {
+      this.agentInfo(projectId, info, at);
+      return this.stateTx({ projectId, agentId: info.agentId }, 'live', { at, reason: 'connected' });
+    }).immediate;
+    this.stateTx = db.transaction((agent: AgentRef, to: AgentState, cause: StateCause) => this.setStateIn(agent, to, cause)).immediate;
+    this.resetTx = db.transaction((at: number) => {
+      const rows = this.st.inSession.all();
+      for (const r of rows) this.stateTx({ projectId: r.project_id, agentId: r.agent_id }, 'disconnected', { at, reason: 'collector restarted' });
+      this.st.unlicenseAll.run();
+      return rows.length;
+    }).immediate;
+  }
+
+  /** An agent completed the handshake: its info, and state 'live'. */
+  agentConnected(projectId: string, info: AgentInfo, at: number): AgentStateChange | null {
+    return this.connectedTx(projectId, info, at);
+  }
+
+  /** Create or update the agent's row (app = its first app); a new row is 'disconnected' until setAgentState. */
+  agentInfo(projectId: string, info: AgentInfo, at: number): void {
+    const app = info.apps[0] ?? '';
+    this.st.agentInfo.run({ agentId: info.agentId, projectId, app, appsJson: JSON.stringify(info.apps), host: info.host, version: info.version, at });
+    const key = agentKey({ projectId, agentId: info.agentId });
+    this.seenPending.delete(key);
+    this.seenWrittenAt.set(key, at);
+  }
+
+  /** The one writer of an agent's state: the change made, or null (unknown agent, or already in that state). */
+  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null {
+    return this.stateTx(agent, to, cause);
+  }
+
+  private setStateIn(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null {
+    // Leaving 'live' is a good moment to write the newest last_seen too.
+    this.flushSeen(agent);
+    const row = this.st.stateOf.get(agent.projectId, agent.agentId);
+    if (row === undefined || row.state === to) return null;
+    this.st.setState.run(to, cause.at, agent.projectId, agent.agentId);
+    return { from: row.state as AgentState, to };
+  }
+
+  /** Throttled: the newest time is always kept in memory (listAgents shows it) but written at most every seenPersistMs per agent. */
+  agentSeen(agent: AgentRef, at: number): void {
+    const key = agentKey(agent);
+    const written = this.seenWrittenAt.get(key);
+    if (written !== undefined && at - written < this.seenPersistMs) {
+      const pending = this.seenPending.get(key);
+      if (pending === undefined || at > pending.at) this.seenPending.set(key, { ref: agent, at });
+      return;
+    }
+    this.seenPending.delete(key);
+    this.seenWrittenAt.set(key, at);
+    this.st.agentSeen.run(at, agent.projectId, agent.agentId);
+  }
+
+  /** Write the pending last-seen time of `agent`, or of every agent. */
+  flushSeen(agent?: AgentRef): void {
+    const keys = agent === undefined ? [...this.seenPending.keys()] : [agentKey(agent)];
+    for (const key of keys) {
+      const p = this.seenPending.get(key);
+      if (p === undefined) continue;
+      this.seenPending.delete(key);
+      this.seenWrittenAt.set(key, p.at);
+      this.st.agentSeen.run(p.at, p.ref.projectId, p.ref.agentId);
+    }
+  }
+
+  agentLicensed(agent: AgentRef, licensed: boolean): void {
+    this.st.agentLicensed.run(licensed ? 1 : 0, agent.projectId, agent.agentId);
+  }
+
+  /**
+   * At start-up no session is alive and the license pool is empty: every agent becomes
+   * disconnected (since `at`, unless it already was) and unlicensed. Returns how many rows changed.
+   */
+  resetSessions(at: number): number {
+    return this.resetTx(at);
+  }
+
+  /** Every agent ever seen (the API filters disconnected ones by age). app = the agent's first app. */
+  listAgents(q: { project?: string } = {}): AgentListRow[] {
+    const rows = this.st.listAgents.all().filter((r) => q.project === undefined || r.project_id === q.project);
+    return rows.map((r) => {
+      const pending = this.seenPending.get(agentKey({ projectId: r.project_id, agentId: r.agent_id }))?.at;
+      return {
+        agentId: r.agent_id,
+        projectId: r.project_id,
+        app: r.app,
+        apps: parseApps(r.apps_json),
+        host: r.host,
+        version: r.version,
+        state: r.state as AgentState,
+        stateSince: r.state_since,
+        firstSeenAt: r.first_seen,
+        lastSeenAt: pending !== undefined && pending > r.last_seen ? pending : r.last_seen,
+        licensed: r.licensed === 1,
+      };
+    });
+  }
+
+  agentsByState(): Record<AgentState, number> {
+    const out: Record<AgentState, number> = { live: 0, stalled: 0, disconnected: 0 };
+    for (const r of this.st.agentsByState.all()) if (r.state in out) out[r.state as AgentState] = r.n;
+    return out;
+  }
+}
