@@ -2,7 +2,9 @@ import { hostname } from 'node:os';
 import { type ApmError, Writer } from '@apm-sidecar/proto';
 import { type AccessKey, AckGapError, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Pack } from '../pack';
-import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
+import type { Clock } from '../link/clock';
+import { Link } from '../link/link';
+import type { ReconnectSchedule } from '../reconnect-schedule';
 import { HttpTunnelSocket } from '../upstream/http-tunnel';
 import { UpstreamSession } from '../upstream/session';
 import type { Transport, TransportContext } from './transport';
@@ -27,6 +29,7 @@ export interface TcpTransportOptions {
   /** Apps of the shims connected now (sent to the collector in AgentInfo). */
   apps: () => string[];
   random?: () => number;
+  clock?: Clock;
 }
 
 type Done = (err?: Error) => void;
@@ -55,29 +58,15 @@ const ENVELOPE = 64;
  * the collector acks the frame. When the session ends, unacked packs go back
  * to their queues (reverse order) and are sent again on the next session.
  *
- * Reconnecting: after a loss every other host is tried once at once (failover);
- * when a whole round fails, the next round waits for the reconnect schedule.
- * A schedule that ends in `stop` leaves the sidecar `stopped` until
- * `apm-sidecar reconnect` or SIGHUP.
+ * When to attempt, and the sidecar state, are the Link's (link/link.ts): this
+ * class dials when the Link says so and reports each session's end to it.
  */
 export class TcpTransport implements Transport {
   readonly name: 'tcp' | 'http';
   readonly window = 1_000_000;
   private ctx: TransportContext | null = null;
+  private link: Link | null = null;
   private session: UpstreamSession | null = null;
-  private hostIndex = 0;
-  /** Hosts still to try in the current round. */
-  private roundLeft = 0;
-  /** Scheduled rounds that failed since the last active session. */
-  private attempts = 0;
-  private everActive = false;
-  private timer: NodeJS.Timeout | null = null;
-  private nextAttemptAt: number | null = null;
-  /** Since when no session has been active (null while active). */
-  private unreachableSince: number | null = null;
-  private standbyTimer: NodeJS.Timeout | null = null;
-  /** Rounds over all hosts that failed since the last active session. */
-  private failedRounds = 0;
   private closing = false;
   private inFlight: InFlight[] = [];
   private unackedBytes = 0;
@@ -90,7 +79,7 @@ export class TcpTransport implements Transport {
   private lastAckAt = 0;
   private activeSince = 0;
   private configVersion: number | null = null;
-  readonly totals = { bytesSent: 0, framesSent: 0, reconnectAttempts: 0, sessions: 0 };
+  readonly totals = { bytesSent: 0, framesSent: 0, sessions: 0 };
   /** Sessions ended by a typed error, by code (ERR_FRAME_GAP, ERR_ACK_GAP, ERR_REPLAY, ...). */
   private readonly sessionErrors: Record<string, number> = {};
 
@@ -104,9 +93,16 @@ export class TcpTransport implements Transport {
 
   start(ctx: TransportContext): void {
     this.ctx = ctx;
-    this.roundLeft = this.opts.hosts.length;
-    this.becameUnreachable();
-    this.connect();
+    const o = this.opts;
+    this.link = new Link(ctx.state, ctx.log, {
+      hosts: o.hosts.map((h) => `${h}:${o.port}`),
+      schedule: o.schedule,
+      standbyAfterMs: o.standbyAfterMs,
+      muteAfterAttempts: o.muteAfterAttempts,
+      ...(o.random !== undefined && { random: o.random }),
+      ...(o.clock !== undefined && { clock: o.clock }),
+    });
+    this.link.start({ dial: (host) => this.dial(host) });
   }
 
   send(pack: Pack, done: Done): void {
@@ -128,22 +124,8 @@ export class TcpTransport implements Transport {
   }
 
   reconnect(): { ok: boolean; message: string } {
-    if (this.session?.isActive) return { ok: true, message: `already connected to ${this.session.address}` };
-    if (this.session !== null) return { ok: true, message: `already connecting to ${this.session.address}` };
-    const ctx = this.ctx as TransportContext;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.nextAttemptAt = null;
-    this.attempts = 0;
-    this.roundLeft = this.opts.hosts.length;
-    if (ctx.state.state === 'stopped') {
-      // A fresh start of the disconnected timeline: standby and mute are counted again from now.
-      this.failedRounds = 0;
-      this.becameUnreachable();
-      ctx.state.set(this.everActive ? 'reconnecting' : 'connecting', 'reconnect requested');
-    }
-    this.connect();
-    return { ok: true, message: `reconnecting to ${this.opts.hosts[this.hostIndex]}:${this.opts.port}` };
+    if (this.link === null) return { ok: false, message: 'not started' };
+    return this.link.reconnect();
   }
 
   status(): Record<string, unknown> {
@@ -153,10 +135,7 @@ export class TcpTransport implements Transport {
       server: this.session?.address ?? null,
       connected: this.session?.isActive === true,
       activeSince: this.activeSince === 0 ? null : new Date(this.activeSince).toISOString(),
-      attempts: this.attempts,
-      failedAttempts: this.failedRounds,
-      unreachableSince: this.unreachableSince === null ? null : new Date(this.unreachableSince).toISOString(),
-      nextAttemptAt: this.nextAttemptAt === null ? null : new Date(this.nextAttemptAt).toISOString(),
+      ...this.link?.status(),
       lastError: this.lastError,
       lastAckAt: this.lastAckAt === 0 ? null : new Date(this.lastAckAt).toISOString(),
       lastAckAgeMs: this.lastAckAt === 0 ? null : Date.now() - this.lastAckAt,
@@ -177,10 +156,7 @@ export class TcpTransport implements Transport {
 
   close(): Promise<void> {
     this.closing = true;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
-    this.standbyTimer = null;
+    this.link?.close();
     this.session?.close('shutting down', null);
     return Promise.resolve();
   }
@@ -281,13 +257,12 @@ export class TcpTransport implements Transport {
 
   // --- connection management ------------------------------------------------
 
-  private connect(): void {
+  /** One attempt, when the Link says so. */
+  private dial(hostIndex: number): void {
     if (this.closing || this.session !== null) return;
     const ctx = this.ctx as TransportContext;
-    const host = this.opts.hosts[this.hostIndex] as string;
-    this.totals.reconnectAttempts++;
-    this.roundLeft--;
-    ctx.log.info({ server: `${host}:${this.opts.port}`, attempt: this.attempts }, 'connecting upstream');
+    const link = this.link as Link;
+    const host = this.opts.hosts[hostIndex] as string;
     let session: UpstreamSession | null = null;
     session = new UpstreamSession(
       {
@@ -312,18 +287,11 @@ export class TcpTransport implements Transport {
       {
         active: (config) => {
           if (session !== this.session) return;
-          this.everActive = true;
-          this.attempts = 0;
-          this.failedRounds = 0;
-          this.unreachableSince = null;
-          if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
-          this.standbyTimer = null;
-          this.nextAttemptAt = null;
           this.activeSince = Date.now();
           this.configVersion = config.configVersion;
           this.lastError = null;
           this.totals.sessions++;
-          ctx.state.set('active', `connected to ${host}:${this.opts.port}; configuration and license received`);
+          link.up(`connected to ${host}:${this.opts.port}; configuration and license received`);
           // Shims may have connected while the handshake ran: the AgentInfo sent with it did not name them.
           if (this.opts.apps().length > 0) this.appsChanged();
           ctx.wake();
@@ -345,7 +313,6 @@ export class TcpTransport implements Transport {
 
   private sessionClosed(s: UpstreamSession, cause: string, error: ApmError | null): void {
     const ctx = this.ctx as TransportContext;
-    const wasActive = s.isActive || this.activeSince > 0;
     this.sessionBytesBase += s.bytesSent;
     this.sessionFramesBase += s.framesSent;
     this.session = null;
@@ -357,59 +324,7 @@ export class TcpTransport implements Transport {
     }
     if (this.closing) return;
     ctx.log.warn({ server: s.address, code: error?.code, cause }, `upstream session ended: ${cause}`);
-    this.hostIndex = (this.hostIndex + 1) % this.opts.hosts.length;
-    if (wasActive) {
-      ctx.state.set('reconnecting', cause);
-      this.becameUnreachable();
-      // Fail over: every other host once, right away.
-      this.roundLeft = this.opts.hosts.length - 1;
-    } else if (this.roundLeft === 0) {
-      // A whole round (every host once) failed.
-      this.failedRounds++;
-      const mute = this.opts.muteAfterAttempts;
-      const st = ctx.state.state;
-      if (mute > 0 && this.failedRounds >= mute && st !== 'muted' && st !== 'stopped') {
-        ctx.state.set('muted', `${this.failedRounds} failed attempts to reach the collector (mute_after_attempts=${mute}): ${cause}`);
-      }
-    }
-    if (this.roundLeft > 0) {
-      this.connect();
-      return;
-    }
-    this.scheduleRound(cause);
-  }
-
-  /** Start the standby clock: still unreachable after standby_after_ms → standby. */
-  private becameUnreachable(): void {
-    this.unreachableSince = Date.now();
-    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
-    this.standbyTimer = setTimeout(() => {
-      this.standbyTimer = null;
-      const ctx = this.ctx as TransportContext;
-      const st = ctx.state.state;
-      if (st === 'connecting' || st === 'reconnecting') {
-        ctx.state.set('standby', `collector unreachable for ${this.opts.standbyAfterMs} ms (standby_after_ms)`);
-      }
-    }, this.opts.standbyAfterMs);
-  }
-
-  private scheduleRound(cause: string): void {
-    const ctx = this.ctx as TransportContext;
-    const delay = nextDelay(this.opts.schedule, this.attempts, this.opts.random);
-    if (delay === 'stop') {
-      this.nextAttemptAt = null;
-      ctx.state.set('stopped', `gave up after ${this.attempts} reconnect attempts (${cause}); apm-sidecar reconnect or SIGHUP tries again`);
-      return;
-    }
-    this.attempts++;
-    this.nextAttemptAt = Date.now() + delay;
-    ctx.log.info({ attempt: this.attempts, delayMs: delay, event: 'reconnect-scheduled' }, `next upstream attempt in ${delay} ms`);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.nextAttemptAt = null;
-      this.roundLeft = this.opts.hosts.length;
-      this.connect();
-    }, delay);
+    (this.link as Link).down(cause);
   }
 }
 

@@ -1,0 +1,59 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { SIDECAR_STATES, type SidecarState } from '@apm-sidecar/proto';
+import { type LinkEvent, transition } from '@apm-sidecar/sidecar';
+
+const EVENTS: Record<LinkEvent['type'], LinkEvent> = {
+  'session-active': { type: 'session-active', cause: 'connected' },
+  'session-lost': { type: 'session-lost', cause: 'connection closed by the collector' },
+  'attempt-failed': { type: 'attempt-failed', failed: 3, muteAfterAttempts: 3, cause: 'ECONNREFUSED' },
+  'standby-timer': { type: 'standby-timer', standbyAfterMs: 60000 },
+  'schedule-exhausted': { type: 'schedule-exhausted', attempts: 3, cause: 'ECONNREFUSED' },
+  'operator-reconnect': { type: 'operator-reconnect', everActive: true },
+};
+
+/** The whole machine: state × event → next state ('·' = unchanged). */
+const EXPECTED: Record<SidecarState, Record<LinkEvent['type'], SidecarState | '·'>> = {
+  connecting: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': 'muted', 'standby-timer': 'standby', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
+  active: { 'session-active': 'active', 'session-lost': 'reconnecting', 'attempt-failed': '·', 'standby-timer': '·', 'schedule-exhausted': '·', 'operator-reconnect': '·' },
+  reconnecting: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': 'muted', 'standby-timer': 'standby', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
+  standby: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': 'muted', 'standby-timer': '·', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
+  muted: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': '·', 'standby-timer': '·', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
+  stopped: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': '·', 'standby-timer': '·', 'schedule-exhausted': '·', 'operator-reconnect': 'reconnecting' },
+};
+
+describe('link transition (pure)', () => {
+  test('every state × event gives the state of the table, and a cause exactly when it changes', () => {
+    for (const state of SIDECAR_STATES) {
+      for (const [type, event] of Object.entries(EVENTS)) {
+        const want = EXPECTED[state][type as LinkEvent['type']];
+        const t = transition(state, event);
+        assert.equal(t.state, want === '·' ? state : want, `${state} + ${type}`);
+        if (want === '·') assert.equal(t.cause, null, `${state} + ${type}: no cause when unchanged`);
+        else assert.equal(typeof t.cause, 'string', `${state} + ${type}: a cause`);
+      }
+    }
+  });
+
+  test('muted only once the failed attempts reach mute_after_attempts; 0 never mutes', () => {
+    const ev = (failed: number, muteAfterAttempts: number): LinkEvent => ({ type: 'attempt-failed', failed, muteAfterAttempts, cause: 'x' });
+    assert.equal(transition('reconnecting', ev(2, 3)).state, 'reconnecting');
+    assert.equal(transition('reconnecting', ev(3, 3)).state, 'muted');
+    assert.equal(transition('standby', ev(4, 3)).state, 'muted');
+    assert.equal(transition('standby', ev(1000, 0)).state, 'standby');
+  });
+
+  test('operator reconnect from stopped: connecting if never active, else reconnecting', () => {
+    assert.deepEqual(transition('stopped', { type: 'operator-reconnect', everActive: false }), { state: 'connecting', cause: 'reconnect requested' });
+    assert.deepEqual(transition('stopped', { type: 'operator-reconnect', everActive: true }), { state: 'reconnecting', cause: 'reconnect requested' });
+  });
+
+  test('causes name the key and the numbers', () => {
+    assert.equal(transition('reconnecting', EVENTS['standby-timer']).cause, 'collector unreachable for 60000 ms (standby_after_ms)');
+    assert.equal(transition('standby', EVENTS['attempt-failed']).cause, '3 failed attempts to reach the collector (mute_after_attempts=3): ECONNREFUSED');
+    assert.equal(
+      transition('muted', EVENTS['schedule-exhausted']).cause,
+      'gave up after 3 reconnect attempts (ECONNREFUSED); apm-sidecar reconnect or SIGHUP tries again',
+    );
+  });
+});
