@@ -16,3 +16,5 @@ export type { Clock } from './link/clock';
 export { type LinkEvent, type Transition, transition } from './link/transition';
 export { KEEP_POLICY, type Keep, keepPolicy } from './link/keep-policy';
 export { createLogger, type Logger } from './logger';
+export { FrameBatcher, type FrameBody } from './transport/batcher';
+export { AckWindow } from './transport/ack-window';

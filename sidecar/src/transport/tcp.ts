@@ -1,12 +1,14 @@
 import { hostname } from 'node:os';
-import { type ApmError, Writer } from '@apm-sidecar/proto';
-import { type AccessKey, AckGapError, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
-import type { Pack } from '../pack';
+import type { ApmError } from '@apm-sidecar/proto';
+import { type AccessKey, Inner, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Clock } from '../link/clock';
 import { Link } from '../link/link';
+import type { Pack } from '../pack';
 import type { ReconnectSchedule } from '../reconnect-schedule';
-import { HttpTunnelSocket } from '../upstream/http-tunnel';
 import { UpstreamSession } from '../upstream/session';
+import { AckWindow } from './ack-window';
+import { type Done, type FrameBody, FrameBatcher } from './batcher';
+import { dialerFor } from './carriers';
 import type { Transport, TransportContext } from './transport';
 
 export interface TcpTransportOptions {
@@ -32,34 +34,17 @@ export interface TcpTransportOptions {
   clock?: Clock;
 }
 
-type Done = (err?: Error) => void;
-
-interface InFlight {
-  counter: number;
-  dones: Done[];
-  bytes: number;
-}
-
-/** Packs for one frame being assembled. */
-class Batch {
-  readonly dones: Done[] = [];
-  bytes = 0;
-  constructor(readonly parts: Buffer[] = []) {}
-}
-
-const ENVELOPE = 64;
-
 /**
- * `transport = tcp`: one TCP session to one of `server_host` (all on
- * `server_port`), failing over to the next host.
+ * `transport = tcp` (and `http`, the same session over the HTTP tunnel carrier): one
+ * session to one of `server_host` (all on `server_port`), failing over to the next host.
  *
- * Packs are packed into frames of at most net_send_max_bytes — metric packs
- * in numeric frames, everything else in text frames — and forgotten only when
- * the collector acks the frame. When the session ends, unacked packs go back
- * to their queues (reverse order) and are sent again on the next session.
- *
- * When to attempt, and the sidecar state, are the Link's (link/link.ts): this
- * class dials when the Link says so and reports each session's end to it.
+ * This class wires the parts, each with one job:
+ *   link/link.ts    when to attempt, and the sidecar state (this class only reports up/down)
+ *   batcher.ts      packs → frame bodies of at most net_send_max_bytes, in replay order
+ *   ack-window.ts   frames sent and not yet acked; a pack is forgotten only on its frame's ack
+ *   carriers.ts     the bytes' carrier: TCP socket or HTTP tunnel
+ * When the session ends, unacked packs go back to their queues (reverse order) and are
+ * sent again on the next session.
  */
 export class TcpTransport implements Transport {
   readonly name: 'tcp' | 'http';
@@ -68,27 +53,27 @@ export class TcpTransport implements Transport {
   private link: Link | null = null;
   private session: UpstreamSession | null = null;
   private closing = false;
-  private inFlight: InFlight[] = [];
-  private unackedBytes = 0;
-  /** Registrations get their own text frame, sealed before the metric frame (replay order, DESIGN §6). */
-  private btBatch = new Batch();
-  private metricBatch = new Batch();
-  private textBatch = new Batch();
+  private readonly inFlight = new AckWindow();
+  private readonly batcher: FrameBatcher;
   private flushQueued = false;
   private lastError: { code: string; message: string; at: string } | null = null;
   private lastAckAt = 0;
   private activeSince = 0;
   private configVersion: number | null = null;
   readonly totals = { bytesSent: 0, framesSent: 0, sessions: 0 };
+  /** Bytes and frames of the sessions that ended (a session counts its own). */
+  private sessionBytesBase = 0;
+  private sessionFramesBase = 0;
   /** Sessions ended by a typed error, by code (ERR_FRAME_GAP, ERR_ACK_GAP, ERR_REPLAY, ...). */
   private readonly sessionErrors: Record<string, number> = {};
 
   constructor(private readonly opts: TcpTransportOptions) {
     this.name = opts.carrier ?? 'tcp';
+    this.batcher = new FrameBatcher(opts.maxSendBytes);
   }
 
   get ready(): boolean {
-    return this.session?.isActive === true && this.unackedBytes < 4 * this.opts.maxSendBytes;
+    return this.session?.isActive === true && this.inFlight.unackedBytes < 4 * this.opts.maxSendBytes;
   }
 
   start(ctx: TransportContext): void {
@@ -106,13 +91,14 @@ export class TcpTransport implements Transport {
   }
 
   send(pack: Pack, done: Done): void {
-    if (pack.kind === 'metrics') {
-      // Encoded once, when its interval closed (the retention keeps the same bytes).
-      this.add(this.metricBatch, pack.body, done, 'metric');
-    } else if (pack.kind === 'btRegistration') {
-      this.add(this.btBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'bt');
-    } else {
-      this.add(this.textBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'text');
+    const full = this.batcher.add(pack, done);
+    if (full.length > 0) this.sendFrames(full);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => {
+        this.flushQueued = false;
+        this.sendFrames(this.batcher.seal());
+      });
     }
   }
 
@@ -140,7 +126,7 @@ export class TcpTransport implements Transport {
       lastAckAt: this.lastAckAt === 0 ? null : new Date(this.lastAckAt).toISOString(),
       lastAckAgeMs: this.lastAckAt === 0 ? null : Date.now() - this.lastAckAt,
       inFlightFrames: this.inFlight.length,
-      unackedBytes: this.unackedBytes,
+      unackedBytes: this.inFlight.unackedBytes,
       configVersion: this.configVersion,
       sessionErrors: { ...this.sessionErrors },
       ...this.totals,
@@ -161,97 +147,41 @@ export class TcpTransport implements Transport {
     return Promise.resolve();
   }
 
-  // --- batching and acks -------------------------------------------------------
-
-  private add(batch: Batch, bytes: Buffer, done: Done, kind: 'bt' | 'metric' | 'text'): void {
-    if (batch.bytes > 0 && batch.bytes + bytes.length + ENVELOPE > this.opts.maxSendBytes) this.flush();
-    const b = kind === 'metric' ? this.metricBatch : kind === 'bt' ? this.btBatch : this.textBatch;
-    b.parts.push(bytes);
-    b.dones.push(done);
-    b.bytes += bytes.length + 1;
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      setImmediate(() => this.flush());
-    }
-  }
+  // --- frames and acks -----------------------------------------------------------
 
   /**
-   * Seal what is batched into at most three frames, in replay order (DESIGN §6):
-   * registrations (text), then metric packs (numeric), then the other text items
-   * (events, snapshots, traces, active stacks). The sender hands packs over in that
-   * order too (queue1's lanes), so the collector stores them in that order.
+   * Seal and send frame bodies (in the batcher's replay order); each is tracked until acked.
+   * With no active session nothing can be sent: everything unacked goes back to the sender.
    */
-  private flush(): void {
-    this.flushQueued = false;
+  private sendFrames(frames: FrameBody[]): void {
     const s = this.session;
     if (s === null || !s.isActive) {
-      this.failAll(new Error('upstream not connected'));
+      this.failAll(new Error('upstream not connected'), frames);
       return;
     }
-    const bt = this.btBatch;
-    if (bt.parts.length > 0) {
-      this.btBatch = new Batch();
-      this.sealText(s, bt);
-    }
-    const m = this.metricBatch;
-    if (m.parts.length > 0) {
-      this.metricBatch = new Batch();
-      const w = new Writer(m.bytes + 16);
-      w.varint(m.parts.length);
-      for (const p of m.parts) w.bytes(p);
-      const body = w.body();
-      this.track(s.sendNumeric(Inner.MetricBatch, body), m.dones, body.length);
-    }
-    const t = this.textBatch;
-    if (t.parts.length > 0) {
-      this.textBatch = new Batch();
-      this.sealText(s, t);
+    for (const f of frames) {
+      const counter = f.key === 'numeric' ? s.sendNumeric(Inner.MetricBatch, f.body) : s.sendText(Inner.TextBatch, f.body);
+      this.inFlight.track(counter, f.dones, f.body.length);
     }
     this.totals.bytesSent = this.sessionBytesBase + s.bytesSent;
     this.totals.framesSent = this.sessionFramesBase + s.framesSent;
   }
 
-  private sealText(s: UpstreamSession, t: Batch): void {
-    const body = Buffer.concat([Buffer.from('{"items":['), ...t.parts.flatMap((p, i) => (i === 0 ? [p] : [COMMA, p])), Buffer.from(']}')]);
-    this.track(s.sendText(Inner.TextBatch, body), t.dones, body.length);
-  }
-
-  private sessionBytesBase = 0;
-  private sessionFramesBase = 0;
-
-  private track(counter: number, dones: Done[], bytes: number): void {
-    this.inFlight.push({ counter, dones, bytes });
-    this.unackedBytes += bytes;
-  }
-
-  /**
-   * An ack covers exactly one data frame: the oldest unacked one (the collector stores and acks in
-   * order). Any other ack means a frame was not stored: the session ends and all unacked is resent.
-   */
+  /** Any ack but the oldest frame's means a frame was not stored: the session ends, all unacked is resent. */
   private acked(s: UpstreamSession, counter: number): void {
-    const head = this.inFlight[0];
-    if (head === undefined || head.counter !== counter) {
-      const err = new AckGapError(counter, head?.counter ?? null);
-      s.close(err.message, err);
+    const dones = this.inFlight.ack(counter);
+    if (!Array.isArray(dones)) {
+      s.close(dones.message, dones);
       return;
     }
     this.lastAckAt = Date.now();
-    this.inFlight.shift();
-    this.unackedBytes -= head.bytes;
-    for (const d of head.dones) d();
+    for (const d of dones) d();
     this.ctx?.wake();
   }
 
-  /** Everything not acked goes back to the sender, newest first. */
-  private failAll(err: Error): void {
-    const all: Done[] = [];
-    for (const f of this.inFlight) all.push(...f.dones);
-    all.push(...this.btBatch.dones, ...this.metricBatch.dones, ...this.textBatch.dones);
-    this.inFlight = [];
-    this.unackedBytes = 0;
-    this.btBatch = new Batch();
-    this.metricBatch = new Batch();
-    this.textBatch = new Batch();
+  /** Everything not acked goes back to the sender, newest first (in flight, then sealed, then batched). */
+  private failAll(err: Error, sealed: FrameBody[] = []): void {
+    const all = [...this.inFlight.takeDones(), ...sealed.flatMap((f) => f.dones), ...this.batcher.takeDones()];
     for (let i = all.length - 1; i >= 0; i--) (all[i] as Done)(err);
   }
 
@@ -273,16 +203,7 @@ export class TcpTransport implements Transport {
         connectTimeoutMs: this.opts.connectTimeoutMs,
         soTimeoutMs: this.opts.soTimeoutMs,
         maxFrameBytes: Math.max(this.opts.maxSendBytes, 1 << 20),
-        ...(this.name === 'http' && {
-          dial: (h: string, p: number) =>
-            new HttpTunnelSocket({
-              host: h,
-              port: p,
-              pollMs: Math.max(10, Math.min(1000, Math.floor(this.opts.soTimeoutMs / 6))),
-              requestTimeoutMs: this.opts.soTimeoutMs,
-              maxResponseBytes: Math.max(this.opts.maxSendBytes, 1 << 20) * 4,
-            }),
-        }),
+        dial: dialerFor(this.name, this.opts),
       },
       {
         active: (config) => {
@@ -325,22 +246,5 @@ export class TcpTransport implements Transport {
     if (this.closing) return;
     ctx.log.warn({ server: s.address, code: error?.code, cause }, `upstream session ended: ${cause}`);
     (this.link as Link).down(cause);
-  }
-}
-
-const COMMA = Buffer.from(',');
-
-function textItem(pack: Exclude<Pack, { kind: 'metrics' }>): TextItem {
-  switch (pack.kind) {
-    case 'trace':
-      return { kind: 'trace', origin: pack.origin, trace: pack.trace };
-    case 'activeStack':
-      return { kind: 'activeStack', origin: pack.origin, stack: pack.stack };
-    case 'event':
-      return { kind: 'event', origin: pack.origin, event: pack.event };
-    case 'snapshot':
-      return { kind: 'snapshot', origin: pack.origin, snapshot: pack.snapshot };
-    case 'btRegistration':
-      return { kind: 'btRegistration', origin: pack.origin, name: pack.name, ts: pack.ts };
   }
 }
