@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
 import { describe, test } from 'node:test';
 import { SIDECAR_STATES, type SidecarState } from '@apm-sidecar/proto';
 import { type LinkEvent, transition } from '@apm-sidecar/sidecar';
@@ -55,5 +57,21 @@ describe('link transition (pure)', () => {
       transition('muted', EVENTS['schedule-exhausted']).cause,
       'gave up after 3 reconnect attempts (ECONNREFUSED); apm-sidecar reconnect or SIGHUP tries again',
     );
+  });
+});
+
+describe('one writer of the state', () => {
+  test('only link/link.ts writes the sidecar state (StateHolder.set); transports report to the Link', () => {
+    const src = join(__dirname, '..', '..', '..', 'sidecar', 'src');
+    const writers: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.name.endsWith('.ts') && /\b(state|holder)\s*\.\s*set\(/.test(readFileSync(p, 'utf8'))) writers.push(relative(src, p));
+      }
+    };
+    walk(src);
+    assert.deepEqual(writers, [join('link', 'link.ts')]);
   });
 });

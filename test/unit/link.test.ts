@@ -80,6 +80,7 @@ describe('Link on a fake clock: the default timeline (appdynamics, real millisec
     assert.equal(r.holder.state, 'connecting', 'still connecting 1 ms before standby_after_ms');
     r.clock.advance(1);
     assert.equal(r.holder.state, 'standby');
+    assert.equal(r.holder.since, r.clock.now(), 'the state is dated by the injected clock');
     r.clock.advance(MINUTE);
     assert.deepEqual(
       r.changes.map((c) => [c.at, c.from, c.to]),

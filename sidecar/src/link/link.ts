@@ -256,7 +256,7 @@ export class Link {
   /** The only place the state is written: one log line `from → to` with the cause (StateHolder.set). */
   private apply(event: LinkEvent): void {
     const t = transition(this.holder.state, event);
-    if (t.cause !== null && t.state !== this.holder.state) this.holder.set(t.state, t.cause);
+    if (t.cause !== null && t.state !== this.holder.state) this.holder.set(t.state, t.cause, this.clock.now());
   }
 
   /** Start the standby clock: still unreachable after standby_after_ms → standby. */
