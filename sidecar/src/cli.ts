@@ -106,6 +106,8 @@ async function run(opts: ConfigOpts): Promise<void> {
     dataDir: resolveDataDir(c.data_dir),
     retentionMs: c.retention_ms,
     retentionSynchronous: c.retention_synchronous,
+    retentionMaxBytes: c.retention_max_bytes,
+    retentionMinFreeBytes: c.retention_min_free_bytes,
     eventReplayWindowMs: c.event_replay_window_ms,
     dogstatsdUdp: c.dogstatsd_udp,
     dogstatsdSocket: c.dogstatsd_socket,
@@ -200,6 +202,7 @@ function humanStatus(s: Record<string, unknown>): string {
   const q = s.queues as Record<string, { depth: number; capacity: number; dropped: number }>;
   const counters = s.counters as { received: Record<string, number>; sent: Record<string, number>; dropped: Record<string, number> };
   const shims = s.shims as { app: string; pid: number; lastSeenAt: string }[];
+  const r = (s.retention ?? {}) as { rows?: number; condition?: string; lastError?: string | null; usedBytes?: number | null; freeBytes?: number | null };
   const lines = [
     `state:      ${s.state} (since ${s.stateSince}: ${s.stateCause})`,
     `agent:      ${s.agentId}  transport: ${s.transport}  socket: ${s.socket}`,
@@ -215,6 +218,9 @@ function humanStatus(s: Record<string, unknown>): string {
       Object.entries(counters.dropped)
         .map(([k, v]) => `${k}=${v}`)
         .join(' ') || 'none'
+    }`,
+    `retention:  ${r.condition ?? 'unknown'}, ${r.rows ?? 0} rows, ${r.usedBytes ?? '?'} bytes used, ${r.freeBytes ?? '?'} bytes free${
+      r.condition !== 'ok' && r.lastError ? ` (${r.lastError})` : ''
     }`,
     `shims:      ${shims.length}`,
     ...shims.map((x) => `  - ${x.app} pid ${x.pid}, last seen ${x.lastSeenAt}`),

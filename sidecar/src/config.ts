@@ -86,6 +86,10 @@ export interface SidecarConfig {
   readonly dogstatsd_socket: string;
   /** SQLite `synchronous` for the retention: NORMAL survives kill -9, FULL also power loss. */
   readonly retention_synchronous: 'NORMAL' | 'FULL';
+  /** Bytes of rows the retention may hold; beyond it the oldest metrics are dropped (`disk_full`). */
+  readonly retention_max_bytes: number;
+  /** Bytes to keep free on the data_dir filesystem; below it the oldest metrics are dropped (`disk_full`). */
+  readonly retention_min_free_bytes: number;
   /** Where the `debug` transport prints packs: '-' = stdout, else a file path. */
   readonly debug_output: string;
   readonly max_series: number;
@@ -342,6 +346,18 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
     ['NORMAL', 'FULL'] as const,
     'NORMAL',
     'SQLite synchronous for the retention (WAL): NORMAL survives a crash of the sidecar, FULL also power loss (an fsync per commit)',
+  ),
+  retention_max_bytes: size(
+    'retention_max_bytes',
+    268_435_456,
+    'bytes of rows the retention may hold; beyond it the oldest retained metrics are dropped and counted disk_full',
+    65_536,
+  ),
+  retention_min_free_bytes: size(
+    'retention_min_free_bytes',
+    67_108_864,
+    'bytes kept free on the data_dir filesystem; below it the oldest retained metrics are dropped and counted disk_full',
+    0,
   ),
   debug_output: {
     ...textKey('debug_output', "where the debug transport prints packs as JSON lines: '-' = stdout, else a file path", { type: 'path or -' }),

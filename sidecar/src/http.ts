@@ -40,6 +40,8 @@ function handle(sidecar: Sidecar, req: IncomingMessage, res: ServerResponse): vo
   }
 }
 
+const RETENTION_CONDITIONS = ['ok', 'full', 'failing', 'unavailable'] as const;
+
 function esc(v: string): string {
   return v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
@@ -97,9 +99,24 @@ export function prometheus(sidecar: Sidecar): string {
   );
   metric('apm_sidecar_duplicates_total', 'counter', 'Durable frames received again and ignored.', [[{}, c.duplicates]]);
   metric('apm_sidecar_shims', 'gauge', 'Connected shims.', [[{}, sidecar.shimCount]]);
-  const snap = sidecar.status() as { retention: { rows: number; oldestAgeMs: number }; upstream: Record<string, unknown> };
+  const snap = sidecar.status() as {
+    retention: { rows: number; oldestAgeMs: number; condition: string; usedBytes: number | null; freeBytes: number | null };
+    upstream: Record<string, unknown>;
+  };
   metric('apm_sidecar_retention_rows', 'gauge', 'Rows in the retention database (frames, packs, unsent registrations).', [[{}, snap.retention.rows]]);
   metric('apm_sidecar_retention_oldest_age_seconds', 'gauge', 'Age of the oldest retained metric interval.', [[{}, snap.retention.oldestAgeMs / 1000]]);
+  metric(
+    'apm_sidecar_retention_condition',
+    'gauge',
+    'Retention condition (1 for the current one): ok, full (beyond its space bounds, dropping the oldest), failing (commits fail: durable frames not acked), unavailable (not open).',
+    RETENTION_CONDITIONS.map((x) => [{ condition: x }, x === snap.retention.condition ? 1 : 0]),
+  );
+  metric('apm_sidecar_retention_errors_total', 'counter', 'Failed retention commits and maintenance transactions.', [[{}, c.retentionErrors]]);
+  metric('apm_sidecar_retention_refused_total', 'counter', 'Durable frames not committed, so not acked (the shim resends them).', [[{}, c.retentionRefused]]);
+  if (snap.retention.usedBytes !== null)
+    metric('apm_sidecar_retention_used_bytes', 'gauge', 'Bytes of rows (and WAL) in the retention database.', [[{}, snap.retention.usedBytes]]);
+  if (snap.retention.freeBytes !== null)
+    metric('apm_sidecar_retention_fs_free_bytes', 'gauge', 'Free bytes on the filesystem of data_dir.', [[{}, snap.retention.freeBytes]]);
   const up = snap.upstream;
   const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
   if (up.transport !== 'debug') {

@@ -75,6 +75,13 @@ export class Queue1 {
     return gone;
   }
 
+  /** Remove the metric packs `which` selects (dropped from the retention for space); returns how many. */
+  removeMetricPacks(which: (p: Extract<Pack, { kind: 'metrics' }>) => boolean): number {
+    const before = this.lanes.metrics.length;
+    this.lanes.metrics = this.lanes.metrics.filter((p) => p.kind !== 'metrics' || !which(p));
+    return before - this.lanes.metrics.length;
+  }
+
   private drop(pack: Pack): void {
     this.dropped++;
     if (this.dropsInEpisode++ === 0) this.onDropEpisode('start', 0);

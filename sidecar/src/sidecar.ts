@@ -1,4 +1,4 @@
-import { unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, createServer } from 'node:net';
 import {
   type ApmError,
@@ -22,13 +22,16 @@ import { DogStatsdAggregator } from './dogstatsd';
 import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners';
 import { EventRing } from './event-ring';
 import { Queue1 } from './queue1';
-import { RetentionStore, type StoredPack, type Synchronous } from './retention/store';
+import { DataDirLock, DataDirLockError } from './data-dir-lock';
+import { filesystemFreeBytes, lowWater, spaceVerdict } from './retention/space';
+import { RetentionError, RetentionStore, isPassingStorageError, type SpaceUsage, type StorageCondition, type StoredFrame, type StoredPack, type Synchronous } from './retention/store';
 import type { Logger } from './logger';
 import { COUNTER_OF, type Origin, type Pack } from './pack';
 import { BoundedQueue } from './queue';
 import { Sender } from './sender';
 import { type PeerLimits, ShimSession, type SessionHost, type ShimIdentity } from './shim-session';
-import { claimSocketPath, describeTightening, listenPrivately, prepareSocketDir } from './socket-path';
+import { SocketPathError, claimSocketPath, describeTightening, listenPrivately, prepareSocketDir, probeSocket } from './socket-path';
+import { requestStatus } from './status-client';
 import { StateHolder } from './state';
 import { dropsQueue2, keepPolicy } from './link/keep-policy';
 import { DebugTransport } from './transport/debug';
@@ -61,6 +64,9 @@ export interface SidecarOptions {
   dataDir: string;
   retentionMs: number;
   retentionSynchronous: Synchronous;
+  /** Space bounds of the retention (DESIGN §8); beyond them the oldest retained metrics are dropped as `disk_full`. */
+  retentionMaxBytes: number;
+  retentionMinFreeBytes: number;
   eventReplayWindowMs: number;
   /** DogStatsD inputs (DESIGN §8): UDP host:port, and a Unix datagram socket path; null / '' = off. */
   dogstatsdUdp: { host: string; port: number } | null;
@@ -92,6 +98,18 @@ export class Sidecar implements SessionHost {
   readonly queue2: BoundedQueue<Pack>;
   private readonly ring: EventRing;
   private retention: RetentionStore | null = null;
+  /** Why the retention is not open (null when it is); retried every second. */
+  private retentionClosedWhy: string | null = null;
+  private lock: DataDirLock | null = null;
+  /** start() completed: only then may stop() emit open intervals into the retention. */
+  private started = false;
+  /** Last space measurement (every second), for status and /metrics. */
+  private space: { usage: SpaceUsage | null; freeBytes: number | null; overLimit: 'max_bytes' | 'min_free' | null; droppedInEpisode: number } = {
+    usage: null,
+    freeBytes: null,
+    overLimit: null,
+    droppedInEpisode: 0,
+  };
   /** Registrations already persisted (de-duplication by name). */
   private knownBt = new Set<string>();
   private readonly transport: Transport;
@@ -109,14 +127,16 @@ export class Sidecar implements SessionHost {
     ipcErrors: {} as Record<string, number>,
     duplicates: 0,
     connections: 0,
+    /** Failed retention commits and maintenance transactions. */
     retentionErrors: 0,
+    /** Durable frames not committed, so not acked: the shim was told to resend them later. */
+    retentionRefused: 0,
   };
   private lastPurge = 0;
   private dogstatsd: DogStatsdAggregator | null = null;
   private dogstatsdListeners: DogStatsdListeners | null = null;
   private dogstatsdTimer: NodeJS.Timeout | null = null;
   private dogstatsdSeq = 0;
-  private retentionErrorLoggedAt = 0;
   private readonly errorLogAt = new Map<string, number>();
 
   constructor(private readonly opts: SidecarOptions) {
@@ -154,7 +174,10 @@ export class Sidecar implements SessionHost {
   }
 
   async start(): Promise<void> {
-    this.openRetention();
+    // Nothing is touched before both checks pass: a live socket first, then the data_dir lock.
+    // Only then is the retention opened (a second sidecar must not seal the first one's frames).
+    await this.refuseLiveSocket();
+    this.openRetention(true);
     const { gid, tightened } = prepareSocketDir(this.opts.socketPath, this.opts.socketGroup);
     if (tightened !== null) this.log.warn({ dir: tightened.dir }, describeTightening(tightened));
     const replaced = await claimSocketPath(this.opts.socketPath);
@@ -181,6 +204,7 @@ export class Sidecar implements SessionHost {
     this.transport.start({ wake: this.sender.step, state: this.state, log: this.log });
     const tickMs = Math.max(50, Math.min(1000, Math.floor(this.opts.metricIntervalMs / 4)));
     this.tickTimer = setInterval(() => this.tick(), tickMs);
+    this.started = true;
     this.log.info({ socket: this.opts.socketPath, transport: this.transport.name, agentId: this.opts.agentId }, 'listening for shims');
   }
 
@@ -188,6 +212,17 @@ export class Sidecar implements SessionHost {
   stop(): Promise<void> {
     if (this.stopping !== null) return this.stopping;
     this.stopping = (async () => {
+      if (!this.started) {
+        // A start that failed emits nothing: what the retention holds stays as it was.
+        if (this.tickTimer !== null) clearInterval(this.tickTimer);
+        if (this.dogstatsdTimer !== null) clearInterval(this.dogstatsdTimer);
+        this.dogstatsdListeners?.close();
+        if (this.listening) this.server.close();
+        await this.transport.close();
+        this.retention?.close();
+        this.lock?.release();
+        return;
+      }
       const deadline = Date.now() + this.opts.shutdownTimeoutMs;
       if (this.tickTimer !== null) clearInterval(this.tickTimer);
       if (this.dogstatsdTimer !== null) clearInterval(this.dogstatsdTimer);
@@ -207,6 +242,7 @@ export class Sidecar implements SessionHost {
       for (const s of this.sessions) s.socket.destroy();
       await this.transport.close();
       this.retention?.close();
+      this.lock?.release();
       if (this.listening) {
         try {
           unlinkSync(this.opts.socketPath);
@@ -269,18 +305,17 @@ export class Sidecar implements SessionHost {
           session.ack(this.seqs.last(hello.instanceId));
           return;
         }
-        this.counters.received.metrics += m.points.length;
-        const overflowBefore = this.aggregator.droppedOverflow;
-        const dropped = this.aggregator.add(m);
-        if (dropped > 0) this.drop('series_limit', dropped);
-        if (this.aggregator.droppedOverflow > overflowBefore) this.drop('overflow', this.aggregator.droppedOverflow - overflowBefore);
-        this.seqs.commit(hello.instanceId, m.seq);
-        // Acked once the frame is committed to the retention (group commit, same turn of the loop).
-        (this.retention as RetentionStore).addFrame(
-          { instanceId: hello.instanceId, seq: m.seq, intervalStart: this.aggregator.intervalOf(m.ts), payload: Buffer.from(payload) },
-          (err) => {
-            if (err !== null) this.retentionFailed(err);
-            session.ack(m.seq);
+        const frame: StoredFrame = { instanceId: hello.instanceId, seq: m.seq, intervalStart: this.aggregator.intervalOf(m.ts), payload: Buffer.from(payload) };
+        this.commitDurable(
+          session,
+          m.seq,
+          (store, done) => store.addFrame(frame, done),
+          () => {
+            this.counters.received.metrics += m.points.length;
+            const overflowBefore = this.aggregator.droppedOverflow;
+            const dropped = this.aggregator.add(m);
+            if (dropped > 0) this.drop('series_limit', dropped);
+            if (this.aggregator.droppedOverflow > overflowBefore) this.drop('overflow', this.aggregator.droppedOverflow - overflowBefore);
           },
         );
         return;
@@ -292,21 +327,19 @@ export class Sidecar implements SessionHost {
           session.ack(this.seqs.last(hello.instanceId));
           return;
         }
-        this.seqs.commit(hello.instanceId, b.seq);
-        const isNew = !this.knownBt.has(b.name);
-        if (isNew) {
-          this.knownBt.add(b.name);
-          this.counters.received.btRegistrations++;
-        }
         const o = origin(hello);
-        (this.retention as RetentionStore).addBt({ name: b.name, ts: b.ts, app: o.app, instanceId: o.instanceId, pid: o.pid }, b.seq, (err) => {
-          if (err !== null) this.retentionFailed(err);
-          session.ack(b.seq);
-          if (isNew) {
+        this.commitDurable(
+          session,
+          b.seq,
+          (store, done) => store.addBt({ name: b.name, ts: b.ts, app: o.app, instanceId: o.instanceId, pid: o.pid }, b.seq, done),
+          () => {
+            if (this.knownBt.has(b.name)) return;
+            this.knownBt.add(b.name);
+            this.counters.received.btRegistrations++;
             this.queue1.push({ kind: 'btRegistration', origin: o, name: b.name, ts: b.ts });
             this.sender.step();
-          }
-        });
+          },
+        );
         return;
       }
       case 'Trace':
@@ -331,6 +364,44 @@ export class Sidecar implements SessionHost {
         return;
     }
     this.sender.step();
+  }
+
+  /**
+   * A durable frame (DESIGN §3): written to the retention first; only once the commit succeeded
+   * is it applied (aggregated, queued) and acked. When the commit fails, or there is no open
+   * retention, nothing is applied and the connection is closed with ERR_RETENTION_UNAVAILABLE:
+   * the shim keeps the frame and every later one (acks are cumulative, so none may be acked past
+   * a hole) and resends them after it reconnects.
+   */
+  private commitDurable(
+    session: ShimSession,
+    seq: number,
+    write: (store: RetentionStore, done: (err: Error | null) => void) => void,
+    apply: () => void,
+  ): void {
+    const store = this.retention;
+    if (store === null) {
+      this.refuse(session, this.retentionClosedWhy ?? 'the retention is closed');
+      return;
+    }
+    write(store, (err) => {
+      if (err !== null) {
+        this.refuse(session, err.message);
+        return;
+      }
+      const instanceId = (session.hello as Hello).instanceId;
+      // A copy of this seq may have been committed meanwhile (a resend on a new connection): apply it once.
+      if (this.seqs.isNew(instanceId, seq)) {
+        this.seqs.commit(instanceId, seq);
+        apply();
+      } else this.counters.duplicates++;
+      session.ack(seq);
+    });
+  }
+
+  private refuse(session: ShimSession, why: string): void {
+    this.counters.retentionRefused++;
+    session.fail(new RetentionError('ERR_RETENTION_UNAVAILABLE', `durable frame not committed (${why}); resend it later`));
   }
 
   /** Traces, active stacks, events and snapshots go where the keep policy says for the state (DESIGN §6). */
@@ -362,6 +433,12 @@ export class Sidecar implements SessionHost {
         path: this.retention?.path ?? null,
         retentionMs: this.opts.retentionMs,
         synchronous: this.opts.retentionSynchronous,
+        ...this.retentionCondition(),
+        usedBytes: this.space.usage?.usedBytes ?? null,
+        fileBytes: this.space.usage?.fileBytes ?? null,
+        freeBytes: this.space.freeBytes,
+        maxBytes: this.opts.retentionMaxBytes,
+        minFreeBytes: this.opts.retentionMinFreeBytes,
       },
       eventRing: { size: this.ring.size, windowMs: this.opts.eventReplayWindowMs },
       dogstatsd:
@@ -403,6 +480,8 @@ export class Sidecar implements SessionHost {
   }
 
   protocolError(session: ShimSession, err: ApmError): void {
+    // Not the peer's fault: counted as retentionRefused and reported by the retention condition.
+    if (err.code === 'ERR_RETENTION_UNAVAILABLE') return;
     this.counters.ipcErrors[err.code] = (this.counters.ipcErrors[err.code] ?? 0) + 1;
     // Count every one, log each code at most every 10 s: a broken client cannot flood the log.
     const now = Date.now();
@@ -449,9 +528,9 @@ export class Sidecar implements SessionHost {
     this.liveInstances.set(hello.instanceId, session);
     this.bindings.bind(hello.instanceId, hash);
     if (check === 'new') {
-      this.retention?.addInstance(hello.instanceId, hash, (err) => {
-        if (err !== null) this.retentionFailed(err);
-      });
+      // A failed write is counted by the store (retentionErrors); the binding holds in memory
+      // and is written again at this instance's first Hello after a restart.
+      this.retention?.addInstance(hello.instanceId, hash, () => {});
     }
   }
 
@@ -470,28 +549,120 @@ export class Sidecar implements SessionHost {
   }
 
   private tick(): void {
-    const now = Date.now();
-    this.aggregator.tick(now);
-    if (now - this.lastPurge >= 1000) {
-      this.lastPurge = now;
-      this.purge(now);
+    // The tick drives aggregation, the retention's upkeep and the sender: nothing it calls may
+    // take the process down (a full disk, an I/O error): it is logged and the next tick tries again.
+    try {
+      const now = Date.now();
+      this.aggregator.tick(now);
+      if (now - this.lastPurge >= 1000) {
+        this.lastPurge = now;
+        this.purge(now);
+        this.upkeepRetention();
+      }
+      // Keep the series cache bounded: it only saves re-parsing, so dropping it is safe.
+      if (this.seriesCache.size > this.opts.maxSeries * 2) this.seriesCache.clear();
+      this.sender.step();
+    } catch (err) {
+      this.internalError('tick', err);
     }
-    // Keep the series cache bounded: it only saves re-parsing, so dropping it is safe.
-    if (this.seriesCache.size > this.opts.maxSeries * 2) this.seriesCache.clear();
-    this.sender.step();
   }
 
-  /** Metrics older than retention_ms are dropped (memory and SQLite) and counted. */
+  /** Metrics older than retention_ms are dropped (memory and SQLite) and counted `expired`. */
   private purge(now: number): void {
     const cutoff = now - this.opts.retentionMs;
     let points = 0;
     for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') points += p.points;
+    // On failure the rows stay and the next purge drops them; the condition is already reported.
     this.retention?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
     if (points > 0) {
-      this.drop('retention_expired', points);
+      this.drop('expired', points);
       this.log.warn({ points, retentionMs: this.opts.retentionMs }, `dropped ${points} metric points older than retention_ms`);
     }
     this.ring.expire(now);
+  }
+
+  /** Every second: open the retention if it is not, check it still writes when it failed, keep it within its space bounds. */
+  private upkeepRetention(): void {
+    if (this.retention === null) this.openRetention();
+    const store = this.retention;
+    if (store === null) return;
+    if (store.condition.failing) store.probe();
+    const usage = store.usage();
+    const freeBytes = filesystemFreeBytes(this.opts.dataDir);
+    this.space.usage = usage;
+    this.space.freeBytes = freeBytes;
+    if (usage === null) return;
+    const limits = { maxBytes: this.opts.retentionMaxBytes, minFreeBytes: this.opts.retentionMinFreeBytes };
+    const high = spaceVerdict(usage, freeBytes, limits);
+    const low = spaceVerdict(usage, freeBytes, lowWater(limits));
+    if (high.reason === null) {
+      if (this.space.overLimit !== null && low.reason === null) {
+        this.log.warn(
+          { dropped: this.space.droppedInEpisode, usedBytes: usage.usedBytes, freeBytes },
+          `retention within its space bounds again after dropping ${this.space.droppedInEpisode} metric points (disk_full)`,
+        );
+        this.space.overLimit = null;
+        this.space.droppedInEpisode = 0;
+      }
+      return;
+    }
+    if (this.space.overLimit === null) {
+      this.log.warn(
+        { reason: high.reason, usedBytes: usage.usedBytes, freeBytes, maxBytes: limits.maxBytes, minFreeBytes: limits.minFreeBytes },
+        `retention beyond its space bounds (${high.reason}): dropping the oldest retained metrics (disk_full)`,
+      );
+    }
+    this.space.overLimit = high.reason;
+    // Pack bodies understate the pages they take: drop, measure again, until below the low-water
+    // mark. Each round also empties the WAL into the pages just freed, so the filesystem gets back
+    // what the WAL held.
+    let excess = low.excessBytes;
+    for (let i = 0; i < 64 && excess > 0; i++) {
+      const r = store.dropOldest(excess);
+      if (r === null) return;
+      if (r.packIds.length > 0) {
+        const ids = new Set(r.packIds);
+        this.queue1.removeMetricPacks((p) => ids.has(p.packId));
+        this.drop('disk_full', r.points);
+        this.space.droppedInEpisode += r.points;
+      }
+      if (high.reason === 'min_free') store.checkpoint();
+      const after = store.usage();
+      if (after === null) return;
+      const free = filesystemFreeBytes(this.opts.dataDir);
+      this.space.usage = after;
+      this.space.freeBytes = free;
+      excess = spaceVerdict(after, free, lowWater(limits)).excessBytes;
+      if (r.packIds.length === 0) return; // nothing left to drop: open intervals' frames are kept
+    }
+  }
+
+  private retentionCondition(): { condition: 'ok' | 'failing' | 'unavailable' | 'full'; conditionSince: string | null; lastError: string | null } {
+    const store = this.retention;
+    if (store === null) return { condition: 'unavailable', conditionSince: null, lastError: this.retentionClosedWhy };
+    const c = store.condition;
+    if (c.failing) return { condition: 'failing', conditionSince: new Date(c.since).toISOString(), lastError: c.lastError };
+    return { condition: this.space.overLimit === null ? 'ok' : 'full', conditionSince: null, lastError: c.lastError };
+  }
+
+  private retentionConditionChanged(c: StorageCondition): void {
+    if (c.failing) {
+      this.log.error(
+        { err: c.lastError, path: this.retention?.path },
+        `retention writes are failing (${c.lastError}): durable frames are not acked, shims keep and resend them`,
+      );
+    } else {
+      this.log.warn({ failedCommits: this.counters.retentionErrors }, 'retention writes succeed again: durable frames are acked again');
+    }
+  }
+
+  private internalError(where: string, err: unknown): void {
+    const key = `internal:${where}`;
+    const now = Date.now();
+    if (now - (this.errorLogAt.get(key) ?? 0) >= 10_000) {
+      this.errorLogAt.set(key, now);
+      this.log.error({ where, err: (err as Error).message, code: (err as ApmError).code }, `${where} failed: ${(err as Error).message}`);
+    }
   }
 
   private emitMetrics(intervalStart: number, points: AggPoint[]): void {
@@ -542,11 +713,45 @@ export class Sidecar implements SessionHost {
     }
   }
 
-  /** Open the retention and load what a previous run left: dedup state, open intervals, unsent packs and registrations. */
-  private openRetention(): void {
-    const store = RetentionStore.open(this.opts.dataDir, this.opts.retentionSynchronous, this.log);
+  /**
+   * Open the retention and load what a previous run left: dedup state, open intervals, unsent
+   * packs and registrations. When it cannot be opened now (disk full, I/O error) the sidecar runs
+   * on and refuses durable frames (not acked) until a later try, every second, succeeds.
+   */
+  private openRetention(starting = false): void {
+    let store: RetentionStore;
+    try {
+      // The data_dir lock comes first: a retention is opened only by its one owner.
+      this.lock ??= DataDirLock.acquire(this.opts.dataDir);
+      store = RetentionStore.open(this.opts.dataDir, this.opts.retentionSynchronous, this.log);
+    } catch (err) {
+      // Another sidecar owns the data_dir, or the durability asked for cannot be had: refuse to start.
+      // Anything else that is not passing (e.g. data_dir is not a directory) is a start-up error too;
+      // a passing one (disk full, I/O error) is retried every second while the sidecar runs on.
+      const passing = isPassingStorageError(err) || (err instanceof DataDirLockError && isPassingStorageError(err.reason));
+      if (starting && !passing) throw err;
+      const why = (err as Error).message;
+      if (this.retentionClosedWhy === null) this.log.error({ err: why }, `retention cannot be opened (${why}): durable frames are not acked until it can`);
+      this.retentionClosedWhy = why;
+      return;
+    }
+    if (this.retentionClosedWhy !== null) this.log.warn({ path: store.path }, 'retention opened: durable frames are acked again');
+    this.retentionClosedWhy = null;
+    store.onError = () => {
+      this.counters.retentionErrors++;
+    };
+    store.onCondition = (c) => this.retentionConditionChanged(c);
     this.retention = store;
-    for (const { instanceId, seq } of store.loadSeqs()) this.seqs.commit(instanceId, seq);
+    try {
+      this.replay(store);
+    } catch (err) {
+      // What could be read is in memory; the rest stays in the file for the next start.
+      this.log.error({ err: (err as Error).message, path: store.path }, 'reading the retention failed part way: continuing with what was read');
+    }
+  }
+
+  private replay(store: RetentionStore): void {
+    for (const { instanceId, seq } of store.loadSeqs()) if (this.seqs.isNew(instanceId, seq)) this.seqs.commit(instanceId, seq);
     for (const { instanceId, secretHash } of store.loadInstances()) if (instanceId !== DOGSTATSD_INSTANCE) this.bindings.bind(instanceId, secretHash);
     const frames = store.loadFrames();
     for (const f of frames) {
@@ -571,39 +776,50 @@ export class Sidecar implements SessionHost {
     }
     const bts = store.loadBt();
     for (const b of bts) this.queue1.push({ kind: 'btRegistration', origin: { app: b.app, instanceId: b.instanceId, pid: b.pid }, name: b.name, ts: b.ts });
-    this.knownBt = store.knownBt();
+    for (const name of store.knownBt()) this.knownBt.add(name);
     this.log.info(
       { path: store.path, synchronous: this.opts.retentionSynchronous, frames: frames.length, packs: packs.length, points, btRegistrations: bts.length },
       'retention opened',
     );
   }
 
+  /** A live socket means another sidecar: refuse before touching anything, naming its pid when it answers. */
+  private async refuseLiveSocket(): Promise<void> {
+    const path = this.opts.socketPath;
+    try {
+      if (!lstatSync(path).isSocket()) return; // claimSocketPath refuses it later, with its own message
+    } catch {
+      return;
+    }
+    if (!(await probeSocket(path))) return;
+    let pid: unknown = null;
+    try {
+      pid = (await requestStatus(path, 1000)).pid;
+    } catch {
+      // a listener that is not a sidecar, or a hung one: still live
+    }
+    const who = typeof pid === 'number' ? ` (pid ${pid})` : '';
+    throw new SocketPathError('ERR_SOCKET_IN_USE', `another sidecar is already listening on ${path}${who}; refusing to start`);
+  }
+
   /** The DogStatsD window becomes one metrics message, handled like a shim's flush (retained, then aggregated). */
   private flushDogStatsd(): void {
     const agg = this.dogstatsd;
     if (agg === null) return;
-    const msg = agg.take(this.dogstatsdSeq + 1, Date.now());
+    // After a late opening of the retention, the seqs it held come first.
+    const msg = agg.take(Math.max(this.dogstatsdSeq, this.seqs.last(DOGSTATSD_INSTANCE)) + 1, Date.now());
     if (msg === null) return;
     this.dogstatsdSeq = msg.seq;
     this.counters.received.metrics += msg.points.length;
     this.aggregator.add(msg);
     this.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
     const frame = encodeMetrics(msg);
+    // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
+    // (counted in retentionErrors, reported by the retention condition).
     this.retention?.addFrame(
       { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: this.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) },
-      (err) => {
-        if (err !== null) this.retentionFailed(err);
-      },
+      () => {},
     );
-  }
-
-  private retentionFailed(err: Error): void {
-    this.counters.retentionErrors++;
-    const now = Date.now();
-    if (now - this.retentionErrorLoggedAt >= 10_000) {
-      this.retentionErrorLoggedAt = now;
-      this.log.error({ err: err.message, total: this.counters.retentionErrors }, 'retention write failed: data is kept in memory only');
-    }
   }
 
   drop(reason: string, n = 1): void {

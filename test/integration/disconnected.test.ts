@@ -396,7 +396,7 @@ describe('disconnected from the collector (seed 001, DESIGN §6)', () => {
       'the early points to be purged past retention_ms',
       async () => {
         const x = await status(sc);
-        return x.counters.dropped.retention_expired === 4 ? x : null;
+        return x.counters.dropped.expired === 4 ? x : null;
       },
       15000,
     );
@@ -413,7 +413,7 @@ describe('disconnected from the collector (seed 001, DESIGN §6)', () => {
     await untilSum(collector, agent, 'retention.late', 21);
     await waitFor('the retention to be empty', async () => (await status(sc)).retention.rows === 0);
     assert.deepEqual((await metric(collector, agent, 'retention.early')).points, [], 'no purged point reaches the collector');
-    assert.equal((await status(sc)).counters.dropped.retention_expired, 4);
+    assert.equal((await status(sc)).counters.dropped.expired, 4);
   });
 
   test('reconnect attempts follow the schedule: seven at the "one minute" delay, then at the "five minute" delay, and go on while muted', async () => {

@@ -80,6 +80,8 @@ describe('config: defaults', () => {
         dogstatsd_udp: null,
         dogstatsd_socket: '',
         retention_synchronous: 'NORMAL',
+        retention_max_bytes: 268435456,
+        retention_min_free_bytes: 67108864,
         debug_output: '-',
         max_series: 100000,
         max_shims: 1024,

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import Database from 'better-sqlite3';
@@ -25,7 +25,14 @@ import type { Logger } from '../logger';
  * the OS page cache); FULL also survives power loss, at one fsync per commit.
  *
  * A file that is not a readable database is moved aside (quarantined) with one
- * log line and a fresh one is created, so the sidecar never crash-loops.
+ * log line and a fresh one is created, so the sidecar never crash-loops. A
+ * database that cannot be opened for a passing reason (disk full, I/O error,
+ * busy) is not moved aside: the error is thrown and the caller retries later.
+ *
+ * No storage error escapes from a write path: a failed group commit hands the
+ * error to every callback (a shim frame is then not acked), keeps the
+ * maintenance writes (seal, ack, drop) for the next commit, and turns the
+ * `failing` condition on until a commit succeeds again (`onCondition`).
  */
 export type Synchronous = 'NORMAL' | 'FULL';
 
@@ -59,6 +66,33 @@ interface Op {
   done?: (err: Error | null) => void;
 }
 
+/** Failure codes that say nothing about the file's content: retry later, never quarantine. */
+const PASSING = /^(ERR_RETENTION_UNAVAILABLE|SQLITE_FULL|SQLITE_IOERR|SQLITE_BUSY|SQLITE_LOCKED|SQLITE_READONLY|SQLITE_NOMEM|SQLITE_PROTOCOL|ENOSPC|EIO|EROFS|EDQUOT)/;
+
+export function isPassingStorageError(err: unknown): boolean {
+  return PASSING.test(String((err as { code?: unknown } | null)?.code ?? ''));
+}
+
+/** Bounded: past it the oldest maintenance writes are given up (a pack then goes out twice at worst, after a restart). */
+const MAX_RETRIED_OPS = 10_000;
+
+/** Whether commits are succeeding; flips on the first failure and back on the first success. */
+export interface StorageCondition {
+  failing: boolean;
+  since: number;
+  lastError: string | null;
+  failedCommits: number;
+}
+
+export interface SpaceUsage {
+  /** Bytes of the database in use by rows: (page_count - freelist_count) * page_size (the WAL is transient: not counted). */
+  usedBytes: number;
+  /** Size of the database and its WAL on disk. */
+  fileBytes: number;
+  /** Pages inside the file that SQLite will reuse before growing it. */
+  freelistBytes: number;
+}
+
 const SCHEMA_VERSION = 1;
 const SYNC_CODES: Record<Synchronous, number> = { NORMAL: 1, FULL: 2 };
 
@@ -70,6 +104,13 @@ export class RetentionStore {
   private readonly st: ReturnType<typeof prepare>;
   readonly path: string;
   commits = 0;
+  /** Maintenance writes of a failed commit, run again first in the next one. */
+  private retry: Op[] = [];
+  readonly condition: StorageCondition = { failing: false, since: Date.now(), lastError: null, failedCommits: 0 };
+  /** Called when the condition flips: once when commits start failing, once when one succeeds again. */
+  onCondition: (c: StorageCondition) => void = () => {};
+  /** Called on every failed commit or maintenance transaction. */
+  onError: (err: Error) => void = () => {};
 
   static open(dir: string, synchronous: Synchronous, log: Logger): RetentionStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -78,6 +119,7 @@ export class RetentionStore {
       return new RetentionStore(path, synchronous);
     } catch (err) {
       if (err instanceof RetentionError && err.code === 'ERR_RETENTION_DURABILITY') throw err;
+      if (isPassingStorageError(err)) throw new RetentionError('ERR_RETENTION_UNAVAILABLE', `retention database ${path} cannot be opened now: ${(err as Error).message}`);
       const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
@@ -140,12 +182,14 @@ export class RetentionStore {
     }
   }
 
-  /** Run every queued write in one transaction, then their callbacks. */
+  /** Run every queued write in one transaction, then their callbacks. Never throws. */
   commit(): void {
     this.scheduled = false;
-    const ops = this.ops;
+    if (this.closed) return;
+    const ops = this.retry.length === 0 ? this.ops : [...this.retry, ...this.ops];
     if (ops.length === 0) return;
     this.ops = [];
+    this.retry = [];
     let error: Error | null = null;
     try {
       this.db.transaction(() => {
@@ -154,8 +198,56 @@ export class RetentionStore {
       this.commits++;
     } catch (err) {
       error = err as Error;
+      // Writes nobody waits for are kept for the next commit; callers with a callback decide themselves.
+      this.retry = ops.filter((op) => op.done === undefined).slice(-MAX_RETRIED_OPS);
     }
+    this.noteOutcome(error);
     for (const op of ops) op.done?.(error);
+  }
+
+  /**
+   * While commits fail, one small real write (the schema version in the header page) tells
+   * when the storage takes writes again, so the condition ends without waiting for a shim.
+   */
+  probe(): void {
+    this.enqueue({ run: () => this.db.pragma(`user_version = ${SCHEMA_VERSION}`), done: () => {} });
+  }
+
+  /** Maintenance writes waiting for a commit that succeeds. */
+  get retrying(): number {
+    return this.retry.length;
+  }
+
+  private noteOutcome(error: Error | null): void {
+    const c = this.condition;
+    if (error !== null) {
+      this.onError(error);
+      c.failedCommits++;
+      c.lastError = error.message;
+      if (!c.failing) {
+        c.failing = true;
+        c.since = Date.now();
+        this.onCondition(c);
+      }
+    } else if (c.failing) {
+      c.failing = false;
+      c.since = Date.now();
+      this.onCondition(c);
+    }
+  }
+
+  /** Run `fn` in a transaction of its own (after what is queued); null when it failed (the condition records why). */
+  private guarded<T>(fn: () => T): T | null {
+    this.commit();
+    if (this.closed) return null;
+    try {
+      // A success here does not end a failing condition: a transaction that deletes nothing
+      // writes nothing, so it proves nothing; group commits and probe() do.
+      return this.db.transaction(fn)();
+    } catch (err) {
+      this.noteOutcome(err as Error);
+      return null;
+    }
   }
 
   /** A shim's metrics frame and its seq; `done` runs after the commit (then the shim may be acked). */
@@ -206,19 +298,75 @@ export class RetentionStore {
     this.enqueue({ run: () => this.st.btSent.run(name) });
   }
 
-  /** Drop packs and frames of intervals that started before `cutoff`; returns the metric points purged from packs. */
-  purge(cutoff: number, seqCutoff: number): { points: number; frames: number } {
-    this.commit();
-    let points = 0;
-    let frames = 0;
-    this.db.transaction(() => {
+  /**
+   * Drop packs and frames of intervals that started before `cutoff`; returns the metric points
+   * purged from packs, or null when the storage failed (nothing was dropped).
+   */
+  purge(cutoff: number, seqCutoff: number): { points: number; frames: number } | null {
+    return this.guarded(() => {
+      let points = 0;
       for (const r of this.st.purgePacks.all(cutoff) as { points: number }[]) points += r.points;
-      frames = this.st.purgeFrames.run(cutoff).changes;
+      const frames = this.st.purgeFrames.run(cutoff).changes;
       this.st.purgeSeqs.run(seqCutoff);
       // A binding goes with its instance's de-duplication state, not before.
       this.st.purgeInstances.run(seqCutoff);
-    })();
-    return { points, frames };
+      return { points, frames };
+    });
+  }
+
+  /**
+   * Free at least `bytes` of row data by dropping the oldest packs (closed intervals waiting for
+   * the collector); open intervals' frames are never dropped here. Null when the storage failed.
+   */
+  dropOldest(bytes: number): { packIds: string[]; points: number; bytes: number } | null {
+    return this.guarded(() => {
+      const packIds: string[] = [];
+      let points = 0;
+      let freed = 0;
+      for (const r of this.st.oldestPacks.iterate() as IterableIterator<{ packId: string; points: number; bytes: number }>) {
+        if (freed >= bytes) break;
+        packIds.push(r.packId);
+        points += r.points;
+        freed += r.bytes;
+      }
+      for (const id of packIds) this.st.deletePack.run(id);
+      return { packIds, points, bytes: freed };
+    });
+  }
+
+  /**
+   * Copy the WAL into the database and truncate it to nothing: the WAL otherwise keeps its
+   * size (up to a thousand pages) on disk, which is what a filesystem short of space needs back.
+   * False when it could not be done now.
+   */
+  checkpoint(): boolean {
+    this.commit();
+    if (this.closed) return false;
+    try {
+      const r = this.db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number }[];
+      return r[0]?.busy === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Bytes used and held by the database; null when it cannot be read now. */
+  usage(): SpaceUsage | null {
+    if (this.closed) return null;
+    try {
+      const pageSize = this.db.pragma('page_size', { simple: true }) as number;
+      const pages = this.db.pragma('page_count', { simple: true }) as number;
+      const free = this.db.pragma('freelist_count', { simple: true }) as number;
+      let wal = 0;
+      try {
+        wal = statSync(`${this.path}-wal`).size;
+      } catch {
+        // no WAL file yet
+      }
+      return { usedBytes: (pages - free) * pageSize, fileBytes: pages * pageSize + wal, freelistBytes: free * pageSize };
+    } catch {
+      return null;
+    }
   }
 
   // --- start-up ---------------------------------------------------------------
@@ -254,8 +402,14 @@ export class RetentionStore {
     return new Set((this.db.prepare('SELECT name FROM bt').all() as { name: string }[]).map((r) => r.name));
   }
 
+  /** Row counts and the oldest interval's age; zeros when the database cannot be read now. */
   stats(now: number): { rows: number; frames: number; packs: number; btUnsent: number; oldestAgeMs: number } {
-    const c = this.st.counts.get() as { frames: number; packs: number; bt: number; oldestPack: number | null; oldestFrame: number | null };
+    let c: { frames: number; packs: number; bt: number; oldestPack: number | null; oldestFrame: number | null };
+    try {
+      c = this.st.counts.get() as { frames: number; packs: number; bt: number; oldestPack: number | null; oldestFrame: number | null };
+    } catch {
+      return { rows: 0, frames: 0, packs: 0, btUnsent: 0, oldestAgeMs: 0 };
+    }
     const oldest = Math.min(c.oldestPack ?? Number.POSITIVE_INFINITY, c.oldestFrame ?? Number.POSITIVE_INFINITY);
     return {
       rows: c.frames + c.packs + c.bt,
@@ -270,11 +424,16 @@ export class RetentionStore {
     return this.db.pragma('synchronous', { simple: true }) as number;
   }
 
+  /** Commit what is queued (a failure is recorded, not thrown) and close. Safe to call twice. */
   close(): void {
     if (this.closed) return;
     this.commit();
     this.closed = true;
-    this.db.close();
+    try {
+      this.db.close();
+    } catch {
+      // closing cannot lose more than the failed commit already did
+    }
   }
 }
 
@@ -290,6 +449,7 @@ function prepare(db: Database.Database) {
     insertBt: db.prepare('INSERT OR IGNORE INTO bt (name, ts, app, instance_id, pid) VALUES (?, ?, ?, ?, ?)'),
     btSent: db.prepare('UPDATE bt SET sent = 1 WHERE name = ?'),
     purgePacks: db.prepare('DELETE FROM packs WHERE interval_start < ? RETURNING points'),
+    oldestPacks: db.prepare('SELECT pack_id AS packId, points, length(body) AS bytes FROM packs ORDER BY interval_start, rowid'),
     purgeFrames: db.prepare('DELETE FROM frames WHERE interval_start < ?'),
     purgeSeqs: db.prepare('DELETE FROM seqs WHERE seen_at < ?'),
     insertInstance: db.prepare('INSERT OR IGNORE INTO instances (instance_id, secret_hash, seen_at) VALUES (?, ?, ?)'),
