@@ -66,7 +66,7 @@ export class FakeClock implements Clock {
 }
 
 /** A real sidecar logger writing to a file in a temporary directory, and its lines read back. */
-export function memoryLogger(): { log: Logger; lines: () => Record<string, unknown>[]; cleanup: () => void } {
+export function fileLogger(): { log: Logger; lines: () => Record<string, unknown>[]; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'apm-link-log-'));
   const file = join(dir, 'log.jsonl');
   const log = createLogger('info', file);

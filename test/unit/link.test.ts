@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import type { SidecarState } from '@apm-sidecar/proto';
 import { Link, type LinkCarrier, PROFILES, StateHolder, parseReconnectSchedule } from '@apm-sidecar/sidecar';
-import { FakeClock, memoryLogger } from '../helpers/fake-clock';
+import { FakeClock, fileLogger } from '../helpers/fake-clock';
 
 const MINUTE = 60_000;
 
@@ -41,7 +41,7 @@ after(() => {
 function rig(o: RigOptions = {}) {
   const clock = new FakeClock();
   const t0 = clock.now();
-  const { log, lines, cleanup } = memoryLogger();
+  const { log, lines, cleanup } = fileLogger();
   logs.push(cleanup);
   const holder = new StateHolder(log);
   const changes: { at: number; from: SidecarState; to: SidecarState; cause: string }[] = [];
