@@ -1,4 +1,3 @@
-import type { SidecarState } from '@apm-sidecar/proto';
 import type { Logger } from '../logger';
 import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
 import type { StateHolder } from '../state';
@@ -95,10 +94,6 @@ export class Link {
     private readonly opts: LinkOptions,
   ) {
     this.clock = opts.clock ?? systemClock;
-  }
-
-  get state(): SidecarState {
-    return this.holder.state;
   }
 
   /** The host of the current (or next) attempt, as "host:port". */
