@@ -18,3 +18,5 @@ export { KEEP_POLICY, type Keep, keepPolicy } from './link/keep-policy';
 export { createLogger, type Logger } from './logger';
 export { FrameBatcher, type FrameBody } from './transport/batcher';
 export { AckWindow } from './transport/ack-window';
+export { TcpTransport, type TcpTransportOptions } from './transport/tcp';
+export type { Carrier } from './upstream/session';

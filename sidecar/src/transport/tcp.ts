@@ -5,7 +5,7 @@ import type { Clock } from '../link/clock';
 import { Link } from '../link/link';
 import type { Pack } from '../pack';
 import type { ReconnectSchedule } from '../reconnect-schedule';
-import { UpstreamSession } from '../upstream/session';
+import { type Carrier, UpstreamSession } from '../upstream/session';
 import { AckWindow } from './ack-window';
 import { type Done, type FrameBody, FrameBatcher } from './batcher';
 import { dialerFor } from './carriers';
@@ -32,6 +32,8 @@ export interface TcpTransportOptions {
   apps: () => string[];
   random?: () => number;
   clock?: Clock;
+  /** Opens the carrier of one attempt; by default the one `carrier` names (carriers.ts). */
+  dial?: (host: string, port: number) => Carrier;
 }
 
 /**
@@ -203,7 +205,7 @@ export class TcpTransport implements Transport {
         connectTimeoutMs: this.opts.connectTimeoutMs,
         soTimeoutMs: this.opts.soTimeoutMs,
         maxFrameBytes: Math.max(this.opts.maxSendBytes, 1 << 20),
-        dial: dialerFor(this.name, this.opts),
+        dial: this.opts.dial ?? dialerFor(this.name, this.opts),
       },
       {
         active: (config) => {
