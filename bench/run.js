@@ -113,6 +113,10 @@ async function main() {
   // (f) runs last, in its own process, and prints its own table (see bench/upstream.js).
   step('(f) upstream throughput through an established session, next to the raw ciphers; handshake time; collector CPU per MB');
   execFileSync(process.execPath, [join(__dirname, 'upstream.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
+
+  // (g) likewise: an honest agent and the collector's memory, without and with a pre-auth attack.
+  step('(g) pre-authentication attack: honest agent ack latency and collector RSS, without and with 200 trickling connections');
+  execFileSync(process.execPath, [join(__dirname, 'preauth.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**

@@ -110,6 +110,10 @@ say "creating an access key (apm-collector keys create --project demo)"
 ACCESS_KEY="$(node collector/dist/cli.js keys create --project demo --data-dir "$TMP/collector" | tail -n 1)"
 echo "key for project demo created (kept in $TMP/collector, mode 0600; not printed here)"
 
+say "creating a read token for the collector's API and page (apm-collector tokens create)"
+READ_TOKEN="$(node collector/dist/cli.js tokens create --data-dir "$TMP/collector" | tail -n 1)"
+echo "read token created (only its hash is stored; not printed here): from now on the API needs it"
+
 say "starting the collector (agents on 127.0.0.1, a free port; JSON API on 127.0.0.1)"
 node collector/dist/cli.js run --host 127.0.0.1 --port 0 --http 127.0.0.1:0 --data-dir "$TMP/collector" \
   >"$TMP/collector.log" 2>&1 &
@@ -121,6 +125,7 @@ fi
 COLLECTOR_PORT="$(collector_port agents)"
 API_PORT="$(collector_port http)"
 echo "collector pid $COLLECTOR_PID; agents on 127.0.0.1:$COLLECTOR_PORT; API on http://127.0.0.1:$API_PORT/"
+node -e 'fetch(`http://127.0.0.1:${process.argv[1]}/api/agents`).then(async (r) => console.log(`GET /api/agents without a token -> ${r.status} ${(await r.json()).error.code}`))' "$API_PORT"
 
 # Its retention database goes to $TMP/sidecar too, so every demo starts from a clean state
 # (without --data-dir the sidecar would use /var/lib/apm-sidecar when writable).
@@ -199,7 +204,7 @@ node -e '
 [[ $rc -eq 0 ]] || exit "$rc"
 
 say "what reached the collector (its JSON API on 127.0.0.1:$API_PORT)"
-node examples/show-collector.js "$API_PORT"
+APM_COLLECTOR_TOKEN="$READ_TOKEN" node examples/show-collector.js "$API_PORT"
 
 say "stopping the collector"
 stop "$COLLECTOR_PID" "collector"

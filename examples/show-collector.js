@@ -1,11 +1,15 @@
 'use strict';
 // Prints what the collector stored, through its JSON API: agents, counters, and a
 // few metric points with their quantiles. Usage: node examples/show-collector.js PORT
+// A read token (from `apm-collector tokens create`) is taken from APM_COLLECTOR_TOKEN; without
+// one the collector answers loopback clients only (protected mode).
 const port = Number(process.argv[2]);
 const base = `http://127.0.0.1:${port}`;
+const token = process.env.APM_COLLECTOR_TOKEN;
+const headers = token ? { authorization: `Bearer ${token}` } : {};
 
 async function get(path) {
-  const r = await fetch(base + path);
+  const r = await fetch(base + path, { headers });
   if (!r.ok) throw new Error(`GET ${path} -> ${r.status}`);
   return r.json();
 }

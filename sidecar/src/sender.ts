@@ -21,6 +21,8 @@ export interface PackQueue {
 
 export class Sender {
   private inFlight = 0;
+  /** Metric packs handed to the transport and not yet acked or given back (by pack id). */
+  private readonly sendingMetrics = new Set<string>();
   private stepping = false;
   private turn = 0;
   /** A send failed: wait for the transport to call step() again (its wake) before retrying. */
@@ -37,6 +39,11 @@ export class Sender {
     return this.inFlight;
   }
 
+  /** True while the metric pack with this id is with the transport: it may be delivered yet. */
+  isSending(packId: string): boolean {
+    return this.sendingMetrics.has(packId);
+  }
+
   step = (): void => {
     if (this.stepping) return;
     this.stepping = true;
@@ -48,8 +55,10 @@ export class Sender {
         const q = this.queues[qi] as PackQueue;
         const pack = q.shift() as Pack;
         this.inFlight++;
+        if (pack.kind === 'metrics') this.sendingMetrics.add(pack.packId);
         this.transport.send(pack, (err) => {
           this.inFlight--;
+          if (pack.kind === 'metrics') this.sendingMetrics.delete(pack.packId);
           if (err === undefined) {
             this.onSent(pack);
             if (!this.stepping) setImmediate(this.step);

@@ -24,7 +24,16 @@ import { EventRing } from './event-ring';
 import { Queue1 } from './queue1';
 import { DataDirLock, DataDirLockError } from './data-dir-lock';
 import { filesystemFreeBytes, lowWater, spaceVerdict } from './retention/space';
-import { RetentionError, RetentionStore, isPassingStorageError, type SpaceUsage, type StorageCondition, type StoredFrame, type StoredPack, type Synchronous } from './retention/store';
+import {
+  RetentionError,
+  RetentionStore,
+  isPassingStorageError,
+  type SpaceUsage,
+  type StorageCondition,
+  type StoredFrame,
+  type StoredPack,
+  type Synchronous,
+} from './retention/store';
 import type { Logger } from './logger';
 import { COUNTER_OF, type Origin, type Pack } from './pack';
 import { BoundedQueue } from './queue';
@@ -373,12 +382,7 @@ export class Sidecar implements SessionHost {
    * the shim keeps the frame and every later one (acks are cumulative, so none may be acked past
    * a hole) and resends them after it reconnects.
    */
-  private commitDurable(
-    session: ShimSession,
-    seq: number,
-    write: (store: RetentionStore, done: (err: Error | null) => void) => void,
-    apply: () => void,
-  ): void {
+  private commitDurable(session: ShimSession, seq: number, write: (store: RetentionStore, done: (err: Error | null) => void) => void, apply: () => void): void {
     const store = this.retention;
     if (store === null) {
       this.refuse(session, this.retentionClosedWhy ?? 'the retention is closed');
@@ -618,7 +622,7 @@ export class Sidecar implements SessionHost {
     // what the WAL held.
     let excess = low.excessBytes;
     for (let i = 0; i < 64 && excess > 0; i++) {
-      const r = store.dropOldest(excess);
+      const r = store.dropOldest(excess, (id) => this.sender.isSending(id));
       if (r === null) return;
       if (r.packIds.length > 0) {
         const ids = new Set(r.packIds);

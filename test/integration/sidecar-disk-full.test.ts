@@ -45,7 +45,17 @@ class SmallDisk {
     mkdirSync(mnt, { recursive: true });
     const child = spawn(
       'unshare',
-      ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs -o "size=$1" tmpfs "$2" && echo \'{"mounted":true}\' && exec cat >/dev/null', 'sh', size, mnt],
+      [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        'mount -t tmpfs -o "size=$1" tmpfs "$2" && echo \'{"mounted":true}\' && exec cat >/dev/null',
+        'sh',
+        size,
+        mnt,
+      ],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
     const holder = new Proc(child);
@@ -85,7 +95,12 @@ class SmallDisk {
   async sidecar(name: string, extra: string[], data = 'data', env: Record<string, string> = {}): Promise<SidecarProc> {
     const socket = join(tmp.dir, `${name}.sock`);
     const args = ['-t', String(this.holder.pid), '-m', '--', process.execPath, SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket];
-    const p = new Proc(spawn('nsenter', [...args, '--data-dir', join(this.mnt, data), '--set', 'agent_id=disk-full', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })) as SidecarProc;
+    const p = new Proc(
+      spawn('nsenter', [...args, '--data-dir', join(this.mnt, data), '--set', 'agent_id=disk-full', ...extra], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, ...env },
+      }),
+    ) as SidecarProc;
     p.socket = socket;
     cleanups.push(() => p.kill('SIGKILL'));
     await waitFor(

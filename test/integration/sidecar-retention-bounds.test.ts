@@ -54,7 +54,15 @@ describe('retention space bounds', () => {
     };
     const sc = await startSidecar(
       join(tmp.dir, 'sidecar'),
-      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(gate.port), ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])],
+      [
+        '--transport',
+        'tcp',
+        '--server-host',
+        '127.0.0.1',
+        '--server-port',
+        String(gate.port),
+        ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`]),
+      ],
       { APM_SIDECAR_ACCESS_KEY: key },
     );
     cleanups.push(() => sc.kill('SIGKILL'));

@@ -62,7 +62,9 @@ function snapshot(data: string): Record<string, string> {
 }
 
 function run(args: string[]): Proc {
-  return new Proc(spawn(process.execPath, [SIDECAR_CLI, 'run', '--transport', 'debug', '--set', 'agent_id=second', ...OPEN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  return new Proc(
+    spawn(process.execPath, [SIDECAR_CLI, 'run', '--transport', 'debug', '--set', 'agent_id=second', ...OPEN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
 }
 
 /** The exit code, or null when it had to be killed because it was still running after `ms`. */

@@ -76,13 +76,19 @@ describe('RetentionStore on failing storage', () => {
     breakFrames(store.path, true);
     const results: (string | null)[] = [];
     store.sealInterval(1000, [pack('p1', 1000, 5)]);
-    store.addFrame({ instanceId: 'i', seq: 1, intervalStart: 2000, payload: Buffer.from('x') }, (err: Error | null) => results.push(err === null ? null : err.message));
-    store.addFrame({ instanceId: 'i', seq: 2, intervalStart: 2000, payload: Buffer.from('y') }, (err: Error | null) => results.push(err === null ? null : err.message));
+    store.addFrame({ instanceId: 'i', seq: 1, intervalStart: 2000, payload: Buffer.from('x') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
+    store.addFrame({ instanceId: 'i', seq: 2, intervalStart: 2000, payload: Buffer.from('y') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
     store.commit();
     assert.deepEqual([...results], ['injected failure', 'injected failure']);
     assert.equal(store.retrying, 1, 'the seal waits for the next commit');
     assert.equal(store.loadPacks().length, 0, 'nothing of the failed transaction is written');
-    store.addFrame({ instanceId: 'i', seq: 3, intervalStart: 2000, payload: Buffer.from('z') }, (err: Error | null) => results.push(err === null ? null : err.message));
+    store.addFrame({ instanceId: 'i', seq: 3, intervalStart: 2000, payload: Buffer.from('z') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
     store.commit();
     assert.deepEqual(flips, [true], 'one flip to failing, however many failures');
     assert.equal(errors, 2);
@@ -90,7 +96,9 @@ describe('RetentionStore on failing storage', () => {
     assert.equal(store.condition.failing, true);
 
     breakFrames(store.path, false);
-    store.addFrame({ instanceId: 'i', seq: 4, intervalStart: 2000, payload: Buffer.from('w') }, (err: Error | null) => results.push(err === null ? null : err.message));
+    store.addFrame({ instanceId: 'i', seq: 4, intervalStart: 2000, payload: Buffer.from('w') }, (err: Error | null) =>
+      results.push(err === null ? null : err.message),
+    );
     store.commit();
     assert.equal(results.at(-1), null);
     assert.deepEqual(flips, [true, false], 'one flip back when a commit succeeds');
@@ -136,6 +144,19 @@ describe('RetentionStore on failing storage', () => {
     assert.equal(store.loadFrames().length, 1);
     const u = store.usage();
     assert.ok(u !== null && u.usedBytes > 0 && u.fileBytes >= u.usedBytes);
+    store.close();
+  });
+
+  test('dropOldest passes over the packs being sent: they may still be delivered, so they are neither deleted nor counted', () => {
+    const dir = tempDir();
+    const store = RetentionStore.open(dir, 'NORMAL', log);
+    store.sealInterval(0, [pack('c', 3000, 3), pack('a', 1000, 1), pack('b', 2000, 2)]);
+    const r = store.dropOldest(150, (id) => id === 'a');
+    assert.deepEqual(r, { packIds: ['b', 'c'], points: 5, bytes: 200 });
+    assert.deepEqual(
+      store.loadPacks().map((p) => p.packId),
+      ['a'],
+    );
     store.close();
   });
 

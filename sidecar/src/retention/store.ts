@@ -67,7 +67,8 @@ interface Op {
 }
 
 /** Failure codes that say nothing about the file's content: retry later, never quarantine. */
-const PASSING = /^(ERR_RETENTION_UNAVAILABLE|SQLITE_FULL|SQLITE_IOERR|SQLITE_BUSY|SQLITE_LOCKED|SQLITE_READONLY|SQLITE_NOMEM|SQLITE_PROTOCOL|ENOSPC|EIO|EROFS|EDQUOT)/;
+const PASSING =
+  /^(ERR_RETENTION_UNAVAILABLE|SQLITE_FULL|SQLITE_IOERR|SQLITE_BUSY|SQLITE_LOCKED|SQLITE_READONLY|SQLITE_NOMEM|SQLITE_PROTOCOL|ENOSPC|EIO|EROFS|EDQUOT)/;
 
 export function isPassingStorageError(err: unknown): boolean {
   return PASSING.test(String((err as { code?: unknown } | null)?.code ?? ''));
@@ -119,7 +120,8 @@ export class RetentionStore {
       return new RetentionStore(path, synchronous);
     } catch (err) {
       if (err instanceof RetentionError && err.code === 'ERR_RETENTION_DURABILITY') throw err;
-      if (isPassingStorageError(err)) throw new RetentionError('ERR_RETENTION_UNAVAILABLE', `retention database ${path} cannot be opened now: ${(err as Error).message}`);
+      if (isPassingStorageError(err))
+        throw new RetentionError('ERR_RETENTION_UNAVAILABLE', `retention database ${path} cannot be opened now: ${(err as Error).message}`);
       const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
@@ -316,15 +318,18 @@ export class RetentionStore {
 
   /**
    * Free at least `bytes` of row data by dropping the oldest packs (closed intervals waiting for
-   * the collector); open intervals' frames are never dropped here. Null when the storage failed.
+   * the collector); open intervals' frames are never dropped here, nor packs that `keep` names
+   * (those being sent: they may still be delivered, and must not be counted dropped as well).
+   * Null when the storage failed.
    */
-  dropOldest(bytes: number): { packIds: string[]; points: number; bytes: number } | null {
+  dropOldest(bytes: number, keep: (packId: string) => boolean = () => false): { packIds: string[]; points: number; bytes: number } | null {
     return this.guarded(() => {
       const packIds: string[] = [];
       let points = 0;
       let freed = 0;
       for (const r of this.st.oldestPacks.iterate() as IterableIterator<{ packId: string; points: number; bytes: number }>) {
         if (freed >= bytes) break;
+        if (keep(r.packId)) continue;
         packIds.push(r.packId);
         points += r.points;
         freed += r.bytes;
