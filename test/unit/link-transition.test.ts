@@ -14,21 +14,25 @@ const EVENTS: Record<LinkEvent['type'], LinkEvent> = {
   'operator-reconnect': { type: 'operator-reconnect', everActive: true },
 };
 
-/** The whole machine: state × event → next state ('·' = unchanged). */
-const EXPECTED: Record<SidecarState, Record<LinkEvent['type'], SidecarState | '·'>> = {
-  connecting: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': 'muted', 'standby-timer': 'standby', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
-  active: { 'session-active': 'active', 'session-lost': 'reconnecting', 'attempt-failed': '·', 'standby-timer': '·', 'schedule-exhausted': '·', 'operator-reconnect': '·' },
-  reconnecting: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': 'muted', 'standby-timer': 'standby', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
-  standby: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': 'muted', 'standby-timer': '·', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
-  muted: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': '·', 'standby-timer': '·', 'schedule-exhausted': 'stopped', 'operator-reconnect': '·' },
-  stopped: { 'session-active': 'active', 'session-lost': '·', 'attempt-failed': '·', 'standby-timer': '·', 'schedule-exhausted': '·', 'operator-reconnect': 'reconnecting' },
+const ORDER = ['session-active', 'session-lost', 'attempt-failed', 'standby-timer', 'schedule-exhausted', 'operator-reconnect'] as const;
+
+/** The whole machine: state × event (in ORDER) → next state ('·' = unchanged). */
+const EXPECTED: Record<SidecarState, (SidecarState | '·')[]> = {
+  connecting: ['active', '·', 'muted', 'standby', 'stopped', '·'],
+  active: ['active', 'reconnecting', '·', '·', '·', '·'],
+  reconnecting: ['active', '·', 'muted', 'standby', 'stopped', '·'],
+  standby: ['active', '·', 'muted', '·', 'stopped', '·'],
+  muted: ['active', '·', '·', '·', 'stopped', '·'],
+  stopped: ['active', '·', '·', '·', '·', 'reconnecting'],
 };
 
 describe('link transition (pure)', () => {
   test('every state × event gives the state of the table, and a cause exactly when it changes', () => {
+    assert.deepEqual([...ORDER].sort(), Object.keys(EVENTS).sort(), 'the table covers every event');
     for (const state of SIDECAR_STATES) {
-      for (const [type, event] of Object.entries(EVENTS)) {
-        const want = EXPECTED[state][type as LinkEvent['type']];
+      for (const [i, type] of ORDER.entries()) {
+        const event = EVENTS[type];
+        const want = EXPECTED[state][i];
         const t = transition(state, event);
         assert.equal(t.state, want === '·' ? state : want, `${state} + ${type}`);
         if (want === '·') assert.equal(t.cause, null, `${state} + ${type}: no cause when unchanged`);

@@ -7,7 +7,9 @@ const origin = { app: 'a', instanceId: 'i1', pid: 1 };
 
 function metric(n: number): Pack {
   const packId = `p${n}`;
-  return { kind: 'metrics', packId, intervalStart: 60_000 * n, intervalMs: 60_000, points: 0, body: encodeMetricPack({ packId, intervalStart: 60_000 * n, intervalMs: 60_000, points: [] }) };
+  const intervalStart = 60_000 * n;
+  const body = encodeMetricPack({ packId, intervalStart, intervalMs: 60_000, points: [] });
+  return { kind: 'metrics', packId, intervalStart, intervalMs: 60_000, points: 0, body };
 }
 const event = (n: number, pad = ''): Pack => ({ kind: 'event', origin, event: { ts: n, type: 'note', message: `e${n}${pad}` } });
 const bt = (n: number): Pack => ({ kind: 'btRegistration', origin, name: `GET /${n}`, ts: n });
