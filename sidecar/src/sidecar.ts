@@ -42,6 +42,7 @@ import { type PeerLimits, ShimSession, type SessionHost, type ShimIdentity } fro
 import { SocketPathError, claimSocketPath, describeTightening, listenPrivately, prepareSocketDir, probeSocket } from './socket-path';
 import { requestStatus } from './status-client';
 import { StateHolder } from './state';
+import { dropsQueue2, keepPolicy } from './link/keep-policy';
 import { DebugTransport } from './transport/debug';
 import { TcpTransport, type TcpTransportOptions } from './transport/tcp';
 import type { Transport } from './transport/transport';
@@ -352,19 +353,19 @@ export class Sidecar implements SessionHost {
       }
       case 'Trace':
         this.counters.received.traces++;
-        this.bestEffort2({ kind: 'trace', origin: origin(hello), trace: msg.body });
+        this.keepByState({ kind: 'trace', origin: origin(hello), trace: msg.body });
         break;
       case 'ActiveStack':
         this.counters.received.activeStacks++;
-        this.bestEffort2({ kind: 'activeStack', origin: origin(hello), stack: msg.body });
+        this.keepByState({ kind: 'activeStack', origin: origin(hello), stack: msg.body });
         break;
       case 'Event':
         this.counters.received.events++;
-        this.eventLike({ kind: 'event', origin: origin(hello), event: msg.body });
+        this.keepByState({ kind: 'event', origin: origin(hello), event: msg.body });
         break;
       case 'Snapshot':
         this.counters.received.snapshots++;
-        this.eventLike({ kind: 'snapshot', origin: origin(hello), snapshot: msg.body });
+        this.keepByState({ kind: 'snapshot', origin: origin(hello), snapshot: msg.body });
         break;
       case 'Heartbeat':
         return;
@@ -407,22 +408,13 @@ export class Sidecar implements SessionHost {
     session.fail(new RetentionError('ERR_RETENTION_UNAVAILABLE', `durable frame not committed (${why}); resend it later`));
   }
 
-  /** Traces and active stacks (queue2): kept while reconnecting; not produced in standby or when muted. */
-  private bestEffort2(pack: Pack): void {
-    const st = this.state.state;
-    if (st === 'standby' || st === 'muted' || st === 'stopped') {
-      this.drop(st);
-      return;
-    }
-    this.enqueue(this.queue2, pack);
-  }
-
-  /** Events and snapshots: queued when active; while away, a ring of the last event_replay_window_ms. */
-  private eventLike(pack: Pack): void {
-    const st = this.state.state;
-    if (st === 'active') this.queue1.push(pack);
-    else if (st === 'muted') this.drop('muted');
-    else this.ring.push(pack, Date.now());
+  /** Traces, active stacks, events and snapshots go where the keep policy says for the state (DESIGN §6). */
+  private keepByState(pack: Pack): void {
+    const keep = keepPolicy(pack.kind, this.state.state);
+    if (keep === 'queue2') this.enqueue(this.queue2, pack);
+    else if (keep === 'queue1') this.queue1.push(pack);
+    else if (keep === 'ring') this.ring.push(pack, Date.now());
+    else this.drop(keep.drop);
   }
 
   status(): unknown {
@@ -708,7 +700,7 @@ export class Sidecar implements SessionHost {
   private stateChanged(to: SidecarState, cause: string, from: SidecarState): void {
     const frame = encodeStateChange({ state: to, cause });
     for (const s of this.sessions) if (s.isShim) s.send(frame);
-    if (to === 'standby' || to === 'muted' || to === 'stopped') {
+    if (dropsQueue2(to)) {
       // No transaction detection from here on: what traces wait are dropped (DESIGN §6).
       const n = this.queue2.clear();
       if (n > 0) this.drop(to, n);

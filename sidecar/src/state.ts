@@ -4,6 +4,7 @@ import type { Logger } from './logger';
 /**
  * The sidecar's state, changed only through set(): one log line `from → to`
  * with the cause, then every listener (the IPC server pushes it to shims).
+ * Its one writer is the Link (link/link.ts), which passes the time from its clock.
  */
 export class StateHolder {
   private current: SidecarState = 'connecting';
@@ -21,11 +22,11 @@ export class StateHolder {
     this.listeners.push(fn);
   }
 
-  set(next: SidecarState, cause: string): void {
+  set(next: SidecarState, cause: string, at: number = Date.now()): void {
     if (next === this.current) return;
     const from = this.current;
     this.current = next;
-    this.since = Date.now();
+    this.since = at;
     this.cause = cause;
     this.log.info({ event: 'state', from, to: next, cause }, `${from} → ${next}`);
     for (const fn of this.listeners) fn(next, cause, from);

@@ -1,5 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
+import { Link, NO_UPSTREAM } from '../link/link';
 import { type Pack, packToJson } from '../pack';
 import type { Transport, TransportContext } from './transport';
 
@@ -36,8 +37,8 @@ export class DebugTransport implements Transport {
 
   start(ctx: TransportContext): void {
     this.wake = ctx.wake;
-    // No upstream to wait for.
-    ctx.state.set('active', 'transport debug needs no upstream');
+    // No upstream to wait for: active at once, through the Link like any other transport.
+    new Link(ctx.state, ctx.log, NO_UPSTREAM).up('transport debug needs no upstream');
   }
 
   reconnect(): { ok: boolean; message: string } {

@@ -1,10 +1,14 @@
 import { hostname } from 'node:os';
-import { type ApmError, Writer } from '@apm-sidecar/proto';
-import { type AccessKey, AckGapError, Inner, type TextItem, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
+import type { ApmError } from '@apm-sidecar/proto';
+import { type AccessKey, Inner, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
+import type { Clock } from '../link/clock';
+import { Link } from '../link/link';
 import type { Pack } from '../pack';
-import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
-import { HttpTunnelSocket } from '../upstream/http-tunnel';
-import { UpstreamSession } from '../upstream/session';
+import type { ReconnectSchedule } from '../reconnect-schedule';
+import { type Carrier, UpstreamSession } from '../upstream/session';
+import { AckWindow } from './ack-window';
+import { type Done, type FrameBody, FrameBatcher } from './batcher';
+import { dialerFor } from './carriers';
 import type { Transport, TransportContext } from './transport';
 
 export interface TcpTransportOptions {
@@ -27,96 +31,76 @@ export interface TcpTransportOptions {
   /** Apps of the shims connected now (sent to the collector in AgentInfo). */
   apps: () => string[];
   random?: () => number;
+  clock?: Clock;
+  /** Opens the carrier of one attempt; by default the one `carrier` names (carriers.ts). */
+  dial?: (host: string, port: number) => Carrier;
 }
-
-type Done = (err?: Error) => void;
-
-interface InFlight {
-  counter: number;
-  dones: Done[];
-  bytes: number;
-}
-
-/** Packs for one frame being assembled. */
-class Batch {
-  readonly dones: Done[] = [];
-  bytes = 0;
-  constructor(readonly parts: Buffer[] = []) {}
-}
-
-const ENVELOPE = 64;
 
 /**
- * `transport = tcp`: one TCP session to one of `server_host` (all on
- * `server_port`), failing over to the next host.
+ * `transport = tcp` (and `http`, the same session over the HTTP tunnel carrier): one
+ * session to one of `server_host` (all on `server_port`), failing over to the next host.
  *
- * Packs are packed into frames of at most net_send_max_bytes — metric packs
- * in numeric frames, everything else in text frames — and forgotten only when
- * the collector acks the frame. When the session ends, unacked packs go back
- * to their queues (reverse order) and are sent again on the next session.
- *
- * Reconnecting: after a loss every other host is tried once at once (failover);
- * when a whole round fails, the next round waits for the reconnect schedule.
- * A schedule that ends in `stop` leaves the sidecar `stopped` until
- * `apm-sidecar reconnect` or SIGHUP.
+ * This class wires the parts, each with one job:
+ *   link/link.ts    when to attempt, and the sidecar state (this class only reports up/down)
+ *   batcher.ts      packs → frame bodies of at most net_send_max_bytes, in replay order
+ *   ack-window.ts   frames sent and not yet acked; a pack is forgotten only on its frame's ack
+ *   carriers.ts     the bytes' carrier: TCP socket or HTTP tunnel
+ * When the session ends, unacked packs go back to their queues (reverse order) and are
+ * sent again on the next session.
  */
 export class TcpTransport implements Transport {
   readonly name: 'tcp' | 'http';
   readonly window = 1_000_000;
   private ctx: TransportContext | null = null;
+  private link: Link | null = null;
   private session: UpstreamSession | null = null;
-  private hostIndex = 0;
-  /** Hosts still to try in the current round. */
-  private roundLeft = 0;
-  /** Scheduled rounds that failed since the last active session. */
-  private attempts = 0;
-  private everActive = false;
-  private timer: NodeJS.Timeout | null = null;
-  private nextAttemptAt: number | null = null;
-  /** Since when no session has been active (null while active). */
-  private unreachableSince: number | null = null;
-  private standbyTimer: NodeJS.Timeout | null = null;
-  /** Rounds over all hosts that failed since the last active session. */
-  private failedRounds = 0;
   private closing = false;
-  private inFlight: InFlight[] = [];
-  private unackedBytes = 0;
-  /** Registrations get their own text frame, sealed before the metric frame (replay order, DESIGN §6). */
-  private btBatch = new Batch();
-  private metricBatch = new Batch();
-  private textBatch = new Batch();
+  private readonly inFlight = new AckWindow();
+  private readonly batcher: FrameBatcher;
   private flushQueued = false;
   private lastError: { code: string; message: string; at: string } | null = null;
   private lastAckAt = 0;
   private activeSince = 0;
   private configVersion: number | null = null;
-  readonly totals = { bytesSent: 0, framesSent: 0, reconnectAttempts: 0, sessions: 0 };
+  readonly totals = { bytesSent: 0, framesSent: 0, sessions: 0 };
+  /** Bytes and frames of the sessions that ended (a session counts its own). */
+  private sessionBytesBase = 0;
+  private sessionFramesBase = 0;
   /** Sessions ended by a typed error, by code (ERR_FRAME_GAP, ERR_ACK_GAP, ERR_REPLAY, ...). */
   private readonly sessionErrors: Record<string, number> = {};
 
   constructor(private readonly opts: TcpTransportOptions) {
     this.name = opts.carrier ?? 'tcp';
+    this.batcher = new FrameBatcher(opts.maxSendBytes);
   }
 
   get ready(): boolean {
-    return this.session?.isActive === true && this.unackedBytes < 4 * this.opts.maxSendBytes;
+    return this.session?.isActive === true && this.inFlight.unackedBytes < 4 * this.opts.maxSendBytes;
   }
 
   start(ctx: TransportContext): void {
     this.ctx = ctx;
-    this.roundLeft = this.opts.hosts.length;
-    this.becameUnreachable();
-    this.connect();
+    const o = this.opts;
+    this.link = new Link(ctx.state, ctx.log, {
+      hosts: o.hosts.map((h) => `${h}:${o.port}`),
+      schedule: o.schedule,
+      standbyAfterMs: o.standbyAfterMs,
+      muteAfterAttempts: o.muteAfterAttempts,
+      ...(o.random !== undefined && { random: o.random }),
+      ...(o.clock !== undefined && { clock: o.clock }),
+    });
+    this.link.start({ dial: (host) => this.dial(host) });
   }
 
   send(pack: Pack, done: Done): void {
-    if (pack.kind === 'metrics') {
-      // Encoded once, when its interval closed (the retention keeps the same bytes).
-      this.add(this.metricBatch, pack.body, done, 'metric');
-    } else if (pack.kind === 'btRegistration') {
-      this.add(this.btBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'bt');
-    } else {
-      this.add(this.textBatch, Buffer.from(JSON.stringify(textItem(pack))), done, 'text');
+    const full = this.batcher.add(pack, done);
+    if (full.length > 0) this.sendFrames(full);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(() => {
+        this.flushQueued = false;
+        this.sendFrames(this.batcher.seal());
+      });
     }
   }
 
@@ -128,22 +112,8 @@ export class TcpTransport implements Transport {
   }
 
   reconnect(): { ok: boolean; message: string } {
-    if (this.session?.isActive) return { ok: true, message: `already connected to ${this.session.address}` };
-    if (this.session !== null) return { ok: true, message: `already connecting to ${this.session.address}` };
-    const ctx = this.ctx as TransportContext;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.nextAttemptAt = null;
-    this.attempts = 0;
-    this.roundLeft = this.opts.hosts.length;
-    if (ctx.state.state === 'stopped') {
-      // A fresh start of the disconnected timeline: standby and mute are counted again from now.
-      this.failedRounds = 0;
-      this.becameUnreachable();
-      ctx.state.set(this.everActive ? 'reconnecting' : 'connecting', 'reconnect requested');
-    }
-    this.connect();
-    return { ok: true, message: `reconnecting to ${this.opts.hosts[this.hostIndex]}:${this.opts.port}` };
+    if (this.link === null) return { ok: false, message: 'not started' };
+    return this.link.reconnect();
   }
 
   status(): Record<string, unknown> {
@@ -153,15 +123,12 @@ export class TcpTransport implements Transport {
       server: this.session?.address ?? null,
       connected: this.session?.isActive === true,
       activeSince: this.activeSince === 0 ? null : new Date(this.activeSince).toISOString(),
-      attempts: this.attempts,
-      failedAttempts: this.failedRounds,
-      unreachableSince: this.unreachableSince === null ? null : new Date(this.unreachableSince).toISOString(),
-      nextAttemptAt: this.nextAttemptAt === null ? null : new Date(this.nextAttemptAt).toISOString(),
+      ...this.link?.status(),
       lastError: this.lastError,
       lastAckAt: this.lastAckAt === 0 ? null : new Date(this.lastAckAt).toISOString(),
       lastAckAgeMs: this.lastAckAt === 0 ? null : Date.now() - this.lastAckAt,
       inFlightFrames: this.inFlight.length,
-      unackedBytes: this.unackedBytes,
+      unackedBytes: this.inFlight.unackedBytes,
       configVersion: this.configVersion,
       sessionErrors: { ...this.sessionErrors },
       ...this.totals,
@@ -177,117 +144,57 @@ export class TcpTransport implements Transport {
 
   close(): Promise<void> {
     this.closing = true;
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
-    this.standbyTimer = null;
+    this.link?.close();
     this.session?.close('shutting down', null);
     return Promise.resolve();
   }
 
-  // --- batching and acks -------------------------------------------------------
-
-  private add(batch: Batch, bytes: Buffer, done: Done, kind: 'bt' | 'metric' | 'text'): void {
-    if (batch.bytes > 0 && batch.bytes + bytes.length + ENVELOPE > this.opts.maxSendBytes) this.flush();
-    const b = kind === 'metric' ? this.metricBatch : kind === 'bt' ? this.btBatch : this.textBatch;
-    b.parts.push(bytes);
-    b.dones.push(done);
-    b.bytes += bytes.length + 1;
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      setImmediate(() => this.flush());
-    }
-  }
+  // --- frames and acks -----------------------------------------------------------
 
   /**
-   * Seal what is batched into at most three frames, in replay order (DESIGN §6):
-   * registrations (text), then metric packs (numeric), then the other text items
-   * (events, snapshots, traces, active stacks). The sender hands packs over in that
-   * order too (queue1's lanes), so the collector stores them in that order.
+   * Seal and send frame bodies (in the batcher's replay order); each is tracked until acked.
+   * With no active session nothing can be sent: everything unacked goes back to the sender.
    */
-  private flush(): void {
-    this.flushQueued = false;
+  private sendFrames(frames: FrameBody[]): void {
     const s = this.session;
     if (s === null || !s.isActive) {
-      this.failAll(new Error('upstream not connected'));
+      this.failAll(new Error('upstream not connected'), frames);
       return;
     }
-    const bt = this.btBatch;
-    if (bt.parts.length > 0) {
-      this.btBatch = new Batch();
-      this.sealText(s, bt);
-    }
-    const m = this.metricBatch;
-    if (m.parts.length > 0) {
-      this.metricBatch = new Batch();
-      const w = new Writer(m.bytes + 16);
-      w.varint(m.parts.length);
-      for (const p of m.parts) w.bytes(p);
-      const body = w.body();
-      this.track(s.sendNumeric(Inner.MetricBatch, body), m.dones, body.length);
-    }
-    const t = this.textBatch;
-    if (t.parts.length > 0) {
-      this.textBatch = new Batch();
-      this.sealText(s, t);
+    for (const f of frames) {
+      const counter = f.key === 'numeric' ? s.sendNumeric(Inner.MetricBatch, f.body) : s.sendText(Inner.TextBatch, f.body);
+      this.inFlight.track(counter, f.dones, f.body.length);
     }
     this.totals.bytesSent = this.sessionBytesBase + s.bytesSent;
     this.totals.framesSent = this.sessionFramesBase + s.framesSent;
   }
 
-  private sealText(s: UpstreamSession, t: Batch): void {
-    const body = Buffer.concat([Buffer.from('{"items":['), ...t.parts.flatMap((p, i) => (i === 0 ? [p] : [COMMA, p])), Buffer.from(']}')]);
-    this.track(s.sendText(Inner.TextBatch, body), t.dones, body.length);
-  }
-
-  private sessionBytesBase = 0;
-  private sessionFramesBase = 0;
-
-  private track(counter: number, dones: Done[], bytes: number): void {
-    this.inFlight.push({ counter, dones, bytes });
-    this.unackedBytes += bytes;
-  }
-
-  /**
-   * An ack covers exactly one data frame: the oldest unacked one (the collector stores and acks in
-   * order). Any other ack means a frame was not stored: the session ends and all unacked is resent.
-   */
+  /** Any ack but the oldest frame's means a frame was not stored: the session ends, all unacked is resent. */
   private acked(s: UpstreamSession, counter: number): void {
-    const head = this.inFlight[0];
-    if (head === undefined || head.counter !== counter) {
-      const err = new AckGapError(counter, head?.counter ?? null);
-      s.close(err.message, err);
+    const dones = this.inFlight.ack(counter);
+    if (!Array.isArray(dones)) {
+      s.close(dones.message, dones);
       return;
     }
     this.lastAckAt = Date.now();
-    this.inFlight.shift();
-    this.unackedBytes -= head.bytes;
-    for (const d of head.dones) d();
+    for (const d of dones) d();
     this.ctx?.wake();
   }
 
-  /** Everything not acked goes back to the sender, newest first. */
-  private failAll(err: Error): void {
-    const all: Done[] = [];
-    for (const f of this.inFlight) all.push(...f.dones);
-    all.push(...this.btBatch.dones, ...this.metricBatch.dones, ...this.textBatch.dones);
-    this.inFlight = [];
-    this.unackedBytes = 0;
-    this.btBatch = new Batch();
-    this.metricBatch = new Batch();
-    this.textBatch = new Batch();
+  /** Everything not acked goes back to the sender, newest first (in flight, then sealed, then batched). */
+  private failAll(err: Error, sealed: FrameBody[] = []): void {
+    const all = [...this.inFlight.takeDones(), ...sealed.flatMap((f) => f.dones), ...this.batcher.takeDones()];
     for (let i = all.length - 1; i >= 0; i--) (all[i] as Done)(err);
   }
 
   // --- connection management ------------------------------------------------
 
-  private connect(): void {
+  /** One attempt, when the Link says so. */
+  private dial(hostIndex: number): void {
     if (this.closing || this.session !== null) return;
     const ctx = this.ctx as TransportContext;
-    const host = this.opts.hosts[this.hostIndex] as string;
-    this.totals.reconnectAttempts++;
-    this.roundLeft--;
-    ctx.log.info({ server: `${host}:${this.opts.port}`, attempt: this.attempts }, 'connecting upstream');
+    const link = this.link as Link;
+    const host = this.opts.hosts[hostIndex] as string;
     let session: UpstreamSession | null = null;
     session = new UpstreamSession(
       {
@@ -298,32 +205,16 @@ export class TcpTransport implements Transport {
         connectTimeoutMs: this.opts.connectTimeoutMs,
         soTimeoutMs: this.opts.soTimeoutMs,
         maxFrameBytes: Math.max(this.opts.maxSendBytes, 1 << 20),
-        ...(this.name === 'http' && {
-          dial: (h: string, p: number) =>
-            new HttpTunnelSocket({
-              host: h,
-              port: p,
-              pollMs: Math.max(10, Math.min(1000, Math.floor(this.opts.soTimeoutMs / 6))),
-              requestTimeoutMs: this.opts.soTimeoutMs,
-              maxResponseBytes: Math.max(this.opts.maxSendBytes, 1 << 20) * 4,
-            }),
-        }),
+        dial: this.opts.dial ?? dialerFor(this.name, this.opts),
       },
       {
         active: (config) => {
           if (session !== this.session) return;
-          this.everActive = true;
-          this.attempts = 0;
-          this.failedRounds = 0;
-          this.unreachableSince = null;
-          if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
-          this.standbyTimer = null;
-          this.nextAttemptAt = null;
           this.activeSince = Date.now();
           this.configVersion = config.configVersion;
           this.lastError = null;
           this.totals.sessions++;
-          ctx.state.set('active', `connected to ${host}:${this.opts.port}; configuration and license received`);
+          link.up(`connected to ${host}:${this.opts.port}; configuration and license received`);
           // Shims may have connected while the handshake ran: the AgentInfo sent with it did not name them.
           if (this.opts.apps().length > 0) this.appsChanged();
           ctx.wake();
@@ -345,7 +236,6 @@ export class TcpTransport implements Transport {
 
   private sessionClosed(s: UpstreamSession, cause: string, error: ApmError | null): void {
     const ctx = this.ctx as TransportContext;
-    const wasActive = s.isActive || this.activeSince > 0;
     this.sessionBytesBase += s.bytesSent;
     this.sessionFramesBase += s.framesSent;
     this.session = null;
@@ -357,75 +247,6 @@ export class TcpTransport implements Transport {
     }
     if (this.closing) return;
     ctx.log.warn({ server: s.address, code: error?.code, cause }, `upstream session ended: ${cause}`);
-    this.hostIndex = (this.hostIndex + 1) % this.opts.hosts.length;
-    if (wasActive) {
-      ctx.state.set('reconnecting', cause);
-      this.becameUnreachable();
-      // Fail over: every other host once, right away.
-      this.roundLeft = this.opts.hosts.length - 1;
-    } else if (this.roundLeft === 0) {
-      // A whole round (every host once) failed.
-      this.failedRounds++;
-      const mute = this.opts.muteAfterAttempts;
-      const st = ctx.state.state;
-      if (mute > 0 && this.failedRounds >= mute && st !== 'muted' && st !== 'stopped') {
-        ctx.state.set('muted', `${this.failedRounds} failed attempts to reach the collector (mute_after_attempts=${mute}): ${cause}`);
-      }
-    }
-    if (this.roundLeft > 0) {
-      this.connect();
-      return;
-    }
-    this.scheduleRound(cause);
-  }
-
-  /** Start the standby clock: still unreachable after standby_after_ms → standby. */
-  private becameUnreachable(): void {
-    this.unreachableSince = Date.now();
-    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
-    this.standbyTimer = setTimeout(() => {
-      this.standbyTimer = null;
-      const ctx = this.ctx as TransportContext;
-      const st = ctx.state.state;
-      if (st === 'connecting' || st === 'reconnecting') {
-        ctx.state.set('standby', `collector unreachable for ${this.opts.standbyAfterMs} ms (standby_after_ms)`);
-      }
-    }, this.opts.standbyAfterMs);
-  }
-
-  private scheduleRound(cause: string): void {
-    const ctx = this.ctx as TransportContext;
-    const delay = nextDelay(this.opts.schedule, this.attempts, this.opts.random);
-    if (delay === 'stop') {
-      this.nextAttemptAt = null;
-      ctx.state.set('stopped', `gave up after ${this.attempts} reconnect attempts (${cause}); apm-sidecar reconnect or SIGHUP tries again`);
-      return;
-    }
-    this.attempts++;
-    this.nextAttemptAt = Date.now() + delay;
-    ctx.log.info({ attempt: this.attempts, delayMs: delay, event: 'reconnect-scheduled' }, `next upstream attempt in ${delay} ms`);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.nextAttemptAt = null;
-      this.roundLeft = this.opts.hosts.length;
-      this.connect();
-    }, delay);
-  }
-}
-
-const COMMA = Buffer.from(',');
-
-function textItem(pack: Exclude<Pack, { kind: 'metrics' }>): TextItem {
-  switch (pack.kind) {
-    case 'trace':
-      return { kind: 'trace', origin: pack.origin, trace: pack.trace };
-    case 'activeStack':
-      return { kind: 'activeStack', origin: pack.origin, stack: pack.stack };
-    case 'event':
-      return { kind: 'event', origin: pack.origin, event: pack.event };
-    case 'snapshot':
-      return { kind: 'snapshot', origin: pack.origin, snapshot: pack.snapshot };
-    case 'btRegistration':
-      return { kind: 'btRegistration', origin: pack.origin, name: pack.name, ts: pack.ts };
+    (this.link as Link).down(cause);
   }
 }

@@ -6,7 +6,7 @@ import type { StateHolder } from '../state';
 export interface TransportContext {
   /** Call when send() may be called again (connected, drained). */
   wake(): void;
-  /** The sidecar state; the transport drives it (DESIGN §6). */
+  /** The sidecar state; written only by the transport's Link (link/link.ts, DESIGN §6). */
   state: StateHolder;
   log: Logger;
 }
