@@ -101,7 +101,6 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
   sendJson(res, status, { error: { code, message } }, headers);
 }
 
-
 export function createHttpApi(opts: HttpApiOptions): Server {
   const { store, stats, log } = opts;
   const now = opts.now ?? Date.now;

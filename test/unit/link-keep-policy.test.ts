@@ -39,7 +39,12 @@ function classify(cell: string, left: Where | null): Where {
   throw new Error(`DESIGN table: a cell this test cannot read: ${JSON.stringify(c)}`);
 }
 
-const cells = (line: string): string[] => line.trim().replace(/^\||\|$/g, '').split('|').map((s) => s.trim());
+const cells = (line: string): string[] =>
+  line
+    .trim()
+    .replace(/^\||\|$/g, '')
+    .split('|')
+    .map((s) => s.trim());
 
 /** Parses the markdown table that starts with `| kind |`: states from its header, one entry per kind × state. */
 function parseDesignTable(md: string): { states: string[]; rows: { label: string; cells: string[]; kinds: Kind[]; where: Where[] }[] } {

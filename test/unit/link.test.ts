@@ -99,7 +99,10 @@ describe('Link on a fake clock: the default timeline (appdynamics, real millisec
     activeThenLost(r);
     const loss = r.at();
     r.clock.advance(7 * MINUTE + 4 * 300_000);
-    const after = r.dialTimes().slice(1).map((t) => t - loss);
+    const after = r
+      .dialTimes()
+      .slice(1)
+      .map((t) => t - loss);
     assert.deepEqual(after, [1, 2, 3, 4, 5, 6, 7].map((k) => k * MINUTE).concat([1, 2, 3, 4].map((k) => 7 * MINUTE + k * 300_000)));
     assert.deepEqual(
       r.changes.slice(1).map((c) => [c.at - loss, c.to]),
@@ -109,7 +112,10 @@ describe('Link on a fake clock: the default timeline (appdynamics, real millisec
         [3 * MINUTE, 'muted'],
       ],
     );
-    const planned = r.lines().filter((l) => l.event === 'reconnect-scheduled').map((l) => l.delayMs);
+    const planned = r
+      .lines()
+      .filter((l) => l.event === 'reconnect-scheduled')
+      .map((l) => l.delayMs);
     assert.deepEqual(planned.slice(0, 9), [MINUTE, MINUTE, MINUTE, MINUTE, MINUTE, MINUTE, MINUTE, 300_000, 300_000]);
     assert.equal(r.clock.nextAt !== null && r.clock.nextAt - r.clock.now(), 300_000, 'the next attempt is already set, 5 minutes on');
   });
@@ -124,7 +130,13 @@ describe('Link on a fake clock: the default timeline (appdynamics, real millisec
       r.clock.setTimeout(() => r.link.down('connect timeout'), 5_000);
     };
     r.clock.advance(MINUTE + 5_000 + MINUTE);
-    assert.deepEqual(r.dialTimes().slice(1).map((t) => t - loss), [MINUTE, 2 * MINUTE + 5_000]);
+    assert.deepEqual(
+      r
+        .dialTimes()
+        .slice(1)
+        .map((t) => t - loss),
+      [MINUTE, 2 * MINUTE + 5_000],
+    );
   });
 
   test('each transition is one log line `from → to` with the cause', () => {
@@ -132,7 +144,10 @@ describe('Link on a fake clock: the default timeline (appdynamics, real millisec
     activeThenLost(r);
     r.clock.advance(3 * MINUTE);
     const lines = r.lines().filter((l) => l.event === 'state');
-    assert.deepEqual(lines.map((l) => l.msg), ['connecting → active', 'active → reconnecting', 'reconnecting → standby', 'standby → muted']);
+    assert.deepEqual(
+      lines.map((l) => l.msg),
+      ['connecting → active', 'active → reconnecting', 'reconnecting → standby', 'standby → muted'],
+    );
     assert.equal(lines[1]?.cause, 'connection closed by the collector');
   });
 });
@@ -144,7 +159,10 @@ describe('Link on a fake clock: the whatap profile and stopped', () => {
     activeThenLost(r);
     const loss = r.at();
     r.clock.advance(30_000);
-    const after = r.dialTimes().slice(1).map((t) => t - loss);
+    const after = r
+      .dialTimes()
+      .slice(1)
+      .map((t) => t - loss);
     assert.deepEqual(after, [5_000, 5_000 + 7_500, 5_000 + 7_500 + 10_000]);
     assert.equal(r.holder.state, 'stopped');
     assert.deepEqual(
@@ -192,8 +210,21 @@ describe('Link on a fake clock: the whatap profile and stopped', () => {
     assert.equal(r.changes.at(-1)?.cause, 'reconnect requested');
     r.clock.advance(15_000);
     // The failed attempt at once is round 1, then 5000 ms later round 2, 5000 more round 3: muted, then stopped again.
-    assert.deepEqual(r.dialTimes().slice(dialsBefore).map((t) => t - asked), [0, 5_000, 10_000, 15_000]);
-    assert.deepEqual(r.changes.slice(-3).map((c) => [c.at - asked, c.to]), [[0, 'reconnecting'], [10_000, 'muted'], [15_000, 'stopped']]);
+    assert.deepEqual(
+      r
+        .dialTimes()
+        .slice(dialsBefore)
+        .map((t) => t - asked),
+      [0, 5_000, 10_000, 15_000],
+    );
+    assert.deepEqual(
+      r.changes.slice(-3).map((c) => [c.at - asked, c.to]),
+      [
+        [0, 'reconnecting'],
+        [10_000, 'muted'],
+        [15_000, 'stopped'],
+      ],
+    );
   });
 
   test('operator reconnect from stopped before any session was active: connecting', () => {
@@ -203,7 +234,10 @@ describe('Link on a fake clock: the whatap profile and stopped', () => {
     assert.equal(r.holder.state, 'stopped');
     r.carrier.reachable = true;
     r.link.reconnect();
-    assert.deepEqual(r.changes.map((c) => c.to), ['stopped', 'connecting', 'active']);
+    assert.deepEqual(
+      r.changes.map((c) => c.to),
+      ['stopped', 'connecting', 'active'],
+    );
   });
 
   test('operator reconnect while connected or connecting says so and changes nothing', () => {

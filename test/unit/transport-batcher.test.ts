@@ -24,7 +24,11 @@ describe('FrameBatcher (pure: packs → frame bodies)', () => {
   test('seals registrations, then metrics, then events, whatever order they were added in', () => {
     const b = new FrameBatcher(1 << 20);
     const order: string[] = [];
-    const add = (p: Pack, name: string) => assert.deepEqual(b.add(p, () => order.push(name)), []);
+    const add = (p: Pack, name: string) =>
+      assert.deepEqual(
+        b.add(p, () => order.push(name)),
+        [],
+      );
     add(event(1), 'e1');
     add(metric(1), 'p1');
     add(bt(1), 'bt1');
@@ -57,9 +61,15 @@ describe('FrameBatcher (pure: packs → frame bodies)', () => {
     assert.ok(frames.length > 5, `split into ${frames.length} frames`);
     for (const f of frames) assert.ok(f.body.length <= max, `a ${f.key} frame of ${f.body.length} bytes`);
     const events = frames.filter((f) => f.key === 'text').flatMap(contents);
-    assert.deepEqual(events, Array.from({ length: 200 }, (_, i) => `e${i}${'x'.repeat(i % 37)}`));
+    assert.deepEqual(
+      events,
+      Array.from({ length: 200 }, (_, i) => `e${i}${'x'.repeat(i % 37)}`),
+    );
     const packs = frames.filter((f) => f.key === 'numeric').flatMap(contents);
-    assert.deepEqual(packs, Array.from({ length: 67 }, (_, k) => `p${3 * k}`));
+    assert.deepEqual(
+      packs,
+      Array.from({ length: 67 }, (_, k) => `p${3 * k}`),
+    );
   });
 
   test('takeDones hands back every batched pack and empties the lanes', () => {

@@ -210,9 +210,8 @@ ${createMetricTableSql(`${t}_new`, false, 'agent_id, interval_start, series_key'
   ALTER TABLE metric_packs_new RENAME TO metric_packs;
   CREATE INDEX metric_packs_by_time ON metric_packs (received_at);
 
-  ${METRIC_TABLES
-    .map(
-      (t) => `
+  ${METRIC_TABLES.map(
+    (t) => `
 ${createMetricTableSql(`${t}_new`, true, 'agent_id, project_id, interval_start, series_key')}
   INSERT INTO ${t}_new SELECT t.agent_id, ${PROJECT_OF}, t.series_key, t.name, t.tags_json, t.kind, t.interval_start, t.interval_ms,
     t.count, t.sum, t.min, t.max, t.last, t.last_at, t.sketch FROM ${t} t;
@@ -220,8 +219,7 @@ ${createMetricTableSql(`${t}_new`, true, 'agent_id, project_id, interval_start, 
   ALTER TABLE ${t}_new RENAME TO ${t};
   CREATE INDEX ${t}_by_name ON ${t} (name, interval_start);
   ${t === 'metric_points' ? 'CREATE INDEX metric_points_by_start ON metric_points (interval_start);' : ''}`,
-    )
-    .join('\n')}
+  ).join('\n')}
 
   ${['traces', 'active_stacks', 'events', 'snapshots']
     .map(

@@ -1,5 +1,5 @@
 import type { Logger } from '../logger';
-import { type ReconnectSchedule, nextDelay } from '../reconnect-schedule';
+import { type ReconnectSchedule, nextDelay, parseReconnectSchedule } from '../reconnect-schedule';
 import type { StateHolder } from '../state';
 import { type Clock, systemClock } from './clock';
 import { type LinkEvent, transition } from './transition';
@@ -28,7 +28,7 @@ export interface LinkOptions {
 /** The options of a Link that is never started: a transport with no upstream (debug). */
 export const NO_UPSTREAM: LinkOptions = {
   hosts: ['none'],
-  schedule: { steps: [{ count: 1, minMs: 0, maxMs: 0 }], then: 'stop' },
+  schedule: parseReconnectSchedule('1x0,stop'),
   standbyAfterMs: 0,
   muteAfterAttempts: 0,
 };
