@@ -11,17 +11,16 @@ import type { SidecarStats, SidecarStatus } from './stats';
  * that scrape (e.g. the upstream's when the transport is `debug`).
  */
 
-/** One value, or one value per label value. */
-type Reading = number | Record<string, number> | null;
-
-interface MetricDef {
+interface MetricBase {
   name: string;
   type: 'counter' | 'gauge';
   help: string;
-  /** The label of a metric whose reading is per label value. */
-  label?: string;
-  read: (s: SidecarStatus) => Reading;
 }
+
+/** A metric of one value, or of one value per label value; `read` gives null to leave it out. */
+type MetricDef =
+  | (MetricBase & { label?: undefined; read: (s: SidecarStatus) => number | null })
+  | (MetricBase & { label: string; read: (s: SidecarStatus) => Record<string, number> | null });
 
 const RETENTION_CONDITIONS = ['ok', 'full', 'failing', 'unavailable'] as const;
 
@@ -35,7 +34,7 @@ function num(v: unknown): number {
 }
 
 /** The upstream's figures, only for a real upstream (not `debug`). */
-function upstream(read: (up: Record<string, unknown>) => Reading): (s: SidecarStatus) => Reading {
+function upstream<T>(read: (up: Record<string, unknown>) => T | null): (s: SidecarStatus) => T | null {
   return (s) => (s.upstream.transport === 'debug' ? null : read(s.upstream));
 }
 
@@ -166,11 +165,14 @@ function finite(v: number): number {
   return Number.isFinite(v) ? v : 0;
 }
 
-/** The rows of a reading: one without labels, or one per label value. */
-function rows(def: MetricDef, r: number | Record<string, number>): [Record<string, string>, number][] {
-  if (typeof r === 'number') return [[{}, r]];
-  const label = def.label ?? 'value';
-  return Object.entries(r).map(([k, v]) => [{ [label]: k }, v]);
+/** The samples of a metric in this snapshot: one without labels, or one per label value. */
+function samples(def: MetricDef, snap: SidecarStatus): [Record<string, string>, number][] {
+  if (def.label === undefined) {
+    const v = def.read(snap);
+    return v === null ? [] : [[{}, v]];
+  }
+  const label = def.label;
+  return Object.entries(def.read(snap) ?? {}).map(([k, v]) => [{ [label]: k }, v]);
 }
 
 export class SidecarMetrics {
@@ -199,10 +201,7 @@ export class SidecarMetrics {
   }
 
   private register(def: MetricDef): void {
-    const read = (): [Record<string, string>, number][] => {
-      const r = this.snap === null ? null : def.read(this.snap);
-      return r === null ? [] : rows(def, r);
-    };
+    const read = (): [Record<string, string>, number][] => (this.snap === null ? [] : samples(def, this.snap));
     const config = { name: def.name, help: def.help, labelNames: def.label === undefined ? [] : [def.label], registers: [this.registry] };
     if (def.type === 'gauge') {
       new Gauge({
