@@ -3,19 +3,7 @@
  * printer, and the names a key has as a flag and as an environment variable.
  */
 import { PROFILES, type ProfileName, type ReconnectSchedule } from '../reconnect-schedule';
-import {
-  type HostPort,
-  MAX_TIMER_MS,
-  formatHostPort,
-  hostList,
-  hostPortOrOff,
-  integer,
-  noControlChars,
-  oneOf,
-  schedule,
-  text,
-  unixSocketPath,
-} from './values';
+import { type HostPort, MAX_TIMER_MS, formatHostPort, hostList, hostPortOrOff, integer, noControlChars, oneOf, schedule, text, unixSocketPath } from './values';
 
 export type { HostPort } from './values';
 

@@ -48,7 +48,8 @@ export function openDatabase(path: string, synchronous: Synchronous): Database.D
 /** Every statement the store runs, prepared once when the file is opened. */
 const SQL = {
   insertFrame: 'INSERT OR IGNORE INTO frames (instance_id, seq, interval_start, payload) VALUES (?, ?, ?, ?)',
-  upsertSeq: 'INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at',
+  upsertSeq:
+    'INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at',
   insertPack: 'INSERT OR REPLACE INTO packs (pack_id, interval_start, interval_ms, points, body) VALUES (?, ?, ?, ?, ?)',
   deleteFramesOf: 'DELETE FROM frames WHERE interval_start = ?',
   deletePack: 'DELETE FROM packs WHERE pack_id = ?',
@@ -60,7 +61,8 @@ const SQL = {
   purgeSeqs: 'DELETE FROM seqs WHERE seen_at < ?',
   insertInstance: 'INSERT OR IGNORE INTO instances (instance_id, secret_hash, seen_at) VALUES (?, ?, ?)',
   purgeInstances: 'DELETE FROM instances WHERE seen_at < ? AND instance_id NOT IN (SELECT instance_id FROM seqs)',
-  counts: 'SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame',
+  counts:
+    'SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame',
 } as const;
 
 type StatementName = keyof typeof SQL;
