@@ -95,10 +95,29 @@ function collect() {
   for (const f of files) {
     for (const m of f.text.matchAll(/export class (\w+) extends (\w+)[^{]*\{/g)) {
       const body = bodyFrom(f.text, m.index + m[0].length - 1);
-      declared.set(m[1], { name: m[1], parent: m[2], pkg: f.pkg, file: f.file, doc: docBefore(f.text, m.index), codes: superCodes(body), start: m.index, end: m.index + m[0].length - 1 + body.length });
+      declared.set(m[1], {
+        name: m[1],
+        parent: m[2],
+        pkg: f.pkg,
+        file: f.file,
+        doc: docBefore(f.text, m.index),
+        codes: superCodes(body),
+        start: m.index,
+        end: m.index + m[0].length - 1 + body.length,
+      });
     }
     const base = f.text.match(/export class (ApmError) extends Error \{/);
-    if (base !== null) declared.set('ApmError', { name: 'ApmError', parent: 'Error', pkg: f.pkg, file: f.file, doc: docBefore(f.text, base.index), codes: [], start: 0, end: 0 });
+    if (base !== null)
+      declared.set('ApmError', {
+        name: 'ApmError',
+        parent: 'Error',
+        pkg: f.pkg,
+        file: f.file,
+        doc: docBefore(f.text, base.index),
+        codes: [],
+        start: 0,
+        end: 0,
+      });
   }
   const inFamily = (name) => {
     for (let c = declared.get(name), hops = 0; c !== undefined && hops < 20; c = declared.get(c.parent), hops++) if (c.name === 'ApmError') return true;
@@ -121,8 +140,9 @@ function collect() {
       for (const m of line.matchAll(/'(ERR_[A-Z0-9_]+)'/g)) {
         const at = lineStart + m.index;
         if (own.some((c) => at > c.start && at < c.end)) continue;
-        const call = line.slice(0, m.index).match(/new (\w+)\(\s*$/);
-        if (call !== null && family.has(call[1])) inline.push({ code: m[1], cls: call[1], pkg: f.pkg, file: f.file, message: messageAfter(line, m.index + m[0].length) });
+        const call = f.text.slice(Math.max(0, at - 200), at).match(/new (\w+)\(\s*$/);
+        if (call !== null && family.has(call[1]))
+          inline.push({ code: m[1], cls: call[1], pkg: f.pkg, file: f.file, message: messageAfter(line, m.index + m[0].length) });
         else if (!classCodes.has(m[1])) {
           // Two codes on one line are a choice between them; the messages next to them cannot be told apart.
           const oneCode = new Set([...line.matchAll(/'(ERR_[A-Z0-9_]+)'/g)].map((x) => x[1])).size === 1;

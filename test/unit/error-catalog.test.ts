@@ -54,7 +54,9 @@ describe('the error catalog (docs/errors.md)', () => {
   });
 
   test('the family is one: every exported error class of the product extends ApmError', async () => {
-    const modules = await Promise.all(['@apm-sidecar/proto', '@apm-sidecar/proto/upstream', '@apm-sidecar/sidecar', '@apm-sidecar/collector'].map((m) => import(m)));
+    const modules = await Promise.all(
+      ['@apm-sidecar/proto', '@apm-sidecar/proto/upstream', '@apm-sidecar/sidecar', '@apm-sidecar/collector'].map((m) => import(m)),
+    );
     let seen = 0;
     for (const mod of modules) {
       for (const [name, value] of Object.entries(mod as Record<string, unknown>)) {

@@ -127,7 +127,10 @@ describe('reconnect schedule: delays', () => {
   it('rejects a negative or fractional attempt number with ERR_RECONNECT_ATTEMPT', () => {
     const s = parseReconnectSchedule('5');
     for (const attempt of [-1, 1.5, Number.NaN]) {
-      assert.throws(() => nextDelay(s, attempt), (e: unknown) => e instanceof ReconnectAttemptError && e.code === 'ERR_RECONNECT_ATTEMPT');
+      assert.throws(
+        () => nextDelay(s, attempt),
+        (e: unknown) => e instanceof ReconnectAttemptError && e.code === 'ERR_RECONNECT_ATTEMPT',
+      );
     }
   });
 });

@@ -88,9 +88,7 @@ export class HttpTunnelSocket extends EventEmitter {
     if (this.session !== null) headers[SESSION_HEADER] = this.session;
     const req = request({ host: this.opts.host, port: this.opts.port, path: TUNNEL_PATH, method: 'POST', headers, agent: this.agent });
     this.inFlight = req;
-    req.setTimeout(this.opts.requestTimeoutMs, () =>
-      req.destroy(new TunnelTimeoutError(this.opts.requestTimeoutMs)),
-    );
+    req.setTimeout(this.opts.requestTimeoutMs, () => req.destroy(new TunnelTimeoutError(this.opts.requestTimeoutMs)));
     req.on('error', (err) => this.fail(err));
     req.on('response', (res) => {
       const sid = res.headers[SESSION_HEADER];

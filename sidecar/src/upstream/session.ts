@@ -94,8 +94,7 @@ export class UpstreamSession {
   ) {
     this.socket = (opts.dial ?? dialTcp)(opts.host, opts.port);
     this.connectTimer = setTimeout(
-      () =>
-        this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ConnectTimeoutError(opts.connectTimeoutMs)),
+      () => this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ConnectTimeoutError(opts.connectTimeoutMs)),
       opts.connectTimeoutMs,
     );
     const parser = new FrameParser(opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
@@ -112,9 +111,7 @@ export class UpstreamSession {
     this.socket.on('drain', () => {
       if (this.phase === 'active') this.events.drain();
     });
-    this.socket.on('error', (err: NodeJS.ErrnoException) =>
-      this.close(`${err.code ?? 'error'}: ${err.message}`, new UpstreamSocketError(err)),
-    );
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`${err.code ?? 'error'}: ${err.message}`, new UpstreamSocketError(err)));
     this.socket.on('close', () => this.close('connection closed by the collector', null));
   }
 
