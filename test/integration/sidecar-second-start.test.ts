@@ -8,24 +8,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, afterEach, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
+import { cleanupsAfterEach } from '../helpers/cleanups';
 import { sidecarStatus } from '../helpers/outage';
 import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
 const tmp = tempDir('apm-second-');
 after(() => tmp.cleanup());
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort: the next cleanup still runs
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 // Intervals stay open for the whole test: the retention holds raw frames, the kind a second start used to seal.
 // retention_ms is longer than the interval, or an interval that began more than retention_ms ago
