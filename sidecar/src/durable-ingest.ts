@@ -5,7 +5,7 @@ import type { SeqTracker } from './dedup';
 import type { Origin } from './pack';
 import type { Queue1 } from './queue1';
 import type { RetentionHolder } from './retention/holder';
-import { RetentionError, type RetentionStore, type StoredFrame } from './retention/store';
+import { RetentionUnavailableError, type RetentionStore, type StoredFrame } from './retention/store';
 import type { ShimSession } from './shim-session';
 
 export interface DurableIngestOptions {
@@ -110,6 +110,6 @@ export class DurableIngest {
 
   private refuse(session: ShimSession, why: string): void {
     this.opts.counters.retentionRefused++;
-    session.fail(new RetentionError('ERR_RETENTION_UNAVAILABLE', `durable frame not committed (${why}); resend it later`));
+    session.fail(new RetentionUnavailableError(`durable frame not committed (${why}); resend it later`));
   }
 }

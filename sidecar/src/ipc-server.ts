@@ -13,7 +13,7 @@ import type { Counters } from './counters';
 import { InstanceBindings } from './instance-binding';
 import type { Logger } from './logger';
 import { type PeerLimits, type SessionHost, type ShimIdentity, ShimSession } from './shim-session';
-import { SocketPathError, claimSocketPath, describeTightening, listenPrivately, prepareSocketDir, probeSocket } from './socket-path';
+import { SocketInUseError, claimSocketPath, describeTightening, listenPrivately, prepareSocketDir, probeSocket } from './socket-path';
 import { requestStatus } from './status-client';
 
 /** What the IPC server hands on: shims' messages, status and control requests. */
@@ -103,7 +103,7 @@ export class IpcServer implements SessionHost {
       // a listener that is not a sidecar, or a hung one: still live
     }
     const who = typeof pid === 'number' ? ` (pid ${pid})` : '';
-    throw new SocketPathError('ERR_SOCKET_IN_USE', `another sidecar is already listening on ${path}${who}; refusing to start`);
+    throw new SocketInUseError(`another sidecar is already listening on ${path}${who}; refusing to start`);
   }
 
   async listen(): Promise<void> {

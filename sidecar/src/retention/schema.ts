@@ -1,6 +1,6 @@
 import { chmodSync, existsSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { RetentionError, type Synchronous } from './types';
+import { RetentionCorruptError, RetentionDurabilityError, RetentionVersionError, type Synchronous } from './types';
 
 /**
  * The retention's SQLite file: its settings, checked after they are set (synchronous is read
@@ -19,14 +19,13 @@ export function openDatabase(path: string, synchronous: Synchronous): Database.D
     db.pragma(`synchronous = ${synchronous}`);
     const got = db.pragma('synchronous', { simple: true });
     if (got !== SYNC_CODES[synchronous]) {
-      throw new RetentionError('ERR_RETENTION_DURABILITY', `SQLite synchronous is ${String(got)} after setting ${synchronous}`);
+      throw new RetentionDurabilityError(`SQLite synchronous is ${String(got)} after setting ${synchronous}`);
     }
     db.pragma('busy_timeout = 2000');
     const check = db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new RetentionError('ERR_RETENTION_CORRUPT', `integrity check failed: ${String(check)}`);
+    if (check !== 'ok') throw new RetentionCorruptError(`integrity check failed: ${String(check)}`);
     const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > SCHEMA_VERSION)
-      throw new RetentionError('ERR_RETENTION_VERSION', `database schema ${version} is newer than this sidecar's ${SCHEMA_VERSION}`);
+    if (version > SCHEMA_VERSION) throw new RetentionVersionError(`database schema ${version} is newer than this sidecar's ${SCHEMA_VERSION}`);
     db.exec(`
       CREATE TABLE IF NOT EXISTS frames (instance_id TEXT NOT NULL, seq INTEGER NOT NULL, interval_start INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (instance_id, seq));
       CREATE INDEX IF NOT EXISTS frames_interval ON frames (interval_start);

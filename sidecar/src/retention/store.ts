@@ -4,7 +4,9 @@ import type Database from 'better-sqlite3';
 import type { Logger } from '../logger';
 import { SCHEMA_VERSION, type Statements, openDatabase, prepare } from './schema';
 import {
-  RetentionError,
+  RetentionClosedError,
+  RetentionDurabilityError,
+  RetentionUnavailableError,
   type SpaceUsage,
   type StorageCondition,
   type StoredBt,
@@ -76,9 +78,8 @@ export class RetentionStore {
     try {
       return new RetentionStore(path, synchronous);
     } catch (err) {
-      if (err instanceof RetentionError && err.code === 'ERR_RETENTION_DURABILITY') throw err;
-      if (isPassingStorageError(err))
-        throw new RetentionError('ERR_RETENTION_UNAVAILABLE', `retention database ${path} cannot be opened now: ${(err as Error).message}`);
+      if (err instanceof RetentionDurabilityError) throw err;
+      if (isPassingStorageError(err)) throw new RetentionUnavailableError(`retention database ${path} cannot be opened now: ${(err as Error).message}`);
       const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
@@ -101,7 +102,7 @@ export class RetentionStore {
 
   private enqueue(op: Op): void {
     if (this.closed) {
-      op.done?.(new RetentionError('ERR_RETENTION_CLOSED', 'retention store is closed'));
+      op.done?.(new RetentionClosedError());
       return;
     }
     this.ops.push(op);

@@ -2,7 +2,43 @@ import { ApmError } from '@apm-sidecar/proto';
 
 export type Synchronous = 'NORMAL' | 'FULL';
 
+/** The family of the retention's errors (each subclass has its code). */
 export class RetentionError extends ApmError {}
+
+/** The retention database cannot be opened or written now (disk full, I/O error): durable frames are not acked. */
+export class RetentionUnavailableError extends RetentionError {
+  constructor(message: string) {
+    super('ERR_RETENTION_UNAVAILABLE', message);
+  }
+}
+
+/** An operation reached the retention store after it was closed. */
+export class RetentionClosedError extends RetentionError {
+  constructor() {
+    super('ERR_RETENTION_CLOSED', 'retention store is closed');
+  }
+}
+
+/** SQLite did not keep the `synchronous` setting asked for: acks could cover data a crash loses. */
+export class RetentionDurabilityError extends RetentionError {
+  constructor(message: string) {
+    super('ERR_RETENTION_DURABILITY', message);
+  }
+}
+
+/** The retention file fails SQLite's integrity check: it is quarantined and a fresh one made. */
+export class RetentionCorruptError extends RetentionError {
+  constructor(message: string) {
+    super('ERR_RETENTION_CORRUPT', message);
+  }
+}
+
+/** The retention file was written by a newer sidecar (a schema this one does not know). */
+export class RetentionVersionError extends RetentionError {
+  constructor(message: string) {
+    super('ERR_RETENTION_VERSION', message);
+  }
+}
 
 export interface StoredFrame {
   instanceId: string;
