@@ -2,6 +2,7 @@ import { type Server, createServer } from 'node:net';
 import { type ApmError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { AgentConnection, type AgentLink, type ConnectionHost, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-connection';
+import { type Clock, systemClock } from './clock';
 import { LicensePool } from './licenses';
 import type { AgentRef, AgentState, AgentStateChange, CollectorStats, CollectorStore } from './types';
 
@@ -26,6 +27,8 @@ export interface AgentServerOptions {
   tunnelSessionTimeoutMs?: number;
   /** How often the store's revoked keys are read, so a revoked key's sessions end (default 250). */
   keyPollMs?: number;
+  /** The time of liveness, handshake deadlines and license release (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface AgentServer {
@@ -52,6 +55,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
   readonly seriesCache = new Map<string, Series>();
   readonly licenses: LicensePool;
   readonly log: Logger;
+  readonly clock: Clock;
   private readonly conns = new Set<AgentConnection>();
   private readonly keyPoll: NodeJS.Timeout;
   /** Connections held (until closed, also while being replaced), in total and per remote address. */
@@ -64,10 +68,16 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   constructor(readonly opts: AgentServerOptions) {
     this.log = opts.log;
-    this.licenses = new LicensePool(opts.licenses, opts.licenseReleaseMs, (agent) => {
-      opts.store.agentLicensed(agent, false);
-      this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
-    });
+    this.clock = opts.clock ?? systemClock;
+    this.licenses = new LicensePool(
+      opts.licenses,
+      opts.licenseReleaseMs,
+      (agent) => {
+        opts.store.agentLicensed(agent, false);
+        this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
+      },
+      this.clock,
+    );
     // A key may be revoked by another process (the CLI) on the same store: poll its revocations.
     this.keyPoll = setInterval(() => this.endRevokedSessions(), Math.max(10, opts.keyPollMs ?? 250));
     this.keyPoll.unref();
@@ -137,7 +147,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   /** A flood of refusals must not become a flood of log lines: per code, one line a second at most. */
   warnLimited(code: string, fields: Record<string, unknown>, message: string): void {
-    const now = Date.now();
+    const now = this.clock.now();
     const last = this.refusalLog.get(code);
     if (last !== undefined && now - last.at < 1000) {
       last.suppressed++;
@@ -180,7 +190,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
     for (const other of this.conns) if (other.agentKey === c.agentKey) return;
-    this.setAgentState(c.agent, 'disconnected', cause, Date.now());
+    this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
     this.licenses.disconnected(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }

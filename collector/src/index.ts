@@ -7,3 +7,6 @@ export * from './types';
 export * from './logger';
 export * from './api-access';
 export * from './prometheus';
+export * from './clock';
+export { type AgentServer, type AgentServerOptions, startAgentServer } from './agent-server';
+export { LicensePool } from './licenses';
