@@ -1,0 +1,244 @@
+/**
+ * The collector's timeline at its real default durations (DESIGN §7), on a fake clock: the agent
+ * server listens on a real port, agents speak the real upstream protocol over real TCP, the API
+ * answers real HTTP, and only time is the test's. Five minutes of license release and thirty of
+ * retention take milliseconds, and every boundary is checked on both sides, to the millisecond.
+ */
+import assert from 'node:assert/strict';
+import type { Server } from 'node:http';
+import { after, afterEach, describe, test } from 'node:test';
+import {
+  type AgentServer,
+  CollectorStats,
+  SqliteStore,
+  closeServer,
+  createHttpApi,
+  createLogger,
+  defaultSettings,
+  listen,
+  startAgentServer,
+} from '@apm-sidecar/collector';
+import type { AccessKey } from '@apm-sidecar/proto/upstream';
+import { getJson } from '../helpers/collector';
+import { FakeClock } from '../helpers/fake-clock';
+import { tempDir, waitFor } from '../helpers/procs';
+import { RawAgent } from '../helpers/raw-agent';
+
+const tmp = tempDir('apm-coll-timeline-');
+after(() => tmp.cleanup());
+
+const S = defaultSettings();
+
+interface Rig {
+  clock: FakeClock;
+  store: SqliteStore;
+  stats: CollectorStats;
+  key: AccessKey;
+  agents: AgentServer;
+  httpPort: number;
+  row(agentId: string): ReturnType<SqliteStore['listAgents']>[number] | undefined;
+  connect(agentId: string): RawAgent;
+}
+
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+let rigs = 0;
+
+/** A collector (agent server and HTTP API) at the default settings, sharing one fake clock. */
+async function rig(licenses = 0): Promise<Rig> {
+  const clock = new FakeClock();
+  const store = SqliteStore.open(`${tmp.dir}/rig-${++rigs}`);
+  const stats = new CollectorStats();
+  const log = createLogger('silent');
+  const key = store.createKey('timeline', clock.now());
+  const agents = await startAgentServer({
+    host: '127.0.0.1',
+    port: 0,
+    store,
+    stats,
+    log,
+    licenses,
+    idlePingMs: S.idle_ping_ms,
+    stallAfterMs: S.stall_after_ms,
+    licenseReleaseMs: S.license_release_ms,
+    maxFrameBytes: S.max_frame_bytes,
+    handshakeTimeoutMs: S.handshake_timeout_ms,
+    maxConnections: S.max_connections,
+    maxConnectionsPerIp: S.max_connections_per_ip,
+    clock,
+  });
+  const http: Server = createHttpApi({ store, stats, log, disconnectedRetentionMs: S.disconnected_retention_ms, clock });
+  const httpPort = (await listen(http, '127.0.0.1', 0)).port;
+  const raw: RawAgent[] = [];
+  cleanups.push(async () => {
+    for (const a of raw) a.destroy();
+    // The server's close can resolve before a connection's own close handler has written the agent's
+    // state: wait for the collector to have seen every agent go, then close the store under it.
+    await waitFor('every agent to be seen disconnected', () => stats.sessions.tcp === 0);
+    await agents.close();
+    await closeServer(http, 0);
+    store.close();
+  });
+  return {
+    clock,
+    store,
+    stats,
+    key,
+    agents,
+    httpPort,
+    row: (agentId) => store.listAgents().find((a) => a.agentId === agentId),
+    connect: (agentId) => {
+      const a = new RawAgent(agents.port, key, agentId);
+      raw.push(a);
+      return a;
+    },
+  };
+}
+
+async function licensed(a: RawAgent): Promise<NonNullable<RawAgent['license']>> {
+  return waitFor(`${a.agentId} to get its license answer`, () => a.license);
+}
+
+describe('the collector timeline at the default durations, on a fake clock', () => {
+  test('the defaults are the contract: license_release_ms 300000, disconnected_retention_ms 1800000, idle_ping_ms 120000, stall_after_ms 60000', () => {
+    assert.deepEqual(
+      [S.license_release_ms, S.disconnected_retention_ms, S.idle_ping_ms, S.stall_after_ms, S.handshake_timeout_ms],
+      [300_000, 1_800_000, 120_000, 60_000, 10_000],
+    );
+  });
+
+  test('--licenses 1: a disconnected agent holds its license for 299999 ms (another agent is refused), at 300000 it is freed and the other takes it', async () => {
+    const r = await rig(1);
+    const a = r.connect('agent-a');
+    assert.equal((await licensed(a)).granted, true);
+    const t0 = r.clock.now();
+    a.destroy();
+    await waitFor('agent A to be marked disconnected', () => r.row('agent-a')?.state === 'disconnected');
+    assert.equal(r.row('agent-a')?.stateSince, t0, 'disconnected when its connection closed');
+
+    r.clock.advance(299_999);
+    assert.equal(r.row('agent-a')?.licensed, true, 'the license is still held at 299999 ms');
+    const b = r.connect('agent-b');
+    const refused = await licensed(b);
+    assert.equal(refused.granted, false, 'agent B is refused at 299999 ms');
+    assert.match(refused.reason, /all 1 licenses are in use/);
+    await waitFor('the refused connection to be closed', () => b.closed);
+    const rowB = r.row('agent-b');
+    assert.deepEqual([rowB?.state, rowB?.licensed], ['disconnected', false], 'listed greyed, not live');
+
+    r.clock.advance(1);
+    assert.equal(r.row('agent-a')?.licensed, false, 'released at exactly 300000 ms');
+    const b2 = r.connect('agent-b');
+    const grant = await licensed(b2);
+    assert.equal(grant.granted, true, 'agent B takes the freed license');
+    assert.match(grant.reason, /license 1 of 1/);
+    await waitFor('agent B to be live', () => r.row('agent-b')?.state === 'live');
+    assert.equal(r.row('agent-b')?.licensed, true);
+  });
+
+  test('an agent back before license_release_ms keeps its license: no release fires later', async () => {
+    const r = await rig(1);
+    const a = r.connect('agent-a');
+    assert.equal((await licensed(a)).granted, true);
+    a.destroy();
+    await waitFor('agent A to be marked disconnected', () => r.row('agent-a')?.state === 'disconnected');
+    r.clock.advance(299_999);
+    const back = r.connect('agent-a');
+    const kept = await licensed(back);
+    assert.deepEqual(kept, { granted: true, reason: 'license kept' });
+    // The release timer was cleared: it does not fire at 300000 ms, nor later (less than an idle period,
+    // so the ping the agent answers over real I/O cannot go unanswered on the fake clock).
+    r.clock.advance(100_000);
+    assert.equal(r.row('agent-a')?.licensed, true);
+    assert.equal(r.row('agent-a')?.state, 'stalled', 'connected all along (no data sent, so stalled, not disconnected)');
+    const other = r.connect('agent-b');
+    assert.equal((await licensed(other)).granted, false, 'the one license is still agent A’s');
+  });
+
+  test('a disconnected agent is listed by /api/agents until disconnected_retention_ms (1800000) and gone 1 ms after', async () => {
+    const r = await rig();
+    const a = r.connect('agent-gone');
+    await licensed(a);
+    const t0 = r.clock.now();
+    a.destroy();
+    await waitFor('the agent to be marked disconnected', () => r.row('agent-gone')?.state === 'disconnected');
+    const listed = async () => (await getJson<{ agentId: string; state: string }[]>(r.httpPort, '/api/agents')).body.filter((x) => x.agentId === 'agent-gone');
+
+    r.clock.advanceTo(t0 + 1_800_000);
+    assert.deepEqual(
+      (await listed()).map((x) => x.state),
+      ['disconnected'],
+      'still listed (greyed) at 1800000 ms',
+    );
+    r.clock.advance(1);
+    assert.deepEqual(await listed(), [], 'gone from the list after 1800000 ms');
+    assert.equal(r.row('agent-gone')?.state, 'disconnected', 'the store keeps the row: only the listing hides it');
+  });
+
+  test('no data for stall_after_ms (60000): stalled; data: live; idle for idle_ping_ms (120000): pinged; a ping unanswered for another idle_ping_ms: disconnected', async () => {
+    const r = await rig();
+    const a = r.connect('agent-idle');
+    await licensed(a);
+    await waitFor('the agent to be live', () => r.row('agent-idle')?.state === 'live');
+    const t0 = r.clock.now();
+    const state = () => [r.row('agent-idle')?.state, r.row('agent-idle')?.stateSince];
+
+    r.clock.advanceTo(t0 + 59_999);
+    assert.deepEqual(state(), ['live', t0], 'live at 59999 ms');
+    r.clock.advance(1);
+    assert.deepEqual(state(), ['stalled', t0 + 60_000], 'stalled at 60000 ms');
+
+    r.clock.advanceTo(t0 + 120_000);
+    // The ping carries the collector's time when sent: exactly idle_ping_ms after the last bytes received.
+    await waitFor('the collector to ping', () => a.pings.length === 1);
+    assert.deepEqual(a.pings, [t0 + 120_000]);
+    await waitFor('the pong to reach the collector', () => r.stats.frames.Pong === 1);
+    assert.equal(r.row('agent-idle')?.state, 'stalled', 'a live connection without data stays stalled, not disconnected');
+    a.sendData(t0 + 120_000);
+    await waitFor('data to make the agent live again', () => r.row('agent-idle')?.state === 'live');
+    assert.equal(r.row('agent-idle')?.stateSince, t0 + 120_000);
+
+    // Stalled again stall_after_ms after that data; pinged idle_ping_ms after it, and this time unanswered.
+    a.answerPings = false;
+    r.clock.advanceTo(t0 + 179_999);
+    assert.equal(r.row('agent-idle')?.state, 'live');
+    r.clock.advance(1);
+    assert.deepEqual(state(), ['stalled', t0 + 180_000]);
+    r.clock.advanceTo(t0 + 240_000);
+    await waitFor('the second ping', () => a.pings.length === 2);
+    assert.deepEqual(a.pings, [t0 + 120_000, t0 + 240_000], 'one ping per idle period');
+    r.clock.advanceTo(t0 + 359_999);
+    assert.equal(r.row('agent-idle')?.state, 'stalled', 'the unanswered ping has another idle_ping_ms');
+    assert.equal(a.closed, false);
+    r.clock.advance(1);
+    assert.deepEqual(state(), ['disconnected', t0 + 360_000], 'disconnected when the ping went unanswered for idle_ping_ms');
+    await waitFor('the connection to be closed', () => a.closed);
+    assert.equal(a.pings.length, 2);
+  });
+
+  test('a connection not through the handshake within handshake_timeout_ms (10000) is refused at 10000 ms, not before', async () => {
+    const r = await rig();
+    const { connect } = await import('node:net');
+    const sock = connect({ host: '127.0.0.1', port: r.agents.port });
+    let closed = false;
+    sock.on('error', () => {});
+    sock.resume();
+    sock.on('close', () => {
+      closed = true;
+    });
+    cleanups.push(() => sock.destroy());
+    await new Promise((res) => sock.once('connect', res));
+    // The server has accepted it (and set its deadline) once it holds a connection timer.
+    await waitFor('the connection to be accepted', () => r.clock.pending >= 2);
+    r.clock.advance(9_999);
+    assert.equal(r.stats.rejected.handshakeTimeout, 0, 'not refused at 9999 ms');
+    r.clock.advance(1);
+    assert.equal(r.stats.rejected.handshakeTimeout, 1, 'refused at 10000 ms');
+    // The refusal is flushed, then the connection is dropped 200 ms later whatever the peer does.
+    r.clock.advance(200);
+    await waitFor('the refused connection to be closed by the collector', () => closed);
+  });
+});
