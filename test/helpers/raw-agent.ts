@@ -1,5 +1,5 @@
 import { type Socket, connect } from 'node:net';
-import { FrameParser } from '@apm-sidecar/proto';
+import { FrameParser, MetricKind, type MetricPoint, encodeSeries } from '@apm-sidecar/proto';
 import {
   type AccessKey,
   ClientHandshake,
@@ -11,6 +11,8 @@ import {
   UpstreamType,
   decodeLicense,
   decodePing,
+  decodeUpAck,
+  decodeUpError,
   encodeAgentInfo,
   encodeMetricBatch,
   encodePing,
@@ -27,6 +29,10 @@ export class RawAgent {
   readonly sock: Socket;
   /** The timestamps carried by the collector's pings, in arrival order. */
   readonly pings: number[] = [];
+  /** The counters the collector acked (every agent frame at or below is stored). */
+  readonly acks: number[] = [];
+  /** Sealed errors the collector sent. */
+  readonly errors: { code: string; message: string }[] = [];
   license: LicenseGrant | null = null;
   answerPings = true;
   closed = false;
@@ -48,6 +54,8 @@ export class RawAgent {
       if (opener === null) return;
       const m = opener.open(type, payload);
       if (m.inner === Inner.License) this.license = decodeLicense(m.body);
+      if (m.inner === Inner.Ack) this.acks.push(decodeUpAck(m.body));
+      if (m.inner === Inner.Error) this.errors.push(decodeUpError(m.body));
       if (m.inner === Inner.Ping) {
         const ts = decodePing(m.body);
         this.pings.push(ts);
@@ -65,8 +73,17 @@ export class RawAgent {
 
   /** One metric pack (no points): data, as far as liveness is concerned. */
   sendData(at: number): void {
-    const pack = { packId: `${this.agentId}-${++this.packs}`, intervalStart: at, intervalMs: 1000, points: [] };
-    this.sock.write((this.sealer as Sealer).text(Inner.MetricBatch, encodeMetricBatch([pack])));
+    this.sendPack(`${this.agentId}-${++this.packs}`, at, []);
+  }
+
+  /** One metric pack with one counter point per value, each its own series `name{i}`. */
+  sendPack(packId: string, intervalStart: number, values: number[], name = 'raw.n'): void {
+    const points: MetricPoint[] = values.map((v, i) => {
+      const tags = { i: String(i) };
+      const series = { key: encodeSeries(MetricKind.Counter, name, tags).toString('latin1'), kind: MetricKind.Counter, name, tags };
+      return { series, count: 1, sum: v, min: v, max: v, last: Number.NaN, sketch: null };
+    });
+    this.sock.write((this.sealer as Sealer).text(Inner.MetricBatch, encodeMetricBatch([{ packId, intervalStart, intervalMs: 1000, points }])));
   }
 
   destroy(): void {

@@ -15,7 +15,9 @@ import {
   createHttpApi,
   createLogger,
   defaultSettings,
+  ROLLUP_MS,
   listen,
+  minuteOf,
   startAgentServer,
 } from '@apm-sidecar/collector';
 import type { AccessKey } from '@apm-sidecar/proto/upstream';
@@ -217,6 +219,51 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     assert.deepEqual(state(), ['disconnected', t0 + 360_000], 'disconnected when the ping went unanswered for idle_ping_ms');
     await waitFor('the connection to be closed', () => a.closed);
     assert.equal(a.pings.length, 2);
+  });
+
+  test('a pack for a minute final at rollup_grace_ms (120000) after it ends is dropped, counted and acked; the session carries on, with no error and no close', async () => {
+    const r = await rig();
+    const a = r.connect('agent-late');
+    await licensed(a);
+    const t0 = r.clock.now();
+    const previous = minuteOf(t0) - ROLLUP_MS;
+    const final = previous + ROLLUP_MS + S.rollup_grace_ms;
+    assert.ok(final - t0 < S.idle_ping_ms, 'the test stays within one idle period');
+
+    r.clock.advanceTo(final - 1);
+    a.sendPack('on-time', previous, [2]);
+    await waitFor('the on-time pack to be acked', () => a.acks.length === 1);
+    assert.equal(r.stats.received.metricPoints, 1, 'stored 1 ms before its minute is final');
+    r.clock.advance(1);
+    a.sendPack('late', previous, [3, 4]);
+    await waitFor('the late pack to be acked', () => a.acks.length === 2);
+    assert.equal(r.stats.droppedLate, 2, 'both points of the late pack counted');
+    assert.equal(r.stats.received.metricPoints, 1, 'and not stored');
+    assert.deepEqual(
+      r.store.queryMetrics({ name: 'raw.n' }).map((p) => p.sum),
+      [2],
+    );
+    // A resend of an acked pack is a duplicate, acked again: the sidecar is never asked to retry.
+    a.sendPack('late', previous, [3, 4]);
+    await waitFor('the resent pack to be acked', () => a.acks.length === 3);
+    assert.deepEqual([r.stats.duplicatePacks, r.stats.droppedLate], [1, 2]);
+    assert.ok(a.acks[1] as number > (a.acks[0] as number) && (a.acks[2] as number) > (a.acks[1] as number), `acks in order: ${a.acks}`);
+
+    // Nothing ends the session: pinged and answered through two idle periods, no error, still open and live.
+    // (Liveness is checked every quarter of the shorter duration, so a period is idle_ping_ms plus one check.)
+    const check = Math.min(S.idle_ping_ms, S.stall_after_ms) / 4;
+    r.clock.advance(S.idle_ping_ms + check);
+    await waitFor('the first ping', () => a.pings.length === 1);
+    await waitFor('its pong', () => r.stats.frames.Pong === 1);
+    a.sendData(r.clock.now());
+    await waitFor('the data to be acked', () => a.acks.length === 4);
+    r.clock.advance(S.idle_ping_ms + check);
+    await waitFor('the second ping', () => a.pings.length === 2);
+    await waitFor('its pong', () => r.stats.frames.Pong === 2);
+    assert.deepEqual(a.errors, []);
+    assert.equal(a.closed, false);
+    assert.equal(r.stats.sessions.tcp, 1, 'one session throughout');
+    assert.equal(r.row('agent-late')?.state, 'stalled', 'connected (no data since the last pack)');
   });
 
   test('a connection not through the handshake within handshake_timeout_ms (10000) is refused at 10000 ms, not before', async () => {
