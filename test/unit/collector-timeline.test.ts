@@ -141,6 +141,33 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     assert.equal(r.row('agent-b')?.licensed, true);
   });
 
+  test('--licenses 1: another project’s agent with the same agent_id is refused each time it tries; the holder stays live, licensed and connected', async () => {
+    const r = await rig(1);
+    const holder = r.connect('victim');
+    assert.equal((await licensed(holder)).granted, true);
+    await waitFor('the holder to be live', () => r.row('victim')?.state === 'live');
+    const otherKey = r.store.createKey('other-project', r.clock.now());
+    for (let i = 0; i < 3; i++) {
+      const intruder = new RawAgent(r.agents.port, otherKey, 'victim');
+      try {
+        const answer = await licensed(intruder);
+        assert.equal(answer.granted, false, `attempt ${i + 1} refused`);
+        await waitFor('the refused connection to be closed', () => intruder.closed);
+      } finally {
+        intruder.destroy();
+      }
+      r.clock.advance(1000);
+    }
+    const rows = r.store.listAgents().filter((a) => a.agentId === 'victim');
+    assert.deepEqual(rows.map((a) => [a.projectId, a.state, a.licensed]).sort(), [
+      [otherKey.projectId, 'disconnected', false],
+      [r.key.projectId, 'live', true],
+    ]);
+    assert.deepEqual(holder.errors, [], 'the holder was not told anything (no ERR_REPLACED)');
+    assert.equal(holder.closed, false);
+    assert.equal(r.stats.sessions.tcp, 1);
+  });
+
   test('an agent back before license_release_ms keeps its license: no release fires later', async () => {
     const r = await rig(1);
     const a = r.connect('agent-a');
