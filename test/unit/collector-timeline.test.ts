@@ -5,11 +5,13 @@
  * retention take milliseconds, and every boundary is checked on both sides, to the millisecond.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { after, afterEach, describe, test } from 'node:test';
 import {
   type AgentServer,
   CollectorStats,
+  type Logger,
   SqliteStore,
   closeServer,
   createHttpApi,
@@ -50,11 +52,10 @@ afterEach(async () => {
 let rigs = 0;
 
 /** A collector (agent server and HTTP API) at the default settings, sharing one fake clock. */
-async function rig(licenses = 0): Promise<Rig> {
+async function rig(licenses = 0, log: Logger = createLogger('silent')): Promise<Rig> {
   const clock = new FakeClock();
   const store = SqliteStore.open(`${tmp.dir}/rig-${++rigs}`);
   const stats = new CollectorStats();
-  const log = createLogger('silent');
   const key = store.createKey('timeline', clock.now());
   const agents = await startAgentServer({
     host: '127.0.0.1',
@@ -291,6 +292,38 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     assert.equal(a.closed, false);
     assert.equal(r.stats.sessions.tcp, 1, 'one session throughout');
     assert.equal(r.row('agent-late')?.state, 'stalled', 'connected (no data since the last pack)');
+  });
+
+  test('pre-auth refusals are logged at most once a second per code on the clock: at 999 ms the next is suppressed, at 1000 ms it is logged with the count suppressed', async () => {
+    const logFile = `${tmp.dir}/refusals-${rigs + 1}.jsonl`;
+    const r = await rig(0, createLogger('info', logFile));
+    const wrong = { projectId: r.key.projectId, secret: Buffer.alloc(32, 9) };
+    const refuse = async (): Promise<void> => {
+      const a = new RawAgent(r.agents.port, wrong, 'intruder');
+      try {
+        await waitFor('the refused connection to be closed', () => a.closed);
+      } finally {
+        a.destroy();
+      }
+    };
+    const logged = () =>
+      readFileSync(logFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.length > 0)
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .filter((l) => l.code === 'ERR_BAD_KEY');
+    await refuse();
+    assert.equal(logged().length, 1);
+    r.clock.advance(999);
+    await refuse();
+    assert.equal(r.stats.rejected.badKey, 2, 'every refusal is counted');
+    assert.equal(logged().length, 1, 'the second, 999 ms later, is not logged');
+    r.clock.advance(1);
+    await refuse();
+    assert.equal(r.stats.rejected.badKey, 3);
+    const lines = logged();
+    assert.equal(lines.length, 2, 'the third, 1000 ms after the first line, is');
+    assert.equal(lines[1]?.suppressed, 1, 'with how many were not');
   });
 
   test('a connection not through the handshake within handshake_timeout_ms (10000) is refused at 10000 ms, not before', async () => {
