@@ -57,6 +57,9 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
   readonly log: Logger;
   readonly clock: Clock;
   private readonly conns = new Set<AgentConnection>();
+  /** Every connection not closed yet, including those being replaced or ended: close() waits for them. */
+  private readonly open = new Set<AgentConnection>();
+  private onDrained: (() => void) | null = null;
   private readonly keyPoll: NodeJS.Timeout;
   /** Connections held (until closed, also while being replaced), in total and per remote address. */
   private held = 0;
@@ -137,6 +140,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     this.heldByIp.set(ip, fromIp + 1);
     const c = new AgentConnection(wire, this, transport);
     this.conns.add(c);
+    this.open.add(c);
     return c;
   }
 
@@ -182,6 +186,9 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void {
     this.conns.delete(c);
+    this.open.delete(c);
+    // Resolves close() once this (synchronous) method has written the agent's state.
+    if (this.open.size === 0) this.onDrained?.();
     this.held--;
     const fromIp = (this.heldByIp.get(c.ip) ?? 1) - 1;
     if (fromIp <= 0) this.heldByIp.delete(c.ip);
@@ -200,17 +207,17 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     for (const c of this.conns) c.end('ERR_SHUTDOWN', 'the collector is shutting down');
     this.licenses.close();
     const s = this.server;
-    if (s === null) return Promise.resolve();
-    return new Promise((resolve) => {
-      // Connections told to end get a moment to flush, then go.
-      const t = setTimeout(() => {
-        for (const c of [...this.conns]) c.close('shutdown');
-      }, 300);
-      s.close(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    const serverClosed = s === null ? Promise.resolve() : new Promise<void>((resolve) => s.close(() => resolve()));
+    // The server can report closed before a connection's own close handler has run (and written the
+    // agent's state): wait for both, so the caller may close the store next.
+    const drained = this.open.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
+            this.onDrained = resolve;
+          });
+    // Connections told to end get a moment to flush, then go.
+    const t = setTimeout(() => {
+      for (const c of [...this.open]) c.close('shutdown');
+    }, 300);
+    return Promise.all([serverClosed, drained]).then(() => clearTimeout(t));
   }
 }
 

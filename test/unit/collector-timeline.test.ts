@@ -326,6 +326,17 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     assert.equal(lines[1]?.suppressed, 1, 'with how many were not');
   });
 
+  test('the agent server’s close resolves only after every connection’s end is written to the store (the store may be closed right after)', async () => {
+    const r = await rig();
+    const a = r.connect('agent-closing');
+    await licensed(a);
+    await waitFor('the agent to be live', () => r.row('agent-closing')?.state === 'live');
+    a.destroy();
+    await r.agents.close();
+    assert.equal(r.row('agent-closing')?.state, 'disconnected', 'written before close resolved');
+    assert.equal(r.stats.sessions.tcp, 0);
+  });
+
   test('a connection not through the handshake within handshake_timeout_ms (10000) is refused at 10000 ms, not before', async () => {
     const r = await rig();
     const { connect } = await import('node:net');
