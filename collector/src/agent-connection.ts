@@ -128,7 +128,6 @@ export class AgentConnection implements AgentLink {
   private lastData: number;
   private pingSentAt = 0;
   private stalled = false;
-  /** The next liveness check (idle ping, stall), rescheduled by each check until the connection closes. */
   private timer: unknown = null;
   private readonly tickMs: number;
   private readonly clock: Clock;
@@ -198,27 +197,22 @@ export class AgentConnection implements AgentLink {
     this.clock.setTimeout(() => this.close(message), 200);
   }
 
-  private isClosed(): boolean {
-    return this.phase === 'closed';
-  }
-
+  /** The next liveness check, set again after each until one closes the connection (close() clears it). */
   private scheduleTick(): void {
     this.timer = this.clock.setTimeout(() => {
       this.timer = null;
-      if (this.isClosed()) return;
-      this.tick();
-      // The check may have closed the connection (ping unanswered).
-      if (!this.isClosed()) this.scheduleTick();
+      if (this.tick()) this.scheduleTick();
     }, this.tickMs);
   }
 
-  private tick(): void {
+  /** One liveness check (idle ping, stall); false when it closed the connection. */
+  private tick(): boolean {
     const now = this.clock.now();
     const o = this.srv.opts;
     if (this.pingSentAt > 0 && now - this.pingSentAt >= o.idlePingMs) {
       this.srv.log.warn({ agentId: this.agentId }, `no answer to a ping within ${o.idlePingMs} ms: agent disconnected`);
       this.close('ping unanswered');
-      return;
+      return false;
     }
     if (this.phase === 'active' && this.pingSentAt === 0 && now - this.lastActivity >= o.idlePingMs) {
       this.pingSentAt = now;
@@ -229,6 +223,7 @@ export class AgentConnection implements AgentLink {
       this.srv.setAgentState(this.ref, 'stalled', `no data for ${o.stallAfterMs} ms`, now);
       this.srv.log.warn({ agentId: this.agentId }, `connected but no data for ${o.stallAfterMs} ms: agent stalled`);
     }
+    return true;
   }
 
   private write(frame: Buffer): void {
