@@ -33,6 +33,8 @@ export interface AgentServerOptions {
 
 export interface AgentServer {
   readonly port: number;
+  /** The clock of the agents' timeline, shared by their carriers (the HTTP tunnel). */
+  readonly clock: Clock;
   /**
    * Serve an agent over a carrier (a TCP socket, or a tunnel session). Null when a connection
    * limit refused it (counted as rejected.tooManyConnections); the caller closes the carrier.

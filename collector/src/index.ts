@@ -10,3 +10,4 @@ export * from './prometheus';
 export * from './clock';
 export { type AgentServer, type AgentServerOptions, startAgentServer } from './agent-server';
 export { LicensePool } from './licenses';
+export { Tunnel, TUNNEL_PATH, type TunnelOptions } from './tunnel';

@@ -1,4 +1,6 @@
-import { type Socket, connect } from 'node:net';
+import { EventEmitter } from 'node:events';
+import { request } from 'node:http';
+import { connect } from 'node:net';
 import { FrameParser, MetricKind, type MetricPoint, encodeSeries } from '@apm-sidecar/proto';
 import {
   type AccessKey,
@@ -25,8 +27,14 @@ import nacl from 'tweetnacl';
  * sends. It answers pings only while `answerPings` is true, so a test decides whether the link
  * looks alive.
  */
+/** What the agent writes to and reads from: a TCP socket, or a ManualTunnel. */
+export interface RawCarrier extends EventEmitter {
+  write(chunk: Buffer): unknown;
+  destroy(): void;
+}
+
 export class RawAgent {
-  readonly sock: Socket;
+  readonly sock: RawCarrier;
   /** The timestamps carried by the collector's pings, in arrival order. */
   readonly pings: number[] = [];
   /** The counters the collector acked (every agent frame at or below is stored). */
@@ -39,7 +47,8 @@ export class RawAgent {
   private sealer: Sealer | null = null;
   private packs = 0;
 
-  constructor(port: number, key: AccessKey, readonly agentId: string) {
+  /** Over TCP to `port`, or over the carrier given (it emits 'connect' when ready). */
+  constructor(port: number, key: AccessKey, readonly agentId: string, carrier?: RawCarrier) {
     const hs = new ClientHandshake(nacl, key, agentId);
     let opener: Opener | null = null;
     const parser = new FrameParser(1 << 24, (type, payload) => {
@@ -62,7 +71,7 @@ export class RawAgent {
         if (this.answerPings) this.sock.write((this.sealer as Sealer).text(Inner.Pong, encodePing(ts)));
       }
     });
-    this.sock = connect({ host: '127.0.0.1', port });
+    this.sock = carrier ?? connect({ host: '127.0.0.1', port });
     this.sock.on('data', (d) => parser.push(d));
     this.sock.on('error', () => {});
     this.sock.on('close', () => {
@@ -88,5 +97,54 @@ export class RawAgent {
 
   destroy(): void {
     this.sock.destroy();
+  }
+}
+
+/**
+ * The agents' HTTP tunnel driven by hand: bytes written are held until `post()` sends them as
+ * one request, and its response body is read back as received bytes. No polling: the test
+ * decides when the collector hears from the agent.
+ */
+export class ManualTunnel extends EventEmitter implements RawCarrier {
+  private pending: Buffer[] = [];
+  private sid: string | null = null;
+  private closed = false;
+
+  constructor(private readonly port: number) {
+    super();
+    process.nextTick(() => this.emit('connect'));
+  }
+
+  write(chunk: Buffer): boolean {
+    this.pending.push(chunk);
+    return true;
+  }
+
+  destroy(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('close');
+  }
+
+  /** One tunnel request with what was written since the last; resolves with the HTTP status. */
+  post(): Promise<number> {
+    const body = Buffer.concat(this.pending);
+    this.pending = [];
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+    if (this.sid !== null) headers['apm-tunnel-session'] = this.sid;
+    return new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: this.port, method: 'POST', path: '/agent/tunnel', headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const sid = res.headers['apm-tunnel-session'];
+          if (typeof sid === 'string') this.sid = sid;
+          if (res.statusCode === 200 && chunks.length > 0) this.emit('data', Buffer.concat(chunks));
+          resolve(res.statusCode ?? 0);
+        });
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
   }
 }

@@ -13,6 +13,7 @@ import {
   CollectorStats,
   type Logger,
   SqliteStore,
+  Tunnel,
   closeServer,
   createHttpApi,
   createLogger,
@@ -26,7 +27,7 @@ import type { AccessKey } from '@apm-sidecar/proto/upstream';
 import { getJson } from '../helpers/collector';
 import { FakeClock } from '../helpers/fake-clock';
 import { tempDir, waitFor } from '../helpers/procs';
-import { RawAgent } from '../helpers/raw-agent';
+import { ManualTunnel, RawAgent } from '../helpers/raw-agent';
 
 const tmp = tempDir('apm-coll-timeline-');
 after(() => tmp.cleanup());
@@ -40,6 +41,7 @@ interface Rig {
   key: AccessKey;
   agents: AgentServer;
   httpPort: number;
+  tunnel: Tunnel;
   row(agentId: string): ReturnType<SqliteStore['listAgents']>[number] | undefined;
   connect(agentId: string): RawAgent;
 }
@@ -73,11 +75,26 @@ async function rig(licenses = 0, log: Logger = createLogger('silent')): Promise<
     maxConnectionsPerIp: S.max_connections_per_ip,
     clock,
   });
-  const http: Server = createHttpApi({ store, stats, log, disconnectedRetentionMs: S.disconnected_retention_ms, clock });
+  const tunnel = new Tunnel({
+    agents,
+    log,
+    sessionTimeoutMs: S.tunnel_session_timeout_ms,
+    handshakeTimeoutMs: S.handshake_timeout_ms,
+    maxBodyBytes: S.max_frame_bytes + 1024,
+  });
+  const http: Server = createHttpApi({
+    store,
+    stats,
+    log,
+    disconnectedRetentionMs: S.disconnected_retention_ms,
+    clock,
+    extraRoutes: (req, res) => tunnel.route(req, res),
+  });
   const httpPort = (await listen(http, '127.0.0.1', 0)).port;
   const raw: RawAgent[] = [];
   cleanups.push(async () => {
     for (const a of raw) a.destroy();
+    tunnel.close();
     await agents.close();
     await closeServer(http, 0);
     store.close();
@@ -89,6 +106,7 @@ async function rig(licenses = 0, log: Logger = createLogger('silent')): Promise<
     key,
     agents,
     httpPort,
+    tunnel,
     row: (agentId) => store.listAgents().find((a) => a.agentId === agentId),
     connect: (agentId) => {
       const a = new RawAgent(agents.port, key, agentId);
@@ -332,6 +350,27 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     await r.agents.close();
     assert.equal(r.row('agent-closing')?.state, 'disconnected', 'written before close resolved');
     assert.equal(r.stats.sessions.tcp, 0);
+  });
+
+  test('an HTTP-tunnel session with no request for tunnel_session_timeout_ms (60000) expires at 60000 ms, not before: the agent is disconnected and the session gone (410)', async () => {
+    const r = await rig();
+    const tun = new ManualTunnel(r.httpPort);
+    const a = new RawAgent(r.httpPort, r.key, 'agent-http', tun);
+    await new Promise((res) => tun.once('connect', res));
+    assert.equal(await tun.post(), 200, 'the ClientHello');
+    assert.equal(await tun.post(), 200, 'ClientFinished and AgentInfo');
+    assert.equal(a.license?.granted, true);
+    assert.equal(r.stats.sessions.http, 1);
+    const t0 = r.clock.now();
+
+    r.clock.advanceTo(t0 + 59_999);
+    assert.equal(r.tunnel.size, 1, 'the session is kept at 59999 ms');
+    assert.equal(r.row('agent-http')?.state, 'live');
+    r.clock.advance(1);
+    assert.equal(r.tunnel.size, 0, 'expired at 60000 ms');
+    assert.deepEqual([r.row('agent-http')?.state, r.row('agent-http')?.stateSince], ['disconnected', t0 + 60_000]);
+    assert.equal(r.stats.sessions.http, 0);
+    assert.equal(await tun.post(), 410, 'the agent must start a new session');
   });
 
   test('a connection not through the handshake within handshake_timeout_ms (10000) is refused at 10000 ms, not before', async () => {
