@@ -21,6 +21,7 @@ import {
   writeMetricsHeader,
 } from '@apm-sidecar/proto';
 import { Connection, type ConnectionHandler } from './connection';
+import { SnapshotDataError } from './errors';
 import { randomHex } from './ids';
 import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry } from './metrics';
 import { type DurableFrame, FrameFifo, bufferSize, durableSize } from './outbox';
@@ -102,7 +103,7 @@ function tagValue(s: string): string {
  */
 function snapshotFrame(ts: number, kind: string, data: unknown): Buffer {
   const json = JSON.stringify(data);
-  if (typeof json !== 'string') throw new TypeError('snapshot data is not serializable');
+  if (typeof json !== 'string') throw new SnapshotDataError();
   const body = `{"ts":${ts},"kind":${JSON.stringify(kind)},"data":${json}}`;
   const n = Buffer.byteLength(body);
   const out = Buffer.allocUnsafe(5 + n);

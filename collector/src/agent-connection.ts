@@ -1,10 +1,11 @@
 import type { EventEmitter } from 'node:events';
-import { ApmError, FrameParser, FrameTooLargeError, type Series } from '@apm-sidecar/proto';
+import { ApmError, FrameParser, FrameTooLargeError, type Series, UnexpectedMessageError } from '@apm-sidecar/proto';
 import {
   type AgentInfo,
   BadKeyError,
   Direction,
   FrameGapError,
+  HandshakeError,
   Inner,
   Opener,
   ReplayError,
@@ -270,7 +271,7 @@ export class AgentConnection implements AgentLink {
   private frame(type: number, payload: Buffer): void {
     switch (this.phase) {
       case 'hello': {
-        if (type !== UpstreamType.ClientHello) throw new ApmError('ERR_HANDSHAKE', `expected ClientHello, got frame type ${type}`);
+        if (type !== UpstreamType.ClientHello) throw new HandshakeError(`expected ClientHello, got frame type ${type}`);
         this.count('ClientHello');
         const hello = readClientHello(payload);
         this.projectId = hello.projectId;
@@ -285,7 +286,7 @@ export class AgentConnection implements AgentLink {
         return;
       }
       case 'finished': {
-        if (type !== UpstreamType.ClientFinished) throw new ApmError('ERR_HANDSHAKE', `expected ClientFinished, got frame type ${type}`);
+        if (type !== UpstreamType.ClientFinished) throw new HandshakeError(`expected ClientFinished, got frame type ${type}`);
         this.count('ClientFinished');
         const keys = (this.handshake as ServerHandshake).clientFinished(payload);
         this.handshake = null;
@@ -311,9 +312,9 @@ export class AgentConnection implements AgentLink {
     const o = this.srv.opts;
     const now = this.clock.now();
     if (this.phase === 'info') {
-      if (m.inner !== Inner.AgentInfo) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'the first sealed message must be AgentInfo');
+      if (m.inner !== Inner.AgentInfo) throw new UnexpectedMessageError('the first sealed message must be AgentInfo');
       const info = decodeAgentInfo(m.body);
-      if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
+      if (info.agentId !== this.agentId) throw new UnexpectedMessageError('AgentInfo names another agent than the handshake');
       this.activate(info);
       return;
     }
@@ -343,7 +344,7 @@ export class AgentConnection implements AgentLink {
       case Inner.AgentInfo: {
         // The set of apps behind the sidecar changed.
         const info = decodeAgentInfo(m.body);
-        if (info.agentId !== this.agentId) throw new ApmError('ERR_UNEXPECTED_MESSAGE', 'AgentInfo names another agent than the handshake');
+        if (info.agentId !== this.agentId) throw new UnexpectedMessageError('AgentInfo names another agent than the handshake');
         o.store.agentInfo(this.projectId, info, now);
         return;
       }
@@ -353,7 +354,7 @@ export class AgentConnection implements AgentLink {
       case Inner.Pong:
         return;
       default:
-        throw new ApmError('ERR_UNEXPECTED_MESSAGE', `unexpected message ${m.inner} from an agent`);
+        throw new UnexpectedMessageError(`unexpected message ${m.inner} from an agent`);
     }
   }
 

@@ -18,6 +18,27 @@ export class HttpError extends ApmError {
   }
 }
 
+/** A query parameter given twice, empty, too long, not a number in range, or `from` after `to`. Answered 400. */
+export class BadQueryError extends HttpError {
+  constructor(message: string) {
+    super(400, 'ERR_BAD_QUERY', message);
+  }
+}
+
+/** A file of the web page could not be read (the installation is incomplete). Answered 500. */
+export class NoPageError extends HttpError {
+  constructor(why: string) {
+    super(500, 'ERR_NO_PAGE', `the web page is missing: ${why}`);
+  }
+}
+
+/** A project-scoped read token asked for another project (or for /metrics, which counts every project). Answered 403. */
+export class TokenScopeError extends HttpError {
+  constructor(message: string) {
+    super(403, 'ERR_TOKEN_SCOPE', message);
+  }
+}
+
 // The caller's project (null: every project) narrows what it reads here and nowhere else:
 // store queries get a project condition, agent rows are kept when their project matches.
 /**
@@ -27,7 +48,7 @@ export class HttpError extends ApmError {
 export function scoped<T extends ListQuery | MetricQuery>(q: T, project: string | null): T {
   if (project === null) return q;
   if (q.project !== undefined && q.project !== project) {
-    throw new HttpError(403, 'ERR_TOKEN_SCOPE', `this read token is for project ${project} only`);
+    throw new TokenScopeError(`this read token is for project ${project} only`);
   }
   return { ...q, project };
 }
@@ -36,10 +57,10 @@ export function scoped<T extends ListQuery | MetricQuery>(q: T, project: string 
 function param(q: URLSearchParams, name: string, maxLen = 1024): string | undefined {
   const all = q.getAll(name);
   if (all.length === 0) return undefined;
-  if (all.length > 1) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is given more than once`);
+  if (all.length > 1) throw new BadQueryError(`query parameter "${name}" is given more than once`);
   const v = all[0] as string;
-  if (v.length === 0) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is empty`);
-  if (v.length > maxLen) throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" is longer than ${maxLen} characters`);
+  if (v.length === 0) throw new BadQueryError(`query parameter "${name}" is empty`);
+  if (v.length > maxLen) throw new BadQueryError(`query parameter "${name}" is longer than ${maxLen} characters`);
   return v;
 }
 
@@ -48,7 +69,7 @@ function intParam(q: URLSearchParams, name: string, what: string, min: number, m
   if (raw === undefined) return undefined;
   const v = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(v) || v < min || v > max) {
-    throw new HttpError(400, 'ERR_BAD_QUERY', `query parameter "${name}" must be ${what}, got ${JSON.stringify(raw.slice(0, 40))}`);
+    throw new BadQueryError(`query parameter "${name}" must be ${what}, got ${JSON.stringify(raw.slice(0, 40))}`);
   }
   return v;
 }
@@ -64,7 +85,7 @@ export function metricQueryFrom(q: URLSearchParams): MetricQuery {
   const from = intParam(q, 'from', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
   const to = intParam(q, 'to', EPOCH_MS, 0, Number.MAX_SAFE_INTEGER);
   const limit = intParam(q, 'limit', `an integer from 1 to ${MAX_QUERY_LIMIT}`, 1, MAX_QUERY_LIMIT);
-  if (from !== undefined && to !== undefined && from > to) throw new HttpError(400, 'ERR_BAD_QUERY', `"from" (${from}) is after "to" (${to})`);
+  if (from !== undefined && to !== undefined && from > to) throw new BadQueryError(`"from" (${from}) is after "to" (${to})`);
   if (agent !== undefined) out.agent = agent;
   if (name !== undefined) out.name = name;
   if (from !== undefined) out.from = from;
@@ -72,7 +93,7 @@ export function metricQueryFrom(q: URLSearchParams): MetricQuery {
   if (limit !== undefined) out.limit = limit;
   const rollup = param(q, 'rollup');
   if (rollup !== undefined) {
-    if (rollup !== '1m') throw new HttpError(400, 'ERR_BAD_QUERY', `"rollup" must be 1m, got "${rollup}"`);
+    if (rollup !== '1m') throw new BadQueryError(`"rollup" must be 1m, got "${rollup}"`);
     out.rollup = true;
   }
   return out;

@@ -52,6 +52,13 @@ export class UnknownProjectError extends ApmError {
   }
 }
 
+/** `tokens create` drew 16 token ids in a row that were all taken (practically impossible below millions of tokens). */
+export class TokenIdExhaustedError extends ApmError {
+  constructor() {
+    super('ERR_TOKEN_ID_EXHAUSTED', 'could not find a free token id');
+  }
+}
+
 /** `tokens revoke` names no token. */
 export class UnknownTokenError extends ApmError {
   constructor(tokenId: string) {

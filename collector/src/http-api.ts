@@ -9,7 +9,7 @@ import { type Clock, systemClock } from './clock';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
-import { HttpError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
+import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -196,7 +196,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
           try {
             body = readFileSync(join(publicDir, file));
           } catch (err) {
-            throw new HttpError(500, 'ERR_NO_PAGE', `the web page is missing: ${(err as Error).message}`);
+            throw new NoPageError((err as Error).message);
           }
           publicCache.set(file, body);
         }

@@ -104,3 +104,20 @@ export class HelloTimeoutError extends ApmError {
     super('ERR_HELLO_TIMEOUT', `no Hello within ${ms} ms`);
   }
 }
+
+/** A failure this side did not anticipate (a bug, not bad input); the message says what failed. */
+export class InternalError extends ApmError {
+  constructor(what: string) {
+    super('ERR_INTERNAL', what);
+  }
+}
+
+/**
+ * An error the other side reported in an Error message (the sidecar to `apm-sidecar status`, the
+ * collector to the sidecar). It carries that side's code unchanged, so the code is one of this catalog's.
+ */
+export class RemoteError extends ApmError {
+  constructor(code: string, message: string) {
+    super(code, message);
+  }
+}

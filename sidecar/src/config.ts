@@ -14,108 +14,31 @@
  *
  * The access key never comes from a plain flag (it would show in `ps`): only from
  * APM_SIDECAR_ACCESS_KEY, the config file, or the file named by access_key_file.
+ *
+ * This file is the loading (precedence, the config file, the access-key file) and the printing;
+ * the key table is config/keys.ts, the value parsers config/values.ts.
  */
 import { readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isIP } from 'node:net';
 import { ApmError } from '@apm-sidecar/proto';
+import { PROFILES, type ProfileName, parseReconnectSchedule } from './reconnect-schedule';
 import {
-  PROFILES,
-  type ProfileName,
-  type ReconnectSchedule,
-  ReconnectScheduleError,
-  formatReconnectSchedule,
-  parseReconnectSchedule,
-} from './reconnect-schedule';
+  CONFIG_KEYS,
+  CONFIG_KEY_NAMES,
+  type ConfigKey,
+  type ConfigKeyDef,
+  ENV_PREFIX,
+  SHIM_ONLY_ENV,
+  type SidecarConfig,
+  configKeyDef,
+  envName,
+  flagName,
+  isConfigKey,
+} from './config/keys';
+import { InvalidValue } from './config/values';
 
-export const ENV_PREFIX = 'APM_SIDECAR_';
-/** Variables with the prefix that configure the shim, not the sidecar: an environment shared by both must not stop the sidecar. */
-export const SHIM_ONLY_ENV: readonly string[] = ['APM_SIDECAR_SOCKET_OWNER'];
-
-export type Transport = 'tcp' | 'http' | 'debug';
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-
-/** A listening or connecting address given as `HOST:PORT` (IPv6 as `[::1]:PORT`). */
-export interface HostPort {
-  readonly host: string;
-  readonly port: number;
-}
-
-/** Every configuration value, typed. Durations are milliseconds. */
-export interface SidecarConfig {
-  /** Unix socket path; '' = resolved at run time (DESIGN §3). */
-  readonly socket: string;
-  /** Group allowed to use the socket ('' = owner only). */
-  readonly socket_group: string;
-  readonly transport: Transport;
-  /** Collector hosts in fail-over order; at least one. */
-  readonly server_host: string[];
-  readonly server_port: number;
-  /** Secret. '' = none configured. */
-  readonly access_key: string;
-  readonly access_key_file: string;
-  /** Directory of the SQLite retention file; '' = resolved at run time. */
-  readonly data_dir: string;
-  /** /healthz, /readyz, /metrics listener; null = off. */
-  readonly http: HostPort | null;
-  readonly profile: ProfileName;
-  readonly log_level: LogLevel;
-  /** Resolved: os.hostname() when not configured. */
-  readonly agent_id: string;
-  readonly tcp_connection_timeout: number;
-  readonly tcp_so_timeout: number;
-  readonly net_send_max_bytes: number;
-  readonly net_send_queue1_size: number;
-  readonly net_send_queue2_size: number;
-  readonly ipc_max_frame_bytes: number;
-  readonly ipc_hello_timeout_ms: number;
-  readonly ipc_max_unread_bytes: number;
-  readonly flush_ms: number;
-  readonly metric_interval_ms: number;
-  readonly retention_ms: number;
-  readonly standby_after_ms: number;
-  readonly mute_after_attempts: number;
-  /** The schedule as text (canonical form); the parsed form is `reconnect_schedule_parsed`. */
-  readonly reconnect_schedule: string;
-  readonly event_replay_window_ms: number;
-  readonly shutdown_timeout_ms: number;
-  readonly ready_max_ack_age_ms: number;
-  /** DogStatsD UDP listener; null = off. */
-  readonly dogstatsd_udp: HostPort | null;
-  /** DogStatsD Unix datagram socket path; '' = off. */
-  readonly dogstatsd_socket: string;
-  /** SQLite `synchronous` for the retention: NORMAL survives kill -9, FULL also power loss. */
-  readonly retention_synchronous: 'NORMAL' | 'FULL';
-  /** Bytes of rows the retention may hold; beyond it the oldest metrics are dropped (`disk_full`). */
-  readonly retention_max_bytes: number;
-  /** Bytes to keep free on the data_dir filesystem; below it the oldest metrics are dropped (`disk_full`). */
-  readonly retention_min_free_bytes: number;
-  /** Where the `debug` transport prints packs: '-' = stdout, else a file path. */
-  readonly debug_output: string;
-  readonly max_series: number;
-  readonly max_shims: number;
-  readonly shim_buffer_bytes: number;
-  /** Derived from `reconnect_schedule`; not a key of its own. */
-  readonly reconnect_schedule_parsed: ReconnectSchedule;
-}
-
-export type ConfigKey = Exclude<keyof SidecarConfig, 'reconnect_schedule_parsed'>;
-
-/** One configuration key: how it is documented, validated (`parse`) and printed (`format`). */
-export interface ConfigKeyDef<T = unknown> {
-  readonly name: ConfigKey;
-  /** Human-readable type, e.g. `integer 1..65535`, `duration ms`, `tcp|http|debug`. */
-  readonly type: string;
-  /** The default as text, as it would be written in a config file. */
-  readonly default: string;
-  readonly description: string;
-  /** Never printed, never echoed in an error message. */
-  readonly secret: boolean;
-  /** Validates and converts the text form; throws `InvalidValue` with a phrase like `is not an integer`. */
-  parse(raw: string): T;
-  /** The text form of a value, as it would be written in a config file. */
-  format(value: T): string;
-}
+export * from './config/keys';
+export { InvalidValue } from './config/values';
 
 /**
  * A key or value that cannot be accepted. `key` is the key (or the offending text when it names
@@ -129,265 +52,6 @@ export class ConfigError extends ApmError {
     this.key = key;
     this.source = source;
   }
-}
-
-/** Thrown by a key's `parse`; turned into a `ConfigError` that names the key and the source. */
-export class InvalidValue extends Error {
-  constructor(readonly problem: string) {
-    super(problem);
-  }
-}
-
-function invalid(problem: string): never {
-  throw new InvalidValue(problem);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value parsers
-
-const DIGITS = /^[0-9]+$/;
-/** Node timers cannot wait longer than this. */
-const MAX_TIMER_MS = 2_147_483_647;
-const MAX_UNIX_SOCKET_PATH_BYTES = 107; // sun_path is 108 bytes on Linux, including the NUL
-
-function integer(raw: string, min: number, max: number): number {
-  const text = raw.trim();
-  if (!DIGITS.test(text)) {
-    if (/^[+-]?[0-9]+$/.test(text) && Number(text) < 0) invalid(`is negative; must be at least ${min}`);
-    invalid('is not an integer');
-  }
-  const n = Number(text);
-  if (!Number.isSafeInteger(n) || n > max) invalid(`is greater than the maximum ${max}`);
-  if (n < min) invalid(`is less than the minimum ${min}`);
-  return n;
-}
-
-function oneOf<T extends string>(values: readonly T[]) {
-  return (raw: string): T => {
-    const text = raw.trim();
-    if ((values as readonly string[]).includes(text)) return text as T;
-    return invalid(`is not one of ${values.join(', ')}`);
-  };
-}
-
-const HOSTNAME = /^(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
-
-/** A host name, IPv4 address or IPv6 address (brackets optional and removed). */
-function host(text: string, what: string): string {
-  const h = text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text;
-  if (h === '') invalid(`has an empty ${what}`);
-  if (isIP(h) !== 0) return h;
-  if (/^[^:]+:[0-9]*$/.test(h)) invalid(`has a port in ${what} ${JSON.stringify(h)}; give the port separately`);
-  if (!HOSTNAME.test(h)) invalid(`has an invalid ${what} ${JSON.stringify(h)}`);
-  return h;
-}
-
-function hostList(raw: string): string[] {
-  if (raw.trim() === '') invalid('is empty; give at least one host');
-  return raw.split(',').map((part) => host(part.trim(), 'host'));
-}
-
-/** `HOST:PORT` or `[IPV6]:PORT`; port 0 is allowed (pick a free port). '' = off. */
-function hostPortOrOff(raw: string): HostPort | null {
-  const text = raw.trim();
-  if (text === '') return null;
-  const colon = text.lastIndexOf(':');
-  if (colon < 0) invalid('is not HOST:PORT (no port)');
-  const hostText = text.slice(0, colon);
-  if (hostText.includes(':') && !hostText.startsWith('[')) invalid('is not HOST:PORT (write an IPv6 host in brackets, e.g. [::1]:8125)');
-  const portText = text.slice(colon + 1);
-  if (!DIGITS.test(portText)) invalid(`is not HOST:PORT (port ${JSON.stringify(portText)} is not an integer)`);
-  const port = Number(portText);
-  if (port > 65535) invalid(`is not HOST:PORT (port ${port} is greater than 65535)`);
-  return { host: host(hostText, 'host'), port };
-}
-
-function formatHostPort(v: HostPort | null): string {
-  if (v === null) return '';
-  return isIP(v.host) === 6 ? `[${v.host}]:${v.port}` : `${v.host}:${v.port}`;
-}
-
-function noControlChars(raw: string): void {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting them is the point
-  if (/[\u0000-\u001f\u007f]/.test(raw)) invalid('contains a control character');
-}
-
-function text(raw: string): string {
-  noControlChars(raw);
-  return raw;
-}
-
-function unixSocketPath(raw: string): string {
-  noControlChars(raw);
-  if (Buffer.byteLength(raw) > MAX_UNIX_SOCKET_PATH_BYTES) {
-    invalid(`is ${Buffer.byteLength(raw)} bytes long; a Unix socket path may be at most ${MAX_UNIX_SOCKET_PATH_BYTES}`);
-  }
-  return raw;
-}
-
-/** Validates and returns the canonical text (`7x60000, 300000` → `7x60000,300000`). */
-function schedule(raw: string): string {
-  try {
-    return formatReconnectSchedule(parseReconnectSchedule(raw));
-  } catch (err) {
-    if (err instanceof ReconnectScheduleError) invalid(`is not a valid reconnect schedule: ${err.detail}`);
-    throw err;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The table
-
-const str = String;
-const num = (v: number): string => String(v);
-
-function intKey(name: ConfigKey, def: number, min: number, max: number, unit: string, description: string): ConfigKeyDef<number> {
-  const range = max === MAX_TIMER_MS || max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `${min}..${max}`;
-  return {
-    name,
-    type: `${unit} ${range}`,
-    default: String(def),
-    description,
-    secret: false,
-    parse: (raw) => integer(raw, min, max),
-    format: num,
-  };
-}
-const duration = (name: ConfigKey, def: number, description: string, min = 0): ConfigKeyDef<number> =>
-  intKey(name, def, min, MAX_TIMER_MS, 'duration ms', description);
-const size = (name: ConfigKey, def: number, description: string, min = 1, max = Number.MAX_SAFE_INTEGER): ConfigKeyDef<number> =>
-  intKey(name, def, min, max, 'integer', description);
-
-function textKey(name: ConfigKey, description: string, opts: { secret?: boolean; parse?: (raw: string) => string; type?: string } = {}): ConfigKeyDef<string> {
-  return { name, type: opts.type ?? 'string', default: '', description, secret: opts.secret ?? false, parse: opts.parse ?? text, format: str };
-}
-
-function enumKey<T extends string>(name: ConfigKey, values: readonly T[], def: T, description: string): ConfigKeyDef<T> {
-  return { name, type: values.join('|'), default: def, description, secret: false, parse: oneOf(values), format: str };
-}
-
-function hostPortKey(name: ConfigKey, description: string): ConfigKeyDef<HostPort | null> {
-  return { name, type: 'HOST:PORT or empty', default: '', description, secret: false, parse: hostPortOrOff, format: formatHostPort };
-}
-
-const TRANSPORTS: readonly Transport[] = ['tcp', 'http', 'debug'];
-const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[];
-
-const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = {
-  socket: textKey('socket', 'Unix socket the shims connect to; empty = /var/run/apm-sidecar/apm.sock, $XDG_RUNTIME_DIR or the temp dir', {
-    parse: unixSocketPath,
-    type: 'path',
-  }),
-  socket_group: textKey('socket_group', 'group (name or id) given access to the socket (directory 0770, socket 0660); empty = owner only'),
-  transport: enumKey('transport', TRANSPORTS, 'tcp', 'upstream: tcp to the collector, http tunnel, or debug (JSON lines on stdout, no network)'),
-  server_host: {
-    name: 'server_host',
-    type: 'comma list of hosts',
-    default: '127.0.0.1',
-    description: 'collector hosts, tried in order (fail-over); all share server_port',
-    secret: false,
-    parse: hostList,
-    format: (v) => v.join(','),
-  },
-  server_port: intKey('server_port', 6600, 1, 65535, 'port', 'collector port (TCP, or its HTTP port with transport http)'),
-  access_key: textKey(
-    'access_key',
-    'access key (from apm-collector keys create); set through APM_SIDECAR_ACCESS_KEY, the config file or access_key_file, never a flag',
-    {
-      secret: true,
-      parse: (raw) => {
-        noControlChars(raw.trim());
-        return raw.trim();
-      },
-    },
-  ),
-  access_key_file: textKey('access_key_file', 'file holding the access key (trimmed); should be readable by its owner only', { type: 'path' }),
-  data_dir: textKey('data_dir', 'directory of the SQLite retention file; empty = resolved at run time', { type: 'path' }),
-  http: hostPortKey('http', '/healthz, /readyz and /metrics listener; empty = off'),
-  profile: enumKey('profile', PROFILE_NAMES, 'appdynamics', 'reconnect behaviour: appdynamics (7x60000,300000) or whatap (3x5000-10000,stop)'),
-  log_level: enumKey('log_level', LOG_LEVELS, 'info', 'log level (pino)'),
-  agent_id: textKey('agent_id', 'name of this sidecar at the collector, stable across restarts; empty = host name (the pod name in Kubernetes)'),
-  tcp_connection_timeout: duration('tcp_connection_timeout', 5000, 'time allowed to connect to the collector'),
-  tcp_so_timeout: duration('tcp_so_timeout', 60000, 'a session that receives no bytes for this long is closed'),
-  net_send_max_bytes: size('net_send_max_bytes', 5_242_880, 'largest upstream frame; queued items are packed into frames up to this size', 1024),
-  net_send_queue1_size: size('net_send_queue1_size', 512, 'capacity of queue1 (metric packs)'),
-  net_send_queue2_size: size('net_send_queue2_size', 1024, 'capacity of queue2 (traces, active stacks)'),
-  ipc_max_frame_bytes: size('ipc_max_frame_bytes', 1_048_576, 'largest IPC frame accepted from a shim (checked before buffering)', 1024, 64 * 1024 * 1024),
-  ipc_hello_timeout_ms: duration('ipc_hello_timeout_ms', 5000, 'an IPC connection that sends no Hello this long after connecting is closed', 10),
-  ipc_max_unread_bytes: size(
-    'ipc_max_unread_bytes',
-    1_048_576,
-    'bytes of replies an IPC peer may leave unread before it is disconnected',
-    65536,
-    256 * 1024 * 1024,
-  ),
-  flush_ms: duration('flush_ms', 1000, 'how often shims flush their aggregated metrics (pushed to shims)', 10),
-  metric_interval_ms: duration('metric_interval_ms', 10000, 'reporting interval the sidecar merges shim points into', 10),
-  retention_ms: duration('retention_ms', 180000, 'metrics are retained in SQLite while disconnected for at most this long'),
-  standby_after_ms: duration('standby_after_ms', 60000, 'unreachable this long: standby (no transaction detection)'),
-  mute_after_attempts: size('mute_after_attempts', 3, 'failed reconnect attempts before muted (instrumentation off)', 0),
-  reconnect_schedule: {
-    name: 'reconnect_schedule',
-    type: 'schedule',
-    default: '(from profile)',
-    description: 'comma list of COUNTxMS or COUNTxMIN-MAX; the last item repeats unless followed by stop',
-    secret: false,
-    parse: schedule,
-    format: str,
-  },
-  event_replay_window_ms: duration('event_replay_window_ms', 20000, 'events and snapshots of this last window are sent after a reconnect'),
-  shutdown_timeout_ms: duration('shutdown_timeout_ms', 5000, 'on SIGTERM, time allowed to flush and commit before exiting'),
-  ready_max_ack_age_ms: duration('ready_max_ack_age_ms', 30000, '/readyz fails when the last upstream ack is older than this'),
-  dogstatsd_udp: hostPortKey('dogstatsd_udp', 'DogStatsD UDP listener; empty = off'),
-  dogstatsd_socket: textKey('dogstatsd_socket', 'DogStatsD Unix datagram socket path; empty = off', { parse: unixSocketPath, type: 'path' }),
-  retention_synchronous: enumKey(
-    'retention_synchronous',
-    ['NORMAL', 'FULL'] as const,
-    'NORMAL',
-    'SQLite synchronous for the retention (WAL): NORMAL survives a crash of the sidecar, FULL also power loss (an fsync per commit)',
-  ),
-  retention_max_bytes: size(
-    'retention_max_bytes',
-    268_435_456,
-    'bytes of rows the retention may hold; beyond it the oldest retained metrics are dropped and counted disk_full',
-    65_536,
-  ),
-  retention_min_free_bytes: size(
-    'retention_min_free_bytes',
-    67_108_864,
-    'bytes kept free on the data_dir filesystem; below it the oldest retained metrics are dropped and counted disk_full',
-    0,
-  ),
-  debug_output: {
-    ...textKey('debug_output', "where the debug transport prints packs as JSON lines: '-' = stdout, else a file path", { type: 'path or -' }),
-    default: '-',
-  },
-  max_series: size('max_series', 100_000, 'bound on distinct metric series held in aggregation'),
-  max_shims: size('max_shims', 1024, 'bound on simultaneously connected shims'),
-  shim_buffer_bytes: size('shim_buffer_bytes', 8_388_608, 'bytes a shim may buffer while the sidecar is away (sent to shims in the welcome)'),
-};
-
-/** Every key, in the order `apm-sidecar config` prints them. */
-export const CONFIG_KEYS: readonly ConfigKeyDef[] = Object.values(KEY_DEFS) as ConfigKeyDef[];
-export const CONFIG_KEY_NAMES: readonly ConfigKey[] = Object.keys(KEY_DEFS) as ConfigKey[];
-
-export function isConfigKey(name: string): name is ConfigKey {
-  return Object.hasOwn(KEY_DEFS, name);
-}
-
-export function configKeyDef<K extends ConfigKey>(name: K): ConfigKeyDef<SidecarConfig[K]> {
-  return KEY_DEFS[name];
-}
-
-/** `server_port` → `--server-port`. */
-export function flagName(key: string): string {
-  return `--${key.replace(/_/g, '-')}`;
-}
-
-/** `server_port` → `APM_SIDECAR_SERVER_PORT`. */
-export function envName(key: string): string {
-  return ENV_PREFIX + key.toUpperCase();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -607,7 +271,7 @@ export function loadConfig(input: ConfigInput): EffectiveConfig {
     if (def.name in values) continue;
     if (def.name === 'reconnect_schedule') {
       const profile = values.profile as ProfileName | undefined;
-      const name: ProfileName = profile ?? (KEY_DEFS.profile.default as ProfileName);
+      const name: ProfileName = profile ?? (configKeyDef('profile').default as ProfileName);
       values[def.name] = PROFILES[name].reconnect_schedule;
       sources[def.name] = `profile:${name}`;
       continue;
@@ -641,7 +305,7 @@ export function loadConfig(input: ConfigInput): EffectiveConfig {
     if (cand.raw === '') {
       throw new ConfigError('access_key_file', keyFileSource, `access_key_file: ${JSON.stringify(keyFile)} is empty (from ${keyFileSource})`);
     }
-    values.access_key = parseValue(KEY_DEFS.access_key, cand);
+    values.access_key = parseValue(configKeyDef('access_key'), cand);
     sources.access_key = cand.source;
     if (isGroupOrWorldReadable(keyFile)) {
       warnings.push(`access_key_file ${keyFile} is readable by group or others; chmod 600 it`);

@@ -1,8 +1,8 @@
 import { createSocket as createUdp } from 'node:dgram';
 import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
-import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from './logger';
+import { SocketPathKindError } from './socket-path';
 
 export interface DogStatsdListenOptions {
   udp: { host: string; port: number } | null;
@@ -39,7 +39,7 @@ export async function listenDogStatsd(o: DogStatsdListenOptions): Promise<DogSta
   if (o.socketPath.length > 0) {
     const path = o.socketPath;
     if (existsSync(path)) {
-      if (!lstatSync(path).isSocket()) throw new ApmError('ERR_SOCKET_PATH', `dogstatsd_socket: ${path} exists and is not a socket; refusing to replace it`);
+      if (!lstatSync(path).isSocket()) throw new SocketPathKindError(`dogstatsd_socket: ${path} exists and is not a socket; refusing to replace it`);
       // A datagram socket cannot be probed for a live listener; a leftover file is replaced.
       unlinkSync(path);
     }

@@ -38,6 +38,13 @@ export interface ReconnectSchedule {
   readonly then: 'repeat' | 'stop';
 }
 
+/** nextDelay was asked for an attempt number that is not a non-negative integer (a bug in the caller). */
+export class ReconnectAttemptError extends ApmError {
+  constructor(attempt: number) {
+    super('ERR_RECONNECT_ATTEMPT', `attempt must be a non-negative integer, got ${attempt}`);
+  }
+}
+
 /** A `reconnect_schedule` text that does not parse. `detail` is the reason without the text. */
 export class ReconnectScheduleError extends ApmError {
   readonly text: string;
@@ -159,7 +166,7 @@ function draw(step: ReconnectStep, random: () => number): number {
  */
 export function nextDelay(schedule: ReconnectSchedule, attempt: number, random: () => number = Math.random): number | 'stop' {
   if (!Number.isInteger(attempt) || attempt < 0) {
-    throw new RangeError(`attempt must be a non-negative integer, got ${attempt}`);
+    throw new ReconnectAttemptError(attempt);
   }
   let remaining = attempt;
   for (const step of schedule.steps) {

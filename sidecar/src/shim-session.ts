@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import {
   ApmError,
+  InternalError,
   FrameParser,
   type Hello,
   HelloTimeoutError,
@@ -153,7 +154,7 @@ export class ShimSession {
     try {
       this.parser.push(chunk);
     } catch (err) {
-      this.fail(err instanceof ApmError ? err : new ApmError('ERR_INTERNAL', String(err)));
+      this.fail(err instanceof ApmError ? err : new InternalError(String(err)));
     }
   }
 

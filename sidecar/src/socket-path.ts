@@ -21,9 +21,45 @@ import { tmpdir } from 'node:os';
 import { dirname } from 'node:path';
 import { ApmError, socketPathCandidates } from '@apm-sidecar/proto';
 
+/** The family of socket path refusals; each kind below has its own code. */
 export class SocketPathError extends ApmError {
   constructor(code: string, message: string) {
     super(code, message);
+  }
+}
+
+/** `socket_group` names no group of this machine. */
+export class SocketGroupError extends SocketPathError {
+  constructor(group: string) {
+    super('ERR_SOCKET_GROUP', `socket_group: unknown group "${group}"`);
+  }
+}
+
+/** A socket path, or its directory, exists as something else (not a socket, not a directory): never replaced. */
+export class SocketPathKindError extends SocketPathError {
+  constructor(message: string) {
+    super('ERR_SOCKET_PATH', message);
+  }
+}
+
+/** The socket directory is a symbolic link or a shared (sticky) directory: another user could swap the socket. */
+export class SocketDirUnsafeError extends SocketPathError {
+  constructor(message: string) {
+    super('ERR_SOCKET_DIR_UNSAFE', message);
+  }
+}
+
+/** The socket directory belongs to another user, who could replace the socket. */
+export class SocketDirOwnerError extends SocketPathError {
+  constructor(message: string) {
+    super('ERR_SOCKET_DIR_OWNER', message);
+  }
+}
+
+/** Another sidecar already answers on the socket path; this one refuses to start. */
+export class SocketInUseError extends SocketPathError {
+  constructor(message: string) {
+    super('ERR_SOCKET_IN_USE', message);
   }
 }
 
@@ -60,7 +96,7 @@ function groupId(group: string): number {
   } catch {
     // fall through
   }
-  throw new SocketPathError('ERR_SOCKET_GROUP', `socket_group: unknown group "${group}"`);
+  throw new SocketGroupError(group);
 }
 
 export interface SocketDir {
@@ -94,20 +130,19 @@ export function prepareSocketDir(path: string, group: string): SocketDir {
     const code = (err as NodeJS.ErrnoException).code;
     // With O_DIRECTORY, Linux reports a symlink as ENOTDIR rather than ELOOP.
     if (code === 'ELOOP' || (code === 'ENOTDIR' && lstatSync(dir).isSymbolicLink()))
-      throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a symbolic link; refusing it`);
-    if (code === 'ENOTDIR') throw new SocketPathError('ERR_SOCKET_PATH', `socket directory ${dir} is not a directory`);
+      throw new SocketDirUnsafeError(`socket directory ${dir} is a symbolic link; refusing it`);
+    if (code === 'ENOTDIR') throw new SocketPathKindError(`socket directory ${dir} is not a directory`);
     throw err;
   }
   try {
     const st = fstatSync(fd);
     if (st.uid !== uid) {
-      throw new SocketPathError(
-        'ERR_SOCKET_DIR_OWNER',
+      throw new SocketDirOwnerError(
         `socket directory ${dir} is owned by uid ${st.uid}, not by this user (uid ${uid}): another user could replace the socket; remove it or choose another --socket`,
       );
     }
     if ((st.mode & 0o1000) !== 0) {
-      throw new SocketPathError('ERR_SOCKET_DIR_UNSAFE', `socket directory ${dir} is a shared (sticky) directory; use a directory of its own`);
+      throw new SocketDirUnsafeError(`socket directory ${dir} is a shared (sticky) directory; use a directory of its own`);
     }
     if (gid !== null && st.gid !== gid) fchownSync(fd, uid, gid);
     const current = st.mode & 0o7777;
@@ -191,9 +226,9 @@ export async function claimSocketPath(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-  if (!st.isSocket()) throw new SocketPathError('ERR_SOCKET_PATH', `${path} exists and is not a socket; refusing to replace it`);
+  if (!st.isSocket()) throw new SocketPathKindError(`${path} exists and is not a socket; refusing to replace it`);
   if (await probeSocket(path)) {
-    throw new SocketPathError('ERR_SOCKET_IN_USE', `another sidecar is already listening on ${path}`);
+    throw new SocketInUseError(`another sidecar is already listening on ${path}`);
   }
   unlinkSync(path);
   return true;

@@ -1,6 +1,7 @@
 import { createConnection } from 'node:net';
 import {
-  ApmError,
+  RemoteError,
+  UnexpectedMessageError,
   DEFAULT_MAX_FRAME_BYTES,
   FrameParser,
   MessageType,
@@ -11,6 +12,7 @@ import {
   encodeStatusRequest,
   type ControlResult,
 } from '@apm-sidecar/proto';
+import { NotRunningError, StatusTimeoutError } from './cli-errors';
 
 /** Ask a running sidecar over its socket: one request frame, one response frame. */
 function ask<T>(path: string, request: Buffer, expect: number, decode: (p: Buffer) => T, timeoutMs: number): Promise<T> {
@@ -22,13 +24,13 @@ function ask<T>(path: string, request: Buffer, expect: number, decode: (p: Buffe
       if (err !== null) reject(err);
       else resolve(v as T);
     };
-    const timer = setTimeout(() => done(new ApmError('ERR_TIMEOUT', `no answer from the sidecar on ${path} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => done(new StatusTimeoutError(path, timeoutMs)), timeoutMs);
     const parser = new FrameParser(16 * DEFAULT_MAX_FRAME_BYTES, (type, payload) => {
       if (type === expect) done(null, decode(payload));
       else if (type === MessageType.Error) {
         const e = decodeError(payload);
-        done(new ApmError(e.code, e.message));
-      } else done(new ApmError('ERR_UNEXPECTED_MESSAGE', `sidecar answered with message type ${type}`));
+        done(new RemoteError(e.code, e.message));
+      } else done(new UnexpectedMessageError(`sidecar answered with message type ${type}`));
     });
     s.on('connect', () => s.write(request));
     s.on('data', (c: Buffer) => {
@@ -40,9 +42,9 @@ function ask<T>(path: string, request: Buffer, expect: number, decode: (p: Buffe
     });
     s.on('error', (err: NodeJS.ErrnoException) => {
       const why = err.code === 'ENOENT' || err.code === 'ECONNREFUSED' ? 'no sidecar is listening' : err.message;
-      done(new ApmError('ERR_NOT_RUNNING', `${why} on ${path}`));
+      done(new NotRunningError(`${why} on ${path}`));
     });
-    s.on('close', () => done(new ApmError('ERR_NOT_RUNNING', `the sidecar on ${path} closed the connection`)));
+    s.on('close', () => done(new NotRunningError(`the sidecar on ${path} closed the connection`)));
   });
 }
 

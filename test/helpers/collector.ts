@@ -1,8 +1,10 @@
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { request } from 'node:http';
 import { type Server, type Socket, createServer, connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
-import { Proc, ROOT, waitFor } from './procs';
+import { after, before } from 'node:test';
+import { type CliResult, Proc, ROOT, type SidecarProc, runToEnd, startSidecar, tempDir, waitFor } from './procs';
 
 export const COLLECTOR_CLI = join(ROOT, 'collector', 'dist', 'cli.js');
 
@@ -32,6 +34,57 @@ export async function startCollector(dataDir: string, extra: string[] = []): Pro
   return p;
 }
 
+/** Sidecar settings for tests against a collector: fast flushes and intervals, and a reconnect after 200 ms instead of the default schedule. */
+export const FAST_SIDECAR = [
+  '--set',
+  'flush_ms=50',
+  '--set',
+  'metric_interval_ms=200',
+  '--set',
+  'tcp_connection_timeout=1000',
+  '--set',
+  'reconnect_schedule=200',
+];
+
+/** `apm-sidecar run` over TCP to this collector with `key` (from the environment), as agent `agentId`, with FAST_SIDECAR. */
+export function tcpSidecar(dir: string, c: CollectorProc, key: string, agentId: string): Promise<SidecarProc> {
+  return startSidecar(
+    dir,
+    ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(c.port), '--set', `agent_id=${agentId}`, ...FAST_SIDECAR],
+    {
+      APM_SIDECAR_ACCESS_KEY: key,
+    },
+  );
+}
+
+/** The sum of every stored point of the counter `name`, read through the JSON API. */
+export async function counterSum(c: CollectorProc, name: string): Promise<number> {
+  const r = await getJson<{ sum: number }[]>(c.httpPort, `/api/metrics?name=${encodeURIComponent(name)}`, c.httpHost);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.reduce((a, p) => a + p.sum, 0);
+}
+
+/**
+ * For a describe(): a collector in a temporary directory with one access key for `project`,
+ * started before the suite's tests (`use` receives it and the key) and stopped after them, when the
+ * directory goes too. Returns the directory, for the suite's sidecars.
+ */
+export function collectorPerSuite(project: string, extra: string[], use: (c: CollectorProc, key: string) => void): { dir: string } {
+  const tmp = tempDir();
+  let collector: CollectorProc | undefined;
+  before(async () => {
+    const data = join(tmp.dir, 'collector');
+    const key = await createKey(data, project);
+    collector = await startCollector(data, extra);
+    use(collector, key);
+  });
+  after(async () => {
+    await collector?.kill('SIGTERM');
+    tmp.cleanup();
+  });
+  return { dir: tmp.dir };
+}
+
 /** `apm-collector keys create`: the key is alone on the last line of stdout. */
 export function createKey(dataDir: string, project = 'test'): Promise<string> {
   return lastLineOf(['keys', 'create', '--project', project, '--data-dir', dataDir]);
@@ -42,25 +95,21 @@ export function createToken(dataDir: string, project?: string): Promise<string> 
   return lastLineOf(['tokens', 'create', ...(project !== undefined ? ['--project', project] : []), '--data-dir', dataDir]);
 }
 
-function lastLineOf(args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [COLLECTOR_CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d;
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      err += d;
-    });
-    child.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`${args.slice(0, 2).join(' ')} exited ${code}: ${err}`));
-      const lines = out.trim().split('\n');
-      resolve((lines[lines.length - 1] as string).trim());
-    });
-  });
+async function lastLineOf(args: string[]): Promise<string> {
+  const r = await runCollector(args);
+  if (r.code !== 0) throw new Error(`${args.slice(0, 2).join(' ')} exited ${r.code}: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  return (lines[lines.length - 1] as string).trim();
+}
+
+/**
+ * Run an `apm-collector` command to completion. APM_COLLECTOR_DATA_DIR is never taken from the
+ * test's own environment (a test sets it in `env` when it means to); `asUser` runs it as that user.
+ */
+export function runCollector(args: string[], o: { env?: Record<string, string | undefined>; asUser?: string } = {}): Promise<CliResult> {
+  const env = { APM_COLLECTOR_DATA_DIR: undefined, ...o.env };
+  if (o.asUser === undefined) return runToEnd(process.execPath, [COLLECTOR_CLI, ...args], env);
+  return runToEnd('runuser', ['-u', o.asUser, '--', process.execPath, COLLECTOR_CLI, ...args], env);
 }
 
 export interface GetOptions {

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -109,6 +110,12 @@ export async function startSidecar(dir: string, extra: string[] = [], env: Recor
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const p = new Proc(child) as SidecarProc;
   p.socket = socket;
+  await sidecarListening(p);
+  return p;
+}
+
+/** Resolves once a starting sidecar logged that it listens for shims; rejects if it exits first. */
+export async function sidecarListening(p: Proc): Promise<void> {
   await waitFor(
     'the sidecar to listen',
     () => {
@@ -117,13 +124,18 @@ export async function startSidecar(dir: string, extra: string[] = [], env: Recor
     },
     15000,
   );
-  return p;
 }
 
-/** Run a CLI command to completion. */
-export function runCli(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a command to completion and collect its output. `env` adds to (or, with undefined, removes from) this process's environment. */
+export function runToEnd(command: string, args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [SIDECAR_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -134,6 +146,18 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
     });
     child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** Run an `apm-sidecar` command to completion. */
+export function runCli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  return runToEnd(process.execPath, [SIDECAR_CLI, ...args], env);
+}
+
+/** `apm-sidecar status --json` of the sidecar on `socket`, through the real CLI; fails the test when it does not answer. */
+export async function statusJson(socket: string): Promise<Record<string, any>> {
+  const r = await runCli(['status', '--json', '--socket', socket]);
+  assert.equal(r.code, 0, r.stderr);
+  return JSON.parse(r.stdout) as Record<string, any>;
 }
 
 /** Start a fixture app (test/helpers/apps/NAME.js) with arguments in the environment. */

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { networkInterfaces } from 'node:os';
@@ -8,7 +7,7 @@ import { after, describe, test } from 'node:test';
 import { MetricKind, encodeSeries } from '@apm-sidecar/proto';
 import { SqliteStore } from '@apm-sidecar/collector';
 import type { TextItem } from '@apm-sidecar/proto/upstream';
-import { COLLECTOR_CLI, type CollectorProc, createToken, startCollector } from '../helpers/collector';
+import { type CollectorProc, createToken, runCollector, startCollector } from '../helpers/collector';
 import { tempDir } from '../helpers/procs';
 
 // Who can read the collected data over HTTP: read tokens, project scoping, protected mode.
@@ -40,24 +39,6 @@ function get(port: number, path: string, o: { token?: string; auth?: string; hos
 }
 
 const errorCode = (r: Reply): string => (JSON.parse(r.body) as { error: { code: string } }).error.code;
-
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [COLLECTOR_CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, APM_COLLECTOR_DATA_DIR: undefined },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** Two projects, one agent each, with a trace (its SQL step text), an event and a metric point. */
 function seed(dataDir: string): { shop: string; bank: string } {
@@ -179,7 +160,7 @@ describe('collector HTTP access', () => {
     const second = await createToken(dir);
     assert.equal((await get(port, '/api/traces', { token: second })).status, 200);
     const id = token.split('.')[1] as string;
-    const revoked = await cli(['tokens', 'revoke', id, '--data-dir', dir]);
+    const revoked = await runCollector(['tokens', 'revoke', id, '--data-dir', dir]);
     assert.equal(revoked.code, 0, revoked.stderr);
     assert.equal((await get(port, '/api/traces', { token })).status, 401, 'revocation takes effect on the next request');
     assert.equal((await get(port, '/api/traces', { token: second })).status, 200);
@@ -241,7 +222,7 @@ describe('collector HTTP access', () => {
     assert.equal((await get(port, '/metrics', { token: all, host: 'collector.example.com' })).status, 200);
     assert.equal((await get(port, '/metrics', { host: 'collector.example.com' })).status, 401, 'from a non-loopback name /metrics needs a token');
 
-    const unknown = await cli(['tokens', 'create', '--project', 'nope', '--data-dir', dir]);
+    const unknown = await runCollector(['tokens', 'create', '--project', 'nope', '--data-dir', dir]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /ERR_UNKNOWN_PROJECT/);
   });
@@ -260,7 +241,7 @@ describe('collector HTTP access', () => {
   test('--http on a non-loopback address without a read token refuses to start (exit 2) and says how to create one', async () => {
     const dir = join(tmp.dir, 'bind');
     for (const http of ['0.0.0.0:0', '[::]:0']) {
-      const r = await cli(['run', '--port', '0', '--host', '127.0.0.1', '--http', http, '--data-dir', dir]);
+      const r = await runCollector(['run', '--port', '0', '--host', '127.0.0.1', '--http', http, '--data-dir', dir]);
       assert.equal(r.code, 2, `${http}: ${r.stderr}`);
       assert.match(r.stderr, /no read token is configured/);
       assert.match(r.stderr, /apm-collector tokens create/);
@@ -272,7 +253,7 @@ describe('collector HTTP access', () => {
     const c = await start(dir, ['--http', '0.0.0.0:0']);
     assert.equal(c.httpHost, '0.0.0.0');
     assert.equal((await get(c.httpPort, '/api/stats', { token })).status, 200);
-    const revoked = await cli(['tokens', 'revoke', token.split('.')[1] as string, '--data-dir', dir]);
+    const revoked = await runCollector(['tokens', 'revoke', token.split('.')[1] as string, '--data-dir', dir]);
     assert.equal(revoked.code, 0, revoked.stderr);
     const ip = nonLoopbackIPv4();
     if (ip !== undefined) {
@@ -288,14 +269,14 @@ describe('collector HTTP access', () => {
     const { shop } = seed(dir);
     const token = await createToken(dir, shop);
     const secret = token.split('.')[2] as string;
-    const list = await cli(['tokens', 'list', '--data-dir', dir]);
+    const list = await runCollector(['tokens', 'list', '--data-dir', dir]);
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stdout, new RegExp(`^${token.split('.')[1]}\\s+${shop}\\s`, 'm'));
     assert.ok(!list.stdout.includes(secret));
     for (const f of readdirSync(dir)) assert.ok(!readFileSync(join(dir, f)).includes(secret), `${f} does not hold the token`);
-    const json = JSON.parse((await cli(['tokens', 'list', '--json', '--data-dir', dir])).stdout) as Record<string, unknown>[];
+    const json = JSON.parse((await runCollector(['tokens', 'list', '--json', '--data-dir', dir])).stdout) as Record<string, unknown>[];
     assert.deepEqual(Object.keys(json[0] ?? {}).sort(), ['createdAt', 'projectId', 'revokedAt', 'tokenId']);
-    const bad = await cli(['tokens', 'revoke', 'ffffffff', '--data-dir', dir]);
+    const bad = await runCollector(['tokens', 'revoke', 'ffffffff', '--data-dir', dir]);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /ERR_UNKNOWN_TOKEN/);
   });

@@ -7,27 +7,8 @@ import { after, describe, test } from 'node:test';
 import { MetricKind, Sketch, encodeSeries } from '@apm-sidecar/proto';
 import { parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { SqliteStore } from '@apm-sidecar/collector';
-import { Proc, ROOT, tempDir, waitFor } from '../helpers/procs';
-
-const COLLECTOR_CLI = join(ROOT, 'collector', 'dist', 'cli.js');
-
-function runCollector(args: string[], env: Record<string, string | undefined> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [COLLECTOR_CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, APM_COLLECTOR_DATA_DIR: undefined, ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+import { COLLECTOR_CLI, runCollector } from '../helpers/collector';
+import { Proc, tempDir, waitFor } from '../helpers/procs';
 
 interface Listening {
   agents: { host: string; port: number };
@@ -107,10 +88,10 @@ describe('apm-collector CLI', () => {
 
   test('the data directory comes from APM_COLLECTOR_DATA_DIR when --data-dir is absent', async () => {
     const dataDir = join(tmp.dir, 'from-env');
-    const r = await runCollector(['keys', 'create', '--project', 'env'], { APM_COLLECTOR_DATA_DIR: dataDir });
+    const r = await runCollector(['keys', 'create', '--project', 'env'], { env: { APM_COLLECTOR_DATA_DIR: dataDir } });
     assert.equal(r.code, 0, r.stderr);
     assert.ok(statSync(join(dataDir, 'collector.db')).isFile());
-    const list = await runCollector(['keys', 'list', '--json'], { APM_COLLECTOR_DATA_DIR: dataDir });
+    const list = await runCollector(['keys', 'list', '--json'], { env: { APM_COLLECTOR_DATA_DIR: dataDir } });
     assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1);
   });
 

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, statSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
@@ -7,8 +6,8 @@ import { after, describe, test } from 'node:test';
 import { FrameParser } from '@apm-sidecar/proto';
 import { type AccessKey, ClientHandshake, UpstreamType, keyFingerprint, parseAccessKey } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
-import { COLLECTOR_CLI, type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
-import { type SidecarProc, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { type CollectorProc, FAST_SIDECAR, createKey, getJson, runCollector, startCollector, tcpSidecar } from '../helpers/collector';
+import { sleep, startSidecar, statusJson, tempDir, waitFor } from '../helpers/procs';
 
 /**
  * The key lifecycle: a project has several keys (rotation), `keys list` shows
@@ -16,38 +15,7 @@ import { type SidecarProc, runCli, sleep, startSidecar, tempDir, waitFor } from 
  * second, and every failed proof gets one refusal (no oracle for projects or keys).
  */
 
-const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'tcp_connection_timeout=1000', '--set', 'reconnect_schedule=200'];
-
 type Json = Record<string, any>;
-
-function cli(args: string[], asUser?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const [cmd, argv] =
-    asUser === undefined ? [process.execPath, [COLLECTOR_CLI, ...args]] : ['runuser', ['-u', asUser, '--', process.execPath, COLLECTOR_CLI, ...args]];
-  return new Promise((resolve) => {
-    const child = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, APM_COLLECTOR_DATA_DIR: undefined } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-async function status(sc: SidecarProc): Promise<Json> {
-  const r = await runCli(['status', '--json', '--socket', sc.socket]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as Json;
-}
-
-function sidecar(dir: string, c: CollectorProc, key: string, agentId: string): Promise<SidecarProc> {
-  return startSidecar(dir, ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(c.port), '--set', `agent_id=${agentId}`, ...FAST], {
-    APM_SIDECAR_ACCESS_KEY: key,
-  });
-}
 
 async function agentRow(c: CollectorProc, agentId: string): Promise<Json | undefined> {
   return (await getJson<Json[]>(c.httpPort, '/api/agents', c.httpHost)).body.find((a) => a.agentId === agentId);
@@ -82,7 +50,7 @@ describe('collector: access key lifecycle', () => {
   test('rotation: keys create on an existing project adds a key, both work; keys revoke (another process) ends that key’s session within a second and its next handshake is refused', async (t) => {
     const data = join(tmp.dir, 'rotate');
     const oldKey = await createKey(data, 'shop');
-    const rotated = await cli(['keys', 'create', '--project', 'shop', '--data-dir', data]);
+    const rotated = await runCollector(['keys', 'create', '--project', 'shop', '--data-dir', data]);
     assert.equal(rotated.code, 0, rotated.stderr);
     const newKey = rotated.stdout.trimEnd().split('\n').at(-1) as string;
     const o = parseAccessKey(oldKey);
@@ -91,7 +59,7 @@ describe('collector: access key lifecycle', () => {
     assert.notDeepEqual(n.secret, o.secret, 'a new secret');
     assert.match(rotated.stdout, /added access key/);
 
-    const list = await cli(['keys', 'list', '--json', '--data-dir', data]);
+    const list = await runCollector(['keys', 'list', '--json', '--data-dir', data]);
     assert.equal(list.code, 0, list.stderr);
     const rows = JSON.parse(list.stdout) as Json[];
     assert.deepEqual(
@@ -101,7 +69,7 @@ describe('collector: access key lifecycle', () => {
         [o.projectId, keyFingerprint(n.secret), null],
       ],
     );
-    const table = await cli(['keys', 'list', '--data-dir', data]);
+    const table = await runCollector(['keys', 'list', '--data-dir', data]);
     for (const out of [list.stdout, table.stdout]) {
       for (const k of [o, n]) {
         assert.ok(!out.includes(k.secret.toString('base64url')) && !out.includes(k.secret.toString('hex')), 'never a secret');
@@ -111,14 +79,17 @@ describe('collector: access key lifecycle', () => {
 
     const c = await startCollector(data);
     cleanups.push(() => c.kill('SIGKILL'));
-    const onOld = await sidecar(join(tmp.dir, 'old'), c, oldKey, 'on-old-key');
+    const onOld = await tcpSidecar(join(tmp.dir, 'old'), c, oldKey, 'on-old-key');
     cleanups.push(() => onOld.kill('SIGKILL'));
-    const onNew = await sidecar(join(tmp.dir, 'new'), c, newKey, 'on-new-key');
+    const onNew = await tcpSidecar(join(tmp.dir, 'new'), c, newKey, 'on-new-key');
     cleanups.push(() => onNew.kill('SIGKILL'));
-    await waitFor('both sidecars active', async () => (await status(onOld)).state === 'active' && (await status(onNew)).state === 'active');
+    await waitFor(
+      'both sidecars active',
+      async () => (await statusJson(onOld.socket)).state === 'active' && (await statusJson(onNew.socket)).state === 'active',
+    );
     const badKeyBefore = (await getJson(c.httpPort, '/api/stats')).body.rejected.badKey as number;
 
-    const revoke = await cli(['keys', 'revoke', '--fingerprint', keyFingerprint(o.secret), '--data-dir', data]);
+    const revoke = await runCollector(['keys', 'revoke', '--fingerprint', keyFingerprint(o.secret), '--data-dir', data]);
     const revokedAt = Date.now();
     assert.equal(revoke.code, 0, revoke.stderr);
     assert.match(revoke.stdout, /revoked access key/);
@@ -132,20 +103,20 @@ describe('collector: access key lifecycle', () => {
     );
 
     // Its reconnections are refused like any failed proof; the other key's session goes on.
-    await waitFor('the old key to be refused', async () => (await status(onOld)).upstream.lastError?.code === 'ERR_BAD_KEY');
+    await waitFor('the old key to be refused', async () => (await statusJson(onOld.socket)).upstream.lastError?.code === 'ERR_BAD_KEY');
     // Several of its retries, counted rather than waited for: each one refused, none let back in.
     await waitFor('three refused reconnections', async () => (await getJson(c.httpPort, '/api/stats')).body.rejected.badKey >= badKeyBefore + 3);
-    assert.notEqual((await status(onOld)).state, 'active');
-    const s = await status(onNew);
+    assert.notEqual((await statusJson(onOld.socket)).state, 'active');
+    const s = await statusJson(onNew.socket);
     assert.equal(s.state, 'active');
     assert.equal(s.upstream.sessions, 1, 'the new key’s session was not touched');
     assert.equal((await agentRow(c, 'on-new-key'))?.state, 'live');
     assert.ok((await getJson(c.httpPort, '/api/stats')).body.rejected.badKey > badKeyBefore, 'counted as rejected.badKey');
-    const after = JSON.parse((await cli(['keys', 'list', '--json', '--data-dir', data])).stdout) as Json[];
+    const after = JSON.parse((await runCollector(['keys', 'list', '--json', '--data-dir', data])).stdout) as Json[];
     assert.ok(!Number.isNaN(Date.parse(after[0]?.revokedAt)), 'listed as revoked');
     assert.equal(after[1]?.revokedAt, null);
 
-    const unknown = await cli(['keys', 'revoke', '--fingerprint', 'ffffffffffff', '--data-dir', data]);
+    const unknown = await runCollector(['keys', 'revoke', '--fingerprint', 'ffffffffffff', '--data-dir', data]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /ERR_KEY_NOT_FOUND/);
   });
@@ -157,20 +128,20 @@ describe('collector: access key lifecycle', () => {
     cleanups.push(() => c.kill('SIGKILL'));
     const sc = await startSidecar(
       join(tmp.dir, 'tunnel-sc'),
-      ['--transport', 'http', '--server-host', '127.0.0.1', '--server-port', String(c.httpPort), '--set', 'agent_id=tunnel-agent', ...FAST],
+      ['--transport', 'http', '--server-host', '127.0.0.1', '--server-port', String(c.httpPort), '--set', 'agent_id=tunnel-agent', ...FAST_SIDECAR],
       { APM_SIDECAR_ACCESS_KEY: keyText },
     );
     cleanups.push(() => sc.kill('SIGKILL'));
-    await waitFor('the tunnel sidecar active', async () => (await status(sc)).state === 'active');
+    await waitFor('the tunnel sidecar active', async () => (await statusJson(sc.socket)).state === 'active');
     assert.equal((await agentRow(c, 'tunnel-agent'))?.state, 'live');
-    const revoke = await cli(['keys', 'revoke', '--fingerprint', keyFingerprint(parseAccessKey(keyText).secret), '--data-dir', data]);
+    const revoke = await runCollector(['keys', 'revoke', '--fingerprint', keyFingerprint(parseAccessKey(keyText).secret), '--data-dir', data]);
     const revokedAt = Date.now();
     assert.equal(revoke.code, 0, revoke.stderr);
     await waitFor('the tunnel session to end', async () => (await agentRow(c, 'tunnel-agent'))?.state === 'disconnected', 5000, 10);
     const endedIn = Date.now() - revokedAt;
     t.diagnostic(`tunnel session ended ${endedIn} ms after keys revoke exited`);
     assert.ok(endedIn < 1000, `the session ended ${endedIn} ms after the revocation`);
-    await waitFor('the sidecar refused on its next handshake', async () => (await status(sc)).upstream.lastError?.code === 'ERR_BAD_KEY');
+    await waitFor('the sidecar refused on its next handshake', async () => (await statusJson(sc.socket)).upstream.lastError?.code === 'ERR_BAD_KEY');
   });
 
   test('one refusal for every failed proof: unknown project, wrong key and revoked key get the same code and message, each counted as rejected.badKey', async () => {
@@ -191,7 +162,7 @@ describe('collector: access key lifecycle', () => {
     assert.deepEqual(JSON.parse(unknownProject.toString()), { code: 'ERR_BAD_KEY', message: 'access key refused' });
     assert.deepEqual(wrongKey, unknownProject, 'a wrong key is refused byte for byte like an unknown project');
     // Revoked while the collector runs: the very next handshake is refused, the same way.
-    assert.equal((await cli(['keys', 'revoke', '--fingerprint', keyFingerprint(revokedKey.secret), '--data-dir', data])).code, 0);
+    assert.equal((await runCollector(['keys', 'revoke', '--fingerprint', keyFingerprint(revokedKey.secret), '--data-dir', data])).code, 0);
     const revoked = await refusal(c.port, revokedKey);
     assert.deepEqual(revoked, unknownProject, 'and so is a revoked key');
     assert.equal((await getJson(c.httpPort, '/api/stats')).body.rejected.badKey, before + 3);
@@ -220,7 +191,7 @@ describe('collector: access key lifecycle', () => {
     const group = join(tmp.dir, 'group');
     mkdirSync(group);
     chmodSync(group, 0o750);
-    const r = await cli(['keys', 'list', '--data-dir', group]);
+    const r = await runCollector(['keys', 'list', '--data-dir', group]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /had mode 0750; tightened to 0700/);
     assert.equal(statSync(group).mode & 0o7777, 0o700);
@@ -228,7 +199,7 @@ describe('collector: access key lifecycle', () => {
     const sticky = join(tmp.dir, 'sticky');
     mkdirSync(sticky);
     chmodSync(sticky, 0o1777);
-    const refused = await cli(['keys', 'list', '--data-dir', sticky]);
+    const refused = await runCollector(['keys', 'list', '--data-dir', sticky]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /ERR_DATA_DIR_MODE/);
     assert.equal(statSync(sticky).mode & 0o7777, 0o1777, 'left as it was');
@@ -237,14 +208,14 @@ describe('collector: access key lifecycle', () => {
     mkdirSync(theirs);
     chownSync(theirs, 65534, 65534);
     chmodSync(theirs, 0o777);
-    const notOurs = await cli(['keys', 'list', '--data-dir', theirs]);
+    const notOurs = await runCollector(['keys', 'list', '--data-dir', theirs]);
     assert.equal(notOurs.code, 1);
     assert.match(notOurs.stderr, /belongs to uid 65534.*\[ERR_DATA_DIR_MODE\]/);
     assert.equal(statSync(theirs).mode & 0o7777, 0o777, 'left as it was');
 
     // Its owner (unprivileged) running the collector gets it tightened.
     chmodSync(tmp.dir, 0o711);
-    const own = await cli(['keys', 'create', '--project', 'nobody', '--data-dir', theirs], 'nobody');
+    const own = await runCollector(['keys', 'create', '--project', 'nobody', '--data-dir', theirs], { asUser: 'nobody' });
     assert.equal(own.code, 0, own.stderr);
     assert.match(own.stderr, /had mode 0777; tightened to 0700/);
     assert.equal(statSync(theirs).mode & 0o7777, 0o700);

@@ -7,6 +7,7 @@ import { MetricKind, encodeSeries } from '@apm-sidecar/proto';
 import { connect } from '@apm-sidecar/shim';
 import { parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { chromium } from 'playwright-core';
+import { runCleanups } from '../helpers/cleanups';
 import { createKey, createToken, getJson, startCollector } from '../helpers/collector';
 import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
@@ -159,13 +160,7 @@ test('the collector page: asks for the read token, then agents and charts live, 
       'no script errors on the page',
     );
   } finally {
-    for (const undo of cleanups.reverse()) {
-      try {
-        await undo();
-      } catch {
-        // best effort: the rest still runs
-      }
-    }
+    await runCleanups(cleanups);
     tmp.cleanup();
   }
 });
@@ -233,13 +228,7 @@ test('the same agent id in two projects: two rows, each showing its project, and
     assert.equal(await page.locator('tr[data-agent-id="twin"]').count(), 1);
     assert.equal(await page.locator(`${chart} svg path.line`).count(), 1);
   } finally {
-    for (const undo of cleanups.reverse()) {
-      try {
-        await undo();
-      } catch {
-        // best effort: the rest still runs
-      }
-    }
+    await runCleanups(cleanups);
     tmp.cleanup();
   }
 });

@@ -3,32 +3,18 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
-import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
-import { type SidecarProc, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { type CollectorProc, createKey, getJson, startCollector, tcpSidecar } from '../helpers/collector';
+import { type SidecarProc, sleep, statusJson, tempDir, waitFor } from '../helpers/procs';
 
 /**
  * An agent's identity is (project, agent_id): a sidecar holding project A's key
  * that calls itself like project B's agent is a different agent. It must not
- * replace B's session, share B's series or take B's license.
+ * replace B's session, share B's series or take B's license. The sidecars reconnect
+ * after 200 ms (FAST_SIDECAR): were one session to replace the other, both would keep
+ * fighting for the name (the behaviour this file guards against) instead of waiting a minute.
  */
 
-// A fast reconnect schedule: were one session to replace the other, both sidecars would keep
-// fighting for the name (the behaviour this file guards against) instead of waiting a minute.
-const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'tcp_connection_timeout=1000', '--set', 'reconnect_schedule=200'];
-
 type Json = Record<string, any>;
-
-async function status(sc: SidecarProc): Promise<Json> {
-  const r = await runCli(['status', '--json', '--socket', sc.socket]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout) as Json;
-}
-
-function sidecar(dir: string, c: CollectorProc, key: string, agentId: string): Promise<SidecarProc> {
-  return startSidecar(dir, ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(c.port), '--set', `agent_id=${agentId}`, ...FAST], {
-    APM_SIDECAR_ACCESS_KEY: key,
-  });
-}
 
 async function api<T = Json[]>(c: CollectorProc, path: string): Promise<T> {
   const r = await getJson<T>(c.httpPort, path, c.httpHost);
@@ -65,16 +51,16 @@ describe('collector: an agent is (project, agent_id)', () => {
     const projB = parseAccessKey(keyB).projectId;
     const c = await startCollector(data, ['--licenses', '2']);
     cleanups.push(() => c.kill('SIGKILL'));
-    const victim = await sidecar(join(tmp.dir, 'victim'), c, keyB, 'victim');
+    const victim = await tcpSidecar(join(tmp.dir, 'victim'), c, keyB, 'victim');
     cleanups.push(() => victim.kill('SIGKILL'));
     const apmB: ApmClient = connect({ app: 'shop', socket: victim.socket, flushMs: 50 });
     cleanups.push(() => apmB.close());
-    await waitFor('the victim to be active', async () => (await status(victim)).state === 'active');
-    const intruder = await sidecar(join(tmp.dir, 'intruder'), c, keyA, 'victim');
+    await waitFor('the victim to be active', async () => (await statusJson(victim.socket)).state === 'active');
+    const intruder = await tcpSidecar(join(tmp.dir, 'intruder'), c, keyA, 'victim');
     cleanups.push(() => intruder.kill('SIGKILL'));
     const apmA: ApmClient = connect({ app: 'other', socket: intruder.socket, flushMs: 50 });
     cleanups.push(() => apmA.close());
-    await waitFor('the intruder to be active', async () => (await status(intruder)).state === 'active');
+    await waitFor('the intruder to be active', async () => (await statusJson(intruder.socket)).state === 'active');
 
     // Both deliver for a while, in many flushes, so that any replacement would show.
     const ordersB = apmB.counter('orders', { region: 'eu' });
@@ -119,8 +105,8 @@ describe('collector: an agent is (project, agent_id)', () => {
 
     assert.deepEqual(replaced(victim), [], 'the victim was never replaced');
     assert.deepEqual(replaced(intruder), [], 'nor the intruder');
-    assert.equal((await status(victim)).upstream.sessions, 1, 'the victim kept its one session');
-    assert.equal((await status(intruder)).upstream.sessions, 1);
+    assert.equal((await statusJson(victim.socket)).upstream.sessions, 1, 'the victim kept its one session');
+    assert.equal((await statusJson(intruder.socket)).upstream.sessions, 1);
 
     const agents = (await api(c, '/api/agents')).filter((r) => r.agentId === 'victim');
     assert.deepEqual(agents.map((r) => [r.project, r.state, r.licensed]).sort(), [
@@ -153,22 +139,22 @@ describe('collector: an agent is (project, agent_id)', () => {
     const projB = parseAccessKey(keyB).projectId;
     const c = await startCollector(data, ['--licenses', '1']);
     cleanups.push(() => c.kill('SIGKILL'));
-    const victim = await sidecar(join(tmp.dir, 'seat-victim'), c, keyB, 'victim');
+    const victim = await tcpSidecar(join(tmp.dir, 'seat-victim'), c, keyB, 'victim');
     cleanups.push(() => victim.kill('SIGKILL'));
-    await waitFor('the victim to be active', async () => (await status(victim)).state === 'active');
-    const intruder = await sidecar(join(tmp.dir, 'seat-intruder'), c, keyA, 'victim');
+    await waitFor('the victim to be active', async () => (await statusJson(victim.socket)).state === 'active');
+    const intruder = await tcpSidecar(join(tmp.dir, 'seat-intruder'), c, keyA, 'victim');
     cleanups.push(() => intruder.kill('SIGKILL'));
-    await waitFor('the intruder to be refused a license', async () => (await status(intruder)).upstream.lastError?.code === 'ERR_NO_LICENSE');
+    await waitFor('the intruder to be refused a license', async () => (await statusJson(intruder.socket)).upstream.lastError?.code === 'ERR_NO_LICENSE');
     // A few of its retries, counted rather than waited for (each is a full handshake, refused a license).
     await waitFor(
       'three refusals of the intruder',
       () => c.lines.filter((l) => l.msg === 'agent refused: no license available' && l.projectId === projA).length >= 3,
     );
-    const v = await status(victim);
+    const v = await statusJson(victim.socket);
     assert.equal(v.state, 'active');
     assert.equal(v.upstream.sessions, 1);
     assert.deepEqual(replaced(victim), []);
-    assert.notEqual((await status(intruder)).state, 'active');
+    assert.notEqual((await statusJson(intruder.socket)).state, 'active');
     const rows = (await api(c, '/api/agents')).filter((r) => r.agentId === 'victim');
     assert.deepEqual(rows.map((r) => [r.project, r.state, r.licensed]).sort(), [
       [projA, 'disconnected', false],

@@ -11,10 +11,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { type MetricPoint, type Series, encodeActiveStack, encodeMetrics, encodeTrace, parseCorrelation } from '@apm-sidecar/proto';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
 import Database from 'better-sqlite3';
+import { cleanupsAfterEach } from '../helpers/cleanups';
 import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
 import { Gate, RawIpcClient, RecordingCollector, sidecarStatus } from '../helpers/outage';
 import { type SidecarProc, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
@@ -39,16 +40,7 @@ function sets(o: Record<string, string | number>): string[] {
 const tmp = tempDir('apm-disc-');
 after(() => tmp.cleanup());
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort: the next cleanup still runs
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 function dir(name: string): string {
   return join(tmp.dir, name);

@@ -12,27 +12,19 @@ import { closeSync, mkdirSync, openSync, rmSync, unlinkSync, writeSync } from 'n
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
+import { cleanupsAfterEach } from '../helpers/cleanups';
 import { createKey } from '../helpers/collector';
 import { sidecarStatus } from '../helpers/outage';
-import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, sleep, tempDir, waitFor } from '../helpers/procs';
+import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, sidecarListening, sleep, tempDir, waitFor } from '../helpers/procs';
 
 type Json = Record<string, any>;
 
 const tmp = tempDir('apm-diskfull-');
 after(() => tmp.cleanup());
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort: the next cleanup still runs
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 /** A private mount namespace holding a small tmpfs at `mnt`; alive while the test holds its stdin. */
 class SmallDisk {
@@ -103,14 +95,7 @@ class SmallDisk {
     ) as SidecarProc;
     p.socket = socket;
     cleanups.push(() => p.kill('SIGKILL'));
-    await waitFor(
-      'the sidecar to listen',
-      () => {
-        if (!p.alive) throw new Error(`sidecar exited ${p.exitCode}: ${p.stderr}`);
-        return p.logs('listening for shims').length > 0;
-      },
-      15000,
-    );
+    await sidecarListening(p);
     return p;
   }
 

@@ -3,15 +3,9 @@ import { after, describe, test } from 'node:test';
 import { MessageType, decodeWelcome, encodeStatusRequest } from '@apm-sidecar/proto';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
 import { HostilePeer, metricsFrame, rssMiB } from '../helpers/ipc-peer';
-import { type Proc, type SidecarProc, pointsOf, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { type Proc, type SidecarProc, pointsOf, runCli, sleep, startSidecar, statusJson, tempDir, waitFor } from '../helpers/procs';
 
 const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200'];
-
-async function status(socket: string): Promise<Record<string, any>> {
-  const r = await runCli(['status', '--json', '--socket', socket]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
-}
 
 function sumOf(p: Proc, name: string): number {
   return pointsOf(p, name).reduce((a, pt) => a + (pt.sum as number), 0);
@@ -58,7 +52,7 @@ describe('IPC peers cannot act for another shim (real sidecar, real shim, hostil
       await sleep(400);
       assert.equal(sumOf(sc, 'victim.n'), 400, 'the shim’s totals are exact: nothing lost, nothing of the impersonator');
       assert.equal(apm.stats().dropped.buffer_full ?? 0, 0);
-      const st = await status(sc.socket);
+      const st = await statusJson(sc.socket);
       assert.equal(st.counters.ipcErrors.ERR_INSTANCE_SECRET, 1, 'the refusal is counted');
       assert.equal(st.shims.filter((s: any) => s.app === 'victim').length, 1, 'the shim is still connected');
     } finally {
@@ -122,7 +116,7 @@ describe('IPC peers cannot act for another shim (real sidecar, real shim, hostil
       await waitFor('the next seq to be acked', () => again.acks().includes(2));
       again.socket.destroy();
       await waitFor('the points', () => sumOf(sc, 'jump.n') === 3);
-      const st = await status(sc.socket);
+      const st = await statusJson(sc.socket);
       assert.equal(st.counters.ipcErrors.ERR_SEQ_JUMP, 1);
       assert.equal(st.counters.received.metrics, 2, 'the refused frame was not accepted');
     } finally {
@@ -144,7 +138,7 @@ describe('IPC peers cannot act for another shim (real sidecar, real shim, hostil
       await waitFor('welcome', () => second.of(MessageType.Welcome).length === 1);
       assert.equal(await closedWithin(first, 3000), true, 'the previous connection of the instance is closed');
       assert.equal(second.closed, false);
-      const st = await status(sc.socket);
+      const st = await statusJson(sc.socket);
       assert.equal(st.shims.length, 1, 'one live session per instance');
 
       const ds = new HostilePeer(sc.socket);
@@ -186,7 +180,7 @@ describe('IPC peers cannot act for another shim (real sidecar, real shim, hostil
       t.diagnostic(`sidecar RSS: ${baseline.toFixed(1)} MiB before the attack, peak ${peak.toFixed(1)} MiB during it; ${sent} status requests written`);
       assert.equal(spammer.closed, true, 'the non-reading peer is disconnected');
       assert.ok(peak - baseline < 64, `RSS grew by ${(peak - baseline).toFixed(1)} MiB`);
-      const st = await status(sc.socket);
+      const st = await statusJson(sc.socket);
       assert.equal(st.counters.ipcErrors.ERR_PEER_NOT_READING, 1, 'counted');
       assert.equal(sc.alive, true);
     } finally {
@@ -211,7 +205,7 @@ describe('IPC peers cannot act for another shim (real sidecar, real shim, hostil
       await record(apm, 'patient.n', 1, 1);
       await sleep(600);
       assert.equal(apm.state, 'active', 'a shim that said Hello stays connected past the deadline');
-      const st = await status(sc.socket);
+      const st = await statusJson(sc.socket);
       assert.equal(st.counters.ipcErrors.ERR_HELLO_TIMEOUT, 1);
       const http = (await sc.waitLine('http', (l) => l.msg === 'serving /healthz, /readyz and /metrics')).http as { port: number };
       const metrics = await (await fetch(`http://127.0.0.1:${http.port}/metrics`)).text();

@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, afterEach, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { connect } from '@apm-sidecar/shim';
+import { cleanupsAfterEach } from '../helpers/cleanups';
 import { createKey, getJson, startCollector } from '../helpers/collector';
 import { Gate, sidecarStatus } from '../helpers/outage';
 import { sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
@@ -16,16 +17,7 @@ type Json = Record<string, any>;
 const tmp = tempDir('apm-bounds-');
 after(() => tmp.cleanup());
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort: the next cleanup still runs
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 const SERIES = 600;
 const ROUNDS = 12;

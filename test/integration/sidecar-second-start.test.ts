@@ -8,27 +8,21 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, afterEach, describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { type ApmClient, connect } from '@apm-sidecar/shim';
+import { cleanupsAfterEach } from '../helpers/cleanups';
 import { sidecarStatus } from '../helpers/outage';
-import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
 const tmp = tempDir('apm-second-');
 after(() => tmp.cleanup());
 
-const cleanups: (() => unknown)[] = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) {
-    try {
-      await c();
-    } catch {
-      // best effort: the next cleanup still runs
-    }
-  }
-});
+const cleanups = cleanupsAfterEach();
 
 // Intervals stay open for the whole test: the retention holds raw frames, the kind a second start used to seal.
-const OPEN = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=600000'];
+// retention_ms is longer than the interval, or an interval that began more than retention_ms ago
+// (a 10-minute interval is, for 7 minutes of every 10) has its frames purged as expired at the first upkeep.
+const OPEN = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=600000', '--set', 'retention_ms=3600000'];
 
 async function first(name: string): Promise<{ sc: SidecarProc; data: string; apm: ApmClient }> {
   const dir = join(tmp.dir, name);
@@ -59,6 +53,27 @@ function snapshot(data: string): Record<string, string> {
     out[name] = `${st.size}:${st.mtimeMs}:${readFileSync(p).toString('base64')}`;
   }
   return out;
+}
+
+/**
+ * The data_dir once the first sidecar has finished its own writes: its once-a-second upkeep
+ * may still write to the WAL right after the frames were committed, which is the first
+ * sidecar's business. Unchanged for 1.5 s (more than one upkeep) counts as settled.
+ */
+async function settled(data: string): Promise<Record<string, string>> {
+  let last = snapshot(data);
+  let since = Date.now();
+  const deadline = Date.now() + 15_000;
+  while (Date.now() - since < 1500) {
+    if (Date.now() > deadline) throw new Error('the first sidecar kept writing to its data_dir');
+    await sleep(100);
+    const now = snapshot(data);
+    if (JSON.stringify(now) !== JSON.stringify(last)) {
+      last = now;
+      since = Date.now();
+    }
+  }
+  return last;
 }
 
 function run(args: string[]): Proc {
@@ -98,7 +113,7 @@ describe('a second sidecar', () => {
   test('on a live socket with the same data_dir: exits 1 at once naming the first one’s pid, and touches nothing', async () => {
     const { sc, data } = await first('live');
     assert.deepEqual(await openFrames(sc), [4, 0]);
-    const before = snapshot(data);
+    const before = await settled(data);
 
     const t0 = Date.now();
     const second = run(['--socket', sc.socket, '--data-dir', data]);
@@ -116,7 +131,7 @@ describe('a second sidecar', () => {
 
   test('on another socket with the same data_dir: exits 1 at once naming the first one’s pid, and touches nothing', async () => {
     const { sc, data } = await first('shared');
-    const before = snapshot(data);
+    const before = await settled(data);
     const second = run(['--socket', join(tmp.dir, 'other.sock'), '--data-dir', data]);
     assert.equal(await exitCode(second), 1);
     assert.match(second.stderr, new RegExp(`data_dir .* is in use by another sidecar \\(pid ${sc.pid}\\).*\\[ERR_DATA_DIR_LOCKED\\]`));

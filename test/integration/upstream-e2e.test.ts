@@ -8,15 +8,9 @@ import { HttpTunnelSocket } from '@apm-sidecar/sidecar';
 import { connect } from '@apm-sidecar/shim';
 import nacl from 'tweetnacl';
 import { type CollectorProc, Relay, createKey, getJson, startCollector } from '../helpers/collector';
-import { type SidecarProc, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { type SidecarProc, runCli, sleep, startSidecar, statusJson, tempDir, waitFor } from '../helpers/procs';
 
 const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'tcp_connection_timeout=1000'];
-
-async function status(socket: string): Promise<Record<string, any>> {
-  const r = await runCli(['status', '--json', '--socket', socket]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
-}
 
 type Transport = 'tcp' | 'http';
 
@@ -96,7 +90,7 @@ for (const transport of ['tcp', 'http'] as const) {
       const sc = await tcpSidecar(join(tmp.dir, 'e2e'), '127.0.0.1', cport, key, ['--set', 'agent_id=e2e-agent']);
       const apm = connect({ app: 'shop', socket: sc.socket, flushMs: 50 });
       try {
-        await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
+        await waitFor('the sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active');
         const before = (await getJson(collector.httpPort, '/api/stats')).body;
         const lat = apm.histogram('e2e.lat', { route: '/pay' });
         for (let v = 1; v <= 1000; v++) lat.record(v);
@@ -138,7 +132,7 @@ for (const transport of ['tcp', 'http'] as const) {
         const me = agents.find((a) => a.agentId === 'e2e-agent');
         assert.equal(me?.state, 'live');
         assert.equal(me?.licensed, true);
-        const s = await status(sc.socket);
+        const s = await statusJson(sc.socket);
         assert.equal(s.upstream.connected, true);
         assert.ok(s.upstream.lastAckAt !== null);
       } finally {
@@ -153,7 +147,7 @@ for (const transport of ['tcp', 'http'] as const) {
       const sc = await tcpSidecar(join(tmp.dir, 'wire'), '127.0.0.1', relay.port, key, ['--set', 'agent_id=wire-agent']);
       const apm = connect({ app: 'wire', socket: sc.socket, flushMs: 50 });
       try {
-        await waitFor('active', async () => (await status(sc.socket)).state === 'active');
+        await waitFor('active', async () => (await statusJson(sc.socket)).state === 'active');
         apm.histogram('wire.secret.metric', { customer: 'acme-confidential' }).record(7);
         const tx = apm.startTransaction('GET /vault');
         tx.step('sql', 'SELECT credit_card FROM vault_records', 2);
@@ -161,7 +155,7 @@ for (const transport of ['tcp', 'http'] as const) {
         apm.event({ type: 'audit', message: 'password-reset-for-alice' });
         assert.equal(await apm.flush(), true);
         await waitFor('stored', async () => (await metricSum(collector, 'wire.secret.metric')).count === 1);
-        await waitFor('trace stored', async () => (await status(sc.socket)).counters.sent.traces === 1);
+        await waitFor('trace stored', async () => (await statusJson(sc.socket)).counters.sent.traces === 1);
         const wire = relay.bytes();
         assert.ok(wire.length > 500, 'the relay saw the session');
         for (const needle of [
@@ -189,7 +183,7 @@ for (const transport of ['tcp', 'http'] as const) {
       const sc = await tcpSidecar(join(tmp.dir, 'badkey'), '127.0.0.1', cport, wrong, ['--set', 'reconnect_schedule=1x60000,stop']);
       try {
         const s = await waitFor('the sidecar to report the error', async () => {
-          const st = await status(sc.socket);
+          const st = await statusJson(sc.socket);
           return st.upstream.lastError?.code === 'ERR_BAD_KEY' ? st : null;
         });
         assert.notEqual(s.state, 'active');
@@ -213,7 +207,7 @@ for (const transport of ['tcp', 'http'] as const) {
       const sc = await tcpSidecar(join(tmp.dir, 'steady'), '127.0.0.1', cport, key, ['--set', `agent_id=steady-agent-${transport}`]);
       const apm = connect({ app: 'steady', socket: sc.socket, flushMs: 50 });
       try {
-        await waitFor('active', async () => (await status(sc.socket)).state === 'active');
+        await waitFor('active', async () => (await statusJson(sc.socket)).state === 'active');
         const base = (await getJson(collector.httpPort, '/api/stats')).body.rejected;
 
         // Tampered: flip one ciphertext byte of a sealed frame.
@@ -247,7 +241,7 @@ for (const transport of ['tcp', 'http'] as const) {
         apm.counter('steady.n').add(9);
         assert.equal(await apm.flush(), true);
         await waitFor('the steady agent’s data to be stored', async () => (await metricSum(collector, 'steady.n')).sum === 9);
-        assert.equal((await status(sc.socket)).state, 'active');
+        assert.equal((await statusJson(sc.socket)).state, 'active');
         assert.equal(collector.alive, true);
       } finally {
         await apm.close();
@@ -273,14 +267,14 @@ for (const transport of ['tcp', 'http'] as const) {
       const apm = connect({ app: 'fo', socket: sc.socket, flushMs: 50 });
       try {
         await waitFor('active on the first', async () => {
-          const s = await status(sc.socket);
+          const s = await statusJson(sc.socket);
           return s.state === 'active' && s.upstream.server === `127.0.0.1:${portFor(transport, a)}`;
         });
         const n = apm.counter('fo.n');
         for (let i = 0; i < 100; i++) n.add(1);
         assert.equal(await apm.flush(), true);
         await waitFor('the first 100 stored', async () => (await metricSum(a, 'fo.n')).sum === 100);
-        await waitFor('nothing in flight', async () => (await status(sc.socket)).upstream.inFlightFrames === 0);
+        await waitFor('nothing in flight', async () => (await statusJson(sc.socket)).upstream.inFlightFrames === 0);
 
         await a.kill('SIGKILL');
         for (let round = 0; round < 4; round++) {
@@ -289,7 +283,7 @@ for (const transport of ['tcp', 'http'] as const) {
         }
         assert.equal(await apm.flush(), true);
         await waitFor('active on the second', async () => {
-          const s = await status(sc.socket);
+          const s = await statusJson(sc.socket);
           return s.state === 'active' && s.upstream.server === `127.0.0.2:${portFor(transport, a)}`;
         });
         await waitFor('all 300 stored, through the second', async () => (await metricSum(b, 'fo.n')).sum === 300, 15000);
@@ -312,11 +306,11 @@ for (const transport of ['tcp', 'http'] as const) {
       const port = portFor(transport, c);
       const sc = await tcpSidecar(join(tmp.dir, 'wt-sc'), '127.0.0.1', port, key, ['--profile', 'whatap', '--set', 'reconnect_schedule=3x200-400,stop']);
       try {
-        await waitFor('active', async () => (await status(sc.socket)).state === 'active');
+        await waitFor('active', async () => (await statusJson(sc.socket)).state === 'active');
         const connectsBefore = sc.logs('connecting upstream').length;
         await c.kill('SIGKILL');
         const s = await waitFor('stopped', async () => {
-          const st = await status(sc.socket);
+          const st = await statusJson(sc.socket);
           return st.state === 'stopped' ? st : null;
         });
         const attempts = sc.logs('connecting upstream').slice(connectsBefore);
@@ -333,7 +327,7 @@ for (const transport of ['tcp', 'http'] as const) {
         c = await startCollector(data, transport === 'tcp' ? ['--port', String(port)] : ['--http', `127.0.0.1:${port}`]);
         const r = await runCli(['reconnect', '--socket', sc.socket]);
         assert.equal(r.code, 0, r.stderr);
-        await waitFor('active again', async () => (await status(sc.socket)).state === 'active');
+        await waitFor('active again', async () => (await statusJson(sc.socket)).state === 'active');
       } finally {
         await sc.kill('SIGTERM');
         await c.kill('SIGTERM');
@@ -353,7 +347,7 @@ describe('licenses', () => {
     const first = await upstreamSidecar('tcp', join(tmp.dir, 'lic-a'), '127.0.0.1', c.port, key, ['--set', 'agent_id=lic-a']);
     let second: SidecarProc | null = null;
     try {
-      await waitFor('the first agent to be active', async () => (await status(first.socket)).state === 'active');
+      await waitFor('the first agent to be active', async () => (await statusJson(first.socket)).state === 'active');
       second = await upstreamSidecar('http', join(tmp.dir, 'lic-b'), '127.0.0.1', c.httpPort, key, [
         '--set',
         'agent_id=lic-b',
@@ -361,7 +355,7 @@ describe('licenses', () => {
         'reconnect_schedule=200',
       ]);
       const s = await waitFor('the second agent to be refused', async () => {
-        const st = await status((second as SidecarProc).socket);
+        const st = await statusJson((second as SidecarProc).socket);
         return st.upstream.lastError?.code === 'ERR_NO_LICENSE' ? st : null;
       });
       assert.notEqual(s.state, 'active');
@@ -371,7 +365,7 @@ describe('licenses', () => {
 
       // The first goes away; after license_release_ms its license is free and the retrying second takes it.
       await first.kill('SIGKILL');
-      await waitFor('the second agent to get the freed license', async () => (await status((second as SidecarProc).socket)).state === 'active', 15000);
+      await waitFor('the second agent to get the freed license', async () => (await statusJson((second as SidecarProc).socket)).state === 'active', 15000);
       const after = (await getJson<any[]>(c.httpPort, '/api/agents')).body;
       assert.equal(after.find((a) => a.agentId === 'lic-b')?.licensed, true);
     } finally {

@@ -5,40 +5,22 @@
 // after the handshake is a protocol error, not a refusal.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { UpstreamType } from '@apm-sidecar/proto/upstream';
 import { connect } from '@apm-sidecar/shim';
-import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
+import { type CollectorProc, collectorPerSuite, counterSum, getJson } from '../helpers/collector';
 import { FrameRelay } from '../helpers/frame-relay';
 import { RecordingCollector } from '../helpers/outage';
-import { runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { sleep, startSidecar, statusJson, waitFor } from '../helpers/procs';
 
 const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'tcp_connection_timeout=1000', '--set', 'reconnect_schedule=1x200'];
 
-async function status(socket: string): Promise<Record<string, any>> {
-  const r = await runCli(['status', '--json', '--socket', socket]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
-}
-
-async function counterSum(c: CollectorProc, name: string): Promise<number> {
-  const r = await getJson<any[]>(c.httpPort, `/api/metrics?name=${encodeURIComponent(name)}`, c.httpHost);
-  assert.equal(r.status, 200);
-  return r.body.reduce((a, p) => a + p.sum, 0);
-}
-
 describe('frames lost between the sidecar and the collector', () => {
-  const tmp = tempDir();
   let collector: CollectorProc;
   let key: string;
-  before(async () => {
-    const data = join(tmp.dir, 'collector');
-    key = await createKey(data, 'gap');
-    collector = await startCollector(data);
-  });
-  after(async () => {
-    await collector.kill('SIGTERM');
-    tmp.cleanup();
+  const tmp = collectorPerSuite('gap', [], (c, k) => {
+    collector = c;
+    key = k;
   });
 
   test('dropped numeric frames end the session with ERR_FRAME_GAP; the sidecar resends and the totals are exact', async () => {
@@ -53,7 +35,7 @@ describe('frames lost between the sidecar and the collector', () => {
     );
     const apm = connect({ app: 'gap', socket: sc.socket, flushMs: 50 });
     try {
-      await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
+      await waitFor('the sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active');
       const before = (await getJson(collector.httpPort, '/api/stats')).body.rejected;
       const orders = apm.counter('gap.orders');
       let recorded = 0;
@@ -81,14 +63,14 @@ describe('frames lost between the sidecar and the collector', () => {
         throw new Error(`${err.message}: ${await counterSum(collector, 'gap.orders')} stored`);
       });
       // The collector's sealed error names the code; the sidecar counts sessions ended by code.
-      assert.ok((await status(sc.socket)).upstream.sessionErrors?.ERR_FRAME_GAP >= 1, 'the sidecar saw the session end with ERR_FRAME_GAP');
+      assert.ok((await statusJson(sc.socket)).upstream.sessionErrors?.ERR_FRAME_GAP >= 1, 'the sidecar saw the session end with ERR_FRAME_GAP');
       const stats = (await getJson(collector.httpPort, '/api/stats')).body;
       assert.ok(stats.rejected.frameGap >= before.frameGap + 1, 'counted as rejected.frameGap');
       assert.ok(
         collector.lines.some((l) => l.code === 'ERR_FRAME_GAP'),
         'the collector logged the typed error',
       );
-      const s2 = await status(sc.socket);
+      const s2 = await statusJson(sc.socket);
       assert.ok(s2.upstream.sessions >= 2 && relay.accepted >= 2, 'the sidecar reconnected (through the relay) and resent');
       // Exact, not at least: nothing doubled either, and it stays so.
       await sleep(500);
@@ -112,7 +94,7 @@ describe('frames lost between the sidecar and the collector', () => {
     );
     const apm = connect({ app: 'down', socket: sc.socket, flushMs: 50 });
     try {
-      await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
+      await waitFor('the sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active');
       const m = apm.counter('down.orders');
       let recorded = 0;
       // Exactly one sealed frame from the collector is lost: the next one arrives with a gap.
@@ -125,9 +107,9 @@ describe('frames lost between the sidecar and the collector', () => {
       }
       assert.equal(await apm.flush(), true);
       await waitFor('one collector frame to be dropped', () => relay.droppedDown === 1);
-      await waitFor('the sidecar to end the session with ERR_FRAME_GAP', async () => (await status(sc.socket)).upstream.sessionErrors?.ERR_FRAME_GAP >= 1);
+      await waitFor('the sidecar to end the session with ERR_FRAME_GAP', async () => (await statusJson(sc.socket)).upstream.sessionErrors?.ERR_FRAME_GAP >= 1);
       await waitFor('the sidecar to reconnect', async () => {
-        const s = await status(sc.socket);
+        const s = await statusJson(sc.socket);
         return s.state === 'active' && s.upstream.sessions >= 2;
       });
       await waitFor(`the collector's total to equal the ${recorded} recorded`, async () => (await counterSum(collector, 'down.orders')) === recorded, 20000);
@@ -150,17 +132,17 @@ describe('frames lost between the sidecar and the collector', () => {
     );
     const apm = connect({ app: 'ackgap', socket: sc.socket, flushMs: 50 });
     try {
-      await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
+      await waitFor('the sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active');
       // The collector fails to store the second data frame it gets, then stores and acks the third.
       rec.lose = (frame) => frame === 2;
       for (let i = 1; i <= 4; i++) {
         apm.event({ type: 'note', message: `ackgap ${i}` });
         assert.equal(await apm.flush(), true);
-        await waitFor(`event ${i} to be sent`, async () => (await status(sc.socket)).upstream.framesSent >= i + 2);
+        await waitFor(`event ${i} to be sent`, async () => (await statusJson(sc.socket)).upstream.framesSent >= i + 2);
         await sleep(100);
       }
       await waitFor('every event to reach the collector', () => [1, 2, 3, 4].every((i) => rec.received.some((r) => r.label === `ackgap ${i}`)));
-      assert.ok((await status(sc.socket)).upstream.sessionErrors?.ERR_ACK_GAP >= 1, 'the session ended with ERR_ACK_GAP');
+      assert.ok((await statusJson(sc.socket)).upstream.sessionErrors?.ERR_ACK_GAP >= 1, 'the session ended with ERR_ACK_GAP');
       assert.ok(rec.sessions >= 2, 'resent on a new session');
     } finally {
       await apm.close();
@@ -180,7 +162,7 @@ describe('frames lost between the sidecar and the collector', () => {
       },
     );
     try {
-      await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
+      await waitFor('the sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active');
       const body = Buffer.from(JSON.stringify({ code: 'ERR_BAD_KEY', message: 'forged refusal' }));
       const frame = Buffer.alloc(5 + body.length);
       frame.writeUInt32LE(body.length + 1, 0);
@@ -188,11 +170,11 @@ describe('frames lost between the sidecar and the collector', () => {
       body.copy(frame, 5);
       relay.injectDown(frame);
       const st = await waitFor('the session to end with ERR_UNEXPECTED_MESSAGE', async () => {
-        const s = await status(sc.socket);
+        const s = await statusJson(sc.socket);
         return s.upstream.sessionErrors?.ERR_UNEXPECTED_MESSAGE >= 1 ? s : null;
       });
       assert.equal(st.upstream.sessionErrors.ERR_BAD_KEY, undefined, 'the forged refusal was not honoured');
-      await waitFor('the sidecar to reconnect', async () => (await status(sc.socket)).state === 'active');
+      await waitFor('the sidecar to reconnect', async () => (await statusJson(sc.socket)).state === 'active');
     } finally {
       await sc.kill('SIGTERM');
       relay.close();

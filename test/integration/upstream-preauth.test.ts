@@ -9,27 +9,16 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { type Socket, connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { ClientHandshake, UpstreamType } from '@apm-sidecar/proto/upstream';
 import { connect } from '@apm-sidecar/shim';
 import nacl from 'tweetnacl';
-import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
-import { type SidecarProc, runCli, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { type CollectorProc, collectorPerSuite, counterSum, getJson } from '../helpers/collector';
+import { type SidecarProc, sleep, startSidecar, statusJson, waitFor } from '../helpers/procs';
 
 const FAST = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=200', '--set', 'tcp_connection_timeout=1000', '--set', 'reconnect_schedule=1x200'];
 const TUNNEL = '/agent/tunnel';
 const SESSION_HEADER = 'apm-tunnel-session';
-
-async function status(socket: string): Promise<Record<string, any>> {
-  const r = await runCli(['status', '--json', '--socket', socket]);
-  assert.equal(r.code, 0, r.stderr);
-  return JSON.parse(r.stdout);
-}
-
-async function counterSum(c: CollectorProc, name: string): Promise<number> {
-  const r = await getJson<any[]>(c.httpPort, `/api/metrics?name=${encodeURIComponent(name)}`, c.httpHost);
-  return r.body.reduce((a, p) => a + p.sum, 0);
-}
 
 async function rejected(c: CollectorProc): Promise<Record<string, number>> {
   return (await getJson(c.httpPort, '/api/stats')).body.rejected;
@@ -86,7 +75,7 @@ function honestSidecar(dir: string, transport: 'tcp' | 'http', port: number, key
 async function deliver(c: CollectorProc, sc: SidecarProc, name: string, n: number): Promise<void> {
   const apm = connect({ app: 'honest', socket: sc.socket, flushMs: 50 });
   try {
-    await waitFor('the honest sidecar to be active', async () => (await status(sc.socket)).state === 'active', 20000);
+    await waitFor('the honest sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active', 20000);
     const m = apm.counter(name);
     for (let i = 0; i < n; i++) m.add(1);
     assert.equal(await apm.flush(), true);
@@ -114,18 +103,12 @@ function post(port: number, body: Buffer | ((req: ReturnType<typeof request>) =>
 }
 
 describe('pre-authentication limits on the agent port', () => {
-  const tmp = tempDir();
   const TIMEOUT = 1500;
   let collector: CollectorProc;
   let key: string;
-  before(async () => {
-    const data = join(tmp.dir, 'collector');
-    key = await createKey(data, 'preauth');
-    collector = await startCollector(data, ['--set', `handshake_timeout_ms=${TIMEOUT}`]);
-  });
-  after(async () => {
-    await collector.kill('SIGTERM');
-    tmp.cleanup();
+  const tmp = collectorPerSuite('preauth', ['--set', `handshake_timeout_ms=${TIMEOUT}`], (c, k) => {
+    collector = c;
+    key = k;
   });
 
   test('200 trickling pre-auth connections are closed after handshake_timeout_ms, 8 MiB declarations at once; RSS stays bounded; an honest sidecar delivers meanwhile', async (t) => {
@@ -191,7 +174,7 @@ describe('pre-authentication limits on the agent port', () => {
     const sc = await honestSidecar(join(tmp.dir, 'honest-big'), 'tcp', collector.port, key, 'honest-big');
     const apm = connect({ app: 'big', socket: sc.socket, flushMs: 50 });
     try {
-      await waitFor('the sidecar to be active', async () => (await status(sc.socket)).state === 'active');
+      await waitFor('the sidecar to be active', async () => (await statusJson(sc.socket)).state === 'active');
       const before = (await getJson(collector.httpPort, '/api/stats')).body;
       for (let i = 0; i < 40; i++) apm.event({ type: 'big', message: `${i}:${'x'.repeat(2048)}` });
       assert.equal(await apm.flush(), true);
@@ -199,7 +182,7 @@ describe('pre-authentication limits on the agent port', () => {
         'the 40 events to be stored',
         async () => (await getJson(collector.httpPort, '/api/stats')).body.received.events - before.received.events === 40,
       );
-      const st = await status(sc.socket);
+      const st = await statusJson(sc.socket);
       assert.ok(st.upstream.bytesSent > 40 * 2048, 'the events crossed the wire');
       assert.equal((await rejected(collector)).tooLarge, base.tooLarge + 1, 'no authenticated frame refused');
     } finally {
@@ -210,18 +193,16 @@ describe('pre-authentication limits on the agent port', () => {
 });
 
 describe('connection limits at accept', () => {
-  const tmp = tempDir();
   let collector: CollectorProc;
   let key: string;
-  before(async () => {
-    const data = join(tmp.dir, 'collector');
-    key = await createKey(data, 'limits');
-    collector = await startCollector(data, ['--set', 'handshake_timeout_ms=3000', '--set', 'max_connections=30', '--set', 'max_connections_per_ip=20']);
-  });
-  after(async () => {
-    await collector.kill('SIGTERM');
-    tmp.cleanup();
-  });
+  const tmp = collectorPerSuite(
+    'limits',
+    ['--set', 'handshake_timeout_ms=3000', '--set', 'max_connections=30', '--set', 'max_connections_per_ip=20'],
+    (c, k) => {
+      collector = c;
+      key = k;
+    },
+  );
 
   test('max_connections_per_ip and max_connections close the excess at accept, counted; the honest agent connects once the holders time out', async () => {
     const base = await rejected(collector);
@@ -239,7 +220,7 @@ describe('connection limits at accept', () => {
       // Refused (told why, in clear text) while the holders hold; they time out after handshake_timeout_ms, then it gets in.
       await waitFor(
         'the honest sidecar to be told the limit is reached',
-        async () => (await status(sc.socket)).upstream.sessionErrors?.ERR_TOO_MANY_CONNECTIONS >= 1,
+        async () => (await statusJson(sc.socket)).upstream.sessionErrors?.ERR_TOO_MANY_CONNECTIONS >= 1,
       );
       await deliver(collector, sc, 'limits.tcp', 40);
     } finally {
@@ -252,18 +233,12 @@ describe('connection limits at accept', () => {
 });
 
 describe('pre-authentication limits on the HTTP tunnel', () => {
-  const tmp = tempDir();
   const TIMEOUT = 1500;
   let collector: CollectorProc;
   let key: string;
-  before(async () => {
-    const data = join(tmp.dir, 'collector');
-    key = await createKey(data, 'tunnel');
-    collector = await startCollector(data, ['--set', `handshake_timeout_ms=${TIMEOUT}`]);
-  });
-  after(async () => {
-    await collector.kill('SIGTERM');
-    tmp.cleanup();
+  const tmp = collectorPerSuite('tunnel', ['--set', `handshake_timeout_ms=${TIMEOUT}`], (c, k) => {
+    collector = c;
+    key = k;
   });
 
   test('a first tunnel body over 4 KiB is 413 and counted; a body that is no valid ClientHello creates no session', async () => {

@@ -1,25 +1,16 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { MetricKind, type MetricPoint, type Series, encodeSeries } from '@apm-sidecar/proto';
 import { type TextItem, type UpMetricPack, keyFingerprint } from '@apm-sidecar/proto/upstream';
 import { MIGRATIONS, SCHEMA_VERSION, SqliteStore } from '@apm-sidecar/collector';
+import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
 
 /** The schema before agents were keyed by (project, agent_id): what existing collectors have on disk. */
 const SCHEMA_BEFORE_PROJECTS = 4;
 
-const roots: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'apm-proj-'));
-  roots.push(d);
-  return d;
-}
-after(() => {
-  for (const d of roots) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfter('apm-proj-');
 
 const T0 = 1_700_000_040_000;
 const orders: Series = { key: encodeSeries(MetricKind.Counter, 'orders', {}).toString('latin1'), kind: MetricKind.Counter, name: 'orders', tags: {} };

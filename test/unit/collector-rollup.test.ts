@@ -1,16 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { MetricKind, encodeSeries } from '@apm-sidecar/proto';
 import type { UpMetricPack } from '@apm-sidecar/proto/upstream';
 import { ROLLUP_MS, SqliteStore, isMinuteFinal, minuteOf } from '@apm-sidecar/collector';
+import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
 
-const roots: string[] = [];
-after(() => {
-  for (const d of roots) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfter('apm-rollup-');
 
 /** A whole minute, epoch ms. */
 const M = 1_700_000_040_000;
@@ -42,8 +37,7 @@ describe('rollup finality (a minute is final rollup_grace_ms after it ends)', ()
   });
 
   it('the store drops the points of a pack for a final minute, counts them as late, and remembers the pack (a resend is a duplicate)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'apm-rollup-'));
-    roots.push(dir);
+    const dir = tempDir();
     const store = SqliteStore.open(dir, { rollupGraceMs: 1000 });
     try {
       const kind = MetricKind.Counter;

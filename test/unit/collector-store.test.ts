@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { MetricKind, type MetricKindCode, type MetricPoint, type Series, Sketch, encodeSeries } from '@apm-sidecar/proto';
 import {
@@ -15,16 +15,9 @@ import {
   parseAccessKey,
 } from '@apm-sidecar/proto/upstream';
 import { MIGRATIONS, SCHEMA_VERSION, SqliteStore, StoreCorruptError, StoreDurabilityError, assertSynchronous, projectSlug } from '@apm-sidecar/collector';
+import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
 
-const roots: string[] = [];
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'apm-store-'));
-  roots.push(d);
-  return d;
-}
-after(() => {
-  for (const d of roots) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = tempDirsRemovedAfter('apm-store-');
 
 function series(kind: MetricKindCode, name: string, tags: Record<string, string> = {}): Series {
   return { key: encodeSeries(kind, name, tags).toString('latin1'), kind, name, tags };

@@ -5,6 +5,7 @@ import { ApmError } from '@apm-sidecar/proto';
 import {
   PROFILES,
   ReconnectScheduleError,
+  ReconnectAttemptError,
   attemptLimit,
   formatReconnectSchedule,
   nextDelay,
@@ -123,11 +124,14 @@ describe('reconnect schedule: delays', () => {
     assert.equal(policy(1), 'stop');
   });
 
-  it('rejects a negative or fractional attempt number with a RangeError', () => {
+  it('rejects a negative or fractional attempt number with ERR_RECONNECT_ATTEMPT', () => {
     const s = parseReconnectSchedule('5');
-    assert.throws(() => nextDelay(s, -1), RangeError);
-    assert.throws(() => nextDelay(s, 1.5), RangeError);
-    assert.throws(() => nextDelay(s, Number.NaN), RangeError);
+    for (const attempt of [-1, 1.5, Number.NaN]) {
+      assert.throws(
+        () => nextDelay(s, attempt),
+        (e: unknown) => e instanceof ReconnectAttemptError && e.code === 'ERR_RECONNECT_ATTEMPT',
+      );
+    }
   });
 });
 

@@ -68,7 +68,7 @@ function secureDataDir(dir: string, onTightened: ((dir: string, oldMode: number)
   try {
     st = statSync(dir);
   } catch (err) {
-    throw new StoreOpenError(dir, errText(err));
+    throw err instanceof StoreOpenError ? err : new StoreOpenError(dir, errText(err));
   }
   const mode = st.mode & 0o7777;
   if ((mode & 0o077) === 0) return;
@@ -91,7 +91,7 @@ export function openDatabaseFile(dataDir: string, opts: OpenOptions): { db: Data
     // recursive mkdir returns the first directory it created (undefined when it existed).
     const created = mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (created !== undefined) chmodSync(dir, 0o700);
-    if (!statSync(dir).isDirectory()) throw new Error('not a directory');
+    if (!statSync(dir).isDirectory()) throw new StoreOpenError(dir, 'not a directory');
   } catch (err) {
     throw new StoreOpenError(dir, errText(err));
   }
@@ -99,9 +99,9 @@ export function openDatabaseFile(dataDir: string, opts: OpenOptions): { db: Data
   try {
     // Create the file ourselves with 0600 so it is never readable by others, even briefly.
     if (!existsSync(path)) closeSync(openSync(path, 'wx', 0o600));
-    else if (!statSync(path).isFile()) throw new Error('not a regular file');
+    else if (!statSync(path).isFile()) throw new StoreOpenError(path, 'not a regular file');
   } catch (err) {
-    throw new StoreOpenError(path, errText(err));
+    throw err instanceof StoreOpenError ? err : new StoreOpenError(path, errText(err));
   }
   if (statSync(path).size > 0 && !hasSqliteHeader(path)) throw new StoreCorruptError(path, 'file is not an SQLite database');
   try {

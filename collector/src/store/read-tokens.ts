@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type Database from 'better-sqlite3';
+import { TokenIdExhaustedError } from '../errors';
 
 /**
  * Read tokens for the collector's HTTP API (DESIGN §10).
@@ -75,7 +76,7 @@ export class ReadTokens {
       const token = `${PREFIX}.${tokenId}.${randomBytes(32).toString('base64url')}`;
       if (this.st.insert.run(tokenId, projectId, hashToken(token), now).changes === 1) return { tokenId, token };
     }
-    throw new Error('could not find a free token id');
+    throw new TokenIdExhaustedError();
   }
 
   list(): ReadTokenRow[] {

@@ -1,8 +1,30 @@
-import { chmodSync, existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApmError } from '@apm-sidecar/proto';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { Logger } from '../logger';
+import { SCHEMA_VERSION, type Statements, openDatabase, prepare } from './schema';
+import {
+  RetentionClosedError,
+  RetentionDurabilityError,
+  RetentionUnavailableError,
+  type SpaceUsage,
+  type StorageCondition,
+  type StoredBt,
+  type StoredFrame,
+  type StoredPack,
+  type Synchronous,
+  isPassingStorageError,
+} from './types';
+
+export * from './types';
+
+interface Op {
+  run(): void;
+  done?: (err: Error | null) => void;
+}
+
+/** Bounded: past it the oldest maintenance writes are given up (a pack then goes out twice at worst, after a restart). */
+const MAX_RETRIED_OPS = 10_000;
 
 /**
  * The sidecar's retention, in SQLite (WAL).
@@ -34,75 +56,12 @@ import type { Logger } from '../logger';
  * maintenance writes (seal, ack, drop) for the next commit, and turns the
  * `failing` condition on until a commit succeeds again (`onCondition`).
  */
-export type Synchronous = 'NORMAL' | 'FULL';
-
-export class RetentionError extends ApmError {}
-
-export interface StoredFrame {
-  instanceId: string;
-  seq: number;
-  intervalStart: number;
-  payload: Buffer;
-}
-
-export interface StoredPack {
-  packId: string;
-  intervalStart: number;
-  intervalMs: number;
-  body: Buffer;
-  points: number;
-}
-
-export interface StoredBt {
-  name: string;
-  ts: number;
-  app: string;
-  instanceId: string;
-  pid: number;
-}
-
-interface Op {
-  run(): void;
-  done?: (err: Error | null) => void;
-}
-
-/** Failure codes that say nothing about the file's content: retry later, never quarantine. */
-const PASSING =
-  /^(ERR_RETENTION_UNAVAILABLE|SQLITE_FULL|SQLITE_IOERR|SQLITE_BUSY|SQLITE_LOCKED|SQLITE_READONLY|SQLITE_NOMEM|SQLITE_PROTOCOL|ENOSPC|EIO|EROFS|EDQUOT)/;
-
-export function isPassingStorageError(err: unknown): boolean {
-  return PASSING.test(String((err as { code?: unknown } | null)?.code ?? ''));
-}
-
-/** Bounded: past it the oldest maintenance writes are given up (a pack then goes out twice at worst, after a restart). */
-const MAX_RETRIED_OPS = 10_000;
-
-/** Whether commits are succeeding; flips on the first failure and back on the first success. */
-export interface StorageCondition {
-  failing: boolean;
-  since: number;
-  lastError: string | null;
-  failedCommits: number;
-}
-
-export interface SpaceUsage {
-  /** Bytes of the database in use by rows: (page_count - freelist_count) * page_size (the WAL is transient: not counted). */
-  usedBytes: number;
-  /** Size of the database and its WAL on disk. */
-  fileBytes: number;
-  /** Pages inside the file that SQLite will reuse before growing it. */
-  freelistBytes: number;
-}
-
-const SCHEMA_VERSION = 1;
-const SYNC_CODES: Record<Synchronous, number> = { NORMAL: 1, FULL: 2 };
-
 export class RetentionStore {
   private readonly db: Database.Database;
   private ops: Op[] = [];
   private scheduled = false;
   private closed = false;
-  private readonly st: ReturnType<typeof prepare>;
+  private readonly st: Statements;
   readonly path: string;
   commits = 0;
   /** Maintenance writes of a failed commit, run again first in the next one. */
@@ -119,9 +78,8 @@ export class RetentionStore {
     try {
       return new RetentionStore(path, synchronous);
     } catch (err) {
-      if (err instanceof RetentionError && err.code === 'ERR_RETENTION_DURABILITY') throw err;
-      if (isPassingStorageError(err))
-        throw new RetentionError('ERR_RETENTION_UNAVAILABLE', `retention database ${path} cannot be opened now: ${(err as Error).message}`);
+      if (err instanceof RetentionDurabilityError) throw err;
+      if (isPassingStorageError(err)) throw new RetentionUnavailableError(`retention database ${path} cannot be opened now: ${(err as Error).message}`);
       const aside = `${path}.corrupt-${new Date().toISOString().replace(/[:.]/g, '-')}`;
       for (const suffix of ['', '-wal', '-shm']) {
         if (existsSync(path + suffix)) renameSync(path + suffix, aside + suffix);
@@ -136,45 +94,15 @@ export class RetentionStore {
 
   private constructor(path: string, synchronous: Synchronous) {
     this.path = path;
-    const db = new Database(path);
-    try {
-      chmodSync(path, 0o600);
-      db.pragma('journal_mode = WAL');
-      db.pragma(`synchronous = ${synchronous}`);
-      const got = db.pragma('synchronous', { simple: true });
-      if (got !== SYNC_CODES[synchronous]) {
-        throw new RetentionError('ERR_RETENTION_DURABILITY', `SQLite synchronous is ${String(got)} after setting ${synchronous}`);
-      }
-      db.pragma('busy_timeout = 2000');
-      const check = db.pragma('quick_check', { simple: true });
-      if (check !== 'ok') throw new RetentionError('ERR_RETENTION_CORRUPT', `integrity check failed: ${String(check)}`);
-      const version = db.pragma('user_version', { simple: true }) as number;
-      if (version > SCHEMA_VERSION)
-        throw new RetentionError('ERR_RETENTION_VERSION', `database schema ${version} is newer than this sidecar's ${SCHEMA_VERSION}`);
-      db.exec(`
-        CREATE TABLE IF NOT EXISTS frames (instance_id TEXT NOT NULL, seq INTEGER NOT NULL, interval_start INTEGER NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (instance_id, seq));
-        CREATE INDEX IF NOT EXISTS frames_interval ON frames (interval_start);
-        CREATE TABLE IF NOT EXISTS packs (pack_id TEXT PRIMARY KEY, interval_start INTEGER NOT NULL, interval_ms INTEGER NOT NULL, points INTEGER NOT NULL, body BLOB NOT NULL);
-        CREATE INDEX IF NOT EXISTS packs_interval ON packs (interval_start);
-        CREATE TABLE IF NOT EXISTS seqs (instance_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, seen_at INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS instances (instance_id TEXT PRIMARY KEY, secret_hash BLOB NOT NULL, seen_at INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS bt (name TEXT PRIMARY KEY, ts INTEGER NOT NULL, app TEXT NOT NULL, instance_id TEXT NOT NULL, pid INTEGER NOT NULL, sent INTEGER NOT NULL DEFAULT 0);
-        PRAGMA user_version = ${SCHEMA_VERSION};
-      `);
-      for (const suffix of ['-wal', '-shm']) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    this.db = db;
-    this.st = prepare(db);
+    this.db = openDatabase(path, synchronous);
+    this.st = prepare(this.db);
   }
 
   // --- group-committed writes ----------------------------------------------------
 
   private enqueue(op: Op): void {
     if (this.closed) {
-      op.done?.(new RetentionError('ERR_RETENTION_CLOSED', 'retention store is closed'));
+      op.done?.(new RetentionClosedError());
       return;
     }
     this.ops.push(op);
@@ -440,27 +368,4 @@ export class RetentionStore {
       // closing cannot lose more than the failed commit already did
     }
   }
-}
-
-function prepare(db: Database.Database) {
-  return {
-    insertFrame: db.prepare('INSERT OR IGNORE INTO frames (instance_id, seq, interval_start, payload) VALUES (?, ?, ?, ?)'),
-    upsertSeq: db.prepare(
-      'INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at',
-    ),
-    insertPack: db.prepare('INSERT OR REPLACE INTO packs (pack_id, interval_start, interval_ms, points, body) VALUES (?, ?, ?, ?, ?)'),
-    deleteFramesOf: db.prepare('DELETE FROM frames WHERE interval_start = ?'),
-    deletePack: db.prepare('DELETE FROM packs WHERE pack_id = ?'),
-    insertBt: db.prepare('INSERT OR IGNORE INTO bt (name, ts, app, instance_id, pid) VALUES (?, ?, ?, ?, ?)'),
-    btSent: db.prepare('UPDATE bt SET sent = 1 WHERE name = ?'),
-    purgePacks: db.prepare('DELETE FROM packs WHERE interval_start < ? RETURNING points'),
-    oldestPacks: db.prepare('SELECT pack_id AS packId, points, length(body) AS bytes FROM packs ORDER BY interval_start, rowid'),
-    purgeFrames: db.prepare('DELETE FROM frames WHERE interval_start < ?'),
-    purgeSeqs: db.prepare('DELETE FROM seqs WHERE seen_at < ?'),
-    insertInstance: db.prepare('INSERT OR IGNORE INTO instances (instance_id, secret_hash, seen_at) VALUES (?, ?, ?)'),
-    purgeInstances: db.prepare('DELETE FROM instances WHERE seen_at < ? AND instance_id NOT IN (SELECT instance_id FROM seqs)'),
-    counts: db.prepare(
-      'SELECT (SELECT count(*) FROM frames) AS frames, (SELECT count(*) FROM packs) AS packs, (SELECT count(*) FROM bt WHERE sent = 0) AS bt, (SELECT min(interval_start) FROM packs) AS oldestPack, (SELECT min(interval_start) FROM frames) AS oldestFrame',
-    ),
-  };
 }

@@ -6,6 +6,7 @@ import { Link } from '../link/link';
 import type { Pack } from '../pack';
 import type { ReconnectSchedule } from '../reconnect-schedule';
 import { type Carrier, UpstreamSession } from '../upstream/session';
+import { UpstreamDownError } from '../upstream/errors';
 import { AckWindow } from './ack-window';
 import { type Done, type FrameBody, FrameBatcher } from './batcher';
 import { dialerFor } from './carriers';
@@ -158,7 +159,7 @@ export class TcpTransport implements Transport {
   private sendFrames(frames: FrameBody[]): void {
     const s = this.session;
     if (s === null || !s.isActive) {
-      this.failAll(new Error('upstream not connected'), frames);
+      this.failAll(new UpstreamDownError('upstream not connected'), frames);
       return;
     }
     for (const f of frames) {
@@ -240,7 +241,7 @@ export class TcpTransport implements Transport {
     this.sessionFramesBase += s.framesSent;
     this.session = null;
     this.activeSince = 0;
-    this.failAll(new Error(cause));
+    this.failAll(new UpstreamDownError(cause));
     if (error !== null) {
       this.lastError = { code: error.code, message: cause, at: new Date().toISOString() };
       this.sessionErrors[error.code] = (this.sessionErrors[error.code] ?? 0) + 1;

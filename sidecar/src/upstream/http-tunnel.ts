@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Agent, type ClientRequest, request } from 'node:http';
+import { TunnelHttpError, TunnelResponseTooLargeError, TunnelTimeoutError } from './errors';
 
 /**
  * A socket-like carrier for the upstream frames over HTTP (transport `http`):
@@ -87,9 +88,7 @@ export class HttpTunnelSocket extends EventEmitter {
     if (this.session !== null) headers[SESSION_HEADER] = this.session;
     const req = request({ host: this.opts.host, port: this.opts.port, path: TUNNEL_PATH, method: 'POST', headers, agent: this.agent });
     this.inFlight = req;
-    req.setTimeout(this.opts.requestTimeoutMs, () =>
-      req.destroy(Object.assign(new Error(`no tunnel response within ${this.opts.requestTimeoutMs} ms`), { code: 'ERR_TUNNEL_TIMEOUT' })),
-    );
+    req.setTimeout(this.opts.requestTimeoutMs, () => req.destroy(new TunnelTimeoutError(this.opts.requestTimeoutMs)));
     req.on('error', (err) => this.fail(err));
     req.on('response', (res) => {
       const sid = res.headers[SESSION_HEADER];
@@ -97,7 +96,7 @@ export class HttpTunnelSocket extends EventEmitter {
       let size = 0;
       res.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > this.opts.maxResponseBytes) res.destroy(Object.assign(new Error('tunnel response too large'), { code: 'ERR_FRAME_TOO_LARGE' }));
+        if (size > this.opts.maxResponseBytes) res.destroy(new TunnelResponseTooLargeError(this.opts.maxResponseBytes));
         else chunks.push(c);
       });
       res.on('error', (err) => this.fail(err));
@@ -107,11 +106,7 @@ export class HttpTunnelSocket extends EventEmitter {
         this.inFlightBytes = 0;
         if (res.statusCode !== 200) {
           const text = Buffer.concat(chunks).toString('utf8').slice(0, 300);
-          this.fail(
-            Object.assign(new Error(`tunnel answered HTTP ${res.statusCode}: ${text}`), {
-              code: res.statusCode === 410 ? 'ERR_TUNNEL_SESSION' : (collectorCode(text) ?? 'ERR_TUNNEL_HTTP'),
-            }),
-          );
+          this.fail(new TunnelHttpError(res.statusCode ?? 0, text));
           return;
         }
         if (typeof sid === 'string') this.session = sid;
@@ -123,15 +118,5 @@ export class HttpTunnelSocket extends EventEmitter {
       });
     });
     req.end(body);
-  }
-}
-
-/** The collector's typed refusal in an error body (`{ error: { code } }`: ERR_TOO_MANY_CONNECTIONS, ...), if there is one. */
-function collectorCode(text: string): string | null {
-  try {
-    const code = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
-    return typeof code === 'string' && /^ERR_[A-Z0-9_]{1,60}$/.test(code) ? code : null;
-  } catch {
-    return null;
   }
 }

@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { connect as tcpConnect } from 'node:net';
-import { ApmError, FrameParser, UnexpectedMessageError } from '@apm-sidecar/proto';
+import { ApmError, FrameParser, RemoteError, UnexpectedMessageError } from '@apm-sidecar/proto';
 import {
   type AccessKey,
   type AgentConfig,
@@ -19,7 +19,9 @@ import {
   decodeUpError,
   encodeAgentInfo,
   encodePing,
+  HandshakeError,
 } from '@apm-sidecar/proto/upstream';
+import { ConnectTimeoutError, NoLicenseError, ReadTimeoutError, UpstreamSocketError } from './errors';
 import { naclImpl } from './nacl';
 
 /** What the session needs of its carrier: a TCP socket or the HTTP tunnel. */
@@ -92,8 +94,7 @@ export class UpstreamSession {
   ) {
     this.socket = (opts.dial ?? dialTcp)(opts.host, opts.port);
     this.connectTimer = setTimeout(
-      () =>
-        this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ApmError('ERR_CONNECT_TIMEOUT', 'connect timed out')),
+      () => this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ConnectTimeoutError(opts.connectTimeoutMs)),
       opts.connectTimeoutMs,
     );
     const parser = new FrameParser(opts.maxFrameBytes, (type, payload) => this.frame(type, payload));
@@ -110,9 +111,7 @@ export class UpstreamSession {
     this.socket.on('drain', () => {
       if (this.phase === 'active') this.events.drain();
     });
-    this.socket.on('error', (err: NodeJS.ErrnoException) =>
-      this.close(`${err.code ?? 'error'}: ${err.message}`, new ApmError(err.code ?? 'ERR_SOCKET', err.message)),
-    );
+    this.socket.on('error', (err: NodeJS.ErrnoException) => this.close(`${err.code ?? 'error'}: ${err.message}`, new UpstreamSocketError(err)));
     this.socket.on('close', () => this.close('connection closed by the collector', null));
   }
 
@@ -178,7 +177,7 @@ export class UpstreamSession {
   private idleCheck(): void {
     const now = Date.now();
     if (now - this.lastReceived >= this.opts.soTimeoutMs) {
-      this.close(`nothing received for ${this.opts.soTimeoutMs} ms (tcp_so_timeout)`, new ApmError('ERR_SO_TIMEOUT', 'upstream read timeout'));
+      this.close(`nothing received for ${this.opts.soTimeoutMs} ms (tcp_so_timeout)`, new ReadTimeoutError(this.opts.soTimeoutMs));
       return;
     }
     if (this.sealer !== null && now - Math.max(this.lastSent, this.lastReceived) >= this.opts.soTimeoutMs / 3) {
@@ -193,11 +192,11 @@ export class UpstreamSession {
       // anyone on the path could forge one, so it is a protocol error instead.
       if (!this.inHandshake) throw new UnexpectedMessageError('HandshakeRejected after the handshake');
       const e = decodeUpError(payload);
-      this.close(`the collector refused the handshake: ${e.message}`, new ApmError(e.code, e.message));
+      this.close(`the collector refused the handshake: ${e.message}`, new RemoteError(e.code, e.message));
       return;
     }
     if (this.phase === 'handshake') {
-      if (type !== UpstreamType.ServerHello) throw new ApmError('ERR_HANDSHAKE', `expected ServerHello, got frame type ${type}`);
+      if (type !== UpstreamType.ServerHello) throw new HandshakeError(`expected ServerHello, got frame type ${type}`);
       const { finished, keys } = (this.handshake as ClientHandshake).serverHello(payload);
       this.handshake = null;
       this.sealer = new Sealer(naclImpl, keys, Direction.AgentToCollector);
@@ -220,7 +219,7 @@ export class UpstreamSession {
       case Inner.License:
         this.license = decodeLicense(m.body);
         if (!this.license.granted) {
-          this.close(`no license: ${this.license.reason}`, new ApmError('ERR_NO_LICENSE', this.license.reason));
+          this.close(`no license: ${this.license.reason}`, new NoLicenseError(this.license.reason));
           return;
         }
         break;
@@ -234,11 +233,11 @@ export class UpstreamSession {
         return;
       case Inner.Error: {
         const e = decodeUpError(m.body);
-        this.close(`the collector closed the session: ${e.message}`, new ApmError(e.code, e.message));
+        this.close(`the collector closed the session: ${e.message}`, new RemoteError(e.code, e.message));
         return;
       }
       default:
-        throw new ApmError('ERR_UNEXPECTED_MESSAGE', `unexpected message ${m.inner} from the collector`);
+        throw new UnexpectedMessageError(`unexpected message ${m.inner} from the collector`);
     }
     if (this.phase === 'configuring' && this.config !== null && this.license !== null) {
       this.phase = 'active';
