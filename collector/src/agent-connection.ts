@@ -27,6 +27,7 @@ import {
 import nacl from 'tweetnacl';
 import type { Logger } from 'pino';
 import type { AgentServerOptions } from './agent-server';
+import type { Clock } from './clock';
 import { HandshakeTimeoutError } from './errors';
 import { KEY_REFUSED_MESSAGE, proveKey } from './key-proof';
 import type { LicensePool } from './licenses';
@@ -79,6 +80,7 @@ export function refusalFrame(code: string, message: string): Buffer {
 export interface ConnectionHost {
   readonly opts: AgentServerOptions;
   readonly log: Logger;
+  readonly clock: Clock;
   readonly seriesCache: Map<string, Series>;
   readonly licenses: LicensePool;
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void;
@@ -111,7 +113,7 @@ export class AgentConnection implements AgentLink {
   /** Set when the connection is being refused or ended: it no longer counts as accepting. */
   private ending = false;
   private readonly parser: FrameParser;
-  private handshakeTimer: NodeJS.Timeout | null;
+  private handshakeTimer: unknown;
   readonly ip: string;
   private projectId = '';
   private agentId = '';
@@ -123,11 +125,13 @@ export class AgentConnection implements AgentLink {
   private handshake: ServerHandshake | null = null;
   private sealer: Sealer | null = null;
   private opener: Opener | null = null;
-  private lastActivity = Date.now();
-  private lastData = Date.now();
+  private lastActivity: number;
+  private lastData: number;
   private pingSentAt = 0;
   private stalled = false;
-  private timer: NodeJS.Timeout | null = null;
+  private timer: unknown = null;
+  private readonly tickMs: number;
+  private readonly clock: Clock;
 
   constructor(
     readonly socket: Wire,
@@ -135,14 +139,17 @@ export class AgentConnection implements AgentLink {
     private readonly transport: 'tcp' | 'http',
   ) {
     this.ip = remoteIp(socket);
+    this.clock = srv.clock;
+    this.lastActivity = this.clock.now();
+    this.lastData = this.lastActivity;
     const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
     this.parser = parser;
-    this.handshakeTimer = setTimeout(() => {
+    this.handshakeTimer = this.clock.setTimeout(() => {
       this.handshakeTimer = null;
       if (this.phase !== 'active' && this.phase !== 'closed' && !this.ending) this.reject(new HandshakeTimeoutError(srv.opts.handshakeTimeoutMs));
     }, srv.opts.handshakeTimeoutMs);
     socket.on('data', (chunk: Buffer) => {
-      this.lastActivity = Date.now();
+      this.lastActivity = this.clock.now();
       this.pingSentAt = 0;
       try {
         parser.push(chunk);
@@ -152,8 +159,8 @@ export class AgentConnection implements AgentLink {
     });
     socket.on('error', () => this.close('write or read failed'));
     socket.on('close', () => this.close('connection closed'));
-    const every = Math.max(10, Math.min(srv.opts.idlePingMs, srv.opts.stallAfterMs) / 4);
-    this.timer = setInterval(() => this.tick(), every);
+    this.tickMs = Math.max(10, Math.min(srv.opts.idlePingMs, srv.opts.stallAfterMs) / 4);
+    this.scheduleTick();
   }
 
   get agent(): AgentRef {
@@ -177,8 +184,8 @@ export class AgentConnection implements AgentLink {
     if (this.phase === 'closed') return;
     const wasActive = this.phase === 'active';
     this.phase = 'closed';
-    if (this.timer !== null) clearInterval(this.timer);
-    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    if (this.handshakeTimer !== null) this.clock.clearTimeout(this.handshakeTimer);
     this.socket.destroy();
     this.srv.connectionClosed(this, wasActive, cause);
   }
@@ -188,16 +195,25 @@ export class AgentConnection implements AgentLink {
     this.ending = true;
     if (this.sealer !== null && this.phase !== 'closed') this.socket.write(this.sealer.text(Inner.Error, encodeUpError(code, message)));
     this.socket.end();
-    setTimeout(() => this.close(message), 200).unref();
+    this.clock.setTimeout(() => this.close(message), 200);
   }
 
-  private tick(): void {
-    const now = Date.now();
+  /** The next liveness check, set again after each until one closes the connection (close() clears it). */
+  private scheduleTick(): void {
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = null;
+      if (this.tick()) this.scheduleTick();
+    }, this.tickMs);
+  }
+
+  /** One liveness check (idle ping, stall); false when it closed the connection. */
+  private tick(): boolean {
+    const now = this.clock.now();
     const o = this.srv.opts;
     if (this.pingSentAt > 0 && now - this.pingSentAt >= o.idlePingMs) {
       this.srv.log.warn({ agentId: this.agentId }, `no answer to a ping within ${o.idlePingMs} ms: agent disconnected`);
       this.close('ping unanswered');
-      return;
+      return false;
     }
     if (this.phase === 'active' && this.pingSentAt === 0 && now - this.lastActivity >= o.idlePingMs) {
       this.pingSentAt = now;
@@ -208,6 +224,7 @@ export class AgentConnection implements AgentLink {
       this.srv.setAgentState(this.ref, 'stalled', `no data for ${o.stallAfterMs} ms`, now);
       this.srv.log.warn({ agentId: this.agentId }, `connected but no data for ${o.stallAfterMs} ms: agent stalled`);
     }
+    return true;
   }
 
   private write(frame: Buffer): void {
@@ -248,7 +265,7 @@ export class AgentConnection implements AgentLink {
     }
     this.socket.end();
     this.socket.pause?.();
-    setTimeout(() => this.close(`rejected: ${code}`), 200).unref();
+    this.clock.setTimeout(() => this.close(`rejected: ${code}`), 200);
   }
 
   private frame(type: number, payload: Buffer): void {
@@ -293,7 +310,7 @@ export class AgentConnection implements AgentLink {
     const m = (this.opener as Opener).open(type, payload);
     this.count(INNER_NAMES[m.inner] ?? `inner${m.inner}`);
     const o = this.srv.opts;
-    const now = Date.now();
+    const now = this.clock.now();
     if (this.phase === 'info') {
       if (m.inner !== Inner.AgentInfo) throw new UnexpectedMessageError('the first sealed message must be AgentInfo');
       const info = decodeAgentInfo(m.body);
@@ -352,10 +369,10 @@ export class AgentConnection implements AgentLink {
 
   private activate(info: AgentInfo): void {
     const o = this.srv.opts;
-    const now = Date.now();
+    const now = this.clock.now();
     this.srv.logState(this.ref, o.store.agentConnected(this.projectId, info, now), 'connected');
     this.srv.replaceOlder(this);
-    if (this.handshakeTimer !== null) clearTimeout(this.handshakeTimer);
+    if (this.handshakeTimer !== null) this.clock.clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     const lic = this.srv.licenses.acquire(this.ref);
     o.store.agentLicensed(this.ref, lic.granted);

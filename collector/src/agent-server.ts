@@ -2,6 +2,7 @@ import { type Server, createServer } from 'node:net';
 import { type ApmError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { AgentConnection, type AgentLink, type ConnectionHost, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-connection';
+import { type Clock, systemClock } from './clock';
 import { LicensePool } from './licenses';
 import type { AgentRef, AgentState, AgentStateChange, CollectorStats, CollectorStore } from './types';
 
@@ -26,10 +27,14 @@ export interface AgentServerOptions {
   tunnelSessionTimeoutMs?: number;
   /** How often the store's revoked keys are read, so a revoked key's sessions end (default 250). */
   keyPollMs?: number;
+  /** The time of liveness, handshake deadlines and license release (default: the system clock). */
+  clock?: Clock;
 }
 
 export interface AgentServer {
   readonly port: number;
+  /** The clock of the agents' timeline, shared by their carriers (the HTTP tunnel). */
+  readonly clock: Clock;
   /**
    * Serve an agent over a carrier (a TCP socket, or a tunnel session). Null when a connection
    * limit refused it (counted as rejected.tooManyConnections); the caller closes the carrier.
@@ -52,7 +57,11 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
   readonly seriesCache = new Map<string, Series>();
   readonly licenses: LicensePool;
   readonly log: Logger;
+  readonly clock: Clock;
   private readonly conns = new Set<AgentConnection>();
+  /** Every connection not closed yet, including those being replaced or ended: close() waits for them. */
+  private readonly open = new Set<AgentConnection>();
+  private onDrained: (() => void) | null = null;
   private readonly keyPoll: NodeJS.Timeout;
   /** Connections held (until closed, also while being replaced), in total and per remote address. */
   private held = 0;
@@ -64,10 +73,16 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   constructor(readonly opts: AgentServerOptions) {
     this.log = opts.log;
-    this.licenses = new LicensePool(opts.licenses, opts.licenseReleaseMs, (agent) => {
-      opts.store.agentLicensed(agent, false);
-      this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
-    });
+    this.clock = opts.clock ?? systemClock;
+    this.licenses = new LicensePool(
+      opts.licenses,
+      opts.licenseReleaseMs,
+      (agent) => {
+        opts.store.agentLicensed(agent, false);
+        this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
+      },
+      this.clock,
+    );
     // A key may be revoked by another process (the CLI) on the same store: poll its revocations.
     this.keyPoll = setInterval(() => this.endRevokedSessions(), Math.max(10, opts.keyPollMs ?? 250));
     this.keyPoll.unref();
@@ -127,6 +142,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     this.heldByIp.set(ip, fromIp + 1);
     const c = new AgentConnection(wire, this, transport);
     this.conns.add(c);
+    this.open.add(c);
     return c;
   }
 
@@ -137,7 +153,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   /** A flood of refusals must not become a flood of log lines: per code, one line a second at most. */
   warnLimited(code: string, fields: Record<string, unknown>, message: string): void {
-    const now = Date.now();
+    const now = this.clock.now();
     const last = this.refusalLog.get(code);
     if (last !== undefined && now - last.at < 1000) {
       last.suppressed++;
@@ -172,6 +188,9 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void {
     this.conns.delete(c);
+    this.open.delete(c);
+    // Resolves close() once this (synchronous) method has written the agent's state.
+    if (this.open.size === 0) this.onDrained?.();
     this.held--;
     const fromIp = (this.heldByIp.get(c.ip) ?? 1) - 1;
     if (fromIp <= 0) this.heldByIp.delete(c.ip);
@@ -180,7 +199,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
     for (const other of this.conns) if (other.agentKey === c.agentKey) return;
-    this.setAgentState(c.agent, 'disconnected', cause, Date.now());
+    this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
     this.licenses.disconnected(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }
@@ -190,17 +209,17 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     for (const c of this.conns) c.end('ERR_SHUTDOWN', 'the collector is shutting down');
     this.licenses.close();
     const s = this.server;
-    if (s === null) return Promise.resolve();
-    return new Promise((resolve) => {
-      // Connections told to end get a moment to flush, then go.
-      const t = setTimeout(() => {
-        for (const c of [...this.conns]) c.close('shutdown');
-      }, 300);
-      s.close(() => {
-        clearTimeout(t);
-        resolve();
-      });
-    });
+    const serverClosed = s === null ? Promise.resolve() : new Promise<void>((resolve) => s.close(() => resolve()));
+    // The server can report closed before a connection's own close handler has run (and written the
+    // agent's state): wait for both, so the caller may close the store next.
+    const drained = this.open.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
+            this.onDrained = resolve;
+          });
+    // Connections told to end get a moment to flush, then go.
+    const t = setTimeout(() => {
+      for (const c of [...this.open]) c.close('shutdown');
+    }, 300);
+    return Promise.all([serverClosed, drained]).then(() => clearTimeout(t));
   }
 }
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
+import { type Clock, systemClock } from './clock';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
@@ -49,7 +50,8 @@ export interface HttpApiOptions {
   maxBodyBytes?: number;
   /** Directory holding index.html (default: the package's public/). */
   publicDir?: string;
-  now?: () => number;
+  /** Whose now decides how long an agent has been disconnected (default: the system clock); the agent server's. */
+  clock?: Pick<Clock, 'now'>;
   /** Read tokens not revoked, asked on each request (default: none, i.e. protected mode). */
   tokens?: () => readonly ActiveToken[];
   /** /metrics open to every client (default: loopback only, or a token). */
@@ -103,7 +105,7 @@ function sendError(res: ServerResponse, status: number, code: string, message: s
 
 export function createHttpApi(opts: HttpApiOptions): Server {
   const { store, stats, log } = opts;
-  const now = opts.now ?? Date.now;
+  const clock = opts.clock ?? systemClock;
   const retention = opts.disconnectedRetentionMs ?? 1_800_000;
   const maxBody = opts.maxBodyBytes ?? 64 * 1024;
   const publicDir = opts.publicDir ?? DEFAULT_PUBLIC_DIR;
@@ -114,7 +116,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const registry = createMetricsRegistry({ stats, agentsByState: () => store.agentsByState() });
 
   const listAgents = (project: string | undefined) => {
-    const t = now();
+    const t = clock.now();
     return store.listAgents(project !== undefined ? { project } : {}).filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention));
   };
 

@@ -7,3 +7,7 @@ export * from './types';
 export * from './logger';
 export * from './api-access';
 export * from './prometheus';
+export * from './clock';
+export { type AgentServer, type AgentServerOptions, startAgentServer } from './agent-server';
+export { LicensePool } from './licenses';
+export { Tunnel, TUNNEL_PATH, type TunnelOptions } from './tunnel';

@@ -1,3 +1,4 @@
+import { type Clock, systemClock } from './clock';
 import { type AgentRef, agentKey } from './types';
 
 /**
@@ -7,12 +8,13 @@ import { type AgentRef, agentKey } from './types';
  * not hand its seat to someone else; after that the seat is free.
  */
 export class LicensePool {
-  private readonly holders = new Map<string, { ref: AgentRef; releaseTimer: NodeJS.Timeout | null }>();
+  private readonly holders = new Map<string, { ref: AgentRef; releaseTimer: unknown }>();
 
   constructor(
     private readonly capacity: number,
     private readonly releaseMs: number,
     private readonly onRelease: (agent: AgentRef) => void = () => {},
+    private readonly clock: Clock = systemClock,
   ) {}
 
   get held(): number {
@@ -24,7 +26,7 @@ export class LicensePool {
     const key = agentKey(agent);
     const h = this.holders.get(key);
     if (h !== undefined) {
-      if (h.releaseTimer !== null) clearTimeout(h.releaseTimer);
+      if (h.releaseTimer !== null) this.clock.clearTimeout(h.releaseTimer);
       h.releaseTimer = null;
       return { granted: true, reason: 'license kept' };
     }
@@ -40,15 +42,14 @@ export class LicensePool {
     const key = agentKey(agent);
     const h = this.holders.get(key);
     if (h === undefined || h.releaseTimer !== null) return;
-    h.releaseTimer = setTimeout(() => {
+    h.releaseTimer = this.clock.setTimeout(() => {
       this.holders.delete(key);
       this.onRelease(h.ref);
     }, this.releaseMs);
-    h.releaseTimer.unref();
   }
 
   close(): void {
-    for (const h of this.holders.values()) if (h.releaseTimer !== null) clearTimeout(h.releaseTimer);
+    for (const h of this.holders.values()) if (h.releaseTimer !== null) this.clock.clearTimeout(h.releaseTimer);
     this.holders.clear();
   }
 }

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { type ApmError, FrameTooLargeError } from '@apm-sidecar/proto';
 import { PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire } from './agent-connection';
 import type { AgentServer } from './agent-server';
+import type { Clock } from './clock';
 import { HandshakeTimeoutError } from './errors';
 
 /**
@@ -32,10 +33,14 @@ export const SESSION_HEADER = 'apm-tunnel-session';
 class TunnelWire extends EventEmitter implements Wire {
   private outbox: Buffer[] = [];
   private closed = false;
-  lastRequestAt = Date.now();
+  lastRequestAt: number;
 
-  constructor(readonly remoteAddress: string | undefined) {
+  constructor(
+    readonly remoteAddress: string | undefined,
+    private readonly clock: Clock,
+  ) {
     super();
+    this.lastRequestAt = clock.now();
   }
 
   get isClosed(): boolean {
@@ -56,7 +61,7 @@ class TunnelWire extends EventEmitter implements Wire {
 
   end(): void {
     // Whatever is in the outbox still goes out with the next response; then the session is over.
-    setTimeout(() => this.destroy(), 2000).unref();
+    this.clock.setTimeout(() => this.destroy(), 2000);
   }
 
   destroy(): void {
@@ -73,6 +78,8 @@ export interface TunnelOptions {
   /** The first request (no session yet) must arrive whole within this long. */
   handshakeTimeoutMs: number;
   maxBodyBytes: number;
+  /** Session expiry and the first request's deadline (default: the agent server's clock). */
+  clock?: Clock;
 }
 
 /** The first request carries the ClientHello alone: its body is held to the pre-authentication frame limit. */
@@ -80,11 +87,21 @@ export const FIRST_BODY_MAX_BYTES = PREAUTH_MAX_FRAME_BYTES;
 
 export class Tunnel {
   private readonly sessions = new Map<string, TunnelWire>();
-  private readonly timer: NodeJS.Timeout;
+  private readonly clock: Clock;
+  private readonly expireEveryMs: number;
+  private timer: unknown = null;
 
   constructor(private readonly opts: TunnelOptions) {
-    this.timer = setInterval(() => this.expire(), Math.max(10, Math.min(1000, opts.sessionTimeoutMs / 4)));
-    this.timer.unref();
+    this.clock = opts.clock ?? opts.agents.clock;
+    this.expireEveryMs = Math.max(10, Math.min(1000, opts.sessionTimeoutMs / 4));
+    this.scheduleExpiry();
+  }
+
+  private scheduleExpiry(): void {
+    this.timer = this.clock.setTimeout(() => {
+      this.expire();
+      this.scheduleExpiry();
+    }, this.expireEveryMs);
   }
 
   get size(): number {
@@ -119,12 +136,14 @@ export class Tunnel {
     const refuse = (status: number, reason: RejectReason, err: ApmError): void => {
       if (done) return;
       done = true;
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
       agents.refused(reason, err, remote);
       failAndHangUp(req, res, status, err.code, err.message);
     };
-    const timer = setTimeout(() => refuse(408, 'handshakeTimeout', new HandshakeTimeoutError(this.opts.handshakeTimeoutMs)), this.opts.handshakeTimeoutMs);
-    timer.unref();
+    const timer = this.clock.setTimeout(
+      () => refuse(408, 'handshakeTimeout', new HandshakeTimeoutError(this.opts.handshakeTimeoutMs)),
+      this.opts.handshakeTimeoutMs,
+    );
     req.on('data', (c: Buffer) => {
       if (done) return;
       size += c.length;
@@ -136,13 +155,13 @@ export class Tunnel {
     });
     req.on('error', () => {
       done = true;
-      clearTimeout(timer);
+      this.clock.clearTimeout(timer);
     });
     req.on('end', () => {
       if (done) return;
       done = true;
-      clearTimeout(timer);
-      const wire = new TunnelWire(remote);
+      this.clock.clearTimeout(timer);
+      const wire = new TunnelWire(remote, this.clock);
       const link = agents.attach(wire, 'http');
       if (link === null) {
         fail(res, 503, 'ERR_TOO_MANY_CONNECTIONS', 'the collector holds as many agent sessions as it allows', { connection: 'close' });
@@ -174,7 +193,7 @@ export class Tunnel {
       fail(res, 410, 'ERR_TUNNEL_SESSION', 'unknown or expired tunnel session: start a new one');
       return;
     }
-    wire.lastRequestAt = Date.now();
+    wire.lastRequestAt = this.clock.now();
     let size = 0;
     let done = false;
     req.on('data', (c: Buffer) => {
@@ -197,13 +216,13 @@ export class Tunnel {
     req.on('end', () => {
       if (done) return;
       done = true;
-      wire.lastRequestAt = Date.now();
+      wire.lastRequestAt = this.clock.now();
       reply(res, wire.take(), sid);
     });
   }
 
   private expire(): void {
-    const now = Date.now();
+    const now = this.clock.now();
     for (const [id, w] of this.sessions) {
       if (now - w.lastRequestAt >= this.opts.sessionTimeoutMs) {
         this.opts.log.warn({ session: id.slice(0, 6) }, `tunnel session had no request for ${this.opts.sessionTimeoutMs} ms: expired`);
@@ -214,7 +233,8 @@ export class Tunnel {
   }
 
   close(): void {
-    clearInterval(this.timer);
+    if (this.timer !== null) this.clock.clearTimeout(this.timer);
+    this.timer = null;
     for (const w of this.sessions.values()) w.destroy();
     this.sessions.clear();
   }

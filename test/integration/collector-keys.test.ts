@@ -104,7 +104,8 @@ describe('collector: access key lifecycle', () => {
 
     // Its reconnections are refused like any failed proof; the other key's session goes on.
     await waitFor('the old key to be refused', async () => (await statusJson(onOld.socket)).upstream.lastError?.code === 'ERR_BAD_KEY');
-    await sleep(500);
+    // Several of its retries, counted rather than waited for: each one refused, none let back in.
+    await waitFor('three refused reconnections', async () => (await getJson(c.httpPort, '/api/stats')).body.rejected.badKey >= badKeyBefore + 3);
     assert.notEqual((await statusJson(onOld.socket)).state, 'active');
     const s = await statusJson(onNew.socket);
     assert.equal(s.state, 'active');

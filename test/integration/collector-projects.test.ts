@@ -85,7 +85,17 @@ describe('collector: an agent is (project, agent_id)', () => {
       const s = await sums(c, `project=${projA}&agent=victim&name=orders`);
       return s.count >= 2567 ? s : null;
     });
-    await sleep(500); // anything late or counted twice would land now
+    // A barrier instead of a wait: a marker recorded after everything else is stored only after every
+    // earlier pack of its session (one session each, asserted below), so anything late or counted
+    // twice has landed by the time both markers are stored.
+    apmB.counter('marker').add(1);
+    apmA.counter('marker').add(1);
+    assert.equal(await apmB.flush(), true);
+    assert.equal(await apmA.flush(), true);
+    await waitFor('both markers stored', async () => {
+      const [mb, ma] = [await sums(c, `project=${projB}&agent=victim&name=marker`), await sums(c, `project=${projA}&agent=victim&name=marker`)];
+      return mb.count === 1 && ma.count === 1;
+    });
     assert.deepEqual(await sums(c, `project=${projB}&agent=victim&name=orders`), { count: 1483, sum: 1_483_000, projects: [projB] });
     assert.deepEqual(await sums(c, `project=${projA}&agent=victim&name=orders`), { count: 2567, sum: 2567, projects: [projA] });
     assert.equal(b.sum, 1_483_000);
@@ -135,7 +145,11 @@ describe('collector: an agent is (project, agent_id)', () => {
     const intruder = await tcpSidecar(join(tmp.dir, 'seat-intruder'), c, keyA, 'victim');
     cleanups.push(() => intruder.kill('SIGKILL'));
     await waitFor('the intruder to be refused a license', async () => (await statusJson(intruder.socket)).upstream.lastError?.code === 'ERR_NO_LICENSE');
-    await sleep(600); // a few of its retries
+    // A few of its retries, counted rather than waited for (each is a full handshake, refused a license).
+    await waitFor(
+      'three refusals of the intruder',
+      () => c.lines.filter((l) => l.msg === 'agent refused: no license available' && l.projectId === projA).length >= 3,
+    );
     const v = await statusJson(victim.socket);
     assert.equal(v.state, 'active');
     assert.equal(v.upstream.sessions, 1);

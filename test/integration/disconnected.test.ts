@@ -653,10 +653,14 @@ describe('disconnected from the collector (seed 001, DESIGN §6)', () => {
       return x.retention.packs === 0 && x.upstream.inFlightFrames === 0 ? x : null;
     });
     assert.equal(s.counters.sent.metrics, 2, 'both counted as delivered');
-    // Settled: no resend, no reconnect loop.
+    // Settled: no resend, no reconnect loop. The collector's half (the late pack acked, the session
+    // never ended) is proved on a fake clock in collector-timeline.test.ts; here a marker sent after
+    // the settle travels the same session: anything resent or reconnected before it would show.
     const sessions = s.upstream.sessions as number;
     const connects = sc.logs('connecting upstream').length;
-    await sleep(600);
+    raw.send(encodeMetrics({ seq: 3, ts: Date.now(), windowMs: 50, points: [point('late.marker', 1)] }));
+    await waitFor('the marker frame acked by the sidecar', () => raw.ackedSeq === 3);
+    await untilSum(c, 'late', 'late.marker', 1);
     const s2 = await status(sc);
     assert.equal(s2.state, 'active');
     assert.equal(s2.upstream.sessions, sessions);

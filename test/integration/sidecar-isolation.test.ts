@@ -97,8 +97,13 @@ describe('isolation between apps and the sidecar (real processes)', () => {
       sc = await startSidecar(tmp.dir, FAST);
       assert.equal(await apm.flush(10000), true, 'the held frames are acked by the new sidecar');
       await waitFor('the held metrics to be emitted', () => totalCount(sc, 'restart.during') > 0);
-      // Give a duplicate every chance to show up: two more intervals.
-      await new Promise((r) => setTimeout(r, 500));
+      // A barrier instead of a wait: the marker is acked only after every frame before it on the
+      // socket was read, and then the shim holds nothing it could resend; its pack is emitted only
+      // after every earlier interval's. Any duplicate is in an emitted pack by then.
+      assert.equal(apm.stats().buffered, 0, 'the shim holds no frame it could send again');
+      apm.counter('restart.marker').add(1);
+      assert.equal(await apm.flush(10000), true);
+      await waitFor('the marker to be emitted', () => totalCount(sc, 'restart.marker') === 1);
       const sum = sc
         .packs('metrics')
         .flatMap((p) => p.points as any[])

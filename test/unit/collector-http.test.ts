@@ -95,7 +95,7 @@ describe('collector HTTP API (in process)', () => {
       log: createLogger('silent'),
       disconnectedRetentionMs: 30_000,
       maxBodyBytes: 1024,
-      now: () => now,
+      clock: { now: () => now },
       extraRoutes: (req, res) => {
         if (req.url?.startsWith('/tunnel') !== true) return false;
         tunnelHits.push(req.method ?? '');
@@ -296,7 +296,7 @@ describe('collector HTTP API: projects', () => {
         { kind: 'trace', origin, trace: { txid: 't', traceId: 'tr', spanId: 's', name: projectId, startTime: T0, durationMs: 1, steps: [] } },
       ]);
     }
-    server = createHttpApi({ store, stats: new CollectorStats(), log: createLogger('silent'), now: () => T0 });
+    server = createHttpApi({ store, stats: new CollectorStats(), log: createLogger('silent'), clock: { now: () => T0 } });
     port = (await listen(server, '127.0.0.1', 0)).port;
   });
 
