@@ -212,7 +212,10 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     const serverClosed = s === null ? Promise.resolve() : new Promise<void>((resolve) => s.close(() => resolve()));
     // The server can report closed before a connection's own close handler has run (and written the
     // agent's state): wait for both, so the caller may close the store next.
-    const drained = this.open.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => {
+    const drained =
+      this.open.size === 0
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => {
             this.onDrained = resolve;
           });
     // Connections told to end get a moment to flush, then go.

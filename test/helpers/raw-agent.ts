@@ -48,7 +48,12 @@ export class RawAgent {
   private packs = 0;
 
   /** Over TCP to `port`, or over the carrier given (it emits 'connect' when ready). */
-  constructor(port: number, key: AccessKey, readonly agentId: string, carrier?: RawCarrier) {
+  constructor(
+    port: number,
+    key: AccessKey,
+    readonly agentId: string,
+    carrier?: RawCarrier,
+  ) {
     const hs = new ClientHandshake(nacl, key, agentId);
     let opener: Opener | null = null;
     const parser = new FrameParser(1 << 24, (type, payload) => {

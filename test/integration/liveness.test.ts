@@ -335,7 +335,11 @@ describe('agent liveness over TCP (collector idle_ping_ms=300, stall_after_ms=80
       // The connection stays alive meanwhile: the idle session is pinged and the sidecar answers.
       // Three pings answered, each after idle_ping_ms of silence: at least three idle periods spent
       // stalled (the exact boundaries, at the default durations, are in collector-timeline.test.ts).
-      await waitFor('the idle session to be pinged and to answer three times', async () => ((await stats(collector)).frames.Pong ?? 0) >= pongsBefore + 3, 10000);
+      await waitFor(
+        'the idle session to be pinged and to answer three times',
+        async () => ((await stats(collector)).frames.Pong ?? 0) >= pongsBefore + 3,
+        10000,
+      );
       assert.equal((await agentOf(collector, id))?.state, 'stalled', 'still stalled: a live connection without data is not disconnected');
       assert.equal(collector.logs(DISCONNECTED).filter((l) => l.agentId === id).length, 0);
       assert.equal(sc.alive, true);

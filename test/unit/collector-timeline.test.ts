@@ -290,7 +290,7 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     a.sendPack('late', previous, [3, 4]);
     await waitFor('the resent pack to be acked', () => a.acks.length === 3);
     assert.deepEqual([r.stats.duplicatePacks, r.stats.droppedLate], [1, 2]);
-    assert.ok(a.acks[1] as number > (a.acks[0] as number) && (a.acks[2] as number) > (a.acks[1] as number), `acks in order: ${a.acks}`);
+    assert.ok((a.acks[1] as number) > (a.acks[0] as number) && (a.acks[2] as number) > (a.acks[1] as number), `acks in order: ${a.acks}`);
 
     // Nothing ends the session: pinged and answered through two idle periods, no error, still open and live.
     // (Liveness is checked every quarter of the shorter duration, so a period is idle_ping_ms plus one check.)
