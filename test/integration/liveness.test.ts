@@ -30,7 +30,7 @@ import {
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
 import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
-import { type Proc, type SidecarProc, sleep, startApp, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { type Proc, type SidecarProc, sleep, startApp, startSidecar, statusJson, tempDir, waitFor } from '../helpers/procs';
 
 const IDLE_PING_MS = 300;
 const STALL_AFTER_MS = 800;
@@ -329,6 +329,18 @@ describe('agent liveness over TCP (collector idle_ping_ms=300, stall_after_ms=80
 
       const t0 = Date.now();
       process.kill(app.pid, 'SIGSTOP');
+      // What the app recorded before it stopped still reaches the collector (the last intervals
+      // close after the stop): wait until the sidecar has nothing left to send, so that from then
+      // on the collector can only be told "no data" — a slow machine can otherwise see the agent
+      // stalled before that tail arrives, and live again with it.
+      await waitFor(
+        'the sidecar to have sent everything the app recorded',
+        async () => {
+          const st = await statusJson(sc.socket);
+          return st.aggregation.openIntervals === 0 && st.queues.queue1.depth === 0 && st.upstream.inFlightFrames === 0;
+        },
+        5000,
+      );
       const stalled = await waitState(collector, id, 'stalled', 5000);
       t.diagnostic(`app SIGSTOP → stalled: ${stalled.at - t0} ms (stall_after_ms is ${STALL_AFTER_MS})`);
 
