@@ -1,6 +1,6 @@
 import { UnknownMessageTypeError } from './errors';
 import { decodeHello, decodeHeartbeat } from './ipc/control';
-import { decodeMetrics, type MetricsMessage, type Series } from './ipc/metrics';
+import { type MetricsMessage, type Series, decodeMetrics } from './ipc/metrics';
 import { decodeActiveStack, decodeBtRegistration, decodeEvent, decodeSnapshot, decodeTrace } from './ipc/packs';
 import { type ActiveStackPack, type BtRegistration, type EventPack, type Hello, MessageType, type ProfilePack, type SnapshotPack } from './ipc/types';
 

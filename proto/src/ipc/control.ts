@@ -1,7 +1,20 @@
 import { Reader, Writer } from '../buffer';
 import { MalformedMessageError, ProtocolVersionError } from '../errors';
-import { json, nonNegInt, type Obj, optStr, parseJson, str } from './json';
-import { HELLO_SECRET_MAX, HELLO_SECRET_MIN, type ControlMessage, type ControlResult, type ErrorMessage, type Hello, isSidecarState, MAX_SEQ, MessageType, PROTOCOL_VERSION, type StateChange, type Welcome } from './types';
+import { type Obj, json, nonNegInt, optStr, parseJson, str } from './json';
+import {
+  type ControlMessage,
+  type ControlResult,
+  type ErrorMessage,
+  HELLO_SECRET_MAX,
+  HELLO_SECRET_MIN,
+  type Hello,
+  MAX_SEQ,
+  MessageType,
+  PROTOCOL_VERSION,
+  type StateChange,
+  type Welcome,
+  isSidecarState,
+} from './types';
 
 // Session and control messages: the handshake, state, acks, heartbeats, errors and the CLI's status/control.
 

@@ -1,6 +1,6 @@
 import { Reader, Writer } from '../buffer';
 import { MalformedMessageError } from '../errors';
-import { json, num, type Obj, optStr, parseJson, str } from './json';
+import { type Obj, json, num, optStr, parseJson, str } from './json';
 import { type ActiveStackPack, type BtRegistration, type EventPack, LIMITS, MessageType, type ProfilePack, type SnapshotPack, type TraceStep } from './types';
 
 // Text-heavy packs (traces, stacks, events, snapshots, BT registrations): JSON bodies, validated field by field.
