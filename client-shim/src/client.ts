@@ -23,7 +23,7 @@ import { randomHex } from './ids';
 import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry } from './metrics';
 import { type ConnectOptions, MAX_TIMER_MS, option, positive, resolveSocket } from './options';
 import { Outbox } from './outbox';
-import { type EventInput, eventPack, snapshotFrame, stackFrames, tagValue } from './packs';
+import { type EventInput, eventPack, snapshotFrame, tagValue } from './packs';
 import { type ShimState, type ShimStats, shimState } from './state';
 import { ActiveTransaction, NoopTransaction, type Transaction, type TransactionSink, noopHeaders, readIncoming } from './transaction';
 
@@ -37,6 +37,7 @@ const stateChannel = channel('apm-sidecar:shim:state');
 const dropChannel = channel('apm-sidecar:shim:drop');
 const refusedChannel = channel('apm-sidecar:shim:refused');
 
+const MAX_STACK_FRAMES = 256;
 const MAX_BT_NAMES = 10000;
 const TX_DURATION = 'apm.transaction.duration';
 const TX_ERRORS = 'apm.transaction.errors';
@@ -188,8 +189,15 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private activeStackUnsafe(tx: Transaction, frames: string[] | string): void {
     if (!(tx instanceof ActiveTransaction) || tx.isEnded) return;
     if (this._state === 'standby' || this._state === 'muted') return;
-    const out = stackFrames(frames);
-    if (out === null) return this.drop('invalid');
+    let list: unknown[];
+    if (typeof frames === 'string') list = frames.split('\n');
+    else if (Array.isArray(frames)) list = frames;
+    else return this.drop('invalid');
+    const out: string[] = [];
+    for (const f of list) {
+      if (out.length >= MAX_STACK_FRAMES) break;
+      if (typeof f === 'string' && f.trim().length > 0) out.push(f.trim().slice(0, 1024));
+    }
     this.bestEffort(() => encodeActiveStack({ txid: tx.txid, name: tx.name, ts: Date.now(), elapsedMs: tx.elapsedMs, frames: out }));
   }
 

@@ -1,7 +1,7 @@
 import { type EventPack, MessageType } from '@apm-sidecar/proto';
 import { SnapshotDataError } from './errors';
 
-// Shaping of what the app hands in into what the sidecar accepts.
+// Shaping of what the app hands in (events, snapshots, tag values) into what the sidecar accepts.
 
 /** A tag value within the series limits (LIMITS.tagBytes): 85 UTF-16 units never exceed 255 bytes. */
 export function tagValue(s: string): string {
@@ -30,22 +30,6 @@ export interface EventInput {
   type: string;
   message: string;
   attributes?: Record<string, string | number | boolean>;
-}
-
-const MAX_STACK_FRAMES = 256;
-
-/** The non-blank frames of a stack (an array or a newline-separated string), trimmed and bounded; null if it is neither. */
-export function stackFrames(frames: unknown): string[] | null {
-  let list: unknown[];
-  if (typeof frames === 'string') list = frames.split('\n');
-  else if (Array.isArray(frames)) list = frames;
-  else return null;
-  const out: string[] = [];
-  for (const f of list) {
-    if (out.length >= MAX_STACK_FRAMES) break;
-    if (typeof f === 'string' && f.trim().length > 0) out.push(f.trim().slice(0, 1024));
-  }
-  return out;
 }
 
 /** An event with string type and message, bounded; attributes keep only valid values. Null if attributes is not an object. */
