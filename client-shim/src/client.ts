@@ -1,13 +1,12 @@
 import { channel } from 'node:diagnostics_channel';
-import { existsSync } from 'node:fs';
 import {
   DEFAULT_MAX_FRAME_BYTES,
   type ErrorMessage,
   MessageType,
   MetricKind,
+  type MetricKindCode,
   PROTOCOL_VERSION,
   type ProfilePack,
-  type SidecarState,
   type StateChange,
   type Welcome,
   Writer,
@@ -17,53 +16,22 @@ import {
   encodeHeartbeat,
   encodeHello,
   encodeTrace,
-  socketPathCandidates,
   writeMetricsHeader,
 } from '@apm-sidecar/proto';
 import { Connection, type ConnectionHandler } from './connection';
-import { SnapshotDataError } from './errors';
 import { randomHex } from './ids';
 import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry } from './metrics';
-import { type DurableFrame, FrameFifo, bufferSize, durableSize } from './outbox';
+import { type ConnectOptions, MAX_TIMER_MS, option, positive, resolveSocket } from './options';
+import { Outbox } from './outbox';
+import { type EventInput, eventPack, snapshotFrame, tagValue } from './packs';
+import { type ShimState, type ShimStats, shimState } from './state';
 import { ActiveTransaction, NoopTransaction, type Transaction, type TransactionSink, noopHeaders, readIncoming } from './transaction';
 
 export const SHIM_VERSION = '0.1.0';
 
-export type ShimState = 'connecting' | 'active' | 'standby' | 'muted' | 'disconnected';
-
-export interface ConnectOptions {
-  /** Application name reported to the sidecar. */
-  app?: string;
-  /** Unix socket path; else APM_SIDECAR_SOCKET; else the default locations. */
-  socket?: string;
-  /** Metric flush period; default: what the sidecar says (1000 ms). */
-  flushMs?: number;
-  /** Bytes held for the sidecar while it is away or slow (default 8 MiB). */
-  bufferBytes?: number;
-  /** Distinct metric series this process may create (default 10000). */
-  maxSeries?: number;
-  reconnectMinMs?: number;
-  reconnectMaxMs?: number;
-  /** How long close() waits for queued bytes to be written (default 2000 ms). */
-  closeTimeoutMs?: number;
-  /** A write making no progress this long means the sidecar hung: reconnect (default 5000 ms). */
-  stallTimeoutMs?: number;
-}
-
-export interface ShimStats {
-  state: ShimState;
-  sent: number;
-  acked: number;
-  buffered: number;
-  bufferedBytes: number;
-  dropped: Record<string, number>;
-}
-
-export interface EventInput {
-  type: string;
-  message: string;
-  attributes?: Record<string, string | number | boolean>;
-}
+export type { ConnectOptions } from './options';
+export type { EventInput } from './packs';
+export type { ShimState, ShimStats } from './state';
 
 const stateChannel = channel('apm-sidecar:shim:state');
 const dropChannel = channel('apm-sidecar:shim:drop');
@@ -73,60 +41,6 @@ const MAX_STACK_FRAMES = 256;
 const MAX_BT_NAMES = 10000;
 const TX_DURATION = 'apm.transaction.duration';
 const TX_ERRORS = 'apm.transaction.errors';
-
-function positive(v: unknown, fallback: number): number {
-  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
-}
-
-/** setTimeout fires at once (with a warning) past 2^31-1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Read an option without trusting the object (a getter or a Proxy may throw). */
-function option(o: object, key: string): unknown {
-  try {
-    return (o as Record<string, unknown>)[key];
-  } catch {
-    return undefined;
-  }
-}
-
-/** A tag value within the series limits (LIMITS.tagBytes): 85 UTF-16 units never exceed 255 bytes. */
-function tagValue(s: string): string {
-  return s.length <= 85 || Buffer.byteLength(s) <= 256 ? s : s.slice(0, 85);
-}
-
-/**
- * Snapshot frame, serialized here rather than with encodeSnapshot: JSON.stringify
- * silently omits a `data` that is a function, a symbol or whose toJSON returns
- * undefined, and the sidecar rejects a snapshot without data by closing the
- * connection. Throws (counted as invalid) when data cannot be serialized.
- */
-function snapshotFrame(ts: number, kind: string, data: unknown): Buffer {
-  const json = JSON.stringify(data);
-  if (typeof json !== 'string') throw new SnapshotDataError();
-  const body = `{"ts":${ts},"kind":${JSON.stringify(kind)},"data":${json}}`;
-  const n = Buffer.byteLength(body);
-  const out = Buffer.allocUnsafe(5 + n);
-  out.writeUInt32LE(n + 1, 0);
-  out[4] = MessageType.Snapshot;
-  out.write(body, 5, n, 'utf8');
-  return out;
-}
-
-function shimState(s: SidecarState): ShimState {
-  if (s === 'standby') return 'standby';
-  if (s === 'muted' || s === 'stopped') return 'muted';
-  return 'active';
-}
-
-/** Resolve the socket path now (called on every connection attempt, so a late sidecar is found). */
-function resolveSocket(explicit: string | undefined): string {
-  if (explicit !== undefined && explicit.length > 0) return explicit;
-  const env = process.env.APM_SIDECAR_SOCKET;
-  if (env !== undefined && env.length > 0) return env;
-  const candidates = socketPathCandidates(process.env, process.getuid?.() ?? 0, (require('node:os') as typeof import('node:os')).tmpdir());
-  return candidates.find((p) => existsSync(p)) ?? (candidates[0] as string);
-}
 
 /**
  * The application's handle on apm-sidecar. No method throws into the app; bad
@@ -142,11 +56,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   readonly #secret = randomHex(32);
   private readonly conn: Connection;
   private readonly registry: MetricRegistry;
-  private readonly durable = new FrameFifo<DurableFrame>(durableSize);
-  /** Durable frames (from the head) already written on the current connection. */
-  private durableSent = 0;
-  private readonly pending = new FrameFifo<Buffer>(bufferSize);
-  private bufferBytes: number;
+  /** What waits for the sidecar: durable and best-effort frames, flush() waiters. */
+  private readonly out: Outbox;
   private readonly explicitBufferBytes: boolean;
   private readonly closeTimeoutMs: number;
   private readonly explicitFlushMs: number | undefined;
@@ -155,17 +66,13 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private flushTimer: NodeJS.Timeout | null = null;
   private windowStart = Date.now();
   private seq = 0;
-  private ackedSeq = 0;
-  private sentSinceFlush = 0;
   private _state: ShimState = 'connecting';
   private closing: Promise<void> | null = null;
-  private waiters: { seq: number; resolve: (ok: boolean) => void; timer: NodeJS.Timeout }[] = [];
   private readonly btNames = new Set<string>();
   /** Per transaction name: its duration histogram and error counter (bound once, not looked up per call). */
   private readonly txHandles = new Map<string, { duration: Histogram; errors: Counter }>();
   private readonly writer = new Writer(16 * 1024);
   private readonly body = new Writer(16 * 1024);
-  private counts = { sent: 0, acked: 0 };
   private readonly dropped: Record<string, number> = {};
   /** Last error the sidecar reported (for diagnostics). */
   lastSidecarError: ErrorMessage | null = null;
@@ -177,7 +84,6 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const app = option(o, 'app');
     this.app = typeof app === 'string' && app.length > 0 ? app.slice(0, 256) : 'app';
     this.explicitBufferBytes = option(o, 'bufferBytes') !== undefined;
-    this.bufferBytes = positive(option(o, 'bufferBytes'), 8 * 1024 * 1024);
     this.closeTimeoutMs = Math.min(positive(option(o, 'closeTimeoutMs'), 2000), MAX_TIMER_MS);
     const flushMs = option(o, 'flushMs');
     this.explicitFlushMs = flushMs === undefined ? undefined : Math.min(positive(flushMs, 1000), MAX_TIMER_MS);
@@ -207,6 +113,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       },
       this,
     );
+    this.out = new Outbox(this.conn, positive(option(o, 'bufferBytes'), 8 * 1024 * 1024), this, this.btNames);
     this.startFlushTimer();
     this.conn.start();
   }
@@ -218,24 +125,21 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   // --- metrics ------------------------------------------------------------
 
   counter(name: string, tags?: Record<string, string | number | boolean>): Counter {
-    try {
-      return this.registry.get(MetricKind.Counter, name, tags) as Counter;
-    } catch {
-      return new DroppingHandle(this, 'invalid');
-    }
+    return this.metric(MetricKind.Counter, name, tags);
   }
 
   gauge(name: string, tags?: Record<string, string | number | boolean>): Gauge {
-    try {
-      return this.registry.get(MetricKind.Gauge, name, tags) as Gauge;
-    } catch {
-      return new DroppingHandle(this, 'invalid');
-    }
+    return this.metric(MetricKind.Gauge, name, tags);
   }
 
   histogram(name: string, tags?: Record<string, string | number | boolean>): Histogram {
+    return this.metric(MetricKind.Histogram, name, tags);
+  }
+
+  /** The registry's handle for the series; one that only counts drops if the registry throws (a hostile name or tags object). */
+  private metric(kind: MetricKindCode, name: string, tags: Record<string, string | number | boolean> | undefined): Counter & Gauge & Histogram {
     try {
-      return this.registry.get(MetricKind.Histogram, name, tags) as Histogram;
+      return this.registry.get(kind, name, tags) as Counter & Gauge & Histogram;
     } catch {
       return new DroppingHandle(this, 'invalid');
     }
@@ -310,20 +214,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private eventUnsafe(e: EventInput): void {
     if (typeof e !== 'object' || e === null || typeof e.type !== 'string' || typeof e.message !== 'string') return this.drop('invalid');
     if (this._state === 'muted') return this.drop('muted');
-    const pack: { ts: number; type: string; message: string; attributes?: Record<string, string | number | boolean> } = {
-      ts: Date.now(),
-      type: e.type.slice(0, 256),
-      message: e.message.slice(0, 16 * 1024),
-    };
-    if (e.attributes !== undefined) {
-      if (typeof e.attributes !== 'object' || e.attributes === null) return this.drop('invalid');
-      const attrs: Record<string, string | number | boolean> = {};
-      for (const [k, v] of Object.entries(e.attributes)) {
-        const t = typeof v;
-        if (t === 'string' || t === 'boolean' || (t === 'number' && Number.isFinite(v))) attrs[k] = v;
-      }
-      pack.attributes = attrs;
-    }
+    const pack = eventPack(e);
+    if (pack === null) return this.drop('invalid');
     this.bestEffort(() => encodeEvent(pack));
   }
 
@@ -343,7 +235,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     if (this.btNames.size >= MAX_BT_NAMES) return this.drop('bt_limit');
     this.btNames.add(name);
     const seq = ++this.seq;
-    this.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }), name);
+    this.out.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }), name);
   }
 
   // --- lifecycle ----------------------------------------------------------
@@ -351,10 +243,10 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   stats(): ShimStats {
     return {
       state: this._state,
-      sent: this.counts.sent,
-      acked: this.counts.acked,
-      buffered: this.durable.size + this.pending.size,
-      bufferedBytes: this.durable.bytes + this.pending.bytes,
+      sent: this.out.sent,
+      acked: this.out.acked,
+      buffered: this.out.durable.size + this.out.pending.size,
+      bufferedBytes: this.out.durable.bytes + this.out.pending.bytes,
       dropped: { ...this.dropped },
     };
   }
@@ -367,26 +259,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     try {
       if (this.closing !== null) return Promise.resolve(false);
       this.flushMetrics();
-      if (this.ackedSeq >= this.seq) return Promise.resolve(true);
-      // The app awaits this: the timer (not unref'd) and the socket (held) keep the
-      // loop alive until it settles, at most timeoutMs, so the ack can arrive and the
-      // code after `await apm.flush()` runs.
-      return new Promise((resolve) => {
-        const waiter = {
-          seq: this.seq,
-          resolve,
-          timer: setTimeout(
-            () => {
-              this.waiters = this.waiters.filter((w) => w !== waiter);
-              if (this.waiters.length === 0) this.conn.hold(false);
-              resolve(false);
-            },
-            Math.min(positive(timeoutMs, 5000), MAX_TIMER_MS),
-          ),
-        };
-        this.waiters.push(waiter);
-        this.conn.hold(true);
-      });
+      return this.out.waitFor(this.seq, Math.min(positive(timeoutMs, 5000), MAX_TIMER_MS));
     } catch {
       return Promise.resolve(false);
     }
@@ -402,11 +275,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     }
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
     this.flushTimer = null;
-    for (const w of this.waiters) {
-      clearTimeout(w.timer);
-      w.resolve(this.ackedSeq >= w.seq);
-    }
-    this.waiters = [];
+    this.out.settleWaiters();
     try {
       this.closing = this.conn.close(this.closeTimeoutMs).catch(() => undefined);
     } catch {
@@ -420,17 +289,17 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   welcome(w: Welcome): void {
     this.maxFrameBytes = w.settings.maxFrameBytes > 0 ? w.settings.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     // The sidecar's shim_buffer_bytes applies unless the app chose its own bound.
-    if (!this.explicitBufferBytes && w.settings.bufferBytes !== undefined && w.settings.bufferBytes > 0) this.bufferBytes = w.settings.bufferBytes;
+    if (!this.explicitBufferBytes && w.settings.bufferBytes !== undefined && w.settings.bufferBytes > 0) this.out.budget = w.settings.bufferBytes;
     if (this.explicitFlushMs === undefined && w.settings.flushMs > 0 && w.settings.flushMs !== this.flushMs) {
       this.flushMs = Math.min(w.settings.flushMs, MAX_TIMER_MS);
       this.startFlushTimer();
     }
     this.lastConnectError = null;
     // The sidecar already committed everything up to ackedSeq (the ack was lost with the connection).
-    this.acked(w.ackedSeq);
-    this.durableSent = 0;
+    this.out.ack(w.ackedSeq);
+    this.out.rewind();
     this.setState(shimState(w.state), 'welcome');
-    this.pump();
+    this.out.pump();
   }
 
   stateChange(s: StateChange): void {
@@ -438,7 +307,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   }
 
   ack(seq: number): void {
-    this.acked(seq);
+    this.out.ack(seq);
   }
 
   sidecarError(e: ErrorMessage): void {
@@ -452,12 +321,12 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   }
 
   lost(cause: string): void {
-    this.durableSent = 0;
+    this.out.rewind();
     this.setState('disconnected', cause);
   }
 
   drain(): void {
-    this.pump();
+    this.out.pump();
   }
 
   drop(reason: string, n = 1): void {
@@ -483,8 +352,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private tick(): void {
     try {
       this.flushMetrics();
-      if (this.sentSinceFlush === 0 && this.conn.ready && !this.conn.congested) this.write(encodeHeartbeat(Date.now()));
-      this.sentSinceFlush = 0;
+      if (this.out.sentSinceFlush === 0 && this.conn.ready && !this.conn.congested) this.out.write(encodeHeartbeat(Date.now()));
+      this.out.sentSinceFlush = 0;
     } catch {
       this.drop('internal');
     }
@@ -530,16 +399,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       this.drop('too_large', n);
       return;
     }
-    this.enqueueDurable(seq, frame);
-  }
-
-  private enqueueDurable(seq: number, frame: Buffer, btName?: string): void {
-    this.durable.push(btName === undefined ? { seq, frame } : { seq, frame, btName });
-    if (this.conn.ready && this.durableSent === this.durable.size - 1 && !this.conn.congested) {
-      this.write(frame);
-      this.durableSent++;
-    }
-    this.enforceBudget();
+    this.out.enqueueDurable(seq, frame);
   }
 
   private bestEffort(encode: () => Buffer): void {
@@ -551,63 +411,6 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       return this.drop('invalid');
     }
     if (frame.length - 4 > this.maxFrameBytes) return this.drop('too_large');
-    if (this.conn.ready && this.pending.size === 0 && !this.conn.congested) {
-      this.write(frame);
-      return;
-    }
-    this.pending.push(frame);
-    this.enforceBudget();
-  }
-
-  /** Over budget: the oldest best-effort frames go first, then the oldest durable ones. */
-  private enforceBudget(): void {
-    while (this.durable.bytes + this.pending.bytes > this.bufferBytes) {
-      if (this.pending.size > 0) {
-        this.pending.shift();
-      } else {
-        const evicted = this.durable.shift();
-        if (evicted?.btName !== undefined) this.btNames.delete(evicted.btName);
-        if (this.durableSent > 0) this.durableSent--;
-      }
-      this.drop('buffer_full');
-    }
-  }
-
-  private write(frame: Buffer): void {
-    this.conn.send(frame);
-    this.counts.sent++;
-    this.sentSinceFlush++;
-  }
-
-  /** Write what waits, durable first, until the socket is congested. */
-  private pump(): void {
-    if (!this.conn.ready) return;
-    while (this.durableSent < this.durable.size && !this.conn.congested) {
-      this.write((this.durable.at(this.durableSent) as DurableFrame).frame);
-      this.durableSent++;
-    }
-    while (this.pending.size > 0 && !this.conn.congested) this.write(this.pending.shift() as Buffer);
-  }
-
-  private acked(seq: number): void {
-    if (seq > this.ackedSeq) this.ackedSeq = seq;
-    let head = this.durable.peek();
-    while (head !== undefined && head.seq <= seq) {
-      this.durable.shift();
-      this.counts.acked++;
-      if (this.durableSent > 0) this.durableSent--;
-      head = this.durable.peek();
-    }
-    if (this.waiters.length > 0) {
-      const still = [];
-      for (const w of this.waiters) {
-        if (w.seq <= this.ackedSeq) {
-          clearTimeout(w.timer);
-          w.resolve(true);
-        } else still.push(w);
-      }
-      this.waiters = still;
-      if (still.length === 0) this.conn.hold(false);
-    }
+    this.out.enqueue(frame);
   }
 }

@@ -68,3 +68,144 @@ export function durableSize(d: DurableFrame): number {
 export function bufferSize(b: Buffer): number {
   return b.length;
 }
+
+/** What the outbox needs of the connection: the subset of Connection it drives. */
+export interface OutboxLink {
+  readonly ready: boolean;
+  readonly congested: boolean;
+  send(frame: Buffer): void;
+  hold(on: boolean): void;
+}
+
+/**
+ * The two queues above, written to the connection in order (durable first),
+ * released by the sidecar's cumulative acks, and the flush() waiters those acks settle.
+ */
+export class Outbox {
+  readonly durable = new FrameFifo<DurableFrame>(durableSize);
+  /** Durable frames (from the head) already written on the current connection. */
+  private durableSent = 0;
+  readonly pending = new FrameFifo<Buffer>(bufferSize);
+  private waiters: { seq: number; resolve: (ok: boolean) => void; timer: NodeJS.Timeout }[] = [];
+  /** Highest seq the sidecar has committed. */
+  private ackedSeq = 0;
+  sent = 0;
+  acked = 0;
+  sentSinceFlush = 0;
+
+  constructor(
+    private readonly link: OutboxLink,
+    /** Bytes both queues may hold together. */
+    public budget: number,
+    private readonly counter: { drop(reason: string): void },
+    /** BT names registered: one whose frame is evicted unacked is forgotten, so it may be registered again. */
+    private readonly btNames: Set<string>,
+  ) {}
+
+  /** A new connection: every unacked durable frame is written again. */
+  rewind(): void {
+    this.durableSent = 0;
+  }
+
+  enqueueDurable(seq: number, frame: Buffer, btName?: string): void {
+    this.durable.push(btName === undefined ? { seq, frame } : { seq, frame, btName });
+    if (this.link.ready && this.durableSent === this.durable.size - 1 && !this.link.congested) {
+      this.write(frame);
+      this.durableSent++;
+    }
+    this.enforceBudget();
+  }
+
+  /** A best-effort frame: written now if nothing waits before it, else queued. */
+  enqueue(frame: Buffer): void {
+    if (this.link.ready && this.pending.size === 0 && !this.link.congested) {
+      this.write(frame);
+      return;
+    }
+    this.pending.push(frame);
+    this.enforceBudget();
+  }
+
+  /** Over budget: the oldest best-effort frames go first, then the oldest durable ones. */
+  private enforceBudget(): void {
+    while (this.durable.bytes + this.pending.bytes > this.budget) {
+      if (this.pending.size > 0) {
+        this.pending.shift();
+      } else {
+        const evicted = this.durable.shift();
+        if (evicted?.btName !== undefined) this.btNames.delete(evicted.btName);
+        if (this.durableSent > 0) this.durableSent--;
+      }
+      this.counter.drop('buffer_full');
+    }
+  }
+
+  write(frame: Buffer): void {
+    this.link.send(frame);
+    this.sent++;
+    this.sentSinceFlush++;
+  }
+
+  /** Write what waits, durable first, until the socket is congested. */
+  pump(): void {
+    if (!this.link.ready) return;
+    while (this.durableSent < this.durable.size && !this.link.congested) {
+      this.write((this.durable.at(this.durableSent) as DurableFrame).frame);
+      this.durableSent++;
+    }
+    while (this.pending.size > 0 && !this.link.congested) this.write(this.pending.shift() as Buffer);
+  }
+
+  /** The sidecar committed every durable frame up to seq. */
+  ack(seq: number): void {
+    if (seq > this.ackedSeq) this.ackedSeq = seq;
+    let head = this.durable.peek();
+    while (head !== undefined && head.seq <= seq) {
+      this.durable.shift();
+      this.acked++;
+      if (this.durableSent > 0) this.durableSent--;
+      head = this.durable.peek();
+    }
+    if (this.waiters.length > 0) {
+      const still = [];
+      for (const w of this.waiters) {
+        if (w.seq <= this.ackedSeq) {
+          clearTimeout(w.timer);
+          w.resolve(true);
+        } else still.push(w);
+      }
+      this.waiters = still;
+      if (still.length === 0) this.link.hold(false);
+    }
+  }
+
+  /** Resolves true once seq is acked, false after timeoutMs. */
+  waitFor(seq: number, timeoutMs: number): Promise<boolean> {
+    if (this.ackedSeq >= seq) return Promise.resolve(true);
+    // The app awaits this: the timer (not unref'd) and the socket (held) keep the
+    // loop alive until it settles, at most timeoutMs, so the ack can arrive and the
+    // code after `await apm.flush()` runs.
+    return new Promise((resolve) => {
+      const waiter = {
+        seq,
+        resolve,
+        timer: setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          if (this.waiters.length === 0) this.link.hold(false);
+          resolve(false);
+        }, timeoutMs),
+      };
+      this.waiters.push(waiter);
+      this.link.hold(true);
+    });
+  }
+
+  /** Closing: every waiter learns now whether its seq was acked. */
+  settleWaiters(): void {
+    for (const w of this.waiters) {
+      clearTimeout(w.timer);
+      w.resolve(this.ackedSeq >= w.seq);
+    }
+    this.waiters = [];
+  }
+}

@@ -15,13 +15,13 @@ import {
   UpstreamType,
   decodeAgentInfo,
   decodeMetricBatch,
-  decodePing,
   decodeTextBatch,
   encodeAgentConfig,
   encodeLicense,
   encodePing,
   encodeUpAck,
   encodeUpError,
+  pongFor,
   readClientHello,
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
@@ -349,7 +349,7 @@ export class AgentConnection implements AgentLink {
         return;
       }
       case Inner.Ping:
-        this.write((this.sealer as Sealer).text(Inner.Pong, encodePing(decodePing(m.body))));
+        this.write(pongFor(this.sealer as Sealer, m.body));
         return;
       case Inner.Pong:
         return;

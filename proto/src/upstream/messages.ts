@@ -16,6 +16,8 @@ import {
   traceFromObject,
   writePoint,
 } from '../messages';
+import type { Sealer } from './seal';
+import { Inner } from './types';
 
 /**
  * Bodies of sealed upstream messages (see types.ts for who sends what).
@@ -141,6 +143,11 @@ export function decodePing(b: Buffer): number {
   const ts = r.f64();
   r.expectEnd('ping');
   return ts;
+}
+
+/** The sealed Pong that answers a Ping body: the same timestamp back, so the pinging end can measure the round trip. Both ends answer alike. */
+export function pongFor(sealer: Sealer, ping: Buffer): Buffer {
+  return sealer.text(Inner.Pong, encodePing(decodePing(ping)));
 }
 
 /** Series bytes of a decoded series: its key is their latin1 image. */

@@ -35,33 +35,45 @@ function readCounter(buf: Buffer, offset: number): number {
   return buf.readUInt32BE(offset) * 0x1_0000_0000 + buf.readUInt32BE(offset + 4);
 }
 
-export class Sealer {
-  private counter = 0;
+/** What both ends of one direction hold: the keys, the last counter and the two nonces (their counter bytes rewritten per frame). */
+abstract class SealState {
+  protected counter = 0;
   private readonly textNonce = Buffer.alloc(24);
   private readonly numNonce = Buffer.alloc(12);
 
   constructor(
-    private readonly nacl: Nacl,
-    private readonly keys: SessionKeys,
+    protected readonly nacl: Nacl,
+    protected readonly keys: SessionKeys,
     dir: DirectionCode,
   ) {
     this.textNonce[0] = dir;
     this.numNonce[0] = dir;
   }
 
-  /** Counter of the last frame sealed. */
+  /** Counter of the last frame sealed or opened (0: none yet). */
   get last(): number {
     return this.counter;
   }
 
+  protected textNonceFor(n: number): Buffer {
+    writeCounter(this.textNonce, 16, n);
+    return this.textNonce;
+  }
+
+  protected numNonceFor(n: number): Buffer {
+    writeCounter(this.numNonce, 4, n);
+    return this.numNonce;
+  }
+}
+
+export class Sealer extends SealState {
   /** Seal `inner | body` under the text key. Returns the whole frame. */
   text(inner: number, body: Uint8Array): Buffer {
     const n = ++this.counter;
-    writeCounter(this.textNonce, 16, n);
     const plain = new Uint8Array(1 + body.length);
     plain[0] = inner;
     plain.set(body, 1);
-    const boxed = this.nacl.secretbox(plain, this.textNonce, this.keys.textKey);
+    const boxed = this.nacl.secretbox(plain, this.textNonceFor(n), this.keys.textKey);
     const frame = Buffer.allocUnsafe(5 + COUNTER_BYTES + boxed.length);
     frame.writeUInt32LE(frame.length - 4, 0);
     frame[4] = UpstreamType.Text;
@@ -73,12 +85,11 @@ export class Sealer {
   /** Seal `inner | body` under the numeric key (ChaCha20-Poly1305). Returns the whole frame. */
   numeric(inner: number, body: Uint8Array): Buffer {
     const n = ++this.counter;
-    writeCounter(this.numNonce, 4, n);
     const frame = Buffer.allocUnsafe(5 + COUNTER_BYTES + 1 + body.length + TAG_BYTES);
     frame.writeUInt32LE(frame.length - 4, 0);
     frame[4] = UpstreamType.Numeric;
     writeCounter(frame, 5, n);
-    const c = createCipheriv('chacha20-poly1305', this.keys.numericKey, this.numNonce, { authTagLength: TAG_BYTES });
+    const c = createCipheriv('chacha20-poly1305', this.keys.numericKey, this.numNonceFor(n), { authTagLength: TAG_BYTES });
     c.setAAD(frame.subarray(4, 5 + COUNTER_BYTES), { plaintextLength: 1 + body.length });
     let off = 5 + COUNTER_BYTES;
     off += c.update(Buffer.of(inner)).copy(frame, off);
@@ -95,39 +106,19 @@ export interface Opened {
   body: Buffer;
 }
 
-export class Opener {
-  private lastCounter = 0;
-  private readonly textNonce = Buffer.alloc(24);
-  private readonly numNonce = Buffer.alloc(12);
-
-  constructor(
-    private readonly nacl: Nacl,
-    private readonly keys: SessionKeys,
-    dir: DirectionCode,
-  ) {
-    this.textNonce[0] = dir;
-    this.numNonce[0] = dir;
-  }
-
-  /** Counter of the last frame opened (0: none yet). */
-  get last(): number {
-    return this.lastCounter;
-  }
-
+export class Opener extends SealState {
   /** Open a sealed frame (type Text or Numeric). Throws ERR_TAMPERED, ERR_REPLAY, ERR_FRAME_GAP or ERR_MALFORMED_MESSAGE. */
   open(type: number, payload: Buffer): Opened {
     if (payload.length < COUNTER_BYTES + TAG_BYTES + 1) throw new MalformedMessageError('sealed frame too short');
     const counter = readCounter(payload, 0);
-    if (counter <= this.lastCounter) throw new ReplayError(counter, this.lastCounter);
+    if (counter <= this.counter) throw new ReplayError(counter, this.counter);
     let plain: Buffer;
     if (type === UpstreamType.Text) {
-      writeCounter(this.textNonce, 16, counter);
-      const opened = this.nacl.secretbox.open(payload.subarray(COUNTER_BYTES), this.textNonce, this.keys.textKey);
+      const opened = this.nacl.secretbox.open(payload.subarray(COUNTER_BYTES), this.textNonceFor(counter), this.keys.textKey);
       if (opened === null) throw new TamperedFrameError('text');
       plain = Buffer.from(opened.buffer, opened.byteOffset, opened.byteLength);
     } else if (type === UpstreamType.Numeric) {
-      writeCounter(this.numNonce, 4, counter);
-      const d = createDecipheriv('chacha20-poly1305', this.keys.numericKey, this.numNonce, { authTagLength: TAG_BYTES });
+      const d = createDecipheriv('chacha20-poly1305', this.keys.numericKey, this.numNonceFor(counter), { authTagLength: TAG_BYTES });
       const aad = Buffer.allocUnsafe(1 + COUNTER_BYTES);
       aad[0] = type;
       payload.copy(aad, 1, 0, COUNTER_BYTES);
@@ -144,8 +135,8 @@ export class Opener {
       throw new MalformedMessageError(`frame type ${type} is not sealed`);
     }
     if (plain.length < 1) throw new MalformedMessageError('sealed frame without an inner type');
-    if (counter !== this.lastCounter + 1) throw new FrameGapError(counter, this.lastCounter + 1);
-    this.lastCounter = counter;
+    if (counter !== this.counter + 1) throw new FrameGapError(counter, this.counter + 1);
+    this.counter = counter;
     return { counter, inner: plain[0] as number, body: plain.subarray(1) };
   }
 }

@@ -14,11 +14,11 @@ import {
   UpstreamType,
   decodeAgentConfig,
   decodeLicense,
-  decodePing,
   decodeUpAck,
   decodeUpError,
   encodeAgentInfo,
   encodePing,
+  pongFor,
   HandshakeError,
 } from '@apm-sidecar/proto/upstream';
 import { ConnectTimeoutError, NoLicenseError, ReadTimeoutError, UpstreamSocketError } from './errors';
@@ -227,7 +227,7 @@ export class UpstreamSession {
         this.events.ack(decodeUpAck(m.body));
         return;
       case Inner.Ping:
-        this.write((this.sealer as Sealer).text(Inner.Pong, encodePing(decodePing(m.body))));
+        this.write(pongFor(this.sealer as Sealer, m.body));
         return;
       case Inner.Pong:
         return;
