@@ -50,7 +50,7 @@ describe('retention space bounds (pure)', () => {
 });
 
 describe('RetentionStore on failing storage', () => {
-  /** Make every insert into frames fail, from a second connection (a real SQLite error, not a stub). */
+  /** Make every insert into frames fail, from a second connection (a real SQLite error raised by SQLite itself). */
   function breakFrames(path: string, on: boolean): void {
     const db = new Database(path);
     if (on) db.exec("CREATE TRIGGER IF NOT EXISTS fail_frames BEFORE INSERT ON frames BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
