@@ -6,3 +6,4 @@ export * from './messages';
 export { Sketch, BucketStore, SKETCH_ALPHA, SKETCH_MIN_VALUE, SKETCH_MIN_KEY, SKETCH_MAX_KEY, sketchKey, sketchValue } from './sketch';
 export * from './correlation';
 export * from './socket-path';
+export { type Clock, systemClock } from './clock';
