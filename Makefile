@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 NPM_FLAGS := --no-audit --no-fund
 
-.PHONY: all install build test demo bench lint clean
+.PHONY: all install build test test-faults soak demo bench lint clean
 
 all: build
 
@@ -19,6 +19,14 @@ build: install
 test: build
 	@if [ ! -x /usr/bin/chromium ]; then echo "browser test skipped: chromium not installed"; fi
 	node test/run.js
+
+# The whole fault suite at full scale; rewrites test/faults/figures.json and test/RELIABILITY.md.
+test-faults: build
+	APM_FAULT_LEVEL=full APM_FAULT_REPORT=write TEST_TIMEOUT_MS=900000 node test/run.js faults/
+
+# The long variants (100,000 fuzz cases, minutes-long randomised runs); SEED=… replays one.
+soak: build
+	APM_FAULT_LEVEL=soak TEST_TIMEOUT_MS=3600000 node test/run.js faults/
 
 demo: build
 	bash examples/demo.sh

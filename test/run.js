@@ -1,7 +1,8 @@
 'use strict';
 // Runs every compiled test file with node's test runner. Node 20's --test takes
 // no globs, so the files are listed here. Usage: node test/run.js [filter...]
-const { readdirSync, statSync } = require('node:fs');
+const { mkdtempSync, readdirSync, rmSync, statSync } = require('node:fs');
+const { tmpdir } = require('node:os');
 const { join, relative } = require('node:path');
 const { spawnSync } = require('node:child_process');
 
@@ -33,10 +34,19 @@ const args = [
   '--test-force-exit',
   ...chosen,
 ];
-const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+// Fault cases append their figures here (test/helpers/figures.ts); see test/faults/report.js.
+const figuresDir = mkdtempSync(join(tmpdir(), 'apm-figures-'));
+const figures = process.env.APM_FIGURES_FILE || join(figuresDir, 'figures.jsonl');
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, APM_FIGURES_FILE: figures } });
+const report = require('./faults/report');
+let figuresOk = true;
+if (process.env.APM_FAULT_REPORT === 'write') report.write(figures);
+else figuresOk = report.check(figures, filters.length === 0);
+rmSync(figuresDir, { recursive: true, force: true });
 const changed = differences(before, snapshot());
 if (changed.length > 0) {
   console.error(`the test run wrote outside its temporary directories:\n  ${changed.join('\n  ')}`);
   process.exit(1);
 }
+if (!figuresOk) process.exit(1);
 process.exit(r.status === null ? 1 : r.status);

@@ -169,7 +169,9 @@ describe('disconnected from the collector (seed 001, DESIGN §6)', () => {
   test('back within the window: the retained metrics and registrations are posted, and only the events and snapshots of the last event_replay_window_ms', async () => {
     const agent = 'window';
     const g = await gate(collector);
-    const sc = await tcpSidecar(agent, g.port, key, { mute_after_attempts: 0, reconnect_schedule: '150' });
+    // retention_ms well past the outage: on a loaded machine the outage below can outlast the
+    // scaled 2 s retention, and then the first retained points would be (rightly) purged.
+    const sc = await tcpSidecar(agent, g.port, key, { mute_after_attempts: 0, reconnect_schedule: '150', retention_ms: 60000 });
     const apm = shim(sc, 'window');
     await waitState(sc, 'active');
     const n = apm.counter('window.n');
