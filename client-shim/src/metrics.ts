@@ -221,4 +221,26 @@ export class MetricRegistry {
   }
 }
 
+/**
+ * Write the handles' points into `body` and hand them to `emit` in runs of at most `limit`
+ * bytes (a run always holds at least one point); each handle is reset once written.
+ */
+export function packPoints(handles: Handle[], body: Writer, limit: number, emit: (n: number, points: Buffer) => void): void {
+  let n = 0;
+  for (const h of handles) {
+    const before = body.length;
+    h.write(body);
+    h.reset();
+    n++;
+    if (body.length >= limit && n > 1) {
+      // This point pushed the run over: emit what came before it, keep it for the next.
+      const all = body.body();
+      emit(n - 1, all.subarray(0, before));
+      body.bytes(all.subarray(before));
+      n = 1;
+    }
+  }
+  if (n > 0) emit(n, body.body());
+}
+
 export type { Handle };
