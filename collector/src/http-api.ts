@@ -25,7 +25,7 @@ import type { AgentState, CollectorStats } from './types';
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
  *   GET /metrics       Prometheus text format (prometheus.ts)
- *   GET /              the web page (public/index.html, with /app.js and /style.css)
+ *   GET /              the web page (public/index.html, with its modules /app.js … and /style.css)
  *
  * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
  * Then access is decided (api-access.ts): 401 ERR_UNAUTHORIZED without a valid read token,
@@ -65,6 +65,12 @@ const PUBLIC_FILES: Record<string, [string, string]> = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/index.html': ['index.html', 'text/html; charset=utf-8'],
   '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
+  '/agents.js': ['agents.js', 'text/javascript; charset=utf-8'],
+  '/api.js': ['api.js', 'text/javascript; charset=utf-8'],
+  '/charts.js': ['charts.js', 'text/javascript; charset=utf-8'],
+  '/dom.js': ['dom.js', 'text/javascript; charset=utf-8'],
+  '/format.js': ['format.js', 'text/javascript; charset=utf-8'],
+  '/options.js': ['options.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
 };
 

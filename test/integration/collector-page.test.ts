@@ -9,7 +9,7 @@ import { parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { chromium } from 'playwright-core';
 import { runCleanups } from '../helpers/cleanups';
 import { createKey, createToken, getJson, startCollector } from '../helpers/collector';
-import { ROOT, startSidecar, tempDir, waitFor } from '../helpers/procs';
+import { startSidecar, tempDir, waitFor } from '../helpers/procs';
 
 // The collector's web page in a real browser (Debian's chromium, driven by playwright-core):
 // empty states, a live agent with its charts, a stalled one, a greyed disconnected one, API errors.
@@ -20,7 +20,6 @@ declare const sessionStorage: { getItem(key: string): string | null };
 declare function getComputedStyle(e: unknown): { opacity: string };
 
 const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = join(ROOT, 'test', 'artifacts');
 // As the machine docs say: headless, no sandbox as root, and no background connections (the network is closed).
 const CHROMIUM_ARGS = [
   '--headless',
@@ -46,6 +45,8 @@ test('the collector page: asks for the read token, then agents and charts live, 
     return;
   }
   const tmp = tempDir('apm-page-');
+  // Screenshots stay in the test's temporary directory unless APM_ARTIFACTS_DIR asks to keep them.
+  const ARTIFACTS = process.env.APM_ARTIFACTS_DIR ?? join(tmp.dir, 'artifacts');
   // Undone last-in first-out, whatever fails.
   const cleanups: (() => unknown)[] = [];
   try {
