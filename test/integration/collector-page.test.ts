@@ -45,7 +45,7 @@ test('the collector page: asks for the read token, then agents and charts live, 
     return;
   }
   const tmp = tempDir('apm-page-');
-  // Screenshots stay in the test's temporary directory unless APM_ARTIFACTS_DIR asks to keep them.
+  // Screenshots go where APM_ARTIFACTS_DIR says (`make test`: test/artifacts/, git-ignored), else stay in the test's temporary directory.
   const ARTIFACTS = process.env.APM_ARTIFACTS_DIR ?? join(tmp.dir, 'artifacts');
   // Undone last-in first-out, whatever fails.
   const cleanups: (() => unknown)[] = [];
