@@ -9,7 +9,7 @@ import { type Clock, systemClock } from './clock';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
-import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
+import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped, traceQueryFrom } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -17,8 +17,10 @@ import type { AgentState, CollectorStats } from './types';
  *
  *   GET /api/agents    ?project=   agents; disconnected ones stay listed for disconnected_retention_ms
  *   GET /api/metrics   ?project=&agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
- *   GET /api/traces    ?project=&agent=&limit=   recent traces, newest first
+ *   GET /api/traces    ?project=&agent=&traceId=&name=&limit=   recent traces, newest first
  *   GET /api/events    ?project=&agent=&limit=   recent events, newest first
+ *   GET /api/snapshots ?project=&agent=&limit=   recent snapshots, newest first
+ *   GET /api/registrations ?project=&agent=&limit=   business-transaction registrations, by agent and name
  *
  * An agent is (project, agent id): every row carries `project`, and `agent=` alone
  * matches that agent id in every project.
@@ -36,7 +38,10 @@ import type { AgentState, CollectorStats } from './types';
  */
 
 /** What the API reads from the store. */
-export type ApiStore = Pick<SqliteStore, 'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents'>;
+export type ApiStore = Pick<
+  SqliteStore,
+  'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents' | 'listSnapshots' | 'listBtRegistrations'
+>;
 
 export interface HttpApiOptions {
   store: ApiStore;
@@ -149,7 +154,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/api/traces',
       (q, res, project) => {
-        sendJson(res, 200, store.listTraces(scoped(listQueryFrom(q), project)));
+        sendJson(res, 200, store.listTraces(scoped(traceQueryFrom(q), project)));
       },
     ],
     [
@@ -158,6 +163,8 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         sendJson(res, 200, store.listEvents(scoped(listQueryFrom(q), project)));
       },
     ],
+    ['/api/snapshots', (q, res, project) => sendJson(res, 200, store.listSnapshots(scoped(listQueryFrom(q), project)))],
+    ['/api/registrations', (q, res, project) => sendJson(res, 200, store.listBtRegistrations(scoped(listQueryFrom(q), project)))],
     [
       '/api/stats',
       (_q, res, project) => {
