@@ -66,17 +66,12 @@ export interface HttpApiOptions {
 export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
 
 /** The files of the web page: route → [file in publicDir, content type]. Nothing else is served from disk. */
+const PAGE_MODULES = ['app', 'activity', 'agents', 'api', 'charts', 'dom', 'format', 'options', 'series-picker', 'table', 'traces', 'units'];
 const PUBLIC_FILES: Record<string, [string, string]> = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/index.html': ['index.html', 'text/html; charset=utf-8'],
-  '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
-  '/agents.js': ['agents.js', 'text/javascript; charset=utf-8'],
-  '/api.js': ['api.js', 'text/javascript; charset=utf-8'],
-  '/charts.js': ['charts.js', 'text/javascript; charset=utf-8'],
-  '/dom.js': ['dom.js', 'text/javascript; charset=utf-8'],
-  '/format.js': ['format.js', 'text/javascript; charset=utf-8'],
-  '/options.js': ['options.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
+  ...Object.fromEntries(PAGE_MODULES.map((m) => [`/${m}.js`, [`${m}.js`, 'text/javascript; charset=utf-8']])),
 };
 
 /** The page loads only its own files and calls only its own API. */
