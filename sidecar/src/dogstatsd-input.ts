@@ -41,7 +41,16 @@ export class DogStatsdInput {
   async start(): Promise<void> {
     const o = this.opts;
     if (o.udp === null && o.socketPath.length === 0) return;
-    const agg = new DogStatsdAggregator({ intervalOf: (ts) => o.aggregator.intervalOf(ts), onEvent: o.onEvent });
+    const agg = new DogStatsdAggregator({
+      intervalOf: (ts) => o.aggregator.intervalOf(ts),
+      onEvent: o.onEvent,
+      // Once per reason: a client sending a bad line sends it again and again (the rest are counted).
+      onFirstInvalid: (reason, line) =>
+        o.log.warn(
+          { dogstatsd: { reason, line: line.slice(0, 200) } },
+          `DogStatsD line refused (${reason}); further ones are counted in status dogstatsd.invalidByReason`,
+        ),
+    });
     this.agg = agg;
     this.seq = o.seqs.last(DOGSTATSD_INSTANCE);
     this.listeners = await listenDogStatsd({ udp: o.udp, socketPath: o.socketPath, onPacket: (b) => agg.packet(b), log: o.log });

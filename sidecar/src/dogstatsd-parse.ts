@@ -210,5 +210,8 @@ function parseServiceCheck(line: string): ParsedLine {
   if (tags.length > 0) attrs.tags = tags.join(',');
   const message = mAt < 0 ? '' : line.slice(mAt + 3);
   if (message.length > 0) attrs.message = message;
-  return { kind: 'event', event: { ts, type: 'dogstatsd.service_check', message: `${name}: ${status}${message.length > 0 ? ` — ${message}` : ''}`, attributes: attrs } };
+  return {
+    kind: 'event',
+    event: { ts, type: 'dogstatsd.service_check', message: `${name}: ${status}${message.length > 0 ? ` — ${message}` : ''}`, attributes: attrs },
+  };
 }

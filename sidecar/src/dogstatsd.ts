@@ -1,4 +1,15 @@
-import { type EventPack, MetricKind, type MetricKindCode, type MetricPoint, type MetricsMessage, Sketch, encodeSeries, seriesKey, sketchKey, SKETCH_MIN_VALUE } from '@apm-sidecar/proto';
+import {
+  type EventPack,
+  MetricKind,
+  type MetricKindCode,
+  type MetricPoint,
+  type MetricsMessage,
+  Sketch,
+  encodeSeries,
+  seriesKey,
+  sketchKey,
+  SKETCH_MIN_VALUE,
+} from '@apm-sidecar/proto';
 import { type InvalidReason, type ParsedMetric, parseLine } from './dogstatsd-parse';
 
 /**
@@ -51,6 +62,8 @@ export interface DogStatsdAggregatorOptions {
   /** The reporting interval a timestamp belongs to (sets count distinct members per interval). */
   intervalOf?: (ts: number) => number;
   onEvent?: (event: EventPack) => void;
+  /** The first line refused for each reason (to log it once). */
+  onFirstInvalid?: (reason: InvalidReason, line: string) => void;
 }
 
 export class DogStatsdAggregator {
@@ -78,7 +91,7 @@ export class DogStatsdAggregator {
   line(line: string): void {
     this.counts.lines++;
     const p = parseLine(line);
-    if (p.kind === 'invalid') return this.invalid(p.reason);
+    if (p.kind === 'invalid') return this.invalid(p.reason, line);
     if (p.kind === 'event') {
       if (p.event.type === 'dogstatsd.service_check') this.counts.serviceChecks++;
       else this.counts.events++;
@@ -90,8 +103,8 @@ export class DogStatsdAggregator {
     const key = seriesKey(bytes);
     const w = p.ts === null ? this.window : this.stampedWindow(p.ts);
     let a = w.get(key);
-    if (a === undefined && this.held >= MAX_SERIES) return this.invalid('series_limit');
-    if (p.type === 's' && !this.addMember(key, p.member)) return this.invalid('set_limit');
+    if (a === undefined && this.held >= MAX_SERIES) return this.invalid('series_limit', line);
+    if (p.type === 's' && !this.addMember(key, p.member)) return this.invalid('set_limit', line);
     if (a === undefined) {
       a = {
         series: { key, kind, name: p.name, tags: p.tags },
@@ -113,7 +126,7 @@ export class DogStatsdAggregator {
     const weight = Math.min(MAX_WEIGHT, Math.max(1, Math.round(1 / p.rate)));
     const scaled = p.values.map((v) => (kind === MetricKind.Counter ? v / p.rate : v * weight));
     const total = scaled.reduce((s, v) => s + v, 0);
-    if (!Number.isFinite(a.sum + total)) return this.invalid('overflow');
+    if (!Number.isFinite(a.sum + total)) return this.invalid('overflow', line);
     for (let i = 0; i < p.values.length; i++) {
       const v = p.values[i] as number;
       if (a.sketch !== null) addWeighted(a.sketch, v, weight);
@@ -145,7 +158,8 @@ export class DogStatsdAggregator {
     return out;
   }
 
-  private invalid(reason: InvalidReason): void {
+  private invalid(reason: InvalidReason, line: string): void {
+    if (this.counts.invalidByReason[reason] === undefined) this.opts.onFirstInvalid?.(reason, line);
     this.counts.invalid++;
     this.counts.invalidByReason[reason] = (this.counts.invalidByReason[reason] ?? 0) + 1;
   }

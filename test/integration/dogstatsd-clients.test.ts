@@ -93,7 +93,14 @@ describe('DogStatsD from real clients, checked at the collector', () => {
   }
 
   test('hot-shots over UDP: counters (also sampled), gauges, timers, histograms, distributions, sets, container id, events and service checks', async () => {
-    const c = new StatsD({ host: '127.0.0.1', port: udpPort, datadog: true, containerID: 'ctr-42', includeDatadogTelemetry: false, errorHandler: (e) => assert.fail(e) });
+    const c = new StatsD({
+      host: '127.0.0.1',
+      port: udpPort,
+      datadog: true,
+      containerID: 'ctr-42',
+      includeDatadogTelemetry: false,
+      errorHandler: (e) => assert.fail(e),
+    });
     const random = Math.random;
     try {
       for (let i = 0; i < 10; i++) c.increment('hs.udp.hits', 1, { route: '/a' });
@@ -146,7 +153,14 @@ describe('DogStatsD from real clients, checked at the collector', () => {
   });
 
   test('hot-shots over the Unix datagram socket (dogstatsd_socket), buffered lines in one datagram', async () => {
-    const c = new StatsD({ protocol: 'uds', path: dsock, maxBufferSize: 1024, bufferFlushInterval: 20, includeDatadogTelemetry: false, errorHandler: (e) => assert.fail(e) });
+    const c = new StatsD({
+      protocol: 'uds',
+      path: dsock,
+      maxBufferSize: 1024,
+      bufferFlushInterval: 20,
+      includeDatadogTelemetry: false,
+      errorHandler: (e) => assert.fail(e),
+    });
     try {
       for (let i = 0; i < 20; i++) c.increment('hs.uds.hits', 2, ['via:uds', 'via:socket']);
       for (let i = 1; i <= 4; i++) c.distribution('hs.uds.lat', i * 10);
@@ -216,15 +230,18 @@ asyncio.run(main())
     try {
       const send = (b: string) => new Promise<void>((res, rej) => s.send(b, udpPort, '127.0.0.1', (e) => (e ? rej(e) : res())));
       await send('bad.value:x|c\nbad.type:1|q\n_sc|x|9\n\u0000\u00ff garbage');
-      await send('after.bad:1|c');
+      await send('after.bad:1|c\nagain.bad:y|c');
     } finally {
       s.close();
     }
     await atCollector('after.bad', 'sum', 1);
     const st = (await statusJson(sc.socket)).dogstatsd;
-    assert.deepEqual(st.invalidByReason, { bad_value: 1, bad_type: 1, bad_service_check: 1, no_type: 1 });
+    assert.deepEqual(st.invalidByReason, { bad_value: 2, bad_type: 1, bad_service_check: 1, no_type: 1 });
+    assert.equal(sc.logs('DogStatsD line refused (bad_value)').length, 1, 'logged once per reason');
     assert.equal(sc.alive, true);
-    const httpPort = (sc.lines.find((l) => typeof l.http === 'object' && l.http !== null && 'port' in l.http)?.http as { port: number }).port;
+    const listening = sc.lines.find((l) => typeof l.http === 'object' && l.http !== null && 'port' in l.http);
+    assert.ok(listening, 'the sidecar logged its --http address');
+    const httpPort = (listening.http as { port: number }).port;
     const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
     assert.match(text, /^apm_sidecar_dogstatsd_invalid_total\{reason="bad_service_check"\} 1$/m);
     assert.match(text, /^apm_sidecar_dogstatsd_lines_total\{kind="event"\} 1$/m);

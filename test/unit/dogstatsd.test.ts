@@ -35,30 +35,67 @@ const tags33 = Array.from({ length: 33 }, (_, i) => `t${i}:v`).join(',');
 const CASES: Case[] = [
   { what: 'a counter', lines: ['page.views:1|c'], points: [{ name: 'page.views', kind: C, count: 1, sum: 1 }] },
   { what: 'a gauge keeps the last value', lines: ['fuel.level:0.5|g', 'fuel.level:0.25|g'], points: [{ name: 'fuel.level', kind: G, last: 0.25 }] },
-  { what: 'a histogram sampled at 0.5 counts each value twice', lines: ['song.length:240|h|@0.5'], points: [{ name: 'song.length', kind: H, count: 2, sum: 480 }] },
+  {
+    what: 'a histogram sampled at 0.5 counts each value twice',
+    lines: ['song.length:240|h|@0.5'],
+    points: [{ name: 'song.length', kind: H, count: 2, sum: 480 }],
+  },
   { what: 'a timer sampled at 0.25', lines: ['req:12|ms|@0.25'], points: [{ name: 'req', kind: H, count: 4, sum: 48 }] },
   { what: 'a distribution sampled at 0.1', lines: ['d.lat:3|d|@0.1'], points: [{ name: 'd.lat', kind: H, count: 10, sum: 30 }] },
-  { what: 'a counter sampled at 0.5 counts double', lines: ['users.online:1|c|@0.5|#country:china'], points: [{ name: 'users.online', tags: { country: 'china' }, sum: 2 }] },
+  {
+    what: 'a counter sampled at 0.5 counts double',
+    lines: ['users.online:1|c|@0.5|#country:china'],
+    points: [{ name: 'users.online', tags: { country: 'china' }, sum: 2 }],
+  },
   { what: 'a sample rate on a gauge changes nothing', lines: ['pool:5|g|@0.5'], points: [{ name: 'pool', kind: G, last: 5, count: 1 }] },
   { what: 'a sample rate of 1 is the default', lines: ['x:3|c|@1'], points: [{ name: 'x', sum: 3 }] },
   { what: 'tags key:value and bare', lines: ['x:1|c|#env:prod,canary'], points: [{ name: 'x', tags: { env: 'prod', canary: '' } }] },
   { what: 'a tag value may hold colons', lines: ['x:1|c|#url:http://a:80/b'], points: [{ name: 'x', tags: { url: 'http://a:80/b' } }] },
-  { what: 'series differ by tags', lines: ['x:1|c|#env:a', 'x:1|c|#env:b'], points: [{ name: 'x', tags: { env: 'a' }, sum: 1 }, { name: 'x', tags: { env: 'b' }, sum: 1 }] },
+  {
+    what: 'series differ by tags',
+    lines: ['x:1|c|#env:a', 'x:1|c|#env:b'],
+    points: [
+      { name: 'x', tags: { env: 'a' }, sum: 1 },
+      { name: 'x', tags: { env: 'b' }, sum: 1 },
+    ],
+  },
   { what: 'a repeated tag key keeps every value', lines: ['x:1|c|#env:b,env:a'], points: [{ name: 'x', tags: { env: 'a,b' } }] },
-  { what: 'the order of repeated tags does not make another series', lines: ['x:1|c|#env:a,env:b', 'x:2|c|#env:b,env:a,env:a'], points: [{ name: 'x', tags: { env: 'a,b' }, sum: 3, count: 2 }] },
+  {
+    what: 'the order of repeated tags does not make another series',
+    lines: ['x:1|c|#env:a,env:b', 'x:2|c|#env:b,env:a,env:a'],
+    points: [{ name: 'x', tags: { env: 'a,b' }, sum: 3, count: 2 }],
+  },
   { what: 'packed values on a distribution (protocol 1.1)', lines: ['lat:1:2:3|d'], points: [{ name: 'lat', kind: H, count: 3, sum: 6 }] },
   { what: 'packed values on a counter share the sample rate', lines: ['hits:1:2|c|@0.5'], points: [{ name: 'hits', kind: C, count: 2, sum: 6 }] },
   { what: 'packed values on a gauge: the last wins', lines: ['g:1:5:3|g'], points: [{ name: 'g', kind: G, last: 3 }] },
   { what: 'packed values on a timer with tags', lines: ['t:10:20|ms|#r:a'], points: [{ name: 't', tags: { r: 'a' }, kind: H, count: 2, sum: 30 }] },
-  { what: 'a set counts distinct members', lines: ['users.uniques:1234|s', 'users.uniques:99|s', 'users.uniques:1234|s'], points: [{ name: 'users.uniques', kind: G, last: 2 }] },
+  {
+    what: 'a set counts distinct members',
+    lines: ['users.uniques:1234|s', 'users.uniques:99|s', 'users.uniques:1234|s'],
+    points: [{ name: 'users.uniques', kind: G, last: 2 }],
+  },
   { what: 'a set member is taken whole, colons and all', lines: ['u:a:b|s', 'u:a|s'], points: [{ name: 'u', kind: G, last: 2 }] },
-  { what: 'sets differ by tags', lines: ['u:a|s|#p:1', 'u:b|s|#p:1', 'u:a|s|#p:2'], points: [{ name: 'u', tags: { p: '1' }, last: 2 }, { name: 'u', tags: { p: '2' }, last: 1 }] },
+  {
+    what: 'sets differ by tags',
+    lines: ['u:a|s|#p:1', 'u:b|s|#p:1', 'u:a|s|#p:2'],
+    points: [
+      { name: 'u', tags: { p: '1' }, last: 2 },
+      { name: 'u', tags: { p: '2' }, last: 1 },
+    ],
+  },
   { what: 'the container id becomes a tag', lines: ['x:1|c|#env:a|c:3f2a9c'], points: [{ name: 'x', tags: { env: 'a', container_id: '3f2a9c' } }] },
   { what: 'a timestamp on a counter stamps its point', lines: ['x:1|c|T1656581400'], points: [{ name: 'x', sum: 1, ts: 1656581400000 }] },
   { what: 'a timestamp on a gauge stamps its point', lines: ['g:7|g|#a:b|T1656581400'], points: [{ name: 'g', last: 7, tags: { a: 'b' }, ts: 1656581400000 }] },
   { what: 'a timestamp on a histogram is ignored', lines: ['h:5|h|T1656581400'], points: [{ name: 'h', count: 1 }] },
   { what: 'unknown fields are ignored', lines: ['x:1|c|e:it-false|zz|#env:a'], points: [{ name: 'x', tags: { env: 'a' }, sum: 1 }] },
-  { what: 'signed and exponent values', lines: ['x:-2|c', 'x:+1e1|c', 'y:.5|g'], points: [{ name: 'x', sum: 8, count: 2 }, { name: 'y', last: 0.5 }] },
+  {
+    what: 'signed and exponent values',
+    lines: ['x:-2|c', 'x:+1e1|c', 'y:.5|g'],
+    points: [
+      { name: 'x', sum: 8, count: 2 },
+      { name: 'y', last: 0.5 },
+    ],
+  },
   { what: 'an empty tag field and empty tags are skipped', lines: ['x:1|c|#', 'x:1|c|#,,'], points: [{ name: 'x', tags: {}, sum: 2 }] },
   {
     what: 'an event with its optional fields',
@@ -72,8 +109,16 @@ const CASES: Case[] = [
       },
     ],
   },
-  { what: 'event lengths are UTF-8 bytes', lines: ['_e{6,3}:héllo|a|b'], events: [{ message: 'héllo', attributes: { text: 'a|b', alertType: 'info', priority: 'normal' } }] },
-  { what: 'an event text carries escaped newlines', lines: ['_e{1,6}:t|a\\nb\\n'], events: [{ message: 't', attributes: { text: 'a\nb\n', alertType: 'info', priority: 'normal' } }] },
+  {
+    what: 'event lengths are UTF-8 bytes',
+    lines: ['_e{6,3}:héllo|a|b'],
+    events: [{ message: 'héllo', attributes: { text: 'a|b', alertType: 'info', priority: 'normal' } }],
+  },
+  {
+    what: 'an event text carries escaped newlines',
+    lines: ['_e{1,6}:t|a\\nb\\n'],
+    events: [{ message: 't', attributes: { text: 'a\nb\n', alertType: 'info', priority: 'normal' } }],
+  },
   {
     what: 'a service check with a message holding a pipe',
     lines: ['_sc|db.up|2|d:1656581400|h:db1|#env:prod|m:timeout | retrying'],
@@ -86,17 +131,33 @@ const CASES: Case[] = [
       },
     ],
   },
-  { what: 'a service check, status only', lines: ['_sc|cache|0'], events: [{ message: 'cache: ok', attributes: { check: 'cache', status: 'ok', statusCode: 0 } }] },
+  {
+    what: 'a service check, status only',
+    lines: ['_sc|cache|0'],
+    events: [{ message: 'cache: ok', attributes: { check: 'cache', status: 'ok', statusCode: 0 } }],
+  },
   { what: 'no type', lines: ['nocolon|c', 'x:1', 'x'], invalid: { no_type: 3 } },
   { what: 'no name, or a name over 256 bytes', lines: [':1|c', `${'n'.repeat(257)}:1|c`], invalid: { bad_name: 2 } },
   { what: 'an unknown type', lines: ['x:1|zz', 'x:1|'], invalid: { bad_type: 2 } },
-  { what: 'values that are not decimal numbers', lines: ['x:abc|c', 'x:|c', 'x:1::2|d', 'x:NaN|g', 'x:Infinity|c', 'x:0x10|c', 'x: 1|c', 'u:|s', 'x:1e999|c'], invalid: { bad_value: 9 } },
+  {
+    what: 'values that are not decimal numbers',
+    lines: ['x:abc|c', 'x:|c', 'x:1::2|d', 'x:NaN|g', 'x:Infinity|c', 'x:0x10|c', 'x: 1|c', 'u:|s', 'x:1e999|c'],
+    invalid: { bad_value: 9 },
+  },
   { what: 'a sample rate outside (0, 1]', lines: ['x:1|c|@2', 'x:1|c|@0', 'x:1|h|@-1', 'x:1|d|@', 'x:1|ms|@abc'], invalid: { bad_sample_rate: 5 } },
   { what: 'a bad timestamp', lines: ['x:1|c|T', 'x:1|c|T-5', 'x:1|g|Tabc', 'x:1|c|T0'], invalid: { bad_timestamp: 4 } },
   { what: 'a tag without a key, or too long', lines: ['x:1|c|#:v', `x:1|c|#k:${'v'.repeat(257)}`], invalid: { bad_tag: 2 } },
   { what: 'more than 32 tag keys', lines: [`x:1|c|#${tags33}`], invalid: { too_many_tags: 1 } },
-  { what: 'events whose lengths do not match', lines: ['_e{10,4}:ti|text', '_e{2,4}:title|text', '_e{a,4}:t|text', '_e{0,1}:|x', '_e{1,1}:t|xy'], invalid: { bad_event: 5 } },
-  { what: 'service checks without a name or with a status outside 0..3', lines: ['_sc|svc|7', '_sc||0', '_sc|svc', '_sc|svc|ok'], invalid: { bad_service_check: 4 } },
+  {
+    what: 'events whose lengths do not match',
+    lines: ['_e{10,4}:ti|text', '_e{2,4}:title|text', '_e{a,4}:t|text', '_e{0,1}:|x', '_e{1,1}:t|xy'],
+    invalid: { bad_event: 5 },
+  },
+  {
+    what: 'service checks without a name or with a status outside 0..3',
+    lines: ['_sc|svc|7', '_sc||0', '_sc|svc', '_sc|svc|ok'],
+    invalid: { bad_service_check: 4 },
+  },
 ];
 
 function run(lines: string[]): { msgs: MetricsMessage[]; events: EventPack[]; a: DogStatsdAggregator } {
@@ -139,7 +200,10 @@ describe('DogStatsD datagrams: parser cases', () => {
       }
       const invalid = c.invalid ?? {};
       assert.deepEqual(a.counts.invalidByReason, invalid);
-      assert.equal(a.counts.invalid, Object.values(invalid).reduce((s, n) => s + n, 0));
+      assert.equal(
+        a.counts.invalid,
+        Object.values(invalid).reduce((s, n) => s + n, 0),
+      );
       assert.equal(a.counts.lines, c.lines.length);
     });
   }
@@ -195,6 +259,17 @@ describe('DogStatsD aggregation', () => {
     const { a, msgs } = run(['good:1|c', 'bad:x|c', 'good:1|c', '_sc|svc|9', 'good:1|c']);
     assert.equal(msgs[0]?.points[0]?.sum, 3);
     assert.deepEqual(a.counts.invalidByReason, { bad_value: 1, bad_service_check: 1 });
+  });
+
+  test('the first refused line of each reason is reported once, for the log', () => {
+    const first: [string, string][] = [];
+    const a = new DogStatsdAggregator({ onFirstInvalid: (reason: string, line: string) => first.push([reason, line]) });
+    a.packet(Buffer.from('a:x|c\nb:y|c\nc:1|zz\nd:z|g'));
+    assert.deepEqual(first, [
+      ['bad_value', 'a:x|c'],
+      ['bad_type', 'c:1|zz'],
+    ]);
+    assert.deepEqual(a.counts.invalidByReason, { bad_value: 3, bad_type: 1 });
   });
 
   test('an empty window yields nothing', () => {
