@@ -49,6 +49,8 @@ const MAX_SERIES = 100_000;
 const MAX_SET_MEMBERS = 10_000;
 /** A weight above this would make one sampled value outweigh a whole window's traffic. */
 const MAX_WEIGHT = 1_000_000;
+/** How far ahead of this clock a `|T` timestamp may be (clients on this host share its clock). */
+const MAX_FUTURE_MS = 10 * 60_000;
 
 interface SetState {
   interval: number;
@@ -98,6 +100,8 @@ export class DogStatsdAggregator {
       this.opts.onEvent?.(p.event);
       return;
     }
+    // A point stamped far ahead would hold its interval open (and memory) until that time comes.
+    if (p.ts !== null && p.ts > Date.now() + MAX_FUTURE_MS) return this.invalid('bad_timestamp', line);
     const kind = KIND[p.type];
     const bytes = encodeSeries(kind, p.name, p.tags);
     const key = seriesKey(bytes);

@@ -145,7 +145,11 @@ const CASES: Case[] = [
     invalid: { bad_value: 9 },
   },
   { what: 'a sample rate outside (0, 1]', lines: ['x:1|c|@2', 'x:1|c|@0', 'x:1|h|@-1', 'x:1|d|@', 'x:1|ms|@abc'], invalid: { bad_sample_rate: 5 } },
-  { what: 'a bad timestamp', lines: ['x:1|c|T', 'x:1|c|T-5', 'x:1|g|Tabc', 'x:1|c|T0'], invalid: { bad_timestamp: 4 } },
+  {
+    what: 'a bad timestamp, or one more than 10 minutes ahead',
+    lines: ['x:1|c|T', 'x:1|c|T-5', 'x:1|g|Tabc', 'x:1|c|T0', 'x:1|c|T99999999999'],
+    invalid: { bad_timestamp: 5 },
+  },
   { what: 'a tag without a key, or too long', lines: ['x:1|c|#:v', `x:1|c|#k:${'v'.repeat(257)}`], invalid: { bad_tag: 2 } },
   { what: 'more than 32 tag keys', lines: [`x:1|c|#${tags33}`], invalid: { too_many_tags: 1 } },
   {
