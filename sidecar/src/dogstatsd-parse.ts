@@ -78,14 +78,14 @@ function parseMetric(line: string): ParsedLine {
   }
   let rate = 1;
   let ts: number | null = null;
-  let tagList: string[] = [];
+  const tagList: string[] = [];
   for (let i = 2; i < fields.length; i++) {
     const f = fields[i] as string;
     if (f.startsWith('@')) {
       rate = numberOf(f.slice(1)) ?? Number.NaN;
       if (!(rate > 0 && rate <= 1)) return bad('bad_sample_rate');
     } else if (f.startsWith('#')) {
-      tagList = tagList.concat(f.slice(1).split(','));
+      for (const t of f.slice(1).split(',')) tagList.push(t);
     } else if (f.startsWith('c:')) {
       // The container the client runs in (origin detection): the only way it reaches the product is as a tag.
       if (f.length > 2) tagList.push(`container_id:${f.slice(2)}`);
@@ -116,29 +116,39 @@ function numberOf(s: string): number | null {
  * `env:b,env:a` are one series, as they are one tag set in DogStatsD. A bare tag has the value ''.
  */
 function tagsOf(list: string[]): Record<string, string> | InvalidReason {
-  const byKey = new Map<string, Set<string>>();
+  // Most lines have no repeated key: values go straight into the map, and only a repeated key
+  // gets a set of its values.
+  const tags: Record<string, string> = {};
+  let n = 0;
+  let repeated: Map<string, Set<string>> | null = null;
   for (const t of list) {
     if (t.length === 0) continue;
     const c = t.indexOf(':');
     const k = c < 0 ? t : t.slice(0, c);
     const v = c < 0 ? '' : t.slice(c + 1);
     if (k.length === 0) return 'bad_tag';
-    let vs = byKey.get(k);
+    if (!Object.hasOwn(tags, k)) {
+      if (++n > LIMITS.tagCount) return 'too_many_tags';
+      // defineProperty: a tag named __proto__ is an ordinary key here.
+      Object.defineProperty(tags, k, { value: v, enumerable: true, writable: true, configurable: true });
+      continue;
+    }
+    repeated ??= new Map();
+    let vs = repeated.get(k);
     if (vs === undefined) {
-      vs = new Set();
-      byKey.set(k, vs);
+      vs = new Set([tags[k] as string]);
+      repeated.set(k, vs);
     }
     vs.add(v);
   }
-  if (byKey.size > LIMITS.tagCount) return 'too_many_tags';
-  const tags: Record<string, string> = {};
-  for (const [k, vs] of byKey) {
-    const v = [...vs].sort().join(',');
-    if (Buffer.byteLength(k) > LIMITS.tagBytes || Buffer.byteLength(v) > LIMITS.tagBytes) return 'bad_tag';
-    // defineProperty: a tag named __proto__ is an ordinary key here.
-    Object.defineProperty(tags, k, { value: v, enumerable: true, writable: true, configurable: true });
-  }
+  if (repeated !== null) for (const [k, vs] of repeated) tags[k] = [...vs].sort().join(',');
+  for (const k in tags) if (tooLong(k) || tooLong(tags[k] as string)) return 'bad_tag';
   return tags;
+}
+
+/** Over LIMITS.tagBytes in UTF-8 (a UTF-16 unit is at most 3 bytes: short strings need no count). */
+function tooLong(s: string): boolean {
+  return s.length * 3 > LIMITS.tagBytes && Buffer.byteLength(s) > LIMITS.tagBytes;
 }
 
 /** The optional fields shared by events and service checks, into attributes. */
