@@ -110,7 +110,12 @@ trap 'INTERRUPTED=terminated; exit 143' TERM
 # The long-running processes get a session of their own (setsid): Ctrl-C reaches the script and
 # its foreground command only, and cleanup stops them in order (the app before the sidecar
 # before the collector) instead of all dying at once and being reported as "exited early".
-bg() { setsid "$@" & }
+# (Without util-linux's setsid they share the script's process group: Ctrl-C then reaches them too.)
+if command -v setsid >/dev/null; then
+  bg() { setsid "$@" & }
+else
+  bg() { "$@" & }
+fi
 
 # wait_for SECONDS PID WHAT CMD...: poll CMD every 0.1 s while PID is alive.
 wait_for() {
