@@ -3,7 +3,11 @@
 SHELL := /bin/bash
 NPM_FLAGS := --no-audit --no-fund
 
-.PHONY: all install build test test-faults soak demo bench lint clean
+.PHONY: all install build test test-deps test-faults soak demo bench lint clean
+
+# Debian packages the tests drive, installed by `test-deps` when missing (a test whose package
+# cannot be installed skips and says so): the DogStatsD clients of the end-to-end tests.
+APT_TEST_PACKAGES := python3-statsd python3-aiodogstatsd
 
 all: build
 
@@ -16,7 +20,10 @@ build: install
 	npx tsc -b
 	node client-shim/bundle.js
 
-test: build
+test-deps:
+	@bash test/install-apt-packages.sh $(APT_TEST_PACKAGES)
+
+test: build test-deps
 	@if [ ! -x /usr/bin/chromium ]; then echo "browser test skipped: chromium not installed"; fi
 	APM_ARTIFACTS_DIR=$(CURDIR)/test/artifacts node test/run.js
 
