@@ -56,7 +56,14 @@ export async function run(o: RunOpts): Promise<void> {
       `--http ${o.http.host}:${o.http.port} is not a loopback address and no read token is configured, so anyone reaching the port could read the collected data; create one first with: apm-collector tokens create [--project NAME] --data-dir ${dataDir} (or listen on 127.0.0.1) [ERR_NO_READ_TOKEN]`,
     );
   }
-  const reset = store.resetSessions(Date.now());
+  let reset = 0;
+  try {
+    reset = store.resetSessions(Date.now());
+  } catch (err) {
+    // A full disk at start must not keep the collector down: agents left 'live' by the last run
+    // are corrected as they connect and disconnect.
+    log.error({ err, code: 'ERR_STORE_WRITE' }, `cannot reset the agents' sessions of the last run: ${(err as Error).message}`);
+  }
   log.info({ db: store.path, agentsReset: reset, settings }, 'store opened');
   const stats = new CollectorStats();
   // The agents' HTTP tunnel shares the HTTP port; it is attached once the agent server runs.
