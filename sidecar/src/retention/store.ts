@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Logger } from '../logger';
+import { restoreAccess } from './file-access';
 import { SCHEMA_VERSION, type Statements, openDatabase, prepare } from './schema';
 import {
   RetentionClosedError,
@@ -75,6 +76,7 @@ export class RetentionStore {
   static open(dir: string, synchronous: Synchronous, log: Logger): RetentionStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, 'retention.db');
+    restoreAccess(path, log);
     try {
       return new RetentionStore(path, synchronous);
     } catch (err) {
