@@ -181,6 +181,33 @@ async function damageCase(c: DamageCase): Promise<void> {
   await c.check?.(second, d);
 }
 
+/** XOR `n` bytes of `path` at `offset` with 0xff. */
+function flipBytes(path: string, offset: number, n: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(n);
+    const got = readSync(fd, b, 0, n, offset);
+    for (let i = 0; i < got; i++) b[i] = (b[i] as number) ^ 0xff;
+    writeSync(fd, b, 0, got, offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Move what the WAL holds into retention.db, as SQLite does on its own once the WAL is long enough. */
+function checkpoint(dataDir: string): void {
+  const db = new Database(join(dataDir, 'retention.db'));
+  try {
+    db.pragma('wal_checkpoint(TRUNCATE)');
+  } finally {
+    db.close();
+  }
+}
+
+/** WAL layout: a 32-byte header, then frames of a 24-byte header and one page. */
+const WAL_HEADER = 32;
+const FRAME_HEADER = 24;
+
 /** Run a command as nobody: root ignores file modes, so an unreadable file is only unreadable to another user. */
 function asNobody(cmd: string, args: string[]): void {
   const r = spawnSync('runuser', ['-u', 'nobody', '--', cmd, ...args], { encoding: 'utf8' });
@@ -202,6 +229,48 @@ describe('storage faults on the sidecar retention files', () => {
       check: (sc, d) => {
         assert.equal(statSync(join(d.dataDir, 'retention.db')).mode & 0o777, 0o600);
         assert.equal(sc.logs(/moved aside/).length, 0, 'not quarantined');
+      },
+    });
+  });
+
+  test('bytes flipped in the index pages of retention.db while the sidecar was down: the file fails its check and is quarantined, every row of its tables is kept', async () => {
+    await damageCase({
+      id: 'storage/sidecar-db-bitflip',
+      name: 'bitflip',
+      fault: 'kill -9, checkpoint, then 64 bytes flipped in the root page of every index of retention.db, then a restart',
+      damage: (d) => {
+        checkpoint(d.dataDir);
+        const path = join(d.dataDir, 'retention.db');
+        const db = new Database(path, { readonly: true });
+        const pageSize = db.pragma('page_size', { simple: true }) as number;
+        const roots = (db.prepare("SELECT rootpage FROM sqlite_schema WHERE type = 'index'").all() as { rootpage: number }[]).map((r) => r.rootpage);
+        db.close();
+        // Past the page header, into the cell pointers and cells.
+        for (const root of roots) flipBytes(path, (root - 1) * pageSize + 12, 64);
+        return { indexPagesFlipped: roots.length };
+      },
+      check: (sc, d) => {
+        assert.equal(sc.logs(/moved aside/).length, 1, 'quarantined');
+        assert.equal(sc.logs(/salvaged [1-9]\d* rows from the quarantined retention/).length, 1, 'its rows copied into the fresh file');
+        assert.ok(statSync(join(d.dataDir, 'retention.db')).isFile());
+      },
+    });
+  });
+
+  test("the WAL's last frame torn in the middle of its page while the sidecar was down (a crash during a write): the last transaction is rolled back, everything committed before it is delivered", async () => {
+    await damageCase({
+      id: 'storage/sidecar-wal-truncated',
+      name: 'waltorn',
+      fault: 'kill -9, then retention.db-wal truncated in the middle of the page of its last frame, then a restart',
+      damage: (d) => {
+        const wal = join(d.dataDir, 'retention.db-wal');
+        const size = statSync(wal).size;
+        const pageSize = 4096;
+        const frames = Math.floor((size - WAL_HEADER) / (FRAME_HEADER + pageSize));
+        assert.ok(frames >= 2, `a WAL of ${size} bytes`);
+        const cut = WAL_HEADER + (frames - 1) * (FRAME_HEADER + pageSize) + FRAME_HEADER + pageSize / 2;
+        truncateSync(wal, cut);
+        return { walBytes: size, cutAt: cut, walFrames: frames };
       },
     });
   });

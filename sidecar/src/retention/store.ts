@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Logger } from '../logger';
 import { restoreAccess } from './file-access';
+import { type Salvaged, salvageInto } from './salvage';
 import { SCHEMA_VERSION, type Statements, openDatabase, prepare } from './schema';
 import {
   RetentionClosedError,
@@ -90,8 +91,24 @@ export class RetentionStore {
         { path, quarantined: aside, reason: (err as Error).message },
         `retention database unreadable (${(err as Error).message}): moved aside to ${aside}; starting with an empty one`,
       );
-      return new RetentionStore(path, synchronous);
+      const store = new RetentionStore(path, synchronous);
+      store.salvage(aside, log);
+      return store;
     }
+  }
+
+  /** Copy what is still readable in the quarantined file `aside` into this (fresh) one; logged, never thrown. */
+  private salvage(aside: string, log: Logger): void {
+    let r: Salvaged | null;
+    try {
+      r = salvageInto(this.db, aside);
+    } catch (err) {
+      log.warn({ quarantined: aside, err: (err as Error).message }, `nothing salvaged from the quarantined retention: ${(err as Error).message}`);
+      return;
+    }
+    if (r === null) return; // not a database at all: nothing to read
+    const rows = Object.values(r.rows).reduce((a, n) => a + n, 0);
+    log.warn({ quarantined: aside, rows: r.rows, stoppedAt: r.error }, `salvaged ${rows} rows from the quarantined retention`);
   }
 
   private constructor(path: string, synchronous: Synchronous) {
