@@ -56,6 +56,14 @@ export async function run(o: RunOpts): Promise<void> {
       `--http ${o.http.host}:${o.http.port} is not a loopback address and no read token is configured, so anyone reaching the port could read the collected data; create one first with: apm-collector tokens create [--project NAME] --data-dir ${dataDir} (or listen on 127.0.0.1) [ERR_NO_READ_TOKEN]`,
     );
   }
+  store.onRepair = (r) => {
+    if (r instanceof Error) log.error({ err: r, code: 'ERR_STORE_CORRUPT' }, `collector.db has a damaged page and could not be rebuilt: ${r.message}`);
+    else
+      log.warn(
+        { quarantined: r.quarantined, rows: r.rows, stoppedAt: r.error },
+        `collector.db had a damaged page: rebuilt from its tables, the damaged file kept as ${r.quarantined}`,
+      );
+  };
   let reset = 0;
   try {
     reset = store.resetSessions(Date.now());
