@@ -42,6 +42,8 @@ export async function run(o: RunOpts): Promise<void> {
     store = SqliteStore.open(dataDir, {
       rollupGraceMs: settings.rollup_grace_ms,
       onDirTightened: (dir, old) => log.warn({ dataDir: dir, mode: modeText(old) }, `data directory had mode ${modeText(old)}; tightened to 0700`),
+      onFileModeRestored: (file, old) =>
+        log.warn({ file, mode: modeText(old) }, `${file} had mode ${modeText(old)}, not readable by the collector: restored to 0600`),
     });
   } catch (err) {
     log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
