@@ -52,7 +52,7 @@ async function settle(tally: Tally, series: string[]): Promise<ReturnType<typeof
     },
     15000,
   ).catch(() => null); // a shortfall is judged (and recorded) below
-  await sleep(1000); // a late duplicate would show
+  await sleep(byLevel(600, 1500)); // a few metric intervals (200 ms): a late duplicate would show
   return judge(tally, await collectorSums(collector, series));
 }
 

@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { cleanupsAfterEach } from '../helpers/cleanups';
 import { type CollectorProc, createKey, FAST_SIDECAR, startCollector } from '../helpers/collector';
-import { RssWatch, recordFigures } from '../helpers/figures';
+import { RssWatch, byLevel, recordFigures } from '../helpers/figures';
 import { addTallies, collectorSums, judge, type LoadApp, startLoadApp, tallyOf } from '../helpers/ledger';
 import { Gate, sidecarStatus } from '../helpers/outage';
 import { Proc, SIDECAR_CLI, type SidecarProc, sidecarListening, sleep, tempDir, waitFor } from '../helpers/procs';
@@ -122,7 +122,7 @@ async function damageCase(c: DamageCase): Promise<void> {
   const app1 = loadApp(first, `${c.name}-1`, series);
   let sidecarPid = first.pid;
   const rss = new RssWatch(() => ({ sidecar: sidecarPid }));
-  await waitFor('values acked into the retention', () => (tallyOf(app1).acked[series[0] as string] ?? 0) >= 50);
+  await waitFor('values acked into the retention', () => (tallyOf(app1).acked[series[0] as string] ?? 0) >= byLevel(30, 150));
   app1.kill('SIGTERM');
   await app1.exited;
   // Sealed: the open interval's frames became packs (metric_interval_ms 200).
@@ -152,7 +152,7 @@ async function damageCase(c: DamageCase): Promise<void> {
     },
     10000,
   ).catch(() => null); // a shortfall is judged (and recorded) below
-  await sleep(1000); // a few intervals: a late duplicate would show
+  await sleep(byLevel(600, 1500)); // a few metric intervals (200 ms): a late duplicate would show
   const v = judge(tally, await collectorSums(collector, series));
   const s = await sidecarStatus(second.socket);
   const maxRssMb = rss.stop();
