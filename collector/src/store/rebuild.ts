@@ -6,7 +6,7 @@ import Database from 'better-sqlite3';
  * (`.dump` and restore). A page of an index going bad makes every write to that table fail
  * with SQLITE_CORRUPT, and REINDEX cannot clear it (it walks the damaged tree); but the rows
  * are intact in the table itself. So a new file gets the same schema and user_version, every
- * row each table yields to a plain scan (NOT INDEXED: never through an index), the
+ * row each table yields to a scan of the table's own tree (never through an index), the
  * sqlite_sequence counters, and then its indexes, built afresh from those rows. The damaged
  * file is kept beside it as `<file>.corrupt-<time>`. The caller has closed the database.
  */
@@ -66,7 +66,7 @@ export function rebuildFromTables(path: string): RebuildResult {
 function copyRows(old: Database.Database, fresh: Database.Database, table: string, out: RebuildResult): number {
   let n = 0;
   try {
-    const read = old.prepare(`SELECT * FROM ${quote(table)} NOT INDEXED`).raw();
+    const read = old.prepare(`SELECT * FROM ${quote(table)} NOT INDEXED ORDER BY ${tableOrder(old, table)}`).raw();
     const marks = read
       .columns()
       .map(() => '?')
@@ -80,4 +80,17 @@ function copyRows(old: Database.Database, fresh: Database.Database, table: strin
     out.error ??= `${table}: ${(err as Error).message}`;
   }
   return n;
+}
+
+/**
+ * The order of a table's own tree: rowid, or a WITHOUT ROWID table's primary key. Asking for it
+ * makes SQLite read that tree; NOT INDEXED alone still lets it scan a covering index instead
+ * (every secondary index of a WITHOUT ROWID table holds the whole primary key).
+ */
+function tableOrder(db: Database.Database, table: string): string {
+  const list = db.pragma('table_list') as { schema: string; name: string; wr: number }[];
+  const withoutRowid = list.some((t) => t.schema === 'main' && t.name === table && t.wr === 1);
+  if (!withoutRowid) return 'rowid';
+  const cols = (db.pragma(`table_info(${quote(table)})`) as { name: string; pk: number }[]).filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk);
+  return cols.map((c) => quote(c.name)).join(', ');
 }

@@ -41,7 +41,8 @@ export function salvageInto(into: Database.Database, from: string): Salvaged | n
         const insert = into.prepare(`INSERT OR IGNORE INTO ${table} (${columns}) VALUES (${marks})`);
         let n = 0;
         try {
-          const rows = old.prepare(`SELECT ${columns} FROM ${table}`).raw().iterate() as IterableIterator<unknown[]>;
+          // The table's own tree in rowid order, never an index (a damaged one would end the read).
+          const rows = old.prepare(`SELECT ${columns} FROM ${table} NOT INDEXED ORDER BY rowid`).raw().iterate() as IterableIterator<unknown[]>;
           for (const row of rows) {
             insert.run(...row);
             n++;
