@@ -46,6 +46,9 @@ export interface SqliteStoreOptions extends OpenOptions {
   seenPersistMs?: number;
 }
 
+/** A rebuild that did not help is tried again at most this often (each one copies the whole file). */
+const REPAIR_RETRY_MS = 60_000;
+
 /** The parts that hold statements prepared on one open database (replaced together by repair()). */
 interface Parts {
   db: Database.Database;
@@ -61,6 +64,8 @@ export class SqliteStore implements CollectorStore {
   private p: Parts;
   private closed = false;
   private repairing = false;
+  /** When the last rebuild was tried: one that failed (disk full, a damaged table) is not retried on every write. */
+  private repairTriedAt = Number.NEGATIVE_INFINITY;
   /** Told after a write failed with SQLITE_CORRUPT and the file was rebuilt from its tables (or could not be). */
   onRepair: (r: RebuildResult | Error) => void = () => {};
 
@@ -132,8 +137,9 @@ export class SqliteStore implements CollectorStore {
     try {
       return write();
     } catch (err) {
-      if (isCorruption(err) && !this.repairing && !this.closed) {
+      if (isCorruption(err) && !this.repairing && !this.closed && Date.now() - this.repairTriedAt >= REPAIR_RETRY_MS) {
         this.repairing = true;
+        this.repairTriedAt = Date.now();
         setImmediate(() => this.repair());
       }
       throw err;
