@@ -148,11 +148,14 @@ describe('storage faults under a running sidecar', () => {
     await app1.exited;
     await sc.kill('SIGTERM');
 
+    // The second app is already waiting (its shim retries the socket): the recovery measured is
+    // the sidecar's, from its start to its first ack.
+    const app2 = loadApp(sc.socket, 'walrun-2', series);
+    await waitFor('the second app to record', () => tallyOf(app2).recorded[series[0] as string] !== undefined);
     const restartAt = Date.now();
     const second = await tcpSidecar(dir, collector, key, 'fstore-walrun');
     cleanups.push(() => second.kill('SIGKILL'));
     sidecarPid = second.pid;
-    const app2 = loadApp(second.socket, 'walrun-2', series);
     await waitFor('the restarted sidecar to ack a fresh app', () => tallyOf(app2).acked[series[0] as string] !== undefined, 15000, 10);
     const recoverMs = Date.now() - restartAt;
     await sleep(500);

@@ -134,10 +134,13 @@ async function damageCase(c: DamageCase): Promise<void> {
   const damaged = c.damage(d);
 
   await gate.open();
+  // The second app is already waiting (its shim retries the socket): the recovery measured is
+  // the sidecar's, from its start to its first ack.
+  const app2 = loadApp(first, `${c.name}-2`, series);
+  await waitFor('the second app to record', () => tallyOf(app2).recorded[series[0] as string] !== undefined);
   const restartAt = Date.now();
   const second = await sidecar(d, `fstore-${c.name}`, port, c.asNobody === true);
   sidecarPid = second.pid;
-  const app2 = loadApp(second, `${c.name}-2`, series);
   await waitFor('the restarted sidecar to ack a fresh app', () => tallyOf(app2).acked[series[0] as string] !== undefined, 15000, 10);
   const recoverMs = Date.now() - restartAt;
   await sleep(500);
