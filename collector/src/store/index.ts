@@ -52,6 +52,7 @@ export { MIGRATIONS, SCHEMA_VERSION } from './schema';
  *   metrics.ts       packs, points, rollups; metric-table.ts their statements; rollup.ts when a minute is final
  *   text-items.ts    traces, events, snapshots, active stacks, registrations
  *   queries.ts       what the API reads
+ *   rebuild.ts       a damaged file rebuilt from its tables' rows (after a write fails with SQLITE_CORRUPT)
  *
  * Every write method is one IMMEDIATE transaction, committed before it returns, so an ack
  * sent after it never covers data that could be lost (agentSeen is the one exception: it is
