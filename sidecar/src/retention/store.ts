@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Logger } from '../logger';
+import { restoreAccess } from './file-access';
+import { type Salvaged, salvageInto } from './salvage';
 import { SCHEMA_VERSION, type Statements, openDatabase, prepare } from './schema';
 import {
   RetentionClosedError,
@@ -75,6 +77,7 @@ export class RetentionStore {
   static open(dir: string, synchronous: Synchronous, log: Logger): RetentionStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, 'retention.db');
+    restoreAccess(path, log);
     try {
       return new RetentionStore(path, synchronous);
     } catch (err) {
@@ -88,8 +91,24 @@ export class RetentionStore {
         { path, quarantined: aside, reason: (err as Error).message },
         `retention database unreadable (${(err as Error).message}): moved aside to ${aside}; starting with an empty one`,
       );
-      return new RetentionStore(path, synchronous);
+      const store = new RetentionStore(path, synchronous);
+      store.salvage(aside, log);
+      return store;
     }
+  }
+
+  /** Copy what is still readable in the quarantined file `aside` into this (fresh) one; logged, never thrown. */
+  private salvage(aside: string, log: Logger): void {
+    let r: Salvaged | null;
+    try {
+      r = salvageInto(this.db, aside);
+    } catch (err) {
+      log.warn({ quarantined: aside, err: (err as Error).message }, `nothing salvaged from the quarantined retention: ${(err as Error).message}`);
+      return;
+    }
+    if (r === null) return; // not a database at all: nothing to read
+    const rows = Object.values(r.rows).reduce((a, n) => a + n, 0);
+    log.warn({ quarantined: aside, rows: r.rows, stoppedAt: r.error }, `salvaged ${rows} rows from the quarantined retention`);
   }
 
   private constructor(path: string, synchronous: Synchronous) {
