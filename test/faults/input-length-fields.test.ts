@@ -1,0 +1,193 @@
+// Length fields 0, 1, 2^31 − 1 and 2^32 − 1 on every length-prefixed path into a live process: the
+// sidecar's IPC socket, the collector's agent port before and after authentication, and the HTTP
+// tunnel (first request and an authenticated session). Each must end in a typed error and a closed
+// connection (or a refused request), counted, with the process serving and its memory flat.
+import assert from 'node:assert/strict';
+import { type Socket, connect } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { FrameParser, MessageType, decodeError } from '@apm-sidecar/proto';
+import { type AccessKey, UpstreamType, parseAccessKey } from '@apm-sidecar/proto/upstream';
+import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
+import { byLevel, recordFigures, rssMb } from '../helpers/figures';
+import { HostilePeer } from '../helpers/ipc-peer';
+import { type SidecarProc, startSidecar, statusJson, tempDir, waitFor } from '../helpers/procs';
+import { httpRequest } from '../helpers/raw-http';
+import { ManualTunnel, RawAgent } from '../helpers/raw-agent';
+
+const FILE = 'faults/input-length-fields';
+const LENGTHS = [0, 1, 2 ** 31 - 1, 2 ** 32 - 1];
+/** The RSS either process may grow by over the whole case (MiB): every refused frame must leave nothing behind. */
+const RSS_GROWTH_MB = 40;
+
+function header(len: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(len, 0);
+  return b;
+}
+/** The declared length, then a type byte and a few payload bytes (fewer than declared, except for length 1). */
+function frameWith(len: number, type: number): Buffer {
+  if (len === 0) return header(0);
+  if (len === 1) return Buffer.concat([header(1), Buffer.of(type)]);
+  return Buffer.concat([header(len), Buffer.of(type), Buffer.alloc(64, 0x41)]);
+}
+
+const tmp = tempDir('apm-inlen-');
+let sidecar: SidecarProc;
+let collector: CollectorProc;
+let key: AccessKey;
+
+before(async () => {
+  const data = join(tmp.dir, 'collector');
+  const keyText = await createKey(data, 'lengths');
+  key = parseAccessKey(keyText);
+  [sidecar, collector] = await Promise.all([startSidecar(join(tmp.dir, 's')), startCollector(data)]);
+});
+
+after(async () => {
+  await Promise.all([sidecar?.kill('SIGTERM'), collector?.kill('SIGTERM')]);
+  tmp.cleanup();
+});
+
+/** Write `bytes` to the agent port and collect the clear-text refusal (HandshakeRejected) until the collector closes. */
+function upstreamPreauth(bytes: Buffer): Promise<{ code: string | null; closed: boolean }> {
+  return new Promise((resolve) => {
+    const sock: Socket = connect({ host: '127.0.0.1', port: collector.port });
+    let code: string | null = null;
+    const parser = new FrameParser(1 << 20, (type, payload) => {
+      if (type === UpstreamType.HandshakeRejected) code = (JSON.parse(payload.toString('utf8')) as { code: string }).code;
+    });
+    const giveUp = setTimeout(() => {
+      sock.destroy();
+      resolve({ code, closed: false });
+    }, 15_000);
+    sock.on('data', (d: Buffer) => parser.push(d));
+    sock.on('error', () => undefined);
+    sock.on('close', () => {
+      clearTimeout(giveUp);
+      resolve({ code, closed: true });
+    });
+    sock.on('connect', () => sock.write(bytes));
+  });
+}
+
+async function ipc(bytes: Buffer): Promise<{ code: string | null; closed: boolean }> {
+  const peer = new HostilePeer(sidecar.socket);
+  await peer.ready;
+  peer.socket.write(bytes);
+  const closed = await Promise.race([peer.closedAt.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 15_000))]);
+  if (!closed) peer.socket.destroy();
+  const errs = peer.of(MessageType.Error).map((f) => decodeError(f.payload));
+  return { code: errs[0]?.code ?? null, closed };
+}
+
+/** An authenticated agent (TCP or tunnel) that then sends the bad length: the collector's sealed error code, and whether the session ended. */
+async function upstreamAuthed(len: number, tunnel: boolean): Promise<{ code: string | null; closed: boolean; status?: number }> {
+  const tun = tunnel ? new ManualTunnel(collector.httpPort) : undefined;
+  const agent = new RawAgent(collector.port, key, `len-${len}-${tunnel ? 'http' : 'tcp'}`, tun);
+  if (tun !== undefined) {
+    await new Promise((res) => tun.once('connect', res));
+    await tun.post(); // ClientHello → ServerHello
+    await tun.post(); // ClientFinished, AgentInfo → config, license
+  }
+  await waitFor('the license', () => agent.license !== null, 15_000);
+  agent.sock.write(frameWith(len, UpstreamType.Text));
+  if (tun !== undefined) {
+    const status = await tun.post();
+    // The session lingers for its error to be fetched (TunnelWire.end: 2 s), then is gone: 410.
+    const closed = await waitFor('the tunnel session to end', async () => (await tun.post()) === 410, 10_000, 250).catch(() => false);
+    agent.destroy();
+    return { code: agent.errors[0]?.code ?? null, closed, status };
+  }
+  const closed = await waitFor('the session to end', () => agent.closed, 15_000).catch(() => false);
+  agent.destroy();
+  return { code: agent.errors[0]?.code ?? null, closed };
+}
+
+describe('input attacks: length fields', () => {
+  it('length fields 0, 1, 2^31 − 1 and 2^32 − 1 on the IPC socket, the agent port (before and after the handshake) and the tunnel end in a typed error and a closed connection, counted, memory flat', async () => {
+    const rounds = byLevel(10, 100, 1000);
+    const rss0 = { sidecar: rssMb(sidecar.pid), collector: rssMb(collector.pid) };
+    const seen: Record<string, Record<string, number>> = {};
+    const note = (path: string, len: number, code: string | null) => {
+      const k = `${path} ${len}`;
+      seen[k] ??= {};
+      const c = code ?? 'none';
+      (seen[k] as Record<string, number>)[c] = ((seen[k] as Record<string, number>)[c] ?? 0) + 1;
+    };
+    const notClosed: string[] = [];
+    for (let r = 0; r < rounds; r++) {
+      await Promise.all(
+        LENGTHS.flatMap((len) => [
+          ipc(frameWith(len, MessageType.Hello)).then((x) => {
+            note('ipc', len, x.code);
+            if (!x.closed) notClosed.push(`ipc ${len}`);
+          }),
+          upstreamPreauth(frameWith(len, UpstreamType.ClientHello)).then((x) => {
+            note('upstream-preauth', len, x.code);
+            if (!x.closed) notClosed.push(`upstream-preauth ${len}`);
+          }),
+          httpRequest(collector.httpPort, { method: 'POST', path: '/agent/tunnel', body: frameWith(len, UpstreamType.ClientHello) }).then((x) => {
+            note('tunnel-first', len, `${x.status}`);
+          }),
+        ]),
+      );
+    }
+    // After the handshake: once per length and carrier (each is a full handshake).
+    for (const len of LENGTHS) {
+      for (const tunnel of [false, true]) {
+        const x = await upstreamAuthed(len, tunnel);
+        note(tunnel ? 'tunnel-session' : 'upstream-session', len, x.code ?? (x.status !== undefined ? `${x.status}` : null));
+        if (!x.closed) notClosed.push(`${tunnel ? 'tunnel' : 'upstream'}-session ${len}`);
+      }
+    }
+    const rss1 = { sidecar: rssMb(sidecar.pid), collector: rssMb(collector.pid) };
+    const st = await statusJson(sidecar.socket);
+    const stats = (await getJson(collector.httpPort, '/api/stats')).body;
+    recordFigures(FILE, {
+      case: 'input/length-fields',
+      section: 'input',
+      load: 'none',
+      fault: `lengths 0, 1, 2^31−1, 2^32−1 × ${rounds} rounds on IPC, agent port pre-auth and tunnel first request; once each on an authenticated TCP and tunnel session`,
+      lost: 0,
+      duplicated: 0,
+      maxRssMb: { sidecar: Math.max(rss0.sidecar, rss1.sidecar), collector: Math.max(rss0.collector, rss1.collector) },
+      recoverMs: null,
+      extra: {
+        connections: rounds * LENGTHS.length * 3 + LENGTHS.length * 2,
+        rssGrowthSidecarMb: Math.round((rss1.sidecar - rss0.sidecar) * 10) / 10,
+        rssGrowthCollectorMb: Math.round((rss1.collector - rss0.collector) * 10) / 10,
+        codes: JSON.stringify(seen),
+        ipcErrors: JSON.stringify(st.counters.ipcErrors),
+        collectorRejected: JSON.stringify(stats.rejected),
+      },
+    });
+    assert.deepEqual(notClosed, [], 'every connection was closed by the server');
+    const expectCode = (path: string, len: number, allowed: string[]) => {
+      const codes = Object.keys(seen[`${path} ${len}`] ?? {});
+      assert.ok(codes.length > 0 && codes.every((c) => allowed.includes(c)), `${path} length ${len}: ${codes.join(', ')} (allowed ${allowed.join(', ')})`);
+    };
+    expectCode('ipc', 0, ['ERR_FRAME_EMPTY']);
+    expectCode('ipc', 1, ['ERR_MALFORMED_MESSAGE']);
+    expectCode('ipc', 2 ** 31 - 1, ['ERR_FRAME_TOO_LARGE']);
+    expectCode('ipc', 2 ** 32 - 1, ['ERR_FRAME_TOO_LARGE']);
+    expectCode('upstream-preauth', 0, ['ERR_FRAME_EMPTY', 'ERR_MALFORMED_MESSAGE']);
+    expectCode('upstream-preauth', 1, ['ERR_HANDSHAKE']);
+    expectCode('upstream-preauth', 2 ** 31 - 1, ['ERR_FRAME_TOO_LARGE']);
+    expectCode('upstream-preauth', 2 ** 32 - 1, ['ERR_FRAME_TOO_LARGE']);
+    for (const len of LENGTHS) {
+      // The tunnel's first request answers 200 with the refusal frame (or 413 for a body over the pre-auth limit): never 5xx.
+      for (const c of Object.keys(seen[`tunnel-first ${len}`] ?? {})) assert.ok(Number(c) < 500, `tunnel first request, length ${len}: ${c}`);
+    }
+    expectCode('upstream-session', 0, ['ERR_FRAME_EMPTY']);
+    expectCode('upstream-session', 1, ['ERR_MALFORMED_MESSAGE']);
+    expectCode('upstream-session', 2 ** 31 - 1, ['ERR_FRAME_TOO_LARGE']);
+    expectCode('upstream-session', 2 ** 32 - 1, ['ERR_FRAME_TOO_LARGE']);
+    for (const len of LENGTHS) expectCode('tunnel-session', len, ['ERR_FRAME_EMPTY', 'ERR_MALFORMED_MESSAGE', 'ERR_FRAME_TOO_LARGE']);
+    assert.ok((st.counters.ipcErrors.ERR_FRAME_TOO_LARGE ?? 0) >= rounds * 2, 'IPC refusals counted');
+    assert.ok(stats.rejected.tooLarge >= rounds * 2, 'agent-port refusals counted');
+    assert.ok(sidecar.alive && collector.alive);
+    assert.ok(rss1.sidecar - rss0.sidecar <= RSS_GROWTH_MB, `sidecar RSS ${rss0.sidecar} → ${rss1.sidecar} MiB`);
+    assert.ok(rss1.collector - rss0.collector <= RSS_GROWTH_MB, `collector RSS ${rss0.collector} → ${rss1.collector} MiB`);
+  });
+});
