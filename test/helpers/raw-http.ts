@@ -85,8 +85,10 @@ export function httpRequest(
   port: number,
   o: { method: string; path: string; headers?: Record<string, string>; body?: Buffer },
 ): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+  // node:http's client frames a GET body only when told its length.
+  const headers = { ...o.headers, ...(o.body !== undefined && { 'content-length': String(o.body.length) }) };
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: o.method, path: o.path, headers: o.headers, agent: false }, (res) => {
+    const req = request({ host: '127.0.0.1', port, method: o.method, path: o.path, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (d: Buffer) => chunks.push(d));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));
