@@ -14,12 +14,14 @@ import { type SidecarProc, startSidecar, statusJson, tempDir, waitFor } from '..
 const FILE = 'faults/input-ipc';
 const HELLO_TIMEOUT_MS = 2000;
 /**
- * Bounds after the cycles, against the figures before them: file descriptors within 8 of where they
- * started (a few may be in the middle of closing), RSS within 40 MiB (V8 grows its heap lazily; a
- * leak of one socket or session per cycle would be tens of thousands of descriptors or far more).
+ * Bounds: file descriptors after the cycles within 8 of where they started (a few may be closing;
+ * a leaked socket per cycle would be thousands), no session left, and the sidecar's RSS at most
+ * 160 MiB throughout. RSS is not compared with the start: V8 grows its heap lazily to a working
+ * size under connection churn (measured: 61 MiB at start, ~97 MiB after 10,000 cycles, a plateau
+ * of 100-110 MiB from 20,000 to 40,000 cycles), so growth alone does not tell a leak.
  */
 const FD_SLACK = 8;
-const RSS_GROWTH_MB = 40;
+const RSS_MAX_MB = 160;
 
 const tmp = tempDir('apm-inipc-');
 let sidecar: SidecarProc;
@@ -60,7 +62,7 @@ async function cycle(instanceId: string, secret: string, how: 'end' | 'destroy' 
 }
 
 describe('input attacks on the IPC socket', () => {
-  it('10,000 shim connect/Hello/disconnect cycles (1,000 at quick) leave the sidecar file descriptors and RSS flat', async () => {
+  it('10,000 shim connect/Hello/disconnect cycles (1,000 at quick) leave the sidecar's file descriptors flat and its RSS bounded', async () => {
     const cycles = byLevel(1000, 10_000, 100_000);
     const parallel = 8;
     // 32 instances reconnecting (their secrets stay), as apps' shims do.
@@ -80,7 +82,7 @@ describe('input attacks on the IPC socket', () => {
           if (n >= cycles) return;
           const inst = instances[n % instances.length] as { id: string; secret: string };
           if (await cycle(inst.id, inst.secret, ways[n % ways.length] as 'end')) welcomed++;
-          if (n % 100 === 0) {
+          if (n % 50 === 0) {
             maxFd = Math.max(maxFd, fds(sidecar.pid));
             maxRss = Math.max(maxRss, rssMb(sidecar.pid));
           }
@@ -114,7 +116,7 @@ describe('input attacks on the IPC socket', () => {
     });
     assert.equal(welcomed, cycles, 'every cycle was welcomed');
     assert.ok(fd1 <= fd0 + FD_SLACK, `file descriptors ${fd0} → ${fd1}`);
-    assert.ok(rss1 - rss0 <= RSS_GROWTH_MB, `RSS ${rss0} → ${rss1} MiB`);
+    assert.ok(Math.max(maxRss, rss1) <= RSS_MAX_MB, `RSS ${rss0} → max ${maxRss}, ${rss1} MiB after`);
     assert.ok(sidecar.alive);
   });
 

@@ -17,8 +17,13 @@ import { ManualTunnel, RawAgent } from '../helpers/raw-agent';
 
 const FILE = 'faults/input-length-fields';
 const LENGTHS = [0, 1, 2 ** 31 - 1, 2 ** 32 - 1];
-/** The RSS either process may grow by over the whole case (MiB): every refused frame must leave nothing behind. */
-const RSS_GROWTH_MB = 40;
+/**
+ * RSS bounds (MiB) for the whole case, sampled before and after: a refused frame must leave nothing
+ * behind, and a declared length must never be allocated (2^31 − 1 bytes would be 2 GiB). Bounded
+ * rather than compared with the start, since V8 grows its heap lazily under connection churn
+ * (measured at 100 rounds: sidecar +4.5 MiB, collector +13 MiB, both under 80 MiB).
+ */
+const RSS_MAX_MB = { sidecar: 160, collector: 200 };
 
 function header(len: number): Buffer {
   const b = Buffer.alloc(4);
@@ -187,7 +192,7 @@ describe('input attacks: length fields', () => {
     assert.ok((st.counters.ipcErrors.ERR_FRAME_TOO_LARGE ?? 0) >= rounds * 2, 'IPC refusals counted');
     assert.ok(stats.rejected.tooLarge >= rounds * 2, 'agent-port refusals counted');
     assert.ok(sidecar.alive && collector.alive);
-    assert.ok(rss1.sidecar - rss0.sidecar <= RSS_GROWTH_MB, `sidecar RSS ${rss0.sidecar} → ${rss1.sidecar} MiB`);
-    assert.ok(rss1.collector - rss0.collector <= RSS_GROWTH_MB, `collector RSS ${rss0.collector} → ${rss1.collector} MiB`);
+    assert.ok(rss1.sidecar <= RSS_MAX_MB.sidecar, `sidecar RSS ${rss0.sidecar} → ${rss1.sidecar} MiB`);
+    assert.ok(rss1.collector <= RSS_MAX_MB.collector, `collector RSS ${rss0.collector} → ${rss1.collector} MiB`);
   });
 });
