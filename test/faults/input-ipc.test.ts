@@ -62,7 +62,7 @@ async function cycle(instanceId: string, secret: string, how: 'end' | 'destroy' 
 }
 
 describe('input attacks on the IPC socket', () => {
-  it('10,000 shim connect/Hello/disconnect cycles (1,000 at quick) leave the sidecar's file descriptors flat and its RSS bounded', async () => {
+  it('10,000 shim connect/Hello/disconnect cycles (1,000 at quick) leave the sidecar file descriptors flat and its RSS bounded', async () => {
     const cycles = byLevel(1000, 10_000, 100_000);
     const parallel = 8;
     // 32 instances reconnecting (their secrets stay), as apps' shims do.
