@@ -3,11 +3,13 @@
 // tunnel (first request and an authenticated session). Each must end in a typed error and a closed
 // connection (or a refused request), counted, with the process serving and its memory flat.
 import assert from 'node:assert/strict';
-import { type Socket, connect } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { type Socket, connect, createServer } from 'node:net';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { FrameParser, MessageType, decodeError } from '@apm-sidecar/proto';
-import { type AccessKey, UpstreamType, parseAccessKey } from '@apm-sidecar/proto/upstream';
+import { type AccessKey, UpstreamType, formatAccessKey, parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { type CollectorProc, createKey, getJson, startCollector } from '../helpers/collector';
 import { byLevel, recordFigures, rssMb } from '../helpers/figures';
 import { HostilePeer } from '../helpers/ipc-peer';
@@ -110,6 +112,56 @@ async function upstreamAuthed(len: number, tunnel: boolean): Promise<{ code: str
 }
 
 describe('input attacks: length fields', () => {
+  it('a collector answering with length fields 0, 1, 2^31 − 1 and 2^32 − 1 makes the sidecar end each session with a typed error, counted, and reconnect, memory bounded', async () => {
+    const perLength = byLevel(5, 25, 250);
+    // A hostile collector: every connection is answered with the next bad length (after a type byte for 1).
+    let accepted = 0;
+    let closedBySidecar = 0;
+    const server = createServer((sock) => {
+      const len = LENGTHS[accepted++ % LENGTHS.length] as number;
+      sock.on('error', () => undefined);
+      // Read (and drop) what the sidecar sends, so its close is seen.
+      sock.resume();
+      sock.on('close', () => closedBySidecar++);
+      sock.write(frameWith(len, UpstreamType.ServerHello));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const sc = await startSidecar(
+      join(tmp.dir, 'hostile'),
+      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(port), '--set', 'reconnect_schedule=20', '--set', 'agent_id=len-victim'],
+      { APM_SIDECAR_ACCESS_KEY: formatAccessKey({ projectId: 'lengths', secret: randomBytes(32) }) },
+    );
+    try {
+      const want = perLength * LENGTHS.length;
+      await waitFor('the sessions to end', () => closedBySidecar >= want, 60_000, 50);
+      const st = await statusJson(sc.socket);
+      const errors = st.upstream.sessionErrors as Record<string, number>;
+      const rss = rssMb(sc.pid);
+      const fdCount = readdirSync(`/proc/${sc.pid}/fd`).length;
+      recordFigures(FILE, {
+        case: 'input/length-fields-from-collector',
+        section: 'input',
+        load: 'none',
+        fault: `a fake collector answering each connection with length 0, 1, 2^31−1 or 2^32−1 in turn, ${perLength} times each`,
+        lost: 0,
+        duplicated: 0,
+        maxRssMb: { sidecar: rss },
+        recoverMs: null,
+        extra: { connections: accepted, closedBySidecar, sidecarFds: fdCount, sessionErrors: JSON.stringify(errors) },
+      });
+      assert.ok(sc.alive, 'the sidecar is up');
+      assert.ok((errors.ERR_FRAME_EMPTY ?? 0) >= perLength - 1, `length 0: ${JSON.stringify(errors)}`);
+      assert.ok((errors.ERR_FRAME_TOO_LARGE ?? 0) >= 2 * perLength - 2, `2^31−1 and 2^32−1: ${JSON.stringify(errors)}`);
+      assert.ok((errors.ERR_HANDSHAKE ?? 0) >= perLength - 1, `length 1 (an empty ServerHello): ${JSON.stringify(errors)}`);
+      assert.ok(rss <= RSS_MAX_MB.sidecar, `sidecar RSS ${rss} MiB`);
+      assert.ok(fdCount <= 40, `the sidecar holds ${fdCount} descriptors after ${accepted} failed sessions`);
+    } finally {
+      await sc.kill('SIGTERM');
+      server.close();
+    }
+  });
+
   it('length fields 0, 1, 2^31 − 1 and 2^32 − 1 on the IPC socket, the agent port (before and after the handshake) and the tunnel end in a typed error and a closed connection, counted, memory flat', async () => {
     const rounds = byLevel(10, 100, 1000);
     const rss0 = { sidecar: rssMb(sidecar.pid), collector: rssMb(collector.pid) };
