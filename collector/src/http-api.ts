@@ -6,7 +6,7 @@ import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
 import { type Clock, systemClock } from './clock';
-import { type HttpLimits, clientErrorOf, serverLimits } from './http-limits';
+import { type HttpLimits, clientErrorOf, serverLimits, trackExchange } from './http-limits';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
@@ -232,7 +232,11 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   };
 
   const limits = serverLimits(opts.limits ?? DEFAULT_LIMITS);
+  // Sockets with an exchange under way (a request not read to its end, or its answer not finished):
+  // a refusal there cannot be answered on the wire (it would follow or interleave another answer), only cut.
+  const inFlight = new WeakSet<object>();
   const server = createServer(limits, (req, res) => {
+    trackExchange(inFlight, req, res);
     if (opts.extraRoutes?.(req, res) === true) return;
     const url = req.url ?? '/';
     const qi = url.indexOf('?');
@@ -304,7 +308,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     refused.add(socket);
     const e = clientErrorOf(err);
     stats.rejected[e.reason]++;
-    if (!socket.writable) {
+    if (!socket.writable || inFlight.has(socket)) {
       socket.destroy();
       return;
     }

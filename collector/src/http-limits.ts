@@ -1,3 +1,5 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+
 /** The HTTP port's limits (settings http_*): a client that is slow or sends too much is cut, not waited for. */
 export interface HttpLimits {
   headersTimeoutMs: number;
@@ -44,4 +46,15 @@ export function clientErrorOf(err: NodeJS.ErrnoException): { reason: HttpRefusal
   if (err.code === NODE_REQUEST_TIMEOUT)
     return { reason: 'httpTimeout', code: 'ERR_REQUEST_TIMEOUT', status: '408 Request Timeout', message: 'the request did not arrive in time' };
   return { reason: 'badHttp', code: 'ERR_BAD_REQUEST', status: '400 Bad Request', message: 'malformed HTTP request' };
+}
+
+/** An exchange is in flight from its request until the request was read to its end and its answer finished. */
+export function trackExchange(inFlight: WeakSet<object>, req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket;
+  inFlight.add(socket);
+  const settle = (): void => {
+    if (req.complete && res.writableFinished) inFlight.delete(socket);
+  };
+  req.once('end', settle);
+  res.once('finish', settle);
 }

@@ -1,6 +1,5 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Counters } from './counters';
 import type { Logger } from './logger';
 import { SidecarMetrics } from './metrics';
 import type { Sidecar } from './sidecar';
@@ -54,7 +53,13 @@ function clientErrorOf(err: NodeJS.ErrnoException): { code: string; status: stri
 export function startHttp(sidecar: Sidecar, host: string, port: number, limits: HttpLimits, log: Logger): Promise<Server> {
   const metrics = new SidecarMetrics(sidecar.stats);
   const l = serverLimits(limits);
-  const server = createServer(l, (req, res) => handle(sidecar, metrics, req, res));
+  // Sockets with an exchange under way (a request not read to its end, or its answer not finished):
+  // a refusal there cannot be answered on the wire (it would follow or interleave another answer), only cut.
+  const inFlight = new WeakSet<Socket>();
+  const server = createServer(l, (req, res) => {
+    trackExchange(inFlight, req, res);
+    handle(sidecar, metrics, req, res);
+  });
   server.keepAliveTimeout = l.keepAliveTimeout;
   // node:http may report one connection more than once (the rest of an oversized header still arriving): counted once.
   const refused = new WeakSet<Socket>();
@@ -64,7 +69,11 @@ export function startHttp(sidecar: Sidecar, host: string, port: number, limits: 
       return;
     }
     refused.add(socket);
-    refuse(sidecar.stats.counters, err, socket);
+    const { code } = clientErrorOf(err);
+    const counters = sidecar.stats.counters;
+    counters.httpErrors[code] = (counters.httpErrors[code] ?? 0) + 1;
+    if (inFlight.has(socket)) socket.destroy();
+    else refuse(code, err, socket);
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -77,10 +86,20 @@ export function startHttp(sidecar: Sidecar, host: string, port: number, limits: 
   });
 }
 
-/** Malformed, oversized or too slow HTTP: counted by code (counters.httpErrors), answered when the socket still takes it, closed. */
-function refuse(counters: Counters, err: NodeJS.ErrnoException, socket: Socket): void {
-  const { code, status } = clientErrorOf(err);
-  counters.httpErrors[code] = (counters.httpErrors[code] ?? 0) + 1;
+/** An exchange is in flight from its request until the request was read to its end and its answer finished. */
+function trackExchange(inFlight: WeakSet<Socket>, req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket;
+  inFlight.add(socket);
+  const settle = (): void => {
+    if (req.complete && res.writableFinished) inFlight.delete(socket);
+  };
+  req.once('end', settle);
+  res.once('finish', settle);
+}
+
+/** Malformed, oversized or too slow HTTP (counted by the caller in counters.httpErrors): answered when the socket still takes it, closed. */
+function refuse(code: string, err: NodeJS.ErrnoException, socket: Socket): void {
+  const { status } = clientErrorOf(err);
   if (!socket.writable) {
     socket.destroy();
     return;
