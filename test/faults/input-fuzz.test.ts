@@ -2,7 +2,7 @@
 // message decoders, the upstream frame parser with the Opener and the inner decoders, the handshake
 // (the agent's ClientHandshake, the collector's ClientHello reader and key proof), and the DogStatsD
 // lines. The unit property tests (test/unit/proto-fuzz, upstream-seal) run a few hundred cases
-// each; these run byLevel(2000, 10000, 100000) per parser and report the figures.
+// each; these run byLevel(1500, 10000, 100000) per parser (700 for the handshake at quick) and report the figures.
 import assert from 'node:assert/strict';
 import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
@@ -36,9 +36,9 @@ import { cutsArb, hostileStreamArb, onlyApmErrors, split } from '../helpers/fuzz
 import { decodeAny } from '../unit/proto-fixtures';
 
 const FILE = 'faults/input-fuzz';
-const RUNS = byLevel(2000, 10_000, 100_000);
+const RUNS = byLevel(1500, 10_000, 100_000);
 /** Each handshake case runs the key exchange (milliseconds on a loaded machine): fewer at quick. */
-const HANDSHAKE_RUNS = byLevel(1000, 10_000, 100_000);
+const HANDSHAKE_RUNS = byLevel(700, 10_000, 100_000);
 /** The upstream's largest frame before authentication (collector PREAUTH_MAX_FRAME_BYTES) and after (max_frame_bytes default). */
 const PREAUTH_MAX = 4096;
 const MAX = 8 * 1024 * 1024;

@@ -15,7 +15,8 @@ import { RawAgent } from '../helpers/raw-agent';
 import { httpRequest } from '../helpers/raw-http';
 
 const FILE = 'faults/input-http-fuzz';
-const RUNS = byLevel(1000, 10_000, 100_000);
+const RUNS = byLevel(800, 10_000, 100_000);
+const TUNNEL_RUNS = byLevel(500, 10_000, 100_000);
 
 const tmp = tempDir('apm-inhfz-');
 let collector: CollectorProc;
@@ -194,7 +195,7 @@ describe('input attacks: fuzzing the collector over HTTP', () => {
         statuses[res.status] = (statuses[res.status] ?? 0) + 1;
         assert.ok([200, 408, 410, 413].includes(res.status), `tunnel → ${res.status}: ${res.body.slice(0, 200)}`);
       }),
-      { numRuns: byLevel(500, 5000, 50_000), seed: s },
+      { numRuns: TUNNEL_RUNS, seed: s },
     );
     const ms = Date.now() - t0;
     const maxRssMb = watch.stop();
@@ -211,7 +212,7 @@ describe('input attacks: fuzzing the collector over HTTP', () => {
         maxRssMb,
         recoverMs: null,
         extra: {
-          cases: byLevel(500, 5000, 50_000),
+          cases: TUNNEL_RUNS,
           seed: s,
           ms,
           statuses: JSON.stringify(statuses),
