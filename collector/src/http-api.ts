@@ -6,6 +6,7 @@ import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
 import { type Clock, systemClock } from './clock';
+import { type HttpLimits, clientErrorOf, serverLimits, trackExchange } from './http-limits';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
@@ -61,7 +62,11 @@ export interface HttpApiOptions {
   tokens?: () => readonly ActiveToken[];
   /** /metrics open to every client (default: loopback only, or a token). */
   metricsOpen?: boolean;
+  /** Header size and the slow-client deadlines (default: the settings' defaults). */
+  limits?: HttpLimits;
 }
+
+const DEFAULT_LIMITS: HttpLimits = { headersTimeoutMs: 10_000, requestTimeoutMs: 60_000, keepAliveTimeoutMs: 5_000, maxHeaderBytes: 16_384 };
 
 export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
 
@@ -234,7 +239,12 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     }
   };
 
-  const server = createServer((req, res) => {
+  const limits = serverLimits(opts.limits ?? DEFAULT_LIMITS);
+  // Sockets with an exchange under way (a request not read to its end, or its answer not finished):
+  // a refusal there cannot be answered on the wire (it would follow or interleave another answer), only cut.
+  const inFlight = new WeakSet<object>();
+  const server = createServer(limits, (req, res) => {
+    trackExchange(inFlight, req, res);
     if (opts.extraRoutes?.(req, res) === true) return;
     const url = req.url ?? '/';
     const qi = url.indexOf('?');
@@ -294,19 +304,26 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     });
     req.on('error', () => res.destroy());
   });
-  // Malformed HTTP: answer in JSON as well when the socket still takes it.
+  server.keepAliveTimeout = limits.keepAliveTimeout;
+  // Malformed, oversized or too slow HTTP: counted in rejected, answered in JSON as well when the socket still takes it.
+  // node:http may report one connection more than once (the rest of an oversized header still arriving): counted once.
+  const refused = new WeakSet<object>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) {
+    if (refused.has(socket)) {
       socket.destroy();
       return;
     }
-    const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
-    const body = JSON.stringify({
-      error: { code: tooBig ? 'ERR_HEADERS_TOO_LARGE' : 'ERR_BAD_REQUEST', message: tooBig ? 'request headers too large' : 'malformed HTTP request' },
-    });
-    socket.end(
-      `HTTP/1.1 ${tooBig ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    refused.add(socket);
+    const e = clientErrorOf(err);
+    stats.rejected[e.reason]++;
+    if (!socket.writable || inFlight.has(socket)) {
+      socket.destroy();
+      return;
+    }
+    const body = JSON.stringify({ error: { code: e.code, message: e.message } });
+    socket.end(`HTTP/1.1 ${e.status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    // A peer that reads nothing would hold the socket open.
+    setTimeout(() => socket.destroy(), 1000).unref();
   });
   return server;
 }

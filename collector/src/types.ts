@@ -68,6 +68,10 @@ export class CollectorStats {
     unauthorized: 0,
     protectedMode: 0,
     forbidden: 0,
+    /** HTTP requests node:http refused before a route saw them: malformed, headers over http_max_header_bytes, too slow. */
+    badHttp: 0,
+    headersTooLarge: 0,
+    httpTimeout: 0,
   };
   readonly sessions = { tcp: 0, http: 0 };
   readonly frames: Record<string, number> = {};

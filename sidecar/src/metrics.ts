@@ -77,6 +77,13 @@ const METRICS: MetricDef[] = [
     label: 'code',
     read: (s) => s.counters.ipcErrors,
   },
+  {
+    name: 'apm_sidecar_http_errors_total',
+    type: 'counter',
+    help: 'HTTP requests refused before reaching a route (malformed, headers too large, too slow), by code.',
+    label: 'code',
+    read: (s) => s.counters.httpErrors,
+  },
   { name: 'apm_sidecar_duplicates_total', type: 'counter', help: 'Durable frames received again and ignored.', read: (s) => s.counters.duplicates },
   { name: 'apm_sidecar_shims', type: 'gauge', help: 'Connected shims.', read: (s) => s.shims.length },
   {

@@ -86,6 +86,12 @@ export async function run(o: RunOpts): Promise<void> {
     tokens: () => store.tokens.active(),
     metricsOpen: o.metricsOpen === true,
     extraRoutes: (req, res) => tunnel?.route(req, res) ?? false,
+    limits: {
+      headersTimeoutMs: settings.http_headers_timeout_ms,
+      requestTimeoutMs: settings.http_request_timeout_ms,
+      keepAliveTimeoutMs: settings.http_keep_alive_timeout_ms,
+      maxHeaderBytes: settings.http_max_header_bytes,
+    },
   });
   let agents: AgentServer | null = null;
   let httpPort: number;
