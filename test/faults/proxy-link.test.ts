@@ -7,38 +7,18 @@
 //     (tcp_so_timeout, the collector's idle_ping_ms, standby_after_ms, mute_after_attempts)
 //   - the counters name the cause (session errors by code, the proxy's own counts), and the
 //     sidecar dropped nothing (every fault is far shorter than retention_ms)
-//   - every process stays within its memory bound (MEMORY_BOUND_MB)
+//   - every process stays within its memory bound (MEMORY_BOUND_MB in helpers/proxy-rig.ts)
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { RssWatch, byLevel, recordFigures } from '../helpers/figures';
+import { byLevel } from '../helpers/figures';
 import { sidecarStatus } from '../helpers/outage';
 import { sleep, waitFor } from '../helpers/procs';
-import { type ProxyCase, RIG, type Rig, delta, reached, rssRoles, runCase, startLoad, startRig, stateChanges } from '../helpers/proxy-rig';
+import { type ProxyCase, RIG, type Rig, delta, describeProxyCases, reached, stateChanges } from '../helpers/proxy-rig';
 
 const FILE = 'faults/proxy-link';
-const APPS = 2;
-const TICK_MS = 10;
-const LOAD = `${APPS} apps × ${1000 / TICK_MS} counter adds/s, a flush every 50 ms`;
 /** How long a fault that brings no state change is held. */
 const HOLD_MS = byLevel(1000, 5000, 20000);
 /** Connections close-after cuts before it is lifted. */
 const CUTS = byLevel(3, 10, 50);
-/**
- * Resident set bounds, MiB. The sidecar's and the collector's queues are bounded by configuration
- * (net_send_queue1_size, the ack window of 4 × net_send_max_bytes), far above what these loads
- * fill, so their RSS is Node's baseline plus SQLite's cache; 200 MiB leaves room for a loaded
- * machine's garbage collector. The proxy runs in the test process: its queues are bounded by its
- * high-water mark (1 MiB per direction and connection).
- */
-export const MEMORY_BOUND_MB: Record<string, number> = { sidecar: 200, collector: 250, app: 150, proxy: 300 };
-
-export function assertMemory(max: Record<string, number>): void {
-  for (const [role, mb] of Object.entries(max)) {
-    const bound = MEMORY_BOUND_MB[role];
-    assert.ok(bound !== undefined && mb <= bound, `${role} RSS ${mb} MiB over its bound ${bound} MiB`);
-  }
-}
-
 /** The session's end the sidecar logged, as the cause of its state change. */
 const soTimeoutCause = /tcp_so_timeout/;
 /** Detection bound: the configured timeout, its check interval (a third of it) and slack for a loaded machine. */
@@ -235,46 +215,4 @@ const CASES: (ProxyCase & { title: string })[] = [
   },
 ];
 
-describe('fault proxy between the sidecar and the collector', () => {
-  let rig: Rig;
-  before(async () => {
-    rig = await startRig('plink');
-  });
-  after(async () => {
-    await rig?.close();
-  });
-
-  for (const c of CASES) {
-    test(`${c.id}: ${c.title}`, async () => {
-      const load = startLoad(rig, c.id, APPS, TICK_MS);
-      const watch = new RssWatch(rssRoles(rig, load));
-      const r = await runCase(rig, c, load, watch, 300);
-      const errs = delta(r.before.sessionErrors, r.after.sessionErrors);
-      const rejected = delta(r.before.rejected, r.after.rejected);
-      recordFigures(FILE, {
-        case: c.id,
-        section: 'proxy',
-        load: LOAD,
-        fault: c.fault,
-        lost: r.verdict.lost,
-        duplicated: r.verdict.duplicated,
-        maxRssMb: r.maxRssMb,
-        recoverMs: r.recoverMs,
-        extra: {
-          ...r.extra,
-          sessions: r.after.sessions - r.before.sessions,
-          ...(Object.keys(errs).length > 0 && { sessionErrors: JSON.stringify(errs) }),
-          ...(Object.keys(rejected).length > 0 && { collectorRejected: JSON.stringify(rejected) }),
-          unacked: r.verdict.unacked,
-          lastAckAgeAtFaultMs: r.before.lastAckAgeMs ?? -1,
-        },
-      });
-      if (r.failure !== null) throw r.failure;
-      assert.equal(r.verdict.lost, 0, `lost: ${JSON.stringify(r.verdict.perSeries)}`);
-      assert.equal(r.verdict.duplicated, 0, `duplicated: ${JSON.stringify(r.verdict.perSeries)}`);
-      assertMemory(r.maxRssMb);
-      assert.deepEqual(delta(r.before.dropped, r.after.dropped), {}, 'the sidecar dropped nothing');
-      c.causes(r.before, r.after, rig);
-    });
-  }
-});
+describeProxyCases('fault proxy between the sidecar and the collector', FILE, 'plink', {}, CASES);

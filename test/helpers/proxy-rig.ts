@@ -7,10 +7,12 @@
  * fault should bring, lift it, wait for normal service (an ack after the fault), stop the load, and
  * judge every series: acked ≤ collector ≤ recorded (ledger.ts).
  */
+import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
 import { type CollectorProc, FAST_SIDECAR, createKey, getJson, startCollector } from './collector';
 import { FaultProxy, type ProxyStats } from './fault-proxy';
-import type { RssWatch } from './figures';
+import { RssWatch, recordFigures } from './figures';
 import { type LoadApp, type Tally, type Verdict, addTallies, collectorSums, judge, startLoadApp, tallyOf } from './ledger';
 import { sidecarStatus } from './outage';
 import { type SidecarProc, sleep, startSidecar, tempDir, waitFor } from './procs';
@@ -168,7 +170,7 @@ export async function settleAndJudge(rig: Rig, tally: Tally, withinMs = 20000): 
     return names.every((n) => (sums[n] ?? 0) >= (tally.acked[n] ?? 0));
   };
   await waitFor('the collector to hold every acked value', complete, withinMs).catch(() => undefined);
-  await sleep(RIG.metricIntervalMs * 4);
+  await sleep(RIG.metricIntervalMs * 3);
   return judge(tally, await collectorSums(rig.collector, names));
 }
 
@@ -304,4 +306,70 @@ export async function runCase(rig: Rig, c: ProxyCase, load: Load, watch: RssWatc
   const verdict = await settleAndJudge(rig, tally);
   const after = await counts(rig);
   return { verdict, recoverMs, maxRssMb: foldRss(watch), extra, before, after, failure };
+}
+
+/**
+ * Resident set bounds, MiB. The sidecar's and the collector's queues are bounded by configuration
+ * (net_send_queue1_size, an ack window of 4 × net_send_max_bytes), far above what these loads fill,
+ * so their RSS is Node's baseline (~60 MiB measured) plus SQLite's cache; 200 MiB leaves room for
+ * a loaded machine's garbage collector. The proxy runs in the test process: its queues are bounded
+ * by its high-water mark (1 MiB per direction and connection).
+ */
+export const MEMORY_BOUND_MB: Record<string, number> = { sidecar: 200, collector: 250, app: 150, proxy: 300 };
+
+const APPS = 2;
+const TICK_MS = 10;
+const LOAD = `${APPS} apps × ${1000 / TICK_MS} counter adds/s, a flush every 50 ms`;
+
+/**
+ * A describe() of proxy cases on one rig, run in order: each case records its figures, then
+ * asserts lost 0, duplicated 0, the memory bounds, no drop by the sidecar, and its own causes.
+ */
+export function describeProxyCases(title: string, file: string, rigName: string, rigOpts: { ipc?: boolean }, cases: (ProxyCase & { title: string })[]): void {
+  describe(title, () => {
+    let rig: Rig;
+    before(async () => {
+      rig = await startRig(rigName, rigOpts);
+    });
+    after(async () => {
+      await rig?.close();
+    });
+    for (const c of cases) {
+      test(`${c.id}: ${c.title}`, async () => {
+        const load = startLoad(rig, c.id, APPS, TICK_MS);
+        const watch = new RssWatch(rssRoles(rig, load));
+        const r = await runCase(rig, c, load, watch, 200);
+        const errs = delta(r.before.sessionErrors, r.after.sessionErrors);
+        const rejected = delta(r.before.rejected, r.after.rejected);
+        const ipcErrors = delta(r.before.ipcErrors, r.after.ipcErrors);
+        recordFigures(file, {
+          case: c.id,
+          section: 'proxy',
+          load: LOAD,
+          fault: c.fault,
+          lost: r.verdict.lost,
+          duplicated: r.verdict.duplicated,
+          maxRssMb: r.maxRssMb,
+          recoverMs: r.recoverMs,
+          extra: {
+            ...r.extra,
+            sessions: r.after.sessions - r.before.sessions,
+            ...(Object.keys(errs).length > 0 && { sessionErrors: JSON.stringify(errs) }),
+            ...(Object.keys(rejected).length > 0 && { collectorRejected: JSON.stringify(rejected) }),
+            ...(Object.keys(ipcErrors).length > 0 && { ipcErrors: JSON.stringify(ipcErrors) }),
+            unacked: r.verdict.unacked,
+          },
+        });
+        if (r.failure !== null) throw r.failure;
+        assert.equal(r.verdict.lost, 0, `lost: ${JSON.stringify(r.verdict.perSeries)}`);
+        assert.equal(r.verdict.duplicated, 0, `duplicated: ${JSON.stringify(r.verdict.perSeries)}`);
+        for (const [role, mb] of Object.entries(r.maxRssMb)) {
+          const bound = MEMORY_BOUND_MB[role];
+          assert.ok(bound !== undefined && mb <= bound, `${role} RSS ${mb} MiB over its bound ${bound} MiB`);
+        }
+        assert.deepEqual(delta(r.before.dropped, r.after.dropped), {}, 'the sidecar dropped nothing');
+        c.causes(r.before, r.after, rig);
+      });
+    }
+  });
 }
