@@ -31,6 +31,18 @@ export const RIG = {
   metricIntervalMs: 200,
 } as const;
 
+/** The session's end the sidecar logged, as the cause of its state change. */
+export const soTimeoutCause = /tcp_so_timeout/;
+/** Detection bound: the configured timeout, its check interval (a third of it) and slack for a loaded machine. */
+export const SO_DETECT_MS = RIG.soTimeoutMs + RIG.soTimeoutMs / 3 + 2000;
+/** The collector closes a session whose ping goes unanswered after 2 × idle_ping_ms; the sidecar's own tcp_so_timeout may come first. */
+export const PING_DETECT_MS = Math.min(2 * RIG.idlePingMs, RIG.soTimeoutMs) + RIG.soTimeoutMs / 3 + 2000;
+
+export function stayedActive(rig: Rig, t0: number): void {
+  const changes = stateChanges(rig.sidecar, t0);
+  assert.deepEqual(changes, [], 'the sidecar stayed active');
+}
+
 export interface Rig {
   dir: string;
   collector: CollectorProc;
