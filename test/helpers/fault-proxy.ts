@@ -11,7 +11,7 @@
  *
  * Each direction of a connection is a Pipe:
  *
- *   source ─data─▶ [half-open: discard] ─▶ [close-after: cut] ─▶ Framer ─▶ [frame toxics]
+ *   source ─data─▶ [half-open: discard] ─▶ [close-after: cut] ─▶ FrameCutter ─▶ [frame toxics]
  *          ─▶ queue (due time: latency) ─▶ pump (stall, bandwidth, backpressure) ─▶ destination
  *
  * The queue is bounded: above HIGH_WATER bytes the source is paused, so a slow direction backs up
@@ -50,8 +50,6 @@ const HIGH_WATER = 1 << 20;
 const LOW_WATER = 1 << 18;
 /** A reordered frame with no successor is let go after this long (the sender may be waiting for its ack). */
 const REORDER_HOLD_MS = 250;
-/** Frames larger than this mean the stream is not framed: the pipe passes bytes through as they come. */
-const MAX_FRAME = 64 << 20;
 const SEALED_TEXT = 0x30;
 const SEALED_NUMERIC = 0x31;
 
@@ -265,7 +263,11 @@ class Pipe {
   private sourceEnded = false;
   private finSent = false;
   private forwarded = 0;
-  private readonly framer = new Framer();
+  private readonly cutter = new FrameCutter();
+  /** The next byte starts a frame. */
+  private atBoundary = true;
+  /** A frame being gathered whole for the frame toxics. */
+  private partial: Buffer[] | null = null;
   private held: { frame: Buffer; timer: NodeJS.Timeout } | null = null;
   private stopped = false;
   /** close-after was reached: once the queue is delivered the connection is closed. */
@@ -280,6 +282,9 @@ class Pipe {
     src.on('data', (d: Buffer) => this.onData(d));
     src.on('end', () => {
       this.sourceEnded = true;
+      // A frame cut short by the peer's FIN goes on as it is, like the bytes of any other stream.
+      if (this.partial !== null && !this.stopped) this.enqueue(Buffer.concat(this.partial));
+      this.partial = null;
       this.pump();
     });
     dst.on('drain', () => {
@@ -335,11 +340,27 @@ class Pipe {
       this.forwarded += part.length;
       this.cutting = true;
       this.src.pause();
-      this.enqueue(Buffer.concat([this.framer.takePartial(), part]));
+      this.enqueue(Buffer.concat([...(this.partial ?? []), part]));
+      this.partial = null;
       return;
     }
     this.forwarded += chunk.length;
-    for (const frame of this.framer.push(chunk)) this.onFrame(frame);
+    // Whole frames are gathered while a frame toxic is set or a reordered frame waits for its place.
+    const framed = t['frame-drop'] !== undefined || t['frame-duplicate'] !== undefined || t['frame-reorder'] !== undefined || this.held !== null;
+    for (const piece of this.cutter.cut(chunk)) {
+      const starts = this.atBoundary;
+      this.atBoundary = piece.end;
+      if (this.partial === null && !(framed && starts)) {
+        this.enqueue(piece.buf);
+        continue;
+      }
+      this.partial = [...(this.partial ?? []), piece.buf];
+      if (piece.end) {
+        const frame = Buffer.concat(this.partial);
+        this.partial = null;
+        this.onFrame(frame);
+      }
+    }
     this.flow();
   }
 
@@ -452,37 +473,40 @@ class Pipe {
 }
 
 /**
- * Cuts a byte stream into whole frames (u32le length | u8 type | payload). A length no frame can
- * have means the stream is not framed: from then on bytes pass through as they come.
+ * Finds the frame boundaries of a byte stream (u32le length | u8 type | payload) without holding
+ * bytes back: each chunk is cut where frames end. The pipe gathers whole frames only while a frame
+ * toxic needs them, so a stream that is not framed (or a proxy with no frame toxic) is never delayed.
  */
-class Framer {
-  private pending: Buffer = Buffer.alloc(0);
-  private raw = false;
+class FrameCutter {
+  /** Bytes still to come of the current frame after its length field; 0 while reading a length. */
+  private need = 0;
+  private readonly head = Buffer.alloc(4);
+  private headLen = 0;
 
-  push(chunk: Buffer): Buffer[] {
-    if (this.raw) return [chunk];
-    let buf = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
-    const out: Buffer[] = [];
-    while (buf.length >= 4) {
-      const len = buf.readUInt32LE(0);
-      if (len === 0 || len > MAX_FRAME) {
-        this.raw = true;
-        out.push(buf);
-        buf = Buffer.alloc(0);
-        break;
+  cut(chunk: Buffer): { buf: Buffer; end: boolean }[] {
+    const out: { buf: Buffer; end: boolean }[] = [];
+    let off = 0;
+    let start = 0;
+    while (off < chunk.length) {
+      if (this.need === 0) {
+        const take = Math.min(4 - this.headLen, chunk.length - off);
+        chunk.copy(this.head, this.headLen, off, off + take);
+        this.headLen += take;
+        off += take;
+        if (this.headLen < 4) break;
+        this.headLen = 0;
+        this.need = this.head.readUInt32LE(0);
+        if (this.need > 0) continue;
+      } else {
+        const take = Math.min(this.need, chunk.length - off);
+        off += take;
+        this.need -= take;
+        if (this.need > 0) continue;
       }
-      if (buf.length < 4 + len) break;
-      out.push(Buffer.from(buf.subarray(0, 4 + len)));
-      buf = buf.subarray(4 + len);
+      out.push({ buf: chunk.subarray(start, off), end: true });
+      start = off;
     }
-    this.pending = Buffer.from(buf);
+    if (start < chunk.length) out.push({ buf: chunk.subarray(start), end: false });
     return out;
-  }
-
-  /** The bytes of an incomplete frame, handed over (close-after delivers them as they are). */
-  takePartial(): Buffer {
-    const p = this.pending;
-    this.pending = Buffer.alloc(0);
-    return p;
   }
 }
