@@ -18,7 +18,7 @@ build: install
 
 test: build
 	@if [ ! -x /usr/bin/chromium ]; then echo "browser test skipped: chromium not installed"; fi
-	node test/run.js
+	APM_ARTIFACTS_DIR=$(CURDIR)/test/artifacts node test/run.js
 
 # The whole fault suite at full scale; rewrites test/faults/figures.json and test/RELIABILITY.md.
 test-faults: build

@@ -5,6 +5,7 @@
 // entry's path, type, mode, size and mtime) to compare before and after.
 const { lstatSync, readdirSync } = require('node:fs');
 const { join } = require('node:path');
+const { spawnSync } = require('node:child_process');
 
 const GUARDED = ['/var/lib/apm-sidecar', '/var/run/apm-sidecar'];
 
@@ -23,9 +24,28 @@ function fingerprint(root) {
   return out;
 }
 
+// The checkout too: a test that leaves a file in the source tree (a screenshot, a database)
+// shows up as a new or changed path in `git status` (dist/ and node_modules/ are ignored).
+function checkout() {
+  const r = spawnSync('git', ['status', '--porcelain', '--untracked-files=all'], { cwd: join(__dirname, '..'), encoding: 'utf8' });
+  const out = new Map();
+  if (r.status !== 0) return out;
+  for (const line of r.stdout.split('\n')) {
+    if (line.trim() === '') continue;
+    const path = join(__dirname, '..', line.slice(3));
+    let st = null;
+    try {
+      st = lstatSync(path);
+    } catch {}
+    out.set(path, st === null ? `${line.slice(0, 2)} gone` : `${line.slice(0, 2)} ${st.size} ${st.mtimeMs}`);
+  }
+  return out;
+}
+
 function snapshot(roots = GUARDED) {
   const all = new Map();
   for (const r of roots) for (const [k, v] of fingerprint(r)) all.set(k, v);
+  for (const [k, v] of checkout()) all.set(k, v);
   return all;
 }
 

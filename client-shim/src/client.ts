@@ -20,7 +20,7 @@ import {
 } from '@apm-sidecar/proto';
 import { Connection, type ConnectionHandler } from './connection';
 import { randomHex } from './ids';
-import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry } from './metrics';
+import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry, packPoints } from './metrics';
 import { type ConnectOptions, MAX_TIMER_MS, option, positive, resolveSocket } from './options';
 import { Outbox } from './outbox';
 import { type EventInput, eventPack, snapshotFrame, tagValue } from './packs';
@@ -88,7 +88,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const flushMs = option(o, 'flushMs');
     this.explicitFlushMs = flushMs === undefined ? undefined : Math.min(positive(flushMs, 1000), MAX_TIMER_MS);
     this.flushMs = this.explicitFlushMs ?? 1000;
-    this.registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)));
+    this.registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)), this.app);
     const socketOpt = option(o, 'socket');
     const socket = typeof socketOpt === 'string' ? socketOpt : undefined;
     const reconnectMinMs = Math.min(positive(option(o, 'reconnectMinMs'), 100), MAX_TIMER_MS);
@@ -367,24 +367,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     // The wall clock may step back (NTP): a negative window would not encode.
     const windowMs = now > ts ? now - ts : 0;
     const dirty = this.registry.takeDirty();
-    if (dirty.length === 0) return;
-    const limit = this.maxFrameBytes - 64;
-    const body = this.body;
-    let n = 0;
-    for (const h of dirty) {
-      const before = body.length;
-      h.write(body);
-      h.reset();
-      n++;
-      if (body.length >= limit && n > 1) {
-        // This point pushed the frame over: emit what came before it, keep it for the next.
-        const all = body.body();
-        this.emitMetrics(ts, windowMs, n - 1, all.subarray(0, before));
-        body.bytes(all.subarray(before));
-        n = 1;
-      }
-    }
-    if (n > 0) this.emitMetrics(ts, windowMs, n, body.body());
+    if (dirty.length > 0) packPoints(dirty, this.body, this.maxFrameBytes - 64, (n, points) => this.emitMetrics(ts, windowMs, n, points));
   }
 
   private emitMetrics(ts: number, windowMs: number, n: number, points: Buffer): void {

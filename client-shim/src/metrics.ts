@@ -170,6 +170,12 @@ function validTags(tags: unknown): Tags | undefined | null {
   return out;
 }
 
+function withApp(tags: Tags | undefined, app: string): Tags | undefined {
+  if (tags !== undefined && (Object.hasOwn(tags, 'app') || Object.keys(tags).length >= LIMITS.tagCount)) return tags;
+  if (Buffer.byteLength(app) > LIMITS.tagBytes) return tags;
+  return { ...tags, app };
+}
+
 function mapKey(kind: number, name: string, tags: Tags | undefined): string {
   let key = `${kind}\u0000${name}`;
   if (tags !== undefined) {
@@ -188,6 +194,8 @@ export class MetricRegistry {
   constructor(
     readonly sink: DropSink,
     private readonly maxSeries: number,
+    /** The app's name, sent as the tag `app` of every series that does not set it: two apps behind one sidecar stay two series. */
+    private readonly app: string,
   ) {}
 
   get seriesCount(): number {
@@ -204,7 +212,7 @@ export class MetricRegistry {
     const found = this.handles.get(key);
     if (found !== undefined) return found as CounterHandle | GaugeHandle | HistogramHandle;
     if (this.handles.size >= this.maxSeries) return new DroppingHandle(this.sink, 'series_limit');
-    const bytes = encodeSeries(kind, name, tags);
+    const bytes = encodeSeries(kind, name, withApp(tags, this.app));
     const h =
       kind === MetricKind.Counter
         ? new CounterHandle(this, bytes)
@@ -219,6 +227,28 @@ export class MetricRegistry {
   takeDirty(): Handle[] {
     return this.dirty.splice(0, this.dirty.length);
   }
+}
+
+/**
+ * Write the handles' points into `body` and hand them to `emit` in runs of at most `limit`
+ * bytes (a run always holds at least one point); each handle is reset once written.
+ */
+export function packPoints(handles: Handle[], body: Writer, limit: number, emit: (n: number, points: Buffer) => void): void {
+  let n = 0;
+  for (const h of handles) {
+    const before = body.length;
+    h.write(body);
+    h.reset();
+    n++;
+    if (body.length >= limit && n > 1) {
+      // This point pushed the run over: emit what came before it, keep it for the next.
+      const all = body.body();
+      emit(n - 1, all.subarray(0, before));
+      body.bytes(all.subarray(before));
+      n = 1;
+    }
+  }
+  if (n > 0) emit(n, body.body());
 }
 
 export type { Handle };

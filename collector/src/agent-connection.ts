@@ -21,7 +21,7 @@ import {
   encodePing,
   encodeUpAck,
   encodeUpError,
-  pongFor,
+  answerKeepalive,
   readClientHello,
 } from '@apm-sidecar/proto/upstream';
 import nacl from 'tweetnacl';
@@ -331,6 +331,7 @@ export class AgentConnection implements AgentLink {
       this.activate(info);
       return;
     }
+    if (answerKeepalive(this.sealer as Sealer, m, (f) => this.write(f))) return;
     switch (m.inner) {
       case Inner.MetricBatch: {
         const packs = decodeMetricBatch(m.body, this.srv.seriesCache);
@@ -361,11 +362,6 @@ export class AgentConnection implements AgentLink {
         o.store.agentInfo(this.projectId, info, now);
         return;
       }
-      case Inner.Ping:
-        this.write(pongFor(this.sealer as Sealer, m.body));
-        return;
-      case Inner.Pong:
-        return;
       default:
         throw new UnexpectedMessageError(`unexpected message ${m.inner} from an agent`);
     }

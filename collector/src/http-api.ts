@@ -9,7 +9,7 @@ import { type Clock, systemClock } from './clock';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
-import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
+import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped, traceQueryFrom } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -17,15 +17,17 @@ import type { AgentState, CollectorStats } from './types';
  *
  *   GET /api/agents    ?project=   agents; disconnected ones stay listed for disconnected_retention_ms
  *   GET /api/metrics   ?project=&agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
- *   GET /api/traces    ?project=&agent=&limit=   recent traces, newest first
+ *   GET /api/traces    ?project=&agent=&traceId=&name=&limit=   recent traces, newest first
  *   GET /api/events    ?project=&agent=&limit=   recent events, newest first
+ *   GET /api/snapshots ?project=&agent=&limit=   recent snapshots, newest first
+ *   GET /api/registrations ?project=&agent=&limit=   business-transaction registrations, by agent and name
  *
  * An agent is (project, agent id): every row carries `project`, and `agent=` alone
  * matches that agent id in every project.
  *   GET /api/stats     CollectorStats (DESIGN §7) plus agents by state
  *   GET /healthz       200 "ok"
  *   GET /metrics       Prometheus text format (prometheus.ts)
- *   GET /              the web page (public/index.html, with /app.js and /style.css)
+ *   GET /              the web page (public/index.html, with its modules /app.js … and /style.css)
  *
  * `extraRoutes` sees every request first (the agents' HTTP tunnel plugs in there).
  * Then access is decided (api-access.ts): 401 ERR_UNAUTHORIZED without a valid read token,
@@ -36,7 +38,10 @@ import type { AgentState, CollectorStats } from './types';
  */
 
 /** What the API reads from the store. */
-export type ApiStore = Pick<SqliteStore, 'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents'>;
+export type ApiStore = Pick<
+  SqliteStore,
+  'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents' | 'listSnapshots' | 'listBtRegistrations'
+>;
 
 export interface HttpApiOptions {
   store: ApiStore;
@@ -61,11 +66,12 @@ export interface HttpApiOptions {
 export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
 
 /** The files of the web page: route → [file in publicDir, content type]. Nothing else is served from disk. */
+const PAGE_MODULES = ['app', 'activity', 'agents', 'api', 'charts', 'dom', 'format', 'options', 'series-picker', 'table', 'traces', 'units'];
 const PUBLIC_FILES: Record<string, [string, string]> = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/index.html': ['index.html', 'text/html; charset=utf-8'],
-  '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
+  ...Object.fromEntries(PAGE_MODULES.map((m) => [`/${m}.js`, [`${m}.js`, 'text/javascript; charset=utf-8']])),
 };
 
 /** The page loads only its own files and calls only its own API. */
@@ -143,7 +149,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/api/traces',
       (q, res, project) => {
-        sendJson(res, 200, store.listTraces(scoped(listQueryFrom(q), project)));
+        sendJson(res, 200, store.listTraces(scoped(traceQueryFrom(q), project)));
       },
     ],
     [
@@ -152,6 +158,8 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         sendJson(res, 200, store.listEvents(scoped(listQueryFrom(q), project)));
       },
     ],
+    ['/api/snapshots', (q, res, project) => sendJson(res, 200, store.listSnapshots(scoped(listQueryFrom(q), project)))],
+    ['/api/registrations', (q, res, project) => sendJson(res, 200, store.listBtRegistrations(scoped(listQueryFrom(q), project)))],
     [
       '/api/stats',
       (_q, res, project) => {

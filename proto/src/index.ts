@@ -7,3 +7,4 @@ export { Sketch, BucketStore, SKETCH_ALPHA, SKETCH_MIN_VALUE, SKETCH_MIN_KEY, SK
 export * from './correlation';
 export * from './socket-path';
 export { type Clock, systemClock } from './clock';
+export { LOG_LEVELS, type LogLevelName, REDACTED_LOG_PATHS, logOptions } from './log-options';

@@ -53,7 +53,11 @@ const extra = (o) =>
 function table(figs) {
   const out = [BEGIN, ''];
   const levels = [...new Set(figs.map((f) => f.level))].join(', ');
-  const when = figs.map((f) => f.at).sort().pop() || 'never';
+  const when =
+    figs
+      .map((f) => f.at)
+      .sort()
+      .pop() || 'never';
   out.push(`${figs.length} cases, level ${levels || '–'}, last figure at ${when}.`, '');
   for (const [section, title] of SECTIONS) {
     const rows = figs.filter((f) => f.section === section).sort((x, y) => x.case.localeCompare(y.case));

@@ -265,7 +265,7 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
     assert.equal(s.counters.dropped.disk_full % 600, 0, 'whole intervals');
     assert.equal(s.counters.retentionErrors, 0, 'no commit ever failed');
     assert.equal(sc.logs(/beyond its space bounds \(min_free\)/).length, 1, 'one log line when dropping starts');
-    await waitFor('free space back above the bound', async () => (await sidecarStatus(sc.socket)).retention.freeBytes >= 1_400_000);
+    await waitFor('free space back above the bound', async () => (await sidecarStatus(sc.socket)).retention.freeBytes >= 1_400_000, 30_000);
     assert.equal(sc.alive, true);
   });
 });

@@ -6,7 +6,17 @@ import { type AgentListRow, AgentStore } from './agents';
 import { type CreatedKey, type KeyRow, KeyStore } from './keys';
 import { MetricStore } from './metrics';
 import { type OpenOptions, errText, isCorruption, openDatabaseFile, secureFiles, setDurability } from './open';
-import { type BtRegistrationRow, type EventRow, type ListQuery, type MetricQuery, type MetricRow, Queries, type TraceRow } from './queries';
+import {
+  type BtRegistrationRow,
+  type EventRow,
+  type ListQuery,
+  type MetricQuery,
+  type MetricRow,
+  Queries,
+  type SnapshotRow,
+  type TraceQuery,
+  type TraceRow,
+} from './queries';
 import { ReadTokens } from './read-tokens';
 import { migrate } from './schema';
 import { TextStore } from './text-items';
@@ -14,7 +24,17 @@ import { TextStore } from './text-items';
 export type { AgentListRow } from './agents';
 export { type KeyRow, projectSlug } from './keys';
 export { DB_FILE, assertSynchronous } from './open';
-export { type BtRegistrationRow, type EventRow, type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type MetricRow, type TraceRow } from './queries';
+export {
+  type BtRegistrationRow,
+  type EventRow,
+  type ListQuery,
+  MAX_QUERY_LIMIT,
+  type MetricQuery,
+  type MetricRow,
+  type SnapshotRow,
+  type TraceQuery,
+  type TraceRow,
+} from './queries';
 export * from './read-tokens';
 export { ROLLUP_MS, isMinuteFinal, minuteOf } from './rollup';
 export { MIGRATIONS, SCHEMA_VERSION } from './schema';
@@ -137,13 +157,16 @@ export class SqliteStore implements CollectorStore {
   queryMetrics(q: MetricQuery = {}): MetricRow[] {
     return this.queries.queryMetrics(q);
   }
-  listTraces(q: ListQuery = {}): TraceRow[] {
+  listTraces(q: TraceQuery = {}): TraceRow[] {
     return this.queries.listTraces(q);
+  }
+  listSnapshots(q: ListQuery = {}): SnapshotRow[] {
+    return this.queries.listSnapshots(q);
   }
   listEvents(q: ListQuery = {}): EventRow[] {
     return this.queries.listEvents(q);
   }
-  listBtRegistrations(q: { project?: string; agent?: string } = {}): BtRegistrationRow[] {
+  listBtRegistrations(q: ListQuery = {}): BtRegistrationRow[] {
     return this.queries.listBtRegistrations(q);
   }
   counts(): Record<string, number> {

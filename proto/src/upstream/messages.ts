@@ -155,9 +155,14 @@ export function decodePing(b: Buffer): number {
   return ts;
 }
 
-/** The sealed Pong that answers a Ping body: the same timestamp back, so the pinging end can measure the round trip. Both ends answer alike. */
-export function pongFor(sealer: Sealer, ping: Buffer): Buffer {
-  return sealer.text(Inner.Pong, encodePing(decodePing(ping)));
+/**
+ * Keepalives, handled alike by both ends: a Ping is answered (`write`) with the sealed Pong
+ * carrying its timestamp back, so the pinging end can measure the round trip; a Pong needs
+ * nothing. True when `m` was a keepalive.
+ */
+export function answerKeepalive(sealer: Sealer, m: { inner: number; body: Buffer }, write: (frame: Buffer) => void): boolean {
+  if (m.inner === Inner.Ping) write(sealer.text(Inner.Pong, encodePing(decodePing(m.body))));
+  return m.inner === Inner.Ping || m.inner === Inner.Pong;
 }
 
 /** Series bytes of a decoded series: its key is their latin1 image. */

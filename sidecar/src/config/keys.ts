@@ -2,6 +2,7 @@
  * The key table: every configuration key with its type, default, description, parser and
  * printer, and the names a key has as a flag and as an environment variable.
  */
+import { LOG_LEVELS, type LogLevelName } from '@apm-sidecar/proto';
 import { PROFILES, type ProfileName, type ReconnectSchedule } from '../reconnect-schedule';
 import { type HostPort, MAX_TIMER_MS, formatHostPort, hostList, hostPortOrOff, integer, noControlChars, oneOf, schedule, text, unixSocketPath } from './values';
 
@@ -12,7 +13,7 @@ export const ENV_PREFIX = 'APM_SIDECAR_';
 export const SHIM_ONLY_ENV: readonly string[] = ['APM_SIDECAR_SOCKET_OWNER'];
 
 export type Transport = 'tcp' | 'http' | 'debug';
-export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+export type LogLevel = LogLevelName;
 
 /** Every configuration value, typed. Durations are milliseconds. */
 export interface SidecarConfig {
@@ -123,7 +124,6 @@ function hostPortKey(name: ConfigKey, description: string): ConfigKeyDef<HostPor
 }
 
 const TRANSPORTS: readonly Transport[] = ['tcp', 'http', 'debug'];
-const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const PROFILE_NAMES = Object.keys(PROFILES) as ProfileName[];
 
 const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = {

@@ -73,7 +73,7 @@ export class RetentionHolder {
   upkeep(): RetentionStore | null {
     if (this.store === null) this.open();
     const store = this.store;
-    if (store !== null && store.condition.failing) store.probe();
+    if (store?.condition.failing) store.probe();
     return store;
   }
 

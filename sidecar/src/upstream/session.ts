@@ -18,7 +18,7 @@ import {
   decodeUpError,
   encodeAgentInfo,
   encodePing,
-  pongFor,
+  answerKeepalive,
   HandshakeError,
 } from '@apm-sidecar/proto/upstream';
 import { ConnectTimeoutError, NoLicenseError, ReadTimeoutError, UpstreamSocketError } from './errors';
@@ -207,6 +207,7 @@ export class UpstreamSession {
       return;
     }
     const m = (this.opener as Opener).open(type, payload);
+    if (answerKeepalive(this.sealer as Sealer, m, (f) => this.write(f))) return;
     switch (m.inner) {
       case Inner.Config: {
         this.config = decodeAgentConfig(m.body);
@@ -225,11 +226,6 @@ export class UpstreamSession {
         break;
       case Inner.Ack:
         this.events.ack(decodeUpAck(m.body));
-        return;
-      case Inner.Ping:
-        this.write(pongFor(this.sealer as Sealer, m.body));
-        return;
-      case Inner.Pong:
         return;
       case Inner.Error: {
         const e = decodeUpError(m.body);
