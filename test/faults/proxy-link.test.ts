@@ -35,8 +35,8 @@ const CASES: (ProxyCase & { title: string })[] = [
   },
   {
     id: 'proxy/bandwidth',
-    title: 'bandwidth 300 B/s both ways (below the load’s ~650 B/s): the proxy holds the rate, the sidecar stays active',
-    fault: 'bandwidth 300 bytes/s, both ways (the load needs ~650 B/s upstream)',
+    title: 'bandwidth 300 B/s both ways (below the load’s ~800 B/s): the proxy holds the rate, the sidecar stays active',
+    fault: 'bandwidth 300 bytes/s, both ways (the load needs ~800 B/s upstream)',
     apply: (rig) => rig.proxy.set('bandwidth', { bytesPerSec: 300 }),
     async during(rig, t0) {
       const up0 = rig.proxy.stats.bytes.up;

@@ -15,9 +15,13 @@ import { sleep, waitFor } from '../helpers/procs';
 import { type ProxyCase, RIG, SO_DETECT_MS, delta, describeProxyCases, reached, soTimeoutCause } from '../helpers/proxy-rig';
 
 const FILE = 'faults/proxy-outage';
-/** The slow link after an outage: twice what the load needs upstream, and the outage's length once detected. */
-const SLOW_BPS = 1300;
-const BACKLOG_MS = byLevel(2500, 6000, 20000);
+/**
+ * The slow link after an outage: about 2.5 × what the load needs upstream (~800 B/s), so the backlog
+ * drains in seconds, yet slow enough that a resent frame of the backlog takes longer than
+ * tcp_so_timeout to arrive; and how long the outage lasts once detected.
+ */
+const SLOW_BPS = 2000;
+const BACKLOG_MS = byLevel(3500, 6000, 20000);
 
 const CASES: (ProxyCase & { title: string })[] = [
   {
@@ -40,7 +44,7 @@ const CASES: (ProxyCase & { title: string })[] = [
   {
     id: 'proxy/bandwidth-backlog',
     title: 'a slow link after an outage: the backlog, in frames that take longer than tcp_so_timeout to arrive, is delivered without a session ending',
-    fault: `stall until the sidecar holds a backlog, then the link back at ${SLOW_BPS} B/s upstream (2× the load's need)`,
+    fault: `stall until the sidecar holds a backlog, then the link back at ${SLOW_BPS} B/s upstream (about 2.5 × the load's need)`,
     apply: (rig) => rig.proxy.set('stall', {}),
     async during(rig, t0) {
       const lost = await reached(rig.sidecar, 'reconnecting', t0, SO_DETECT_MS + 5000);
