@@ -128,9 +128,13 @@ export class AgentConnection implements AgentLink {
   private lastActivity: number;
   private lastData: number;
   private pingSentAt = 0;
+  /** When this collector last wrote to the agent. */
+  private lastSent: number;
+  /** A third of the agent's read timeout (AgentInfo.soTimeoutMs); null when the agent did not say. */
+  private keepaliveMs: number | null = null;
   private stalled = false;
   private timer: unknown = null;
-  private readonly tickMs: number;
+  private tickMs: number;
   private readonly clock: Clock;
 
   constructor(
@@ -142,6 +146,7 @@ export class AgentConnection implements AgentLink {
     this.clock = srv.clock;
     this.lastActivity = this.clock.now();
     this.lastData = this.lastActivity;
+    this.lastSent = this.lastActivity;
     const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
     this.parser = parser;
     this.handshakeTimer = this.clock.setTimeout(() => {
@@ -219,6 +224,13 @@ export class AgentConnection implements AgentLink {
       this.pingSentAt = now;
       this.write((this.sealer as Sealer).text(Inner.Ping, encodePing(now)));
     }
+    // A frame still arriving (a large one, a slow link) is acked only once complete: until then the
+    // agent would hear nothing and its read timeout would end a healthy session, again and again
+    // on every resend. While its bytes keep coming, it hears a ping every third of that timeout.
+    const k = this.keepaliveMs;
+    if (this.phase === 'active' && k !== null && this.parser.pendingBytes > 0 && now - this.lastActivity < k && now - this.lastSent >= k) {
+      this.write((this.sealer as Sealer).text(Inner.Ping, encodePing(now)));
+    }
     if (this.phase === 'active' && !this.stalled && now - this.lastData >= o.stallAfterMs) {
       this.stalled = true;
       this.srv.setAgentState(this.ref, 'stalled', `no data for ${o.stallAfterMs} ms`, now);
@@ -229,6 +241,7 @@ export class AgentConnection implements AgentLink {
 
   private write(frame: Buffer): void {
     if (this.phase === 'closed') return;
+    this.lastSent = this.clock.now();
     // A failed write surfaces as 'error' and marks the agent disconnected at once.
     this.socket.write(frame);
   }
@@ -394,6 +407,10 @@ export class AgentConnection implements AgentLink {
     }
     this.phase = 'active';
     this.lastData = now;
+    if (info.soTimeoutMs !== undefined) {
+      this.keepaliveMs = Math.max(10, Math.floor(info.soTimeoutMs / 3));
+      this.tickMs = Math.min(this.tickMs, Math.max(10, this.keepaliveMs / 2));
+    }
     o.stats.sessions[this.transport]++;
     o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
   }
