@@ -46,10 +46,17 @@ export class Outbox {
       if (phase === 'start') log.warn({ queue: q.name, capacity: q.capacity }, `${q.name} is full: dropping the oldest packs`);
       else log.warn({ queue: q.name, dropped: total }, `${q.name} has room again after dropping ${total} packs`);
     };
+    const retention = opts.retention;
     this.queue1 = new Queue1(
       opts.queue1Size,
       (pack, reason) => counters.drop(reason, pack.kind === 'metrics' ? pack.points : 1),
       (phase, total) => dropEpisode({ name: 'queue1', capacity: opts.queue1Size }, phase, total),
+      {
+        // Only a retention whose commits succeed holds what leaves memory.
+        holds: () => retention.store !== null && !retention.store.condition.failing,
+        load: (limit, skip) =>
+          retention.store?.packsInOrder(limit, skip)?.map((p): Pack => ({ kind: 'metrics', ...p })) ?? null,
+      },
     );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);
     this.ring = new EventRing(opts.eventReplayWindowMs, 10_000, (n, reason) => counters.drop(reason, n));
@@ -110,10 +117,14 @@ export class Outbox {
   purge(now: number): void {
     const { retentionMs, retention, counters, log } = this.opts;
     const cutoff = now - retentionMs;
-    let points = 0;
-    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') points += p.points;
+    const expired = new Map<string, number>();
+    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') expired.set(p.packId, p.points);
     // On failure the rows stay and the next purge drops them; the condition is already reported.
-    retention.store?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
+    const purged = retention.store?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
+    // Spilled packs expire in the retention only; a pack with the transport may still be delivered.
+    for (const [id, n] of purged?.packs ?? []) if (!this.queue1.isSending(id)) expired.set(id, n);
+    let points = 0;
+    for (const n of expired.values()) points += n;
     if (points > 0) {
       counters.drop('expired', points);
       log.warn({ points, retentionMs }, `dropped ${points} metric points older than retention_ms`);

@@ -40,7 +40,7 @@ export const CRASH_SIDECAR: Settings = {
   reconnect_schedule: '200',
   standby_after_ms: 3_600_000,
   retention_ms: 3_600_000,
-  shutdown_timeout_ms: 3000,
+  shutdown_timeout_ms: 1000,
 };
 
 /** Collector settings: a minute stays open for an hour, so a late point is never dropped as late. */

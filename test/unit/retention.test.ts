@@ -167,8 +167,20 @@ describe('RetentionStore', () => {
     store.addFrame(frame('i1', 2, 5000), () => {});
     store.sealInterval(999_999, [pack('a', 1000, 3), pack('b', 2000, 2), pack('c', 3000, 7), pack('d', 5000, 4)]);
     // Not committed yet: purge commits what is pending first.
+    assert.deepEqual(
+      store.packsInOrder(2, (id) => id === 'a')?.map((p) => p.packId),
+      ['b', 'c'],
+      'the oldest packs first, skipping those named, at most the limit',
+    );
     const r = store.purge(3000, 0);
-    assert.deepEqual(r, { points: 5, frames: 1 });
+    assert.deepEqual(r, {
+      points: 5,
+      frames: 1,
+      packs: new Map([
+        ['a', 3],
+        ['b', 2],
+      ]),
+    });
     assert.deepEqual(
       store.loadPacks().map((p) => p.packId),
       ['c', 'd'],
