@@ -27,6 +27,11 @@ export interface RigOptions {
   sidecar?: Settings;
   /** Load app environment (TICK_MS, FLUSH_EVERY, FLUSH_TIMEOUT_MS). */
   appEnv?: Settings;
+  /**
+   * Something between the sidecar and the collector (a Gate, a fault proxy): given the collector's
+   * port once it is known, returns the port the sidecar dials. Default: the collector itself.
+   */
+  via?: (collectorPort: number) => Promise<number>;
 }
 
 /**
@@ -86,6 +91,8 @@ export class CrashRig {
   key = '';
   private port = 0;
   private httpPort = 0;
+  /** The port the sidecar dials: the collector's, or what `via` put in front of it. */
+  private upstreamPort = 0;
   readonly rss: RssWatch;
 
   private constructor(readonly o: RigOptions) {
@@ -106,6 +113,7 @@ export class CrashRig {
     try {
       rig.key = await createKey(rig.collectorData, o.name);
       await rig.startCollector();
+      rig.upstreamPort = o.via ? await o.via(rig.port) : rig.port;
       await rig.startSidecar();
       await rig.waitSidecar((s) => s === 'active', 20000);
       for (let i = 0; i < o.apps; i++) rig.startApp(i);
@@ -148,7 +156,7 @@ export class CrashRig {
     const settings = { ...CRASH_SIDECAR, agent_id: this.o.name, ...this.o.sidecar };
     this.sidecar = await startSidecar(
       this.sidecarDir,
-      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(this.port), ...sets(settings)],
+      ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(this.upstreamPort), ...sets(settings)],
       { APM_SIDECAR_ACCESS_KEY: this.key },
     );
   }
