@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { crashLoop, loopFigures } from '../helpers/crash-loop';
+import { crashLoop, loopFigures, rssWithinBounds } from '../helpers/crash-loop';
 import { CrashRig } from '../helpers/crash-rig';
 import { byLevel, seed } from '../helpers/figures';
 import type { Verdict } from '../helpers/ledger';
@@ -60,7 +60,7 @@ test('kill -9 of an app at random moments: the sidecar and the other apps are un
     return ackedAgain(r, t0);
   });
   const v = await r.drain();
-  loopFigures(
+  const rss = loopFigures(
     FILE,
     r,
     { case: 'crash/kill9-app', load: LOAD, fault: 'kill -9 of app0, restarted at once', lost: v.lost, duplicated: v.duplicated },
@@ -70,6 +70,7 @@ test('kill -9 of an app at random moments: the sidecar and the other apps are un
   );
   assert.equal(v.lost, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
   assert.equal(v.duplicated, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
+  rssWithinBounds(rss);
   unaffected(r, pid, v);
 });
 
@@ -89,7 +90,7 @@ test('SIGSTOP/SIGCONT of an app at random moments for 50–1500 ms: the sidecar 
     return ackedAgain(r, t0);
   });
   const v = await r.drain();
-  loopFigures(
+  const rss = loopFigures(
     FILE,
     r,
     { case: 'crash/sigstop-app', load: LOAD, fault: 'SIGSTOP of app0 for 50–1500 ms, then SIGCONT', lost: v.lost, duplicated: v.duplicated },
@@ -99,5 +100,6 @@ test('SIGSTOP/SIGCONT of an app at random moments for 50–1500 ms: the sidecar 
   );
   assert.equal(v.lost, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
   assert.equal(v.duplicated, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
+  rssWithinBounds(rss);
   unaffected(r, pid, v);
 });

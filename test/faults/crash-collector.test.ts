@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { crashLoop, loopFigures } from '../helpers/crash-loop';
+import { crashLoop, loopFigures, rssWithinBounds } from '../helpers/crash-loop';
 import { CrashRig } from '../helpers/crash-rig';
 import { byLevel, seed } from '../helpers/figures';
 import { Prng } from '../helpers/prng';
@@ -41,7 +41,7 @@ test('kill -9 of the collector at random moments, restarted on the same port and
     return r.recovery(t0, 0);
   });
   const v = await r.drain();
-  loopFigures(
+  const rss = loopFigures(
     FILE,
     r,
     { case: 'crash/kill9-collector', load: LOAD, fault: 'kill -9 of the collector, down 0–300 ms, restart on the same port + data dir', lost: v.lost, duplicated: v.duplicated },
@@ -51,6 +51,7 @@ test('kill -9 of the collector at random moments, restarted on the same port and
   );
   assert.equal(v.lost, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
   assert.equal(v.duplicated, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
+  rssWithinBounds(rss);
 });
 
 test('SIGSTOP/SIGCONT of the collector at random moments for 50–2000 ms, past tcp_so_timeout (800 ms) at times: every acked value at the collector exactly once', async () => {
@@ -70,7 +71,7 @@ test('SIGSTOP/SIGCONT of the collector at random moments for 50–2000 ms, past 
     return r.recovery(t0, null);
   });
   const v = await r.drain();
-  loopFigures(
+  const rss = loopFigures(
     FILE,
     r,
     {
@@ -86,4 +87,5 @@ test('SIGSTOP/SIGCONT of the collector at random moments for 50–2000 ms, past 
   );
   assert.equal(v.lost, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
   assert.equal(v.duplicated, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
+  rssWithinBounds(rss);
 });

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
+import { rssWithinBounds } from '../helpers/crash-loop';
 import { CrashRig, getJsonWithin } from '../helpers/crash-rig';
 import { byLevel, recordFigures } from '../helpers/figures';
 import { sidecarStatus } from '../helpers/outage';
@@ -58,6 +59,7 @@ test('SIGTERM of the sidecar while the collector is down keeps everything retain
     recovered.push(rec.receivingMs);
   }
   const v = await r.drain();
+  const rss = r.maxRss();
   recordFigures(FILE, {
     case: 'crash/sigterm-sidecar-during-outage',
     section: 'crash',
@@ -65,12 +67,13 @@ test('SIGTERM of the sidecar while the collector is down keeps everything retain
     fault: 'collector kill -9; the sidecar SIGTERMed during the outage and restarted; then the collector restarted',
     lost: v.lost,
     duplicated: v.duplicated,
-    maxRssMb: r.maxRss(),
+    maxRssMb: rss,
     recoverMs: Math.max(...recovered),
     extra: { rounds, sigtermExitMaxMs: Math.max(...exits), retainedRowsMin: Math.min(...kept), unacked: v.unacked, drained: v.drained },
   });
   assert.equal(v.lost, 0, JSON.stringify(v.perSeries));
   assert.equal(v.duplicated, 0, JSON.stringify(v.perSeries));
+  rssWithinBounds(rss);
 });
 
 test('the first part of a long outage (still within retention_ms) is delivered, not only the last', async () => {
@@ -98,6 +101,7 @@ test('the first part of a long outage (still within retention_ms) is delivered, 
     const first = Math.min(...pts.map((p) => p.ts).filter((ts) => ts >= cutAt - 200));
     earliest = Math.max(earliest, first - cutAt);
   }
+  const rss = r.maxRss();
   recordFigures(FILE, {
     case: 'crash/first-minutes-of-outage',
     section: 'crash',
@@ -105,12 +109,13 @@ test('the first part of a long outage (still within retention_ms) is delivered, 
     fault: `collector down ${outageMs} ms with retention_ms ${retentionMs}, metric_interval_ms 200, net_send_queue1_size 8`,
     lost: v.lost,
     duplicated: v.duplicated,
-    maxRssMb: r.maxRss(),
+    maxRssMb: rss,
     recoverMs: rec.receivingMs,
     extra: { earliestPointAfterCutMs: earliest, expired: dropped.expired ?? 0, queue1Full: dropped.queue1_full ?? 0, unacked: v.unacked, drained: v.drained },
   });
   assert.equal(dropped.expired ?? 0, 0, 'nothing reached retention_ms (else the machine was too slow for this scale)');
   assert.equal(v.lost, 0, JSON.stringify(v.perSeries));
   assert.equal(v.duplicated, 0, JSON.stringify(v.perSeries));
+  rssWithinBounds(rss);
   assert.ok(earliest <= 1000, `the outage's first second is at the collector (earliest point ${earliest} ms after the cut)`);
 });

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { crashLoop, loopFigures } from '../helpers/crash-loop';
+import { crashLoop, loopFigures, rssWithinBounds } from '../helpers/crash-loop';
 import { CrashRig } from '../helpers/crash-rig';
 import { byLevel, seed } from '../helpers/figures';
 import { Prng } from '../helpers/prng';
@@ -41,7 +41,7 @@ test('kill -9 of the sidecar at random moments, restarted on the same socket and
     return r.recovery(t0, before);
   });
   const v = await r.drain();
-  loopFigures(
+  const rss = loopFigures(
     FILE,
     r,
     { case: 'crash/kill9-sidecar', load: LOAD, fault: 'kill -9 of the sidecar, restart on the same socket + data dir', lost: v.lost, duplicated: v.duplicated },
@@ -51,6 +51,7 @@ test('kill -9 of the sidecar at random moments, restarted on the same socket and
   );
   assert.equal(v.lost, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
   assert.equal(v.duplicated, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
+  rssWithinBounds(rss);
 });
 
 test('SIGSTOP/SIGCONT of the sidecar at random moments for 50–1500 ms: every acked value at the collector exactly once', async () => {
@@ -68,7 +69,7 @@ test('SIGSTOP/SIGCONT of the sidecar at random moments for 50–1500 ms: every a
     return r.recovery(t0, null);
   });
   const v = await r.drain();
-  loopFigures(
+  const rss = loopFigures(
     FILE,
     r,
     { case: 'crash/sigstop-sidecar', load: LOAD, fault: 'SIGSTOP of the sidecar for 50–1500 ms, then SIGCONT', lost: v.lost, duplicated: v.duplicated },
@@ -79,4 +80,5 @@ test('SIGSTOP/SIGCONT of the sidecar at random moments for 50–1500 ms: every a
   assert.equal(r.sidecar.pid, pid, 'the same sidecar throughout');
   assert.equal(v.lost, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
   assert.equal(v.duplicated, 0, `seed ${s}: ${JSON.stringify(v.perSeries)}`);
+  rssWithinBounds(rss);
 });

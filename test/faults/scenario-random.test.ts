@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
+import { rssWithinBounds } from '../helpers/crash-loop';
 import { CrashRig } from '../helpers/crash-rig';
 import { byLevel, recordFigures, seed } from '../helpers/figures';
 import { Gate } from '../helpers/outage';
@@ -47,6 +48,7 @@ test('a seeded random mix of load, outages, kills and pauses: every acked value 
   await heal(world, finalModel(steps, APPS));
   const v = await r.drain();
   const recoverMs = Date.now() - healedAt;
+  const rss = r.maxRss();
   recordFigures(
     FILE,
     {
@@ -56,7 +58,7 @@ test('a seeded random mix of load, outages, kills and pauses: every acked value 
       fault: `${steps.length} seeded steps over ${durationMs / 1000} s: ${kindCounts(steps)}`,
       lost: v.lost,
       duplicated: v.duplicated,
-      maxRssMb: r.maxRss(),
+      maxRssMb: rss,
       recoverMs,
       extra: { seed: s, steps: steps.length, unacked: v.unacked, drained: v.drained },
     },
@@ -64,4 +66,5 @@ test('a seeded random mix of load, outages, kills and pauses: every acked value 
   );
   assert.equal(v.lost, 0, `${JSON.stringify(v.perSeries)}\n${stepList()}`);
   assert.equal(v.duplicated, 0, `${JSON.stringify(v.perSeries)}\n${stepList()}`);
+  rssWithinBounds(rss);
 });

@@ -38,7 +38,23 @@ export async function crashLoop(
   return { iterations, recoveries };
 }
 
-/** The figures of a loop on a rig: recovery medians and maxima, RSS per role, the verdict. */
+/**
+ * RSS bounds per role, in MiB. At this load a sidecar or collector runs at about 70 MiB and a load
+ * app at about 45; the bounds are roughly three times that, far below what unbounded buffering
+ * across dozens of restarts or pauses would reach, and far above what GC timing on a loaded
+ * machine moves.
+ */
+export const RSS_BOUNDS_MB: Record<string, number> = { sidecar: 200, collector: 250, app: 150 };
+
+/** Every role's max RSS within RSS_BOUNDS_MB. */
+export function rssWithinBounds(max: Record<string, number>): void {
+  for (const [role, mb] of Object.entries(max)) {
+    const bound = RSS_BOUNDS_MB[role];
+    if (bound !== undefined && mb > bound) throw new Error(`${role} RSS ${mb} MiB is over its bound of ${bound} MiB`);
+  }
+}
+
+/** The figures of a loop on a rig: recovery medians and maxima, RSS per role, the verdict; returns the RSS maxima. */
 export function loopFigures(
   file: string,
   rig: CrashRig,
@@ -46,7 +62,8 @@ export function loopFigures(
   loop: LoopResult,
   seedValue: number,
   extra: Record<string, number | string | boolean> = {},
-): void {
+): Record<string, number> {
+  const maxRssMb = rig.maxRss();
   const active = medianMax(loop.recoveries.map((r) => r.activeMs));
   const receiving = medianMax(loop.recoveries.map((r) => r.receivingMs));
   recordFigures(
@@ -54,7 +71,7 @@ export function loopFigures(
     {
       ...f,
       section: 'crash',
-      maxRssMb: rig.maxRss(),
+      maxRssMb,
       recoverMs: receiving.max,
       extra: {
         iterations: loop.iterations,
@@ -68,4 +85,5 @@ export function loopFigures(
     },
     seedValue,
   );
+  return maxRssMb;
 }
