@@ -117,10 +117,12 @@ export class Outbox {
   purge(now: number): void {
     const { retentionMs, retention, counters, log } = this.opts;
     const cutoff = now - retentionMs;
+    // The retention first: queue1 tops its metrics lane up from it as packs leave memory, and
+    // must find only packs within retention_ms there. On failure the rows stay and the next
+    // purge drops them; the condition is already reported.
+    const purged = retention.store?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
     const expired = new Map<string, number>();
     for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') expired.set(p.packId, p.points);
-    // On failure the rows stay and the next purge drops them; the condition is already reported.
-    const purged = retention.store?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
     // Spilled packs expire in the retention only; a pack with the transport may still be delivered.
     for (const [id, n] of purged?.packs ?? []) if (!this.queue1.isSending(id)) expired.set(id, n);
     let points = 0;

@@ -79,7 +79,7 @@ export class Queue1 {
   }
 
   shift(): Pack | undefined {
-    if (this.spilled && this.lanes.metrics.length <= this.capacity >> 1) this.loadSpilled();
+    this.topUp();
     return this.lanes.bt.shift() ?? this.lanes.metrics.shift() ?? this.lanes.events.shift();
   }
 
@@ -89,6 +89,14 @@ export class Queue1 {
     this.spilled = true;
     this.spills++;
     return true;
+  }
+
+  /**
+   * While spilled, the metrics lane is kept at least half full from the retention, so it is never
+   * empty with packs waiting there (the sender looks at `depth` before it shifts).
+   */
+  private topUp(): void {
+    if (this.spilled && this.lanes.metrics.length <= this.capacity >> 1) this.loadSpilled();
   }
 
   /** Fill the metrics lane back up from the retention, oldest first; the spill ends when it runs dry. */
@@ -121,6 +129,7 @@ export class Queue1 {
     const gone: Pack[] = [];
     for (const p of this.lanes.metrics) (p.kind === 'metrics' && p.intervalStart < cutoff ? gone : keep).push(p);
     this.lanes.metrics = keep;
+    this.topUp();
     return gone;
   }
 
@@ -128,6 +137,7 @@ export class Queue1 {
   removeMetricPacks(which: (p: Extract<Pack, { kind: 'metrics' }>) => boolean): number {
     const before = this.lanes.metrics.length;
     this.lanes.metrics = this.lanes.metrics.filter((p) => p.kind !== 'metrics' || !which(p));
+    this.topUp();
     return before - this.lanes.metrics.length;
   }
 

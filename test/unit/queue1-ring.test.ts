@@ -128,6 +128,34 @@ describe('Queue1', () => {
     assert.deepEqual(dropped, ['n1']);
   });
 
+  test('while spilled, the metrics lane never empties with packs waiting in the retention: expiry and drops for space top it up', () => {
+    const retained: Pack[] = [];
+    const store: SpillStore = {
+      holds: () => true,
+      load: (limit, skip) => retained.filter((p) => p.kind === 'metrics' && !skip(p.packId)).slice(0, limit),
+    };
+    const q = new Queue1(2, () => assert.fail('nothing is dropped'), undefined, store);
+    for (let i = 1; i <= 6; i++) {
+      const p = metrics(`m${i}`, i * 1000);
+      retained.push(p);
+      q.push(p);
+    }
+    assert.equal(q.depth, 2);
+    // The retention purges what is past retention_ms first, then queue1 expires its own.
+    retained.splice(0, 2);
+    assert.deepEqual(q.expireMetrics(3000).map(label), ['m1', 'm2']);
+    assert.equal(q.depth, 2, 'topped up from the retention: the sender still sees packs');
+    retained.splice(0, 2); // dropped for space
+    q.removeMetricPacks((p) => p.packId === 'm3' || p.packId === 'm4');
+    const out: string[] = [];
+    for (let p = q.shift(); p !== undefined; p = q.shift()) {
+      out.push(label(p));
+      retained.splice(retained.indexOf(p), 1); // sent and acked
+    }
+    assert.deepEqual(out, ['m5', 'm6']);
+    assert.equal(q.spilled, false);
+  });
+
   test('a queue full of registrations drops the incoming pack, never a registration', () => {
     const dropped: string[] = [];
     const q = new Queue1(2, (p) => dropped.push(label(p)));
