@@ -12,7 +12,7 @@ import { rssWithinBounds } from '../helpers/crash-loop';
 import { CrashRig } from '../helpers/crash-rig';
 import { byLevel, recordFigures, seed } from '../helpers/figures';
 import { Gate } from '../helpers/outage';
-import { describeStep, finalModel, heal, kindCounts, plan, runPlan } from '../helpers/scenario';
+import { describeStep, finalModel, heal, kindCounts, plan, runPlan, settingsFor } from '../helpers/scenario';
 
 const FILE = 'faults/scenario-random';
 const APPS = 3;
@@ -29,12 +29,14 @@ test('a seeded random mix of load, outages, kills and pauses: every acked value 
   const s = seed();
   const durationMs = byLevel(10_000, 60_000, 240_000);
   const steps = plan(s, durationMs, APPS);
-  console.log(`# scenario seed ${s}: ${steps.length} steps over ${durationMs} ms (${kindCounts(steps)})`);
-  const stepList = () => `seed ${s}, replay with SEED=${s}; steps:\n${steps.map(describeStep).join('\n')}`;
+  const settings = settingsFor(s);
+  console.log(`# scenario seed ${s}: ${JSON.stringify(settings)}, ${steps.length} steps over ${durationMs} ms (${kindCounts(steps)})`);
+  const stepList = () => `seed ${s}, replay with SEED=${s}; sidecar ${JSON.stringify(settings)}; steps:\n${steps.map(describeStep).join('\n')}`;
 
   const r = await CrashRig.start({
     name: 'scenario',
     apps: APPS,
+    sidecar: settings,
     via: async (port) => {
       gate = new Gate(port);
       return gate.open();
@@ -55,7 +57,7 @@ test('a seeded random mix of load, outages, kills and pauses: every acked value 
       case: 'scenario/random-mix',
       section: 'scenario',
       load: `up to ${APPS} apps × 2 series × 50 adds/s`,
-      fault: `${steps.length} seeded steps over ${durationMs / 1000} s: ${kindCounts(steps)}`,
+      fault: `${steps.length} seeded steps over ${durationMs / 1000} s: ${kindCounts(steps)}; queue1 of ${settings.net_send_queue1_size} packs`,
       lost: v.lost,
       duplicated: v.duplicated,
       maxRssMb: rss,

@@ -16,6 +16,15 @@ export interface Step {
   args: Args;
 }
 
+/**
+ * Sidecar settings drawn from the seed too: queue1 from 4 packs (most of an outage waits in the
+ * retention only) to the default 512.
+ */
+export function settingsFor(seedValue: number): Record<string, number> {
+  const rng = new Prng(seedValue ^ 0x5eed);
+  return { net_send_queue1_size: rng.pick([4, 16, 512]) };
+}
+
 /** The plan for `seed`: steps every 100–800 ms over `durationMs`, each one applicable to the state it finds. */
 export function plan(seedValue: number, durationMs: number, apps: number): Step[] {
   const rng = new Prng(seedValue);
