@@ -54,8 +54,7 @@ export class Outbox {
       {
         // Only a retention whose commits succeed holds what leaves memory.
         holds: () => retention.store !== null && !retention.store.condition.failing,
-        load: (limit, skip) =>
-          retention.store?.packsInOrder(limit, skip)?.map((p): Pack => ({ kind: 'metrics', ...p })) ?? null,
+        load: (limit, skip) => retention.store?.packsInOrder(limit, skip)?.map((p): Pack => ({ kind: 'metrics', ...p })) ?? null,
       },
     );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);

@@ -44,7 +44,13 @@ test('kill -9 of the collector at random moments, restarted on the same port and
   const rss = loopFigures(
     FILE,
     r,
-    { case: 'crash/kill9-collector', load: LOAD, fault: 'kill -9 of the collector, down 0–300 ms, restart on the same port + data dir', lost: v.lost, duplicated: v.duplicated },
+    {
+      case: 'crash/kill9-collector',
+      load: LOAD,
+      fault: 'kill -9 of the collector, down 0–300 ms, restart on the same port + data dir',
+      lost: v.lost,
+      duplicated: v.duplicated,
+    },
     loop,
     s,
     { killsBeforeActive: early, unacked: v.unacked },

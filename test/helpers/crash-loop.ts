@@ -23,12 +23,7 @@ export interface LoopResult {
  * Run `step` `iterations` times, each after a random gap in [gapMin, gapMax] ms. A step returns
  * its recovery, or null for an iteration that did not wait for one (a fault during recovery).
  */
-export async function crashLoop(
-  iterations: number,
-  rng: Prng,
-  gap: [number, number],
-  step: (i: number) => Promise<Recovery | null>,
-): Promise<LoopResult> {
+export async function crashLoop(iterations: number, rng: Prng, gap: [number, number], step: (i: number) => Promise<Recovery | null>): Promise<LoopResult> {
   const recoveries: Recovery[] = [];
   for (let i = 0; i < iterations; i++) {
     await sleep(rng.int(gap[0], gap[1]));

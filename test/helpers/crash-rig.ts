@@ -195,10 +195,14 @@ export class CrashRig {
   }
 
   waitSidecar(ok: (state: string) => boolean, timeoutMs = 30000): Promise<string> {
-    return waitFor('the sidecar state', async () => {
-      const s = await this.sidecarState();
-      return s !== null && ok(s) ? s : null;
-    }, timeoutMs);
+    return waitFor(
+      'the sidecar state',
+      async () => {
+        const s = await this.sidecarState();
+        return s !== null && ok(s) ? s : null;
+      },
+      timeoutMs,
+    );
   }
 
   /** Metric points the running collector has stored since it started; null when it does not answer. */
@@ -256,7 +260,12 @@ export class CrashRig {
         'the sidecar to have sent everything',
         async () => {
           const s = await requestStatus(this.sidecar.socket, 3000);
-          const r = s as { retention: { rows: number }; upstream: { inFlightFrames: number }; queues: { queue1: { depth: number } }; aggregation: { openIntervals: number } };
+          const r = s as {
+            retention: { rows: number };
+            upstream: { inFlightFrames: number };
+            queues: { queue1: { depth: number } };
+            aggregation: { openIntervals: number };
+          };
           return r.retention.rows === 0 && r.upstream.inFlightFrames === 0 && r.queues.queue1.depth === 0 && r.aggregation.openIntervals === 0;
         },
         timeoutMs,
