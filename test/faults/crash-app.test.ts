@@ -15,7 +15,7 @@ import { Prng } from '../helpers/prng';
 import { sleep, waitFor } from '../helpers/procs';
 
 const FILE = 'faults/crash-app';
-const ITERATIONS = byLevel(5, 50, 200);
+const ITERATIONS = byLevel(3, 50, 200);
 const LOAD = '3 apps × 2 series × 50 adds/s, a flush awaited every 100 ms; app0 is the victim';
 let rig: CrashRig | undefined;
 afterEach(async () => {
@@ -53,7 +53,7 @@ test('kill -9 of an app at random moments: the sidecar and the other apps are un
   const r = await CrashRig.start({ name: 'kill9-app', apps: 3 });
   rig = r;
   const pid = r.sidecar.pid;
-  const loop = await crashLoop(ITERATIONS, rng, [0, 300], async () => {
+  const loop = await crashLoop(ITERATIONS, rng, [0, 250], async () => {
     await r.endApp(0, 'SIGKILL');
     const t0 = Date.now();
     r.startApp(0);
@@ -74,17 +74,17 @@ test('kill -9 of an app at random moments: the sidecar and the other apps are un
   unaffected(r, pid, v);
 });
 
-test('SIGSTOP/SIGCONT of an app at random moments for 50–1500 ms: the sidecar and the other apps are unaffected, every acked value at the collector exactly once', async () => {
+test('SIGSTOP/SIGCONT of an app at random moments for 50–1000 ms: the sidecar and the other apps are unaffected, every acked value at the collector exactly once', async () => {
   const s = seed();
   console.log(`# seed ${s}`);
   const rng = new Prng(s);
   const r = await CrashRig.start({ name: 'sigstop-app', apps: 3 });
   rig = r;
   const pid = r.sidecar.pid;
-  const loop = await crashLoop(ITERATIONS, rng, [0, 300], async () => {
+  const loop = await crashLoop(ITERATIONS, rng, [0, 250], async () => {
     const app = r.apps[0];
     app?.child.kill('SIGSTOP');
-    await sleep(rng.int(50, 1500));
+    await sleep(rng.int(50, 1000));
     const t0 = Date.now();
     app?.child.kill('SIGCONT');
     return ackedAgain(r, t0);
@@ -93,7 +93,7 @@ test('SIGSTOP/SIGCONT of an app at random moments for 50–1500 ms: the sidecar 
   const rss = loopFigures(
     FILE,
     r,
-    { case: 'crash/sigstop-app', load: LOAD, fault: 'SIGSTOP of app0 for 50–1500 ms, then SIGCONT', lost: v.lost, duplicated: v.duplicated },
+    { case: 'crash/sigstop-app', load: LOAD, fault: 'SIGSTOP of app0 for 50–1000 ms, then SIGCONT', lost: v.lost, duplicated: v.duplicated },
     loop,
     s,
     { unacked: v.unacked },

@@ -14,7 +14,7 @@ import { Prng } from '../helpers/prng';
 import { sleep } from '../helpers/procs';
 
 const FILE = 'faults/crash-collector';
-const ITERATIONS = byLevel(5, 50, 200);
+const ITERATIONS = byLevel(3, 50, 200);
 const LOAD = '3 apps × 2 series × 50 adds/s, a flush awaited every 100 ms';
 let rig: CrashRig | undefined;
 afterEach(async () => {
@@ -29,7 +29,7 @@ test('kill -9 of the collector at random moments, restarted on the same port and
   const r = await CrashRig.start({ name: 'kill9-collector', apps: 3 });
   rig = r;
   let early = 0;
-  const loop = await crashLoop(ITERATIONS, rng, [0, 400], async (i) => {
+  const loop = await crashLoop(ITERATIONS, rng, [0, 250], async (i) => {
     await r.collector.kill('SIGKILL');
     await sleep(rng.int(0, 300));
     const t0 = Date.now();
@@ -60,15 +60,15 @@ test('kill -9 of the collector at random moments, restarted on the same port and
   rssWithinBounds(rss);
 });
 
-test('SIGSTOP/SIGCONT of the collector at random moments for 50–2000 ms, past tcp_so_timeout (800 ms) at times: every acked value at the collector exactly once', async () => {
+test('SIGSTOP/SIGCONT of the collector at random moments for 50–1600 ms, past tcp_so_timeout (800 ms) at times: every acked value at the collector exactly once', async () => {
   const s = seed();
   console.log(`# seed ${s}`);
   const rng = new Prng(s);
   const r = await CrashRig.start({ name: 'sigstop-collector', apps: 3, sidecar: { tcp_so_timeout: 800 } });
   rig = r;
   let pastTimeout = 0;
-  const loop = await crashLoop(ITERATIONS, rng, [0, 400], async () => {
-    const pauseMs = rng.int(50, 2000);
+  const loop = await crashLoop(ITERATIONS, rng, [0, 250], async () => {
+    const pauseMs = rng.int(50, 1600);
     if (pauseMs > 800) pastTimeout++;
     r.collector.child.kill('SIGSTOP');
     await sleep(pauseMs);
@@ -83,7 +83,7 @@ test('SIGSTOP/SIGCONT of the collector at random moments for 50–2000 ms, past 
     {
       case: 'crash/sigstop-collector',
       load: LOAD,
-      fault: 'SIGSTOP of the collector for 50–2000 ms (sidecar tcp_so_timeout 800 ms), then SIGCONT',
+      fault: 'SIGSTOP of the collector for 50–1600 ms (sidecar tcp_so_timeout 800 ms), then SIGCONT',
       lost: v.lost,
       duplicated: v.duplicated,
     },

@@ -36,7 +36,7 @@ test('SIGTERM of the sidecar while the collector is down keeps everything retain
   for (let i = 0; i < rounds; i++) {
     await r.collector.kill('SIGKILL');
     await r.waitSidecar((s) => s !== 'active');
-    await sleep(byLevel(1000, 1500, 3000));
+    await sleep(byLevel(600, 1500, 3000));
     const before = (await sidecarStatus(r.sidecar.socket)) as Json;
     const t = Date.now();
     await r.sidecar.kill('SIGTERM');
@@ -52,7 +52,7 @@ test('SIGTERM of the sidecar while the collector is down keeps everything retain
       (opened.packs as number) >= before.retention.packs,
       `every retained pack is still there (${opened.packs} after, ${before.retention.packs} before the SIGTERM)`,
     );
-    await sleep(byLevel(500, 1000, 2000));
+    await sleep(byLevel(300, 1000, 2000));
     const t0 = Date.now();
     await r.startCollector();
     const rec = await r.recovery(t0, 0);

@@ -13,7 +13,7 @@ import { Prng } from '../helpers/prng';
 import { sleep } from '../helpers/procs';
 
 const FILE = 'faults/crash-sidecar';
-const ITERATIONS = byLevel(5, 50, 200);
+const ITERATIONS = byLevel(3, 50, 200);
 const LOAD = '3 apps × 2 series × 50 adds/s, a flush awaited every 100 ms';
 let rig: CrashRig | undefined;
 afterEach(async () => {
@@ -28,7 +28,7 @@ test('kill -9 of the sidecar at random moments, restarted on the same socket and
   const r = await CrashRig.start({ name: 'kill9-sidecar', apps: 3 });
   rig = r;
   let early = 0;
-  const loop = await crashLoop(ITERATIONS, rng, [0, 400], async (i) => {
+  const loop = await crashLoop(ITERATIONS, rng, [0, 250], async (i) => {
     await r.sidecar.kill('SIGKILL');
     const before = await r.receivedPoints();
     const t0 = Date.now();
@@ -54,16 +54,16 @@ test('kill -9 of the sidecar at random moments, restarted on the same socket and
   rssWithinBounds(rss);
 });
 
-test('SIGSTOP/SIGCONT of the sidecar at random moments for 50–1500 ms: every acked value at the collector exactly once', async () => {
+test('SIGSTOP/SIGCONT of the sidecar at random moments for 50–1000 ms: every acked value at the collector exactly once', async () => {
   const s = seed();
   console.log(`# seed ${s}`);
   const rng = new Prng(s);
   const r = await CrashRig.start({ name: 'sigstop-sidecar', apps: 3 });
   rig = r;
   const pid = r.sidecar.pid;
-  const loop = await crashLoop(ITERATIONS, rng, [0, 400], async () => {
+  const loop = await crashLoop(ITERATIONS, rng, [0, 250], async () => {
     r.sidecar.child.kill('SIGSTOP');
-    await sleep(rng.int(50, 1500));
+    await sleep(rng.int(50, 1000));
     const t0 = Date.now();
     r.sidecar.child.kill('SIGCONT');
     return r.recovery(t0, null);
@@ -72,7 +72,7 @@ test('SIGSTOP/SIGCONT of the sidecar at random moments for 50–1500 ms: every a
   const rss = loopFigures(
     FILE,
     r,
-    { case: 'crash/sigstop-sidecar', load: LOAD, fault: 'SIGSTOP of the sidecar for 50–1500 ms, then SIGCONT', lost: v.lost, duplicated: v.duplicated },
+    { case: 'crash/sigstop-sidecar', load: LOAD, fault: 'SIGSTOP of the sidecar for 50–1000 ms, then SIGCONT', lost: v.lost, duplicated: v.duplicated },
     loop,
     s,
     { unacked: v.unacked },

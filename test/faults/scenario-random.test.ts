@@ -27,7 +27,7 @@ afterEach(async () => {
 
 test('a seeded random mix of load, outages, kills and pauses: every acked value at the collector exactly once', async () => {
   const s = seed();
-  const durationMs = byLevel(10_000, 60_000, 240_000);
+  const durationMs = byLevel(8_000, 60_000, 240_000);
   const steps = plan(s, durationMs, APPS);
   const settings = settingsFor(s);
   console.log(`# scenario seed ${s}: ${JSON.stringify(settings)}, ${steps.length} steps over ${durationMs} ms (${kindCounts(steps)})`);

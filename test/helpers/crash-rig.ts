@@ -115,8 +115,8 @@ export class CrashRig {
       await rig.startCollector();
       rig.upstreamPort = o.via ? await o.via(rig.port) : rig.port;
       await rig.startSidecar();
-      await rig.waitSidecar((s) => s === 'active', 20000);
       for (let i = 0; i < o.apps; i++) rig.startApp(i);
+      await rig.waitSidecar((s) => s === 'active', 20000);
     } catch (err) {
       await rig.close();
       throw err;
@@ -246,10 +246,10 @@ export class CrashRig {
 
   /**
    * Stop the load (SIGTERM: each app flushes and exits), wait until the sidecar has sent and had
-   * acked everything and the collector holds at least every acked value, then `settleMs` more so a
-   * late duplicate would show, and judge.
+   * acked everything and the collector holds at least every acked value, then `settleMs` more (three
+   * metric intervals) so a late duplicate would show, and judge.
    */
-  async drain(settleMs = 1000, timeoutMs = 30000): Promise<Verdict & { tally: Tally; drained: boolean }> {
+  async drain(settleMs = 600, timeoutMs = 30000): Promise<Verdict & { tally: Tally; drained: boolean }> {
     for (let i = 0; i < this.apps.length; i++) if (this.apps[i]) await this.endApp(i, 'SIGTERM');
     const tally = addTallies(...this.ended);
     const names = this.allSeries();
