@@ -55,6 +55,10 @@ export class Outbox {
         // Only a retention whose commits succeed holds what leaves memory.
         holds: () => retention.store !== null && !retention.store.condition.failing,
         load: (limit, skip) => retention.store?.packsInOrder(limit, skip)?.map((p): Pack => ({ kind: 'metrics', ...p })) ?? null,
+        episode: (phase, packs) => {
+          if (phase === 'start') log.warn({ queue: 'queue1', capacity: opts.queue1Size }, 'queue1 is full: newer metric packs wait in the retention only');
+          else log.info({ queue: 'queue1', packs }, `queue1 has taken back the ${packs} metric packs that waited in the retention only`);
+        },
       },
     );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);

@@ -29,6 +29,8 @@ export interface SpillStore {
   holds(): boolean;
   /** Up to `limit` retained metric packs, oldest first, skipping those `skip` names; null when it cannot be read now. */
   load(limit: number, skip: (packId: string) => boolean): Pack[] | null;
+  /** Told once when a spill starts and once, with the packs it spilled, when it ends. */
+  episode?(phase: 'start' | 'end', packs: number): void;
 }
 export class Queue1 {
   readonly name = 'queue1';
@@ -39,6 +41,7 @@ export class Queue1 {
   spilled = false;
   /** Metric packs that went to the retention only for want of room. */
   spills = 0;
+  private spillsInEpisode = 0;
   /** True for a metric pack with the transport (not in memory, still retained): not loaded back. */
   isSending: (packId: string) => boolean = () => false;
 
@@ -86,8 +89,13 @@ export class Queue1 {
   /** Leave a metric pack in the retention only, when it holds it; false when it cannot. */
   private spill(): boolean {
     if (this.store === null || !this.store.holds()) return false;
-    this.spilled = true;
+    if (!this.spilled) {
+      this.spilled = true;
+      this.spillsInEpisode = 0;
+      this.store.episode?.('start', 0);
+    }
     this.spills++;
+    this.spillsInEpisode++;
     return true;
   }
 
@@ -108,7 +116,10 @@ export class Queue1 {
     // Unreadable now: the next shift tries again.
     if (got === null) return;
     this.lanes.metrics.push(...got);
-    if (got.length < limit) this.spilled = false;
+    if (got.length < limit) {
+      this.spilled = false;
+      (this.store as SpillStore).episode?.('end', this.spillsInEpisode);
+    }
   }
 
   /** Put a pack that failed to send back at the head of its lane. */

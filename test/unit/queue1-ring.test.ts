@@ -95,6 +95,8 @@ describe('Queue1', () => {
       holds: () => holds,
       load: (limit, skip) => retained.filter((p) => p.kind === 'metrics' && !skip(p.packId)).slice(0, limit),
     };
+    const episodes: [string, number][] = [];
+    store.episode = (phase, packs) => episodes.push([phase, packs]);
     const lost: string[] = [];
     const q = new Queue1(3, (p) => lost.push(label(p)), undefined, store);
     const emit = (id: string) => {
@@ -120,6 +122,14 @@ describe('Queue1', () => {
     assert.deepEqual(out, ['m2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9']);
     assert.equal(q.spilled, false, 'the spill ends once the retention has nothing more');
     assert.equal(q.spills, 6);
+    assert.deepEqual(
+      episodes,
+      [
+        ['start', 0],
+        ['end', 6],
+      ],
+      'told once when it started and once, with the total, when it ended',
+    );
 
     holds = false; // a retention that cannot take writes holds nothing: the oldest metric pack is dropped
     const dropped: string[] = [];
