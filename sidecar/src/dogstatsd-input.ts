@@ -67,7 +67,7 @@ export class DogStatsdInput {
     if (msg === null) return;
     this.seq = msg.seq;
     o.counters.received.metrics += msg.points.length;
-    o.aggregator.add(msg);
+    o.aggregator.add(msg, { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq });
     o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
     const frame = encodeMetrics(msg);
     // Datagrams have no sender to resend them: on a failed commit they are kept in memory only

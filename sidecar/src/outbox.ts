@@ -1,6 +1,6 @@
 import type { SidecarState } from '@apm-sidecar/proto';
 import { encodeMetricPack } from '@apm-sidecar/proto/upstream';
-import type { AggPoint } from './aggregator';
+import type { AggPoint, FrameRef } from './aggregator';
 import type { Counters } from './counters';
 import { EventRing } from './event-ring';
 import { dropsQueue2, keepPolicy } from './link/keep-policy';
@@ -74,8 +74,8 @@ export class Outbox {
     else this.opts.counters.drop(keep.drop);
   }
 
-  /** A closed interval becomes packs: queued, and in the retention in place of its raw frames. */
-  emitMetrics(intervalStart: number, points: AggPoint[]): void {
+  /** A closed interval becomes packs: queued, and in the retention in place of the raw frames folded into it. */
+  emitMetrics(intervalStart: number, points: AggPoint[], frames: FrameRef[]): void {
     const { agentId, metricIntervalMs: intervalMs } = this.opts;
     const stored: StoredPack[] = [];
     for (let i = 0; i < points.length; i += PER_PACK) {
@@ -87,7 +87,7 @@ export class Outbox {
       this.queue1.push({ kind: 'metrics', packId, intervalStart, intervalMs, points: chunk.length, body });
     }
     // The interval's raw frames are replaced by its packs in one transaction.
-    this.opts.retention.store?.sealInterval(intervalStart, stored);
+    this.opts.retention.store?.sealInterval(stored, frames);
   }
 
   /** The collector acked a pack: counted as sent, and no longer retained. */

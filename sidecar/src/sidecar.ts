@@ -116,8 +116,8 @@ export class Sidecar implements IpcHandler {
     });
     const wake = (): void => this.sender.step();
     this.outbox = new Outbox({ ...opts, retention: this.retention, counters, log, wake });
-    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) =>
-      this.outbox.emitMetrics(start, points),
+    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points, frames) =>
+      this.outbox.emitMetrics(start, points, frames),
     );
     const up = opts.upstream;
     this.transport =

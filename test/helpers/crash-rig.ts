@@ -94,6 +94,8 @@ export class CrashRig {
   /** The port the sidecar dials: the collector's, or what `via` put in front of it. */
   private upstreamPort = 0;
   readonly rss: RssWatch;
+  /** What the sidecar still held when drain() gave up waiting (for the failure message). */
+  left = '';
 
   private constructor(readonly o: RigOptions) {
     this.apps = Array.from({ length: o.apps }, () => null);
@@ -282,6 +284,12 @@ export class CrashRig {
       );
     } catch {
       drained = false;
+      try {
+        const s = (await requestStatus(this.sidecar.socket, 3000)) as Record<string, unknown>;
+        this.left = JSON.stringify({ retention: s.retention, upstream: s.upstream, queues: s.queues, aggregation: s.aggregation });
+      } catch (err) {
+        this.left = `no status: ${String(err)}`;
+      }
     }
     await sleep(settleMs);
     const v = judge(tally, await collectorSums(this.collector, names));

@@ -50,7 +50,7 @@ const SQL = {
   upsertSeq:
     'INSERT INTO seqs (instance_id, seq, seen_at) VALUES (?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET seq = max(seq, excluded.seq), seen_at = excluded.seen_at',
   insertPack: 'INSERT OR REPLACE INTO packs (pack_id, interval_start, interval_ms, points, body) VALUES (?, ?, ?, ?, ?)',
-  deleteFramesOf: 'DELETE FROM frames WHERE interval_start = ?',
+  deleteFrame: 'DELETE FROM frames WHERE instance_id = ? AND seq = ?',
   deletePack: 'DELETE FROM packs WHERE pack_id = ?',
   insertBt: 'INSERT OR IGNORE INTO bt (name, ts, app, instance_id, pid) VALUES (?, ?, ?, ?, ?)',
   btSent: 'UPDATE bt SET sent = 1 WHERE name = ?',

@@ -210,12 +210,16 @@ export class RetentionStore {
     });
   }
 
-  /** An interval closed: its packs replace its raw frames, atomically. */
-  sealInterval(intervalStart: number, packs: StoredPack[]): void {
+  /**
+   * An interval closed: its packs replace the raw frames folded into them, atomically. Only those:
+   * a frame of the same interval written meanwhile (a straggler, aggregated after this seal was
+   * asked for) is in no pack yet and stays until its own seal.
+   */
+  sealInterval(packs: StoredPack[], frames: readonly { instanceId: string; seq: number }[]): void {
     this.enqueue({
       run: () => {
         for (const p of packs) this.st.insertPack.run(p.packId, p.intervalStart, p.intervalMs, p.points, p.body);
-        this.st.deleteFramesOf.run(intervalStart);
+        for (const f of frames) this.st.deleteFrame.run(f.instanceId, f.seq);
       },
     });
   }
