@@ -116,8 +116,8 @@ export class Sidecar implements IpcHandler {
     });
     const wake = (): void => this.sender.step();
     this.outbox = new Outbox({ ...opts, retention: this.retention, counters, log, wake });
-    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) =>
-      this.outbox.emitMetrics(start, points),
+    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points, frames) =>
+      this.outbox.emitMetrics(start, points, frames),
     );
     const up = opts.upstream;
     this.transport =
@@ -125,6 +125,7 @@ export class Sidecar implements IpcHandler {
         ? new DebugTransport(opts.agentId, up.output)
         : new TcpTransport({ ...up, agentId: opts.agentId, version: SIDECAR_VERSION, apps: () => this.ipc.apps() });
     this.sender = new Sender([this.outbox.queue1, this.outbox.queue2], this.transport, (pack) => this.outbox.sent(pack));
+    this.outbox.queue1.isSending = (id) => this.sender.isSending(id);
     const parts = { seqs: this.seqs, retention: this.retention, aggregator: this.aggregator, counters, log };
     this.ingest = new DurableIngest({ ...parts, queue1: this.outbox.queue1, knownBt, wake });
     this.dogstatsd = new DogStatsdInput({

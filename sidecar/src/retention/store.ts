@@ -229,12 +229,16 @@ export class RetentionStore {
     });
   }
 
-  /** An interval closed: its packs replace its raw frames, atomically. */
-  sealInterval(intervalStart: number, packs: StoredPack[]): void {
+  /**
+   * An interval closed: its packs replace the raw frames folded into them, atomically. Only those:
+   * a frame of the same interval written meanwhile (a straggler, aggregated after this seal was
+   * asked for) is in no pack yet and stays until its own seal.
+   */
+  sealInterval(packs: StoredPack[], frames: readonly { instanceId: string; seq: number }[]): void {
     this.enqueue({
       run: () => {
         for (const p of packs) this.st.insertPack.run(p.packId, p.intervalStart, p.intervalMs, p.points, p.body);
-        this.st.deleteFramesOf.run(intervalStart);
+        for (const f of frames) this.st.deleteFrame.run(f.instanceId, f.seq);
       },
     });
   }
@@ -249,17 +253,36 @@ export class RetentionStore {
 
   /**
    * Drop packs and frames of intervals that started before `cutoff`; returns the metric points
-   * purged from packs, or null when the storage failed (nothing was dropped).
+   * purged from packs (in all and per pack), or null when the storage failed (nothing was dropped).
    */
-  purge(cutoff: number, seqCutoff: number): { points: number; frames: number } | null {
+  purge(cutoff: number, seqCutoff: number): { points: number; frames: number; packs: Map<string, number> } | null {
     return this.guarded(() => {
       let points = 0;
-      for (const r of this.st.purgePacks.all(cutoff) as { points: number }[]) points += r.points;
+      const packs = new Map<string, number>();
+      for (const r of this.st.purgePacks.all(cutoff) as { packId: string; points: number }[]) {
+        points += r.points;
+        packs.set(r.packId, r.points);
+      }
       const frames = this.st.purgeFrames.run(cutoff).changes;
       this.st.purgeSeqs.run(seqCutoff);
       // A binding goes with its instance's de-duplication state, not before.
       this.st.purgeInstances.run(seqCutoff);
-      return { points, frames };
+      return { points, frames, packs };
+    });
+  }
+
+  /**
+   * Up to `limit` packs, oldest interval first, skipping those `skip` names (in memory or being
+   * sent): where queue1 loads its spilled packs back from. Null when the storage failed.
+   */
+  packsInOrder(limit: number, skip: (packId: string) => boolean): StoredPack[] | null {
+    return this.guarded(() => {
+      const out: StoredPack[] = [];
+      for (const r of this.st.packsInOrder.iterate() as IterableIterator<StoredPack>) {
+        if (out.length >= limit) break;
+        if (!skip(r.packId)) out.push(r);
+      }
+      return out;
     });
   }
 
