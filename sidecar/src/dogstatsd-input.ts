@@ -74,11 +74,10 @@ export class DogStatsdInput {
     const { agg, opts: o } = this;
     if (agg === null) return;
     // After a late opening of the retention, the seqs it held come first.
-<<<<<<< HEAD
     for (const msg of agg.take(Math.max(this.seq, o.seqs.last(DOGSTATSD_INSTANCE)) + 1, Date.now())) {
       this.seq = msg.seq;
       o.counters.received.metrics += msg.points.length;
-      o.aggregator.add(msg);
+      o.aggregator.add(msg, { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq });
       o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
       const frame = encodeMetrics(msg);
       // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
@@ -88,20 +87,5 @@ export class DogStatsdInput {
         () => {},
       );
     }
-=======
-    const msg = agg.take(Math.max(this.seq, o.seqs.last(DOGSTATSD_INSTANCE)) + 1, Date.now());
-    if (msg === null) return;
-    this.seq = msg.seq;
-    o.counters.received.metrics += msg.points.length;
-    o.aggregator.add(msg, { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq });
-    o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
-    const frame = encodeMetrics(msg);
-    // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
-    // (counted in retentionErrors, reported by the retention condition).
-    o.retention.store?.addFrame(
-      { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: o.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) },
-      () => {},
-    );
->>>>>>> fcrash
   }
 }
