@@ -56,7 +56,8 @@ describe('a retention file with damaged index pages', () => {
     for (let seq = 1; seq <= 40; seq++) {
       await commit((done) => first.addFrame({ instanceId: 'i1', seq, intervalStart: 1000 * (seq % 4), payload: Buffer.from([seq]) }, done));
     }
-    first.sealInterval(0, [{ packId: 'p0', intervalStart: 0, intervalMs: 1000, points: 10, body: Buffer.from('pack-0') }]);
+    const folded = Array.from({ length: 10 }, (_, i) => ({ instanceId: 'i1', seq: 4 * (i + 1) }));
+    first.sealInterval([{ packId: 'p0', intervalStart: 0, intervalMs: 1000, points: 10, body: Buffer.from('pack-0') }], folded);
     await commit((done) => first.addBt({ name: 'GET /x', ts: 1, app: 'a', instanceId: 'i1', pid: 1 }, 41, done));
     first.close();
     assert.ok(damageIndexes(join(dir, 'retention.db')) >= 5);
