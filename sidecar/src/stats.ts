@@ -43,6 +43,8 @@ export interface SidecarStatus {
     synchronous: Synchronous;
     usedBytes: number | null;
     fileBytes: number | null;
+    /** Pages inside the file that are free for reuse: space the retention has without growing. */
+    freelistBytes: number | null;
     freeBytes: number | null;
     maxBytes: number;
     minFreeBytes: number;
@@ -112,6 +114,7 @@ export class SidecarStats {
         ...s.retention.condition(s.space.overLimit !== null),
         usedBytes: s.space.usage?.usedBytes ?? null,
         fileBytes: s.space.usage?.fileBytes ?? null,
+        freelistBytes: s.space.usage?.freelistBytes ?? null,
         freeBytes: s.space.freeBytes,
         maxBytes: s.retentionMaxBytes,
         minFreeBytes: s.retentionMinFreeBytes,
