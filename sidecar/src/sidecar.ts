@@ -304,7 +304,10 @@ export class Sidecar implements IpcHandler {
         this.lastUpkeep = now;
         this.outbox.purge(now);
         const store = this.retention.upkeep();
-        if (store !== null) this.space.enforce(store);
+        if (store !== null) this.space.enforce(store, now);
+      } else if (this.space.near && this.retention.store !== null) {
+        // Near a space bound: measure on every tick, so a burst cannot cross it unseen.
+        this.space.enforce(this.retention.store, now);
       }
       // Keep the series cache bounded: it only saves re-parsing, so dropping it is safe.
       if (this.seriesCache.size > this.opts.maxSeries * 2) this.seriesCache.clear();

@@ -11,6 +11,15 @@ export interface SpacePolicyOptions {
   isSending: (packId: string) => boolean;
   /** Retained packs dropped for space: take them out of memory too and count them `disk_full`. */
   dropped: (packIds: Set<string>, points: number) => void;
+  /** An episode ends only after this long without a drop, so steady pressure is one episode, not many (default 5000). */
+  episodeQuietMs?: number;
+}
+
+/** Near a bound: within twice the free-space bound, or past 80% of the size bound. */
+function nearBound(usage: SpaceUsage, freeBytes: number | null, maxBytes: number, minFreeBytes: number): boolean {
+  const nearMax = maxBytes > 0 && usage.usedBytes > 0.8 * maxBytes;
+  const nearFree = minFreeBytes > 0 && freeBytes !== null && freeBytes + usage.freelistBytes < 2 * minFreeBytes;
+  return nearMax || nearFree;
 }
 
 /**
@@ -24,11 +33,17 @@ export class SpacePolicy {
   usage: SpaceUsage | null = null;
   freeBytes: number | null = null;
   overLimit: 'max_bytes' | 'min_free' | null = null;
+  /**
+   * Near a bound at the last measurement: the caller then measures on every tick instead of every
+   * second, so a burst of writes cannot cross the bound between two measurements.
+   */
+  near = false;
   private droppedInEpisode = 0;
+  private lastDropAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly opts: SpacePolicyOptions) {}
 
-  enforce(store: RetentionStore): void {
+  enforce(store: RetentionStore, now: number = Date.now()): void {
     const { log, dataDir } = this.opts;
     const usage = store.usage();
     const freeBytes = filesystemFreeBytes(dataDir);
@@ -36,10 +51,12 @@ export class SpacePolicy {
     this.freeBytes = freeBytes;
     if (usage === null) return;
     const limits = { maxBytes: this.opts.maxBytes, minFreeBytes: this.opts.minFreeBytes };
+    this.near = nearBound(usage, freeBytes, limits.maxBytes, limits.minFreeBytes);
     const high = spaceVerdict(usage, freeBytes, limits);
     const low = spaceVerdict(usage, freeBytes, lowWater(limits));
     if (high.reason === null) {
-      if (this.overLimit !== null && low.reason === null) {
+      const quiet = now - this.lastDropAt >= (this.opts.episodeQuietMs ?? 5000);
+      if (this.overLimit !== null && low.reason === null && quiet) {
         log.warn(
           { dropped: this.droppedInEpisode, usedBytes: usage.usedBytes, freeBytes },
           `retention within its space bounds again after dropping ${this.droppedInEpisode} metric points (disk_full)`,
@@ -66,6 +83,7 @@ export class SpacePolicy {
       if (r.packIds.length > 0) {
         this.opts.dropped(new Set(r.packIds), r.points);
         this.droppedInEpisode += r.points;
+        this.lastDropAt = now;
       }
       if (high.reason === 'min_free') store.checkpoint();
       const after = store.usage();
