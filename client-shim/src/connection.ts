@@ -111,14 +111,17 @@ export class Connection {
     if (this.phase === 'idle') this.open();
   }
 
-  /** Write one frame; only call when ready. Frames of one tick go out in one writev. */
+  /**
+   * Write one frame; only call when ready. Frames written in one turn of the event loop go out in
+   * one writev: a server ending many requests per turn sends their traces in one syscall, not one each.
+   */
   send(frame: Buffer): void {
     const s = this.socket;
     if (s === null) return;
     if (!this.corked) {
       this.corked = true;
       s.cork();
-      process.nextTick(this.uncork);
+      setImmediate(this.uncork);
     }
     s.write(frame, this.written);
     if (this.stallTimer === null) this.armStallCheck();
