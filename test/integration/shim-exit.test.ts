@@ -58,6 +58,16 @@ describe('an app using the shim exits by itself', () => {
     assert.ok(sidecar.alive);
   });
 
+  it('with HTTP instrumentation on, after serving and making requests (http and fetch): exits with code 0', async () => {
+    const app = startApp('shim-idle', { APM_SIDECAR_SOCKET: sidecar.socket, HTTP: '1' });
+    assert.equal(await exitOnItsOwn(app), 0, app.stderr);
+    assert.equal(app.stderr, '');
+    await waitFor(
+      'the traces of both requests',
+      () => sidecar.packs('trace').filter((t) => (t.trace as { name: string }).name === 'GET /idle/:id').length === 2,
+    );
+  });
+
   it('with a hung sidecar that stopped reading: the stuck write is abandoned and the app exits with code 0', async () => {
     const fake = await FakeSidecar.start(join(tmp.dir, 'hung.sock'), (f) => {
       f.read = false;
