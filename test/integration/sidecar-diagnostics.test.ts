@@ -4,6 +4,7 @@ import { type Server, createServer as createHttpServer } from 'node:http';
 import { type Server as NetServer, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { encodeFrame } from '@apm-sidecar/proto';
 import { formatAccessKey } from '@apm-sidecar/proto/upstream';
 import { cleanupsAfterEach } from '../helpers/cleanups';
 import { runCli, startSidecar, statusJson, tempDir, waitFor } from '../helpers/procs';
@@ -20,13 +21,13 @@ function listen(s: Server | NetServer): Promise<number> {
   return new Promise((resolve) => s.listen(0, '127.0.0.1', () => resolve((s.address() as { port: number }).port)));
 }
 
-/** A sidecar over TCP to 127.0.0.1:port, retrying every `retryMs`. */
-async function sidecarTo(port: number, retryMs = 60000) {
+/** A sidecar over `transport` (tcp) to 127.0.0.1:port, retrying every `retryMs`. */
+async function sidecarTo(port: number, retryMs = 60000, transport = 'tcp') {
   const sc = await startSidecar(
     join(tmp.dir, `s${++n}`),
     [
       '--transport',
-      'tcp',
+      transport,
       '--server-host',
       '127.0.0.1',
       '--server-port',
@@ -69,6 +70,21 @@ describe('apm-sidecar diagnostics', () => {
     });
     assert.equal(s.upstream.lastError.code, 'ERR_NOT_APM_PEER');
     assert.match(s.upstream.lastError.message, /is this the right port\? It sent "SSH-2\.0-OpenSSH_9\.2"/);
+  });
+
+  test('transport http to a port that answers frames, not HTTP, is reported as "is this the agent (TCP) port?"', async () => {
+    const framed = createServer((sock) => {
+      sock.once('data', () => sock.end(encodeFrame(0x7f, Buffer.from('not http at all'))));
+      sock.on('error', () => undefined);
+    });
+    cleanups.push(() => framed.close());
+    const sc = await sidecarTo(await listen(framed), 60000, 'http');
+    const s = await waitFor('the first failed attempt', async () => {
+      const st = await statusJson(sc.socket);
+      return st.upstream.lastError ? st : null;
+    });
+    assert.equal(s.upstream.lastError.code, 'ERR_NOT_HTTP_PEER');
+    assert.match(s.upstream.lastError.message, /does not answer HTTP — is this the agent \(TCP\) port\?/);
   });
 
   test('status (text) shows the last upstream error and when the next attempt is', async () => {
