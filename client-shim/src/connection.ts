@@ -78,6 +78,7 @@ export class Connection {
   private stallTimer: NodeJS.Timeout | null = null;
   readonly uncork = (): void => {
     this.corked = false;
+    process.removeListener('exit', this.uncork);
     this.socket?.uncork();
   };
   private readonly written = (): void => {
@@ -122,6 +123,9 @@ export class Connection {
       this.corked = true;
       s.cork();
       setImmediate(this.uncork);
+      // An app exiting before the check phase (process.exit() after an await) still gets the
+      // frames out: uncorking writes synchronously to the socket when nothing is queued before.
+      process.once('exit', this.uncork);
     }
     s.write(frame, this.written);
     if (this.stallTimer === null) this.armStallCheck();
@@ -273,6 +277,7 @@ export class Connection {
     if (this.phase === 'ready' && Date.now() - this.readyAt >= this.opts.reconnectMaxMs) this.attempt = 0;
     this.socket = null;
     this.corked = false;
+    process.removeListener('exit', this.uncork);
     this.disarmStallCheck();
     if (s !== null) s.destroy();
     if (this.phase !== 'closed') this.phase = 'idle';
