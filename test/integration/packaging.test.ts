@@ -49,13 +49,22 @@ describe('packaging', () => {
     assert.match(collector.stdout, /^Usage: apm-collector/);
   });
 
-  test('.gitignore and the Docker ignore file keep out access keys, tokens, data directories and packed tarballs', async () => {
+  test('the root .dockerignore has the same patterns as deploy/Dockerfile.dockerignore', () => {
+    const patterns = (file: string) =>
+      readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !l.startsWith('#'));
+    assert.deepEqual(patterns(join(ROOT, '.dockerignore')), patterns(join(ROOT, 'deploy', 'Dockerfile.dockerignore')));
+  });
+
+  test('.gitignore and the Docker ignore files keep out access keys, tokens, data directories and packed tarballs', async () => {
     const secrets = ['access.key', 'deploy/read.token', 'tls/server.pem', 'data/collector.db', 'apm-data/retention.sqlite', 'x/retention.sqlite-wal'];
     const packed = ['apm-sidecar-sidecar-0.1.0.tgz', 'client-shim/apm-sidecar-shim-0.1.0.tgz', 'release.tar.gz'];
     const kept = ['sidecar/src/data-dir.ts', 'collector/src/cli/tokens.ts', 'README.md'];
     for (const [what, file] of [
       ['.gitignore', join(ROOT, '.gitignore')],
       ['deploy/Dockerfile.dockerignore', join(ROOT, 'deploy', 'Dockerfile.dockerignore')],
+      ['.dockerignore', join(ROOT, '.dockerignore')],
     ] as const) {
       // A repository of its own with only this file's patterns.
       const repo = tempDir();
