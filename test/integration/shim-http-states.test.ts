@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
 import http, { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import https from 'node:https';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
 import { type MetricsMessage, type ProfilePack, parseCorrelation } from '@apm-sidecar/proto';
@@ -144,6 +147,52 @@ describe('HTTP instrumentation and the sidecar states', () => {
         .flatMap((m) => (m.msg.body as MetricsMessage).points)
         .some((p) => p.series.name === 'http.server.requests' && p.series.tags.status === 'aborted'),
     );
+  });
+
+  it('node:https: an incoming https request is a transaction and an outgoing https call carries its headers', async () => {
+    const { f } = await setup();
+    const dir = join(tmp.dir, `tls${n}`);
+    mkdirSync(dir);
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-days', '1', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem')],
+      {
+        stdio: 'ignore',
+      },
+    );
+    const tls = { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
+    const get = (port: number, path: string) =>
+      new Promise<Received>((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, path, rejectUnauthorized: false }, (res) => {
+            let body = '';
+            res.on('data', (d) => {
+              body += d;
+            });
+            res.on('end', () => resolve(JSON.parse(body) as Received));
+          })
+          .on('error', reject);
+      });
+    const s = https.createServer(tls, (req, res) => {
+      const p = req.url ?? '/';
+      if (p.startsWith('/tls-front')) void get(port, '/tls-echo').then((r) => res.end(JSON.stringify(r)));
+      else res.end(JSON.stringify(received(req)));
+    });
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const port = (s.address() as { port: number }).port;
+    try {
+      const got = await get(port, '/tls-front/7');
+      const front = await waitFor('the https traces', () => {
+        const t = f.of('Trace').map((x) => x.msg.body as ProfilePack);
+        return t.length === 2 ? t.find((x) => x.name === 'GET /tls-front/:id') : undefined;
+      });
+      assert.equal(parseCorrelation(got.correlation ?? undefined).get('txid'), front.txid);
+      assert.ok(got.traceparent?.includes(front.spanId), got.traceparent ?? 'no traceparent');
+      assert.ok(front.steps.some((x) => x.type === 'http' && x.text.startsWith(`GET 127.0.0.1:${port}/tls-echo`)));
+    } finally {
+      s.closeAllConnections();
+      s.close();
+    }
   });
 
   it('close() undoes it: node:http is as it was and calls carry no headers', async () => {
