@@ -104,7 +104,17 @@ class HttpInstrumenter implements HttpInstrumentation {
       this.on('undici:request:headers', (m) => this.callDone((m as { request: object }).request));
       this.on('http.client.response.finish', (m) => this.callDone((m as { request: object }).request));
       if (hasCreatedChannel()) this.on('http.client.request.created', (m) => this.httpCreated((m as { request: ClientRequest }).request));
-      else this.unwrap = wrapRequestFunctions((req) => this.httpCreated(req));
+      else
+        this.unwrap = wrapRequestFunctions((req) => {
+          // Called inside the app's http.request(): it must not throw there, nor act once stopped
+          // (a reference to the wrapper the app kept).
+          if (this.stopped) return;
+          try {
+            this.httpCreated(req);
+          } catch {
+            this.host.drop('internal');
+          }
+        });
     }
   }
 

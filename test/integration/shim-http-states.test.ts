@@ -205,4 +205,23 @@ describe('HTTP instrumentation and the sidecar states', () => {
     assert.deepEqual(got, { correlation: null, traceparent: null });
     assert.equal(a.instrumentHttp().stop(), undefined, 'instrumenting a closed client does nothing');
   });
+
+  it('a wrapped http.get the app kept does nothing once instrumentation stopped (muted would add notxdetect)', async () => {
+    const { f, a, port } = await setup();
+    await push(f, a, 'muted');
+    const kept = http.get;
+    const viaKept = () =>
+      new Promise<Received>((resolve, reject) => {
+        kept(`http://127.0.0.1:${port}/echo`, (res) => {
+          let body = '';
+          res.on('data', (d) => {
+            body += d;
+          });
+          res.on('end', () => resolve(JSON.parse(body) as Received));
+        }).on('error', reject);
+      });
+    assert.equal(parseCorrelation((await viaKept()).correlation ?? undefined).get('notxdetect'), 'true', 'while instrumented');
+    await a.close();
+    assert.deepEqual(await viaKept(), { correlation: null, traceparent: null });
+  });
 });
