@@ -5,10 +5,10 @@ NPM_FLAGS := --no-audit --no-fund
 
 .PHONY: all install build test test-deps test-faults soak demo bench lint clean
 
-# Debian packages the tests drive: chromium (the browser test of the collector page). `make test`
-# installs the missing ones with apt-get when it can (root, apt-get present); a test whose program
-# is still missing reports itself skipped.
-APT_TEST_PACKAGES := chromium
+# Debian packages the tests drive, installed by `test-deps` when missing (a test whose package
+# cannot be installed skips and says so): chromium for the browser test of the collector page,
+# the DogStatsD clients of the end-to-end tests.
+APT_TEST_PACKAGES := chromium python3-statsd python3-aiodogstatsd
 
 all: build
 
@@ -22,12 +22,7 @@ build: install
 	node client-shim/bundle.js
 
 test-deps:
-	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
-	if [ -z "$$missing" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then echo "not installed (needs root and apt-get):$$missing; the tests that use them are skipped"; exit 0; fi; \
-	echo "installing for the tests:$$missing"; \
-	{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; } \
-	  || echo "apt-get failed:$$missing not installed; the tests that use them are skipped"
+	@bash test/install-apt-packages.sh $(APT_TEST_PACKAGES)
 
 test: build test-deps
 	@if [ ! -x /usr/bin/chromium ]; then echo "browser test skipped: chromium not installed"; fi

@@ -89,7 +89,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const flushMs = option(o, 'flushMs');
     this.explicitFlushMs = flushMs === undefined ? undefined : Math.min(positive(flushMs, 1000), MAX_TIMER_MS);
     this.flushMs = this.explicitFlushMs ?? 1000;
-    this.registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)));
+    this.registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)), this.app);
     const socketOpt = option(o, 'socket');
     const socket = typeof socketOpt === 'string' ? socketOpt : undefined;
     const reconnectMinMs = Math.min(positive(option(o, 'reconnectMinMs'), 100), MAX_TIMER_MS);

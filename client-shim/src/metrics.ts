@@ -170,6 +170,12 @@ function validTags(tags: unknown): Tags | undefined | null {
   return out;
 }
 
+function withApp(tags: Tags | undefined, app: string): Tags | undefined {
+  if (tags !== undefined && (Object.hasOwn(tags, 'app') || Object.keys(tags).length >= LIMITS.tagCount)) return tags;
+  if (Buffer.byteLength(app) > LIMITS.tagBytes) return tags;
+  return { ...tags, app };
+}
+
 function mapKey(kind: number, name: string, tags: Tags | undefined): string {
   let key = `${kind}\u0000${name}`;
   if (tags !== undefined) {
@@ -188,6 +194,8 @@ export class MetricRegistry {
   constructor(
     readonly sink: DropSink,
     private readonly maxSeries: number,
+    /** The app's name, sent as the tag `app` of every series that does not set it: two apps behind one sidecar stay two series. */
+    private readonly app: string,
   ) {}
 
   get seriesCount(): number {
@@ -204,7 +212,7 @@ export class MetricRegistry {
     const found = this.handles.get(key);
     if (found !== undefined) return found as CounterHandle | GaugeHandle | HistogramHandle;
     if (this.handles.size >= this.maxSeries) return new DroppingHandle(this.sink, 'series_limit');
-    const bytes = encodeSeries(kind, name, tags);
+    const bytes = encodeSeries(kind, name, withApp(tags, this.app));
     const h =
       kind === MetricKind.Counter
         ? new CounterHandle(this, bytes)

@@ -2,12 +2,14 @@
 // inline SVG, refreshed by polling the JSON API. No framework, no network beyond this origin.
 // An agent is (project, agent id): two projects may use the same agent id, so both are shown.
 // Options (query string): see options.js.
+import { renderEvents, renderRegistrations, renderSnapshots } from './activity.js';
 import { agentsShown, renderAgents } from './agents.js';
 import { AuthError, forgetToken, getJson, keepToken, readToken } from './api.js';
 import { chartsShown, renderCharts } from './charts.js';
 import { $, el, serverNow } from './dom.js';
 import { fmtClock, fmtDuration, fmtNum } from './format.js';
 import { AGENT, POINT_LIMIT, PROJECT, REFRESH_MS, WINDOW_MS } from './options.js';
+import { renderTraces } from './traces.js';
 
 let lastOk = 0;
 
@@ -48,10 +50,31 @@ $('token-form').addEventListener('submit', (ev) => {
 
 const agentsPath = () => (PROJECT ? `/api/agents?${new URLSearchParams({ project: PROJECT })}` : '/api/agents');
 
+/** A list route with the page's agent and project filters. */
+function listPath(route, limit) {
+  const q = new URLSearchParams({ limit: String(limit) });
+  if (AGENT) q.set('agent', AGENT);
+  if (PROJECT) q.set('project', PROJECT);
+  return `${route}?${q}`;
+}
+
+/** The lists below the charts: each drawn when it loads, an error line when it does not. */
+const LISTS = [
+  ['Transactions', () => listPath('/api/traces', 50), renderTraces],
+  ['Events', () => listPath('/api/events', 50), renderEvents],
+  ['Snapshots', () => listPath('/api/snapshots', 20), renderSnapshots],
+  ['Business transactions', () => listPath('/api/registrations', 500), renderRegistrations],
+];
+
 async function refresh() {
   const hadToken = readToken() !== '';
-  const [agents, points, stats] = await Promise.allSettled([getJson(agentsPath()), getJson(metricsPath()), getJson('/api/stats')]);
-  if ([agents, points, stats].some((r) => r.status === 'rejected' && r.reason instanceof AuthError)) {
+  const [agents, points, stats, ...lists] = await Promise.allSettled([
+    getJson(agentsPath()),
+    getJson(metricsPath()),
+    getJson('/api/stats'),
+    ...LISTS.map(([, path]) => getJson(path())),
+  ]);
+  if ([agents, points, stats, ...lists].some((r) => r.status === 'rejected' && r.reason instanceof AuthError)) {
     askToken(hadToken);
     return;
   }
@@ -61,6 +84,11 @@ async function refresh() {
   if (points.status === 'fulfilled') renderCharts(points.value);
   else errors.push(`Metrics: ${points.reason.message}`);
   if (stats.status === 'rejected') errors.push(`Stats: ${stats.reason.message}`);
+  lists.forEach((r, i) => {
+    const [what, , render] = LISTS[i];
+    if (r.status === 'fulfilled') render(r.value);
+    else errors.push(`${what}: ${r.reason.message}`);
+  });
 
   const status = $('status');
   const every = `refresh every ${fmtDuration(REFRESH_MS)}`;

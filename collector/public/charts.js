@@ -2,6 +2,8 @@
 import { $, el, svg } from './dom.js';
 import { fmtClock, fmtDuration, fmtNum, tagText } from './format.js';
 import { AGENT, POINT_LIMIT, PROJECT, WINDOW_MS } from './options.js';
+import { chosenSeries, renderPicker } from './series-picker.js';
+import { unitOf, withUnit } from './units.js';
 
 const MAX_HIST_SERIES = 4;
 const MAX_SERIES = 8;
@@ -14,6 +16,11 @@ const PALETTE = ['#1f6feb', '#d97706', '#2da44e', '#c0262d', '#8250df', '#0a7f86
 const DASHES = ['', '6 3', '2 3', '8 3 2 3'];
 
 const charts = new Map();
+/** The last points of each metric, for a redraw when the user picks other series. */
+const latest = new Map();
+
+/** How a series is named in a picker: its agent and tags. */
+const seriesLabel = (s) => [s.who, s.tags].filter(Boolean).join(' ');
 
 /** Group points by metric name, then by series (project + agent + tags). */
 function groupPoints(points) {
@@ -28,7 +35,7 @@ function groupPoints(points) {
     const key = `${p.agentId}\u0000${p.project}\u0000${tags}`;
     let s = m.series.get(key);
     if (s === undefined) {
-      s = { agentId: p.agentId, project: p.project, who: p.agentId, tags, points: [] };
+      s = { key, agentId: p.agentId, project: p.project, who: p.agentId, tags, points: [] };
       m.series.set(key, s);
     }
     s.points.push(p);
@@ -67,14 +74,16 @@ function timeTicks(lo, hi, n) {
 
 /** The lines of one metric: [{ label, color, dash, quantile?, pts: [[ts, v]...], gap }]. */
 function linesOf(m) {
-  const series = [...m.series.values()];
-  const multi = series.length > 1;
+  const cap = m.kind === 'histogram' ? MAX_HIST_SERIES : MAX_SERIES;
+  const chosen = chosenSeries(m, cap);
+  const all = [...m.series.values()];
+  const series = all.filter((s) => chosen.has(s.key));
+  const multi = all.length > 1;
   // Name a series by what tells it apart: the agent, the tags, or both.
   const byAgent = new Set(series.map((s) => s.who)).size > 1;
   const byTags = new Set(series.map((s) => s.tags)).size > 1;
   const lines = [];
-  const cap = m.kind === 'histogram' ? MAX_HIST_SERIES : MAX_SERIES;
-  series.slice(0, cap).forEach((s, i) => {
+  series.forEach((s, i) => {
     const who = multi ? ` ${[byAgent ? s.who : '', byTags ? s.tags : ''].filter(Boolean).join(' ') || s.who}` : '';
     const gap = 2.5 * Math.max(...s.points.map((p) => p.intervalMs || 0), 1000);
     if (m.kind === 'histogram') {
@@ -87,16 +96,17 @@ function linesOf(m) {
       lines.push({ label, color: PALETTE[i % PALETTE.length], dash: '', gap, pts: s.points.map((p) => [p.ts, pick(p)]) });
     }
   });
-  return { lines, hidden: Math.max(0, series.length - cap) };
+  return lines;
 }
 
 function latestText(m) {
   const s = m.series.values().next().value;
   const p = s.points[s.points.length - 1];
-  const who = m.series.size > 1 ? ` (${s.who})` : '';
-  if (m.kind === 'histogram') return `latest${who}: p50 ${fmtNum(p.p50)} · p95 ${fmtNum(p.p95)} · p99 ${fmtNum(p.p99)} · n=${fmtNum(p.count)}`;
-  if (m.kind === 'counter') return `latest${who}: ${fmtNum(p.sum)} per ${fmtDuration(p.intervalMs)}`;
-  return `latest${who}: ${fmtNum(p.value ?? null)}`;
+  const who = m.series.size > 1 ? ` (${seriesLabel(s)})` : '';
+  const u = (v) => withUnit(fmtNum(v), unitOf(m.name));
+  if (m.kind === 'histogram') return `latest${who}: p50 ${u(p.p50)} · p95 ${u(p.p95)} · p99 ${u(p.p99)} · n=${fmtNum(p.count)}`;
+  if (m.kind === 'counter') return `latest${who}: ${u(p.sum)} per ${fmtDuration(p.intervalMs)}`;
+  return `latest${who}: ${u(p.value ?? null)}`;
 }
 
 /** Draw one chart: axes, grid, tick labels, legend and one path per line. */
@@ -168,6 +178,8 @@ function drawChart(m, lines) {
   root.append(svg('line', { class: 'axis', x1: left, x2: left, y1: top, y2: bottom }));
   root.append(svg('line', { class: 'axis', x1: left, x2: W - right, y1: bottom, y2: bottom }));
   root.append(labels);
+  const unit = unitOf(m.name);
+  if (unit !== '') root.append(svg('text', { class: 'unit', x: left - 6, y: top - 6, 'text-anchor': 'end' }, unit));
 
   const plot = svg('g', { class: 'lines' });
   for (const l of lines) {
@@ -208,6 +220,22 @@ function drawChart(m, lines) {
   return root;
 }
 
+/** (Re)draw one metric's figure: caption, series picker and chart. */
+function drawFigure(fig, m) {
+  fig.dataset.kind = m.kind;
+  const cap = fig.firstChild;
+  cap.querySelector('.metric-kind').textContent = m.kind;
+  const unit = unitOf(m.name);
+  cap.querySelector('.metric-unit').textContent = unit === '' ? '' : `in ${unit}`;
+  cap.querySelector('.metric-latest').textContent = latestText(m);
+  const lines = linesOf(m);
+  renderPicker(cap, m, seriesLabel, () => drawFigure(fig, latest.get(m.name) ?? m));
+  const old = fig.querySelector('svg');
+  const chart = drawChart(m, lines);
+  if (old) old.replaceWith(chart);
+  else fig.append(chart);
+}
+
 export function renderCharts(points) {
   const box = $('charts');
   const byName = groupPoints(points);
@@ -220,34 +248,25 @@ export function renderCharts(points) {
   }
   names.forEach((name, i) => {
     const m = byName.get(name);
+    latest.set(name, m);
     let fig = charts.get(name);
     if (fig === undefined) {
       fig = el('figure', { class: 'chart' });
       fig.dataset.metric = name;
       const cap = el('figcaption');
-      cap.append(el('span', { class: 'metric-name' }, name), el('span', { class: 'metric-kind' }), el('span', { class: 'metric-latest' }));
+      cap.append(
+        el('span', { class: 'metric-name' }, name),
+        el('span', { class: 'metric-kind' }),
+        el('span', { class: 'metric-unit' }),
+        el('span', { class: 'metric-latest' }),
+      );
       fig.append(cap);
       charts.set(name, fig);
     }
-    fig.dataset.kind = m.kind;
-    const cap = fig.firstChild;
-    cap.querySelector('.metric-kind').textContent = m.kind;
-    cap.querySelector('.metric-latest').textContent = latestText(m);
-    const { lines, hidden } = linesOf(m);
-    let note = cap.querySelector('.metric-note');
-    if (hidden > 0) {
-      if (note === null) {
-        note = el('span', { class: 'metric-note' });
-        cap.append(note);
-      }
-      note.textContent = `${hidden} more series not drawn (see /api/metrics?name=${name})`;
-    } else if (note !== null) note.remove();
-    const old = fig.querySelector('svg');
-    const chart = drawChart(m, lines);
-    if (old) old.replaceWith(chart);
-    else fig.append(chart);
+    drawFigure(fig, m);
     if (box.children[i] !== fig) box.insertBefore(fig, box.children[i] || null);
   });
+  for (const name of latest.keys()) if (!byName.has(name)) latest.delete(name);
   const empty = $('metrics-empty');
   empty.hidden = names.length > 0;
   const scope = `${AGENT ? ` agent ${AGENT}` : ''}${PROJECT ? ` project ${PROJECT}` : ''}`;

@@ -28,7 +28,7 @@ import nacl from 'tweetnacl';
 import type { Logger } from 'pino';
 import type { AgentServerOptions } from './agent-server';
 import type { Clock } from './clock';
-import { HandshakeTimeoutError } from './errors';
+import { HandshakeTimeoutError, StoreWriteError } from './errors';
 import { KEY_REFUSED_MESSAGE, proveKey } from './key-proof';
 import type { LicensePool } from './licenses';
 import { type AgentRef, type AgentState, type AgentStateChange, type CollectorStats, agentKey } from './types';
@@ -128,9 +128,13 @@ export class AgentConnection implements AgentLink {
   private lastActivity: number;
   private lastData: number;
   private pingSentAt = 0;
+  /** When this collector last wrote to the agent. */
+  private lastSent: number;
+  /** A third of the agent's read timeout (AgentInfo.soTimeoutMs); null when the agent did not say. */
+  private keepaliveMs: number | null = null;
   private stalled = false;
   private timer: unknown = null;
-  private readonly tickMs: number;
+  private tickMs: number;
   private readonly clock: Clock;
 
   constructor(
@@ -142,6 +146,7 @@ export class AgentConnection implements AgentLink {
     this.clock = srv.clock;
     this.lastActivity = this.clock.now();
     this.lastData = this.lastActivity;
+    this.lastSent = this.lastActivity;
     const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
     this.parser = parser;
     this.handshakeTimer = this.clock.setTimeout(() => {
@@ -219,6 +224,13 @@ export class AgentConnection implements AgentLink {
       this.pingSentAt = now;
       this.write((this.sealer as Sealer).text(Inner.Ping, encodePing(now)));
     }
+    // A frame still arriving (a large one, a slow link) is acked only once complete: until then the
+    // agent would hear nothing and its read timeout would end a healthy session, again and again
+    // on every resend. While its bytes keep coming, it hears a ping every third of that timeout.
+    const k = this.keepaliveMs;
+    if (this.phase === 'active' && k !== null && this.parser.pendingBytes > 0 && now - this.lastActivity < k && now - this.lastSent >= k) {
+      this.write((this.sealer as Sealer).text(Inner.Ping, encodePing(now)));
+    }
     if (this.phase === 'active' && !this.stalled && now - this.lastData >= o.stallAfterMs) {
       this.stalled = true;
       this.srv.setAgentState(this.ref, 'stalled', `no data for ${o.stallAfterMs} ms`, now);
@@ -229,6 +241,7 @@ export class AgentConnection implements AgentLink {
 
   private write(frame: Buffer): void {
     if (this.phase === 'closed') return;
+    this.lastSent = this.clock.now();
     // A failed write surfaces as 'error' and marks the agent disconnected at once.
     this.socket.write(frame);
   }
@@ -249,14 +262,16 @@ export class AgentConnection implements AgentLink {
     else if (err instanceof FrameTooLargeError) st.tooLarge++;
     else if (err instanceof FrameGapError) st.frameGap++;
     else if (err instanceof HandshakeTimeoutError) st.handshakeTimeout++;
+    else if (err instanceof StoreWriteError) st.storeFailed++;
     else st.malformed++;
     const message = err instanceof Error ? err.message : String(err);
     // The log keeps the reason; the wire gets the one refusal (no oracle for projects or keys).
     const wireMessage = err instanceof BadKeyError ? KEY_REFUSED_MESSAGE : message;
     const fields = { code, agentId: this.agentId || undefined, projectId: this.projectId || undefined, remote: this.socket.remoteAddress };
     const preAuth = this.phase === 'hello' || this.phase === 'finished';
-    // Anyone can provoke a pre-auth refusal, as often as they like: those are logged rate-limited.
-    if (preAuth) this.srv.warnLimited(code, fields, `rejected agent connection: ${message}`);
+    // Anyone can provoke a pre-auth refusal, as often as they like, and a failing store refuses every
+    // agent's batches until it writes again: those are logged rate-limited.
+    if (preAuth || err instanceof StoreWriteError) this.srv.warnLimited(code, fields, `rejected agent connection: ${message}`);
     else this.srv.log.warn(fields, `rejected agent connection: ${message}`);
     if (preAuth) {
       this.socket.write(refusalFrame(code, wireMessage));
@@ -322,7 +337,7 @@ export class AgentConnection implements AgentLink {
     switch (m.inner) {
       case Inner.MetricBatch: {
         const packs = decodeMetricBatch(m.body, this.srv.seriesCache);
-        const r = o.store.storeMetrics(this.ref, packs, now);
+        const r = stored('a metric batch', () => o.store.storeMetrics(this.ref, packs, now));
         o.stats.received.metricPoints += r.stored;
         o.stats.droppedLate += r.late;
         o.stats.duplicatePacks += r.duplicatePacks;
@@ -331,7 +346,8 @@ export class AgentConnection implements AgentLink {
         return;
       }
       case Inner.TextBatch: {
-        const r = o.store.storeText(this.ref, decodeTextBatch(m.body));
+        const items = decodeTextBatch(m.body);
+        const r = stored('a text batch', () => o.store.storeText(this.ref, items));
         const rec = o.stats.received;
         rec.traces += r.traces;
         rec.events += r.events;
@@ -346,7 +362,7 @@ export class AgentConnection implements AgentLink {
         // The set of apps behind the sidecar changed.
         const info = decodeAgentInfo(m.body);
         if (info.agentId !== this.agentId) throw new UnexpectedMessageError('AgentInfo names another agent than the handshake');
-        o.store.agentInfo(this.projectId, info, now);
+        stored("the agent's info", () => o.store.agentInfo(this.projectId, info, now));
         return;
       }
       default:
@@ -356,7 +372,7 @@ export class AgentConnection implements AgentLink {
 
   private dataSeen(now: number): void {
     this.lastData = now;
-    this.srv.opts.store.agentSeen(this.ref, now);
+    stored("the agent's last-seen time", () => this.srv.opts.store.agentSeen(this.ref, now));
     if (this.stalled) {
       this.stalled = false;
       this.srv.setAgentState(this.ref, 'live', 'data again', now);
@@ -366,12 +382,16 @@ export class AgentConnection implements AgentLink {
   private activate(info: AgentInfo): void {
     const o = this.srv.opts;
     const now = this.clock.now();
-    this.srv.logState(this.ref, o.store.agentConnected(this.projectId, info, now), 'connected');
+    this.srv.logState(
+      this.ref,
+      stored('the agent', () => o.store.agentConnected(this.projectId, info, now)),
+      'connected',
+    );
     this.srv.replaceOlder(this);
     if (this.handshakeTimer !== null) this.clock.clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
     const lic = this.srv.licenses.acquire(this.ref);
-    o.store.agentLicensed(this.ref, lic.granted);
+    stored("the agent's license", () => o.store.agentLicensed(this.ref, lic.granted));
     const s = this.sealer as Sealer;
     const settings: Record<string, number> = { idlePingMs: o.idlePingMs };
     if (o.tunnelSessionTimeoutMs !== undefined) settings.tunnelSessionTimeoutMs = o.tunnelSessionTimeoutMs;
@@ -387,7 +407,24 @@ export class AgentConnection implements AgentLink {
     }
     this.phase = 'active';
     this.lastData = now;
+    if (info.soTimeoutMs !== undefined) {
+      this.keepaliveMs = Math.max(10, Math.floor(info.soTimeoutMs / 3));
+      this.tickMs = Math.min(this.tickMs, Math.max(10, this.keepaliveMs / 2));
+    }
     o.stats.sessions[this.transport]++;
     o.log.info({ agentId: this.agentId, projectId: this.projectId, host: info.host, apps: info.apps, remote: this.socket.remoteAddress }, 'agent connected');
+  }
+}
+
+/**
+ * A store write on the agent's path. A failure (SQLITE_FULL, an I/O error, a damaged file)
+ * becomes StoreWriteError: the session is then refused with it, so nothing the write carried
+ * is acked and the agent sends it again on its next session.
+ */
+function stored<T>(what: string, write: () => T): T {
+  try {
+    return write();
+  } catch (err) {
+    throw new StoreWriteError(what, err instanceof Error ? err.message : String(err));
   }
 }

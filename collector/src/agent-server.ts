@@ -3,8 +3,9 @@ import { type ApmError, type Series, TooManyConnectionsError } from '@apm-sideca
 import type { Logger } from 'pino';
 import { AgentConnection, type AgentLink, type ConnectionHost, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-connection';
 import { type Clock, systemClock } from './clock';
+import { StoreWriteError } from './errors';
 import { LicensePool } from './licenses';
-import type { AgentRef, AgentState, AgentStateChange, CollectorStats, CollectorStore } from './types';
+import { type AgentRef, type AgentState, type AgentStateChange, type CollectorStats, type CollectorStore, agentKey } from './types';
 
 export interface AgentServerOptions {
   host: string;
@@ -69,6 +70,8 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
   /** Refusals of unauthenticated peers, by code: logged at most once a second, with how many were not. */
   private readonly refusalLog = new Map<string, { at: number; suppressed: number }>();
   private server: Server | null = null;
+  /** State changes the store could not write, per agent (the newest), written again later. */
+  private readonly unwrittenStates = new Map<string, { agent: AgentRef; to: AgentState; reason: string; at: number }>();
   port = 0;
 
   constructor(readonly opts: AgentServerOptions) {
@@ -78,7 +81,11 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
       opts.licenses,
       opts.licenseReleaseMs,
       (agent) => {
-        opts.store.agentLicensed(agent, false);
+        try {
+          opts.store.agentLicensed(agent, false);
+        } catch (err) {
+          this.storeFailed(`the license release of agent ${agent.agentId}`, err);
+        }
         this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
       },
       this.clock,
@@ -90,6 +97,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
 
   /** End every session (or handshake in progress) that proved a key revoked since. */
   private endRevokedSessions(): void {
+    this.writeUnwrittenStates();
     let revoked: Set<number>;
     try {
       revoked = new Set(this.opts.store.revokedKeyIds());
@@ -169,7 +177,38 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
    * from here; each change is logged (debug) as from → to with its cause.
    */
   setAgentState(agent: AgentRef, to: AgentState, reason: string, at: number): void {
-    this.logState(agent, this.opts.store.setAgentState(agent, to, { at, reason }), reason);
+    const key = agentKey(agent);
+    let change: AgentStateChange | null;
+    try {
+      change = this.opts.store.setAgentState(agent, to, { at, reason });
+    } catch (err) {
+      // The store cannot take it now (disk full, I/O error): kept, and written when it can be.
+      this.unwrittenStates.set(key, { agent, to, reason, at });
+      this.storeFailed(`the state of agent ${agent.agentId}`, err);
+      return;
+    }
+    this.unwrittenStates.delete(key);
+    this.logState(agent, change, reason);
+  }
+
+  /**
+   * Agents' state changes the store could not take, written again on the key poll. One that a
+   * connection of the agent has since overtaken (its connect wrote 'live') is given up.
+   */
+  private writeUnwrittenStates(): void {
+    for (const [key, u] of [...this.unwrittenStates]) {
+      this.unwrittenStates.delete(key);
+      if ([...this.conns].some((c) => c.agentKey === key)) continue;
+      this.setAgentState(u.agent, u.to, u.reason, u.at);
+      if (this.unwrittenStates.has(key)) return; // still failing: try again on the next poll
+    }
+  }
+
+  /** A write beside the data path (an agent's state or license) failed: counted, logged rate-limited; the collector carries on. */
+  private storeFailed(what: string, err: unknown): void {
+    this.opts.stats.storeErrors++;
+    const e = new StoreWriteError(what, err instanceof Error ? err.message : String(err));
+    this.warnLimited(e.code, { code: e.code }, e.message);
   }
 
   logState(agent: AgentRef, change: AgentStateChange | null, reason: string): void {

@@ -1,5 +1,5 @@
 import { ApmError } from '@apm-sidecar/proto';
-import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery } from './store/index';
+import { type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type TraceQuery } from './store/index';
 
 /**
  * The API's query parameters: each one checked (given once, not empty, not too long, a
@@ -96,6 +96,19 @@ export function metricQueryFrom(q: URLSearchParams): MetricQuery {
     if (rollup !== '1m') throw new BadQueryError(`"rollup" must be 1m, got "${rollup}"`);
     out.rollup = true;
   }
+  return out;
+}
+
+/** ?traceId=&name= of the trace list, besides the list's own. */
+export function traceQueryFrom(q: URLSearchParams): TraceQuery {
+  const out: TraceQuery = listQueryFrom(q);
+  const traceId = param(q, 'traceId', 32);
+  if (traceId !== undefined) {
+    if (!/^[0-9a-f]{32}$/.test(traceId)) throw new BadQueryError(`"traceId" must be 32 lowercase hex digits, got ${JSON.stringify(traceId)}`);
+    out.traceId = traceId;
+  }
+  const name = param(q, 'name');
+  if (name !== undefined) out.name = name;
   return out;
 }
 

@@ -94,3 +94,14 @@ export class HandshakeTimeoutError extends ApmError {
     super('ERR_HANDSHAKE_TIMEOUT', `the handshake was not completed within ${ms} ms (handshake_timeout_ms)`);
   }
 }
+
+/**
+ * A write to the store failed (disk full, I/O error, a damaged file). What it carried is not
+ * acked: the agent keeps it and sends it again on its next session. Counted as
+ * rejected.storeFailed (a batch refused) or storeErrors (an agent's liveness not written).
+ */
+export class StoreWriteError extends ApmError {
+  constructor(what: string, why: string) {
+    super('ERR_STORE_WRITE', `the collector could not store ${what} (${why}); it was not acked and will be sent again`);
+  }
+}

@@ -6,10 +6,11 @@ import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
 import { type RouteClass, decideAccess } from './api-access';
 import { type Clock, systemClock } from './clock';
+import { type HttpLimits, clientErrorOf, serverLimits, trackExchange } from './http-limits';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
 import type { SqliteStore } from './store/index';
-import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped } from './api-query';
+import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped, traceQueryFrom } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
 /**
@@ -17,8 +18,10 @@ import type { AgentState, CollectorStats } from './types';
  *
  *   GET /api/agents    ?project=   agents; disconnected ones stay listed for disconnected_retention_ms
  *   GET /api/metrics   ?project=&agent=&name=&from=&to=&limit=   (from/to epoch ms; from inclusive, to exclusive)
- *   GET /api/traces    ?project=&agent=&limit=   recent traces, newest first
+ *   GET /api/traces    ?project=&agent=&traceId=&name=&limit=   recent traces, newest first
  *   GET /api/events    ?project=&agent=&limit=   recent events, newest first
+ *   GET /api/snapshots ?project=&agent=&limit=   recent snapshots, newest first
+ *   GET /api/registrations ?project=&agent=&limit=   business-transaction registrations, by agent and name
  *
  * An agent is (project, agent id): every row carries `project`, and `agent=` alone
  * matches that agent id in every project.
@@ -36,7 +39,10 @@ import type { AgentState, CollectorStats } from './types';
  */
 
 /** What the API reads from the store. */
-export type ApiStore = Pick<SqliteStore, 'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents'>;
+export type ApiStore = Pick<
+  SqliteStore,
+  'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents' | 'listSnapshots' | 'listBtRegistrations'
+>;
 
 export interface HttpApiOptions {
   store: ApiStore;
@@ -56,22 +62,21 @@ export interface HttpApiOptions {
   tokens?: () => readonly ActiveToken[];
   /** /metrics open to every client (default: loopback only, or a token). */
   metricsOpen?: boolean;
+  /** Header size and the slow-client deadlines (default: the settings' defaults). */
+  limits?: HttpLimits;
 }
+
+const DEFAULT_LIMITS: HttpLimits = { headersTimeoutMs: 10_000, requestTimeoutMs: 60_000, keepAliveTimeoutMs: 5_000, maxHeaderBytes: 16_384 };
 
 export const DEFAULT_PUBLIC_DIR = join(__dirname, '..', 'public');
 
 /** The files of the web page: route → [file in publicDir, content type]. Nothing else is served from disk. */
+const PAGE_MODULES = ['app', 'activity', 'agents', 'api', 'charts', 'dom', 'format', 'options', 'series-picker', 'table', 'traces', 'units'];
 const PUBLIC_FILES: Record<string, [string, string]> = {
   '/': ['index.html', 'text/html; charset=utf-8'],
   '/index.html': ['index.html', 'text/html; charset=utf-8'],
-  '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
-  '/agents.js': ['agents.js', 'text/javascript; charset=utf-8'],
-  '/api.js': ['api.js', 'text/javascript; charset=utf-8'],
-  '/charts.js': ['charts.js', 'text/javascript; charset=utf-8'],
-  '/dom.js': ['dom.js', 'text/javascript; charset=utf-8'],
-  '/format.js': ['format.js', 'text/javascript; charset=utf-8'],
-  '/options.js': ['options.js', 'text/javascript; charset=utf-8'],
   '/style.css': ['style.css', 'text/css; charset=utf-8'],
+  ...Object.fromEntries(PAGE_MODULES.map((m) => [`/${m}.js`, [`${m}.js`, 'text/javascript; charset=utf-8']])),
 };
 
 /** The page loads only its own files and calls only its own API. */
@@ -149,7 +154,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/api/traces',
       (q, res, project) => {
-        sendJson(res, 200, store.listTraces(scoped(listQueryFrom(q), project)));
+        sendJson(res, 200, store.listTraces(scoped(traceQueryFrom(q), project)));
       },
     ],
     [
@@ -158,6 +163,8 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         sendJson(res, 200, store.listEvents(scoped(listQueryFrom(q), project)));
       },
     ],
+    ['/api/snapshots', (q, res, project) => sendJson(res, 200, store.listSnapshots(scoped(listQueryFrom(q), project)))],
+    ['/api/registrations', (q, res, project) => sendJson(res, 200, store.listBtRegistrations(scoped(listQueryFrom(q), project)))],
     [
       '/api/stats',
       (_q, res, project) => {
@@ -232,7 +239,12 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     }
   };
 
-  const server = createServer((req, res) => {
+  const limits = serverLimits(opts.limits ?? DEFAULT_LIMITS);
+  // Sockets with an exchange under way (a request not read to its end, or its answer not finished):
+  // a refusal there cannot be answered on the wire (it would follow or interleave another answer), only cut.
+  const inFlight = new WeakSet<object>();
+  const server = createServer(limits, (req, res) => {
+    trackExchange(inFlight, req, res);
     if (opts.extraRoutes?.(req, res) === true) return;
     const url = req.url ?? '/';
     const qi = url.indexOf('?');
@@ -292,19 +304,26 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     });
     req.on('error', () => res.destroy());
   });
-  // Malformed HTTP: answer in JSON as well when the socket still takes it.
+  server.keepAliveTimeout = limits.keepAliveTimeout;
+  // Malformed, oversized or too slow HTTP: counted in rejected, answered in JSON as well when the socket still takes it.
+  // node:http may report one connection more than once (the rest of an oversized header still arriving): counted once.
+  const refused = new WeakSet<object>();
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) {
+    if (refused.has(socket)) {
       socket.destroy();
       return;
     }
-    const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
-    const body = JSON.stringify({
-      error: { code: tooBig ? 'ERR_HEADERS_TOO_LARGE' : 'ERR_BAD_REQUEST', message: tooBig ? 'request headers too large' : 'malformed HTTP request' },
-    });
-    socket.end(
-      `HTTP/1.1 ${tooBig ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-    );
+    refused.add(socket);
+    const e = clientErrorOf(err);
+    stats.rejected[e.reason]++;
+    if (!socket.writable || inFlight.has(socket)) {
+      socket.destroy();
+      return;
+    }
+    const body = JSON.stringify({ error: { code: e.code, message: e.message } });
+    socket.end(`HTTP/1.1 ${e.status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    // A peer that reads nothing would hold the socket open.
+    setTimeout(() => socket.destroy(), 1000).unref();
   });
   return server;
 }

@@ -83,6 +83,12 @@ export function createMetricsRegistry(src: MetricsSource): Registry {
   single(registry, 'apm_collector_late_points_dropped_total', 'Metric points dropped because their minute was already final.', () => stats.droppedLate);
   labelled(registry, 'counter', 'apm_collector_received_total', 'Items stored, by kind (metricPoints counts points).', 'kind', () => stats.received);
   single(registry, 'apm_collector_duplicate_packs_total', 'Metric packs received again and ignored (still acked).', () => stats.duplicatePacks);
+  single(
+    registry,
+    'apm_collector_store_errors_total',
+    "Writes of agents' state or license the store could not take (written again later).",
+    () => stats.storeErrors,
+  );
   return registry;
 }
 

@@ -16,6 +16,10 @@ export interface CollectorSettings {
   handshake_timeout_ms: number;
   max_connections: number;
   max_connections_per_ip: number;
+  http_headers_timeout_ms: number;
+  http_request_timeout_ms: number;
+  http_keep_alive_timeout_ms: number;
+  http_max_header_bytes: number;
 }
 export type SettingKey = keyof CollectorSettings;
 
@@ -39,6 +43,20 @@ export const SETTINGS: Record<SettingKey, Spec> = {
   key_revocation_poll_ms: { def: 250, min: 10, max: 60_000, help: 'read revoked access keys this often; their sessions end' },
   handshake_timeout_ms: { def: 10_000, min: 1, max: DAY, help: 'an agent connection not through the handshake this long is closed' },
   max_connections: { def: 10_000, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once; more are closed at accept' },
+  http_headers_timeout_ms: {
+    def: 10_000,
+    min: 10,
+    max: DAY,
+    help: 'the HTTP port closes a connection whose request headers are not complete this long after they began (408); at most http_request_timeout_ms',
+  },
+  http_request_timeout_ms: {
+    def: 60_000,
+    min: 10,
+    max: DAY,
+    help: 'the HTTP port closes a connection whose whole request (a tunnel body too) has not arrived this long after it began (408)',
+  },
+  http_keep_alive_timeout_ms: { def: 5_000, min: 10, max: DAY, help: 'the HTTP port closes a keep-alive connection idle this long' },
+  http_max_header_bytes: { def: 16_384, min: 1024, max: 1024 * 1024, help: 'the HTTP port answers larger request headers (all lines together) with 431' },
   max_connections_per_ip: { def: 256, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once from one address' },
 };
 

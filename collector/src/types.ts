@@ -62,20 +62,29 @@ export class CollectorStats {
     malformed: 0,
     frameGap: 0,
     handshakeTimeout: 0,
+    /** Sessions refused because a batch (or the agent's own row) could not be committed: nothing of it was acked. */
+    storeFailed: 0,
     tooManyConnections: 0,
     unauthorized: 0,
     protectedMode: 0,
     forbidden: 0,
+    /** HTTP requests node:http refused before a route saw them: malformed, headers over http_max_header_bytes, too slow. */
+    badHttp: 0,
+    headersTooLarge: 0,
+    httpTimeout: 0,
   };
   readonly sessions = { tcp: 0, http: 0 };
   readonly frames: Record<string, number> = {};
   duplicatePacks = 0;
+  /** Writes of an agent's state or license that failed (the store could not take them); the next change writes again. */
+  storeErrors = 0;
 
   toJSON(): unknown {
     return {
       received: this.received,
       droppedLate: this.droppedLate,
       rejected: this.rejected,
+      storeErrors: this.storeErrors,
       duplicatePacks: this.duplicatePacks,
       sessions: this.sessions,
       frames: this.frames,

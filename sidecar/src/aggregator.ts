@@ -10,6 +10,10 @@ import { MetricKind, type MetricsMessage, type Series, Sketch } from '@apm-sidec
  * interval already emitted — a shim resending after a reconnect — re-opens it
  * and goes out in the next tick as another contribution to the same interval.
  *
+ * Each interval also lists the retained frames folded into it (`FrameRef`), so that its seal
+ * replaces exactly those frames by its packs: a straggler committed meanwhile is not in them and
+ * must stay retained until its own (re-opened) interval is sealed.
+ *
  * Memory is bounded by `maxPoints` (series × open intervals); a new point past
  * it is dropped and counted.
  */
@@ -26,6 +30,12 @@ export interface AggPoint {
   sketch: Sketch | null;
 }
 
+/** A retained frame: (instance id, seq) is its key in the retention. */
+export interface FrameRef {
+  instanceId: string;
+  seq: number;
+}
+
 export interface AggregatorStats {
   intervals: number;
   points: number;
@@ -34,6 +44,8 @@ export interface AggregatorStats {
 
 export class Aggregator {
   private readonly intervals = new Map<number, Map<string, AggPoint>>();
+  /** The retained frames folded into each open interval. */
+  private readonly frames = new Map<number, FrameRef[]>();
   private held = 0;
   droppedSeriesLimit = 0;
   droppedOverflow = 0;
@@ -42,7 +54,7 @@ export class Aggregator {
     readonly intervalMs: number,
     private readonly graceMs: number,
     private readonly maxPoints: number,
-    private readonly emit: (intervalStart: number, points: AggPoint[]) => void,
+    private readonly emit: (intervalStart: number, points: AggPoint[], frames: FrameRef[]) => void,
   ) {}
 
   stats(): AggregatorStats {
@@ -56,9 +68,14 @@ export class Aggregator {
     return Math.floor(ts / this.intervalMs) * this.intervalMs;
   }
 
-  /** Merge one shim frame; returns how many points were dropped by the series limit. */
-  add(msg: MetricsMessage): number {
+  /** Merge one shim frame (`frame`: its key in the retention); returns how many points were dropped by the series limit. */
+  add(msg: MetricsMessage, frame?: FrameRef): number {
     const start = this.intervalOf(msg.ts);
+    if (frame !== undefined) {
+      const list = this.frames.get(start);
+      if (list === undefined) this.frames.set(start, [frame]);
+      else list.push(frame);
+    }
     let bucket = this.intervals.get(start);
     if (bucket === undefined) {
       bucket = new Map();
@@ -97,7 +114,11 @@ export class Aggregator {
       }
       if (p.sketch !== null && agg.sketch !== null) agg.sketch.merge(p.sketch);
     }
-    if (bucket.size === 0) this.intervals.delete(start);
+    // Every point dropped: the interval stays empty, and its frame waits in the retention for the purge.
+    if (bucket.size === 0) {
+      this.intervals.delete(start);
+      this.frames.delete(start);
+    }
     this.droppedSeriesLimit += dropped;
     return dropped;
   }
@@ -108,10 +129,12 @@ export class Aggregator {
     const ready = [...this.intervals.keys()].filter((start) => all || start + this.intervalMs + this.graceMs <= now).sort((a, b) => a - b);
     for (const start of ready) {
       const bucket = this.intervals.get(start) as Map<string, AggPoint>;
+      const frames = this.frames.get(start) ?? [];
       this.intervals.delete(start);
+      this.frames.delete(start);
       this.held -= bucket.size;
       emitted += bucket.size;
-      this.emit(start, [...bucket.values()]);
+      this.emit(start, [...bucket.values()], frames);
     }
     return emitted;
   }

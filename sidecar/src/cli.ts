@@ -116,7 +116,15 @@ async function run(opts: ConfigOpts): Promise<void> {
   });
   try {
     await sidecar.start();
-    if (c.http !== null) await startHttp(sidecar, c.http.host, c.http.port, log);
+    if (c.http !== null) {
+      const limits = {
+        headersTimeoutMs: c.http_headers_timeout_ms,
+        requestTimeoutMs: c.http_request_timeout_ms,
+        keepAliveTimeoutMs: c.http_keep_alive_timeout_ms,
+        maxHeaderBytes: c.http_max_header_bytes,
+      };
+      await startHttp(sidecar, c.http.host, c.http.port, limits, log);
+    }
   } catch (err) {
     log.error({ code: (err as ApmError).code }, (err as Error).message);
     await sidecar.stop().catch(() => undefined);

@@ -14,6 +14,8 @@ export class Counters {
   readonly sent = counterSet();
   readonly dropped: Record<string, number> = {};
   readonly ipcErrors: Record<string, number> = {};
+  /** Requests the http listener refused before a handler saw them (malformed, oversized headers, too slow), by code. */
+  readonly httpErrors: Record<string, number> = {};
   duplicates = 0;
   connections = 0;
   /** Failed retention commits and maintenance transactions. */

@@ -1,4 +1,4 @@
-import { encodeMetrics } from '@apm-sidecar/proto';
+import { type EventPack, encodeMetrics } from '@apm-sidecar/proto';
 import type { Aggregator } from './aggregator';
 import type { Counters } from './counters';
 import type { SeqTracker } from './dedup';
@@ -20,6 +20,8 @@ export interface DogStatsdInputOptions {
   retention: RetentionHolder;
   counters: Counters;
   log: Logger;
+  /** An event or service check, kept like a shim's event. */
+  onEvent: (event: EventPack) => void;
 }
 
 export type DogStatsdStatus = (DogStatsdCounts & { udpPort: number | null; socket: string | null }) | null;
@@ -39,7 +41,16 @@ export class DogStatsdInput {
   async start(): Promise<void> {
     const o = this.opts;
     if (o.udp === null && o.socketPath.length === 0) return;
-    const agg = new DogStatsdAggregator();
+    const agg = new DogStatsdAggregator({
+      intervalOf: (ts) => o.aggregator.intervalOf(ts),
+      onEvent: o.onEvent,
+      // Once per reason: a client sending a bad line sends it again and again (the rest are counted).
+      onFirstInvalid: (reason, line) =>
+        o.log.warn(
+          { dogstatsd: { reason, line: line.slice(0, 200) } },
+          `DogStatsD line refused (${reason}); further ones are counted in status dogstatsd.invalidByReason`,
+        ),
+    });
     this.agg = agg;
     this.seq = o.seqs.last(DOGSTATSD_INSTANCE);
     this.listeners = await listenDogStatsd({ udp: o.udp, socketPath: o.socketPath, onPacket: (b) => agg.packet(b), log: o.log });
@@ -63,18 +74,18 @@ export class DogStatsdInput {
     const { agg, opts: o } = this;
     if (agg === null) return;
     // After a late opening of the retention, the seqs it held come first.
-    const msg = agg.take(Math.max(this.seq, o.seqs.last(DOGSTATSD_INSTANCE)) + 1, Date.now());
-    if (msg === null) return;
-    this.seq = msg.seq;
-    o.counters.received.metrics += msg.points.length;
-    o.aggregator.add(msg);
-    o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
-    const frame = encodeMetrics(msg);
-    // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
-    // (counted in retentionErrors, reported by the retention condition).
-    o.retention.store?.addFrame(
-      { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: o.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) },
-      () => {},
-    );
+    for (const msg of agg.take(Math.max(this.seq, o.seqs.last(DOGSTATSD_INSTANCE)) + 1, Date.now())) {
+      this.seq = msg.seq;
+      o.counters.received.metrics += msg.points.length;
+      o.aggregator.add(msg, { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq });
+      o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
+      const frame = encodeMetrics(msg);
+      // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
+      // (counted in retentionErrors, reported by the retention condition).
+      o.retention.store?.addFrame(
+        { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq, intervalStart: o.aggregator.intervalOf(msg.ts), payload: frame.subarray(5) },
+        () => {},
+      );
+    }
   }
 }

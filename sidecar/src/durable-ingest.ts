@@ -46,7 +46,7 @@ export class DurableIngest {
       () => {
         o.counters.received.metrics += m.points.length;
         const overflowBefore = o.aggregator.droppedOverflow;
-        const dropped = o.aggregator.add(m);
+        const dropped = o.aggregator.add(m, { instanceId, seq: m.seq });
         if (dropped > 0) o.counters.drop('series_limit', dropped);
         if (o.aggregator.droppedOverflow > overflowBefore) o.counters.drop('overflow', o.aggregator.droppedOverflow - overflowBefore);
       },

@@ -1,17 +1,80 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from './logger';
 import { SidecarMetrics } from './metrics';
 import type { Sidecar } from './sidecar';
+
+/** The listener's limits (config keys http_*): a client that is slow or sends too much is cut, not waited for. */
+export interface HttpLimits {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxHeaderBytes: number;
+}
+
+/**
+ * node:http enforces headersTimeout and requestTimeout only when it checks its connections, every
+ * connectionsCheckingInterval (30 s by default): checked at a quarter of the shorter deadline, a
+ * slow client is cut within 1.25 × the deadline. Node refuses a headers deadline over the request
+ * deadline, so the headers deadline is at most the request one.
+ */
+export function serverLimits(l: HttpLimits): {
+  maxHeaderSize: number;
+  headersTimeout: number;
+  requestTimeout: number;
+  keepAliveTimeout: number;
+  connectionsCheckingInterval: number;
+} {
+  const headersTimeout = Math.min(l.headersTimeoutMs, l.requestTimeoutMs);
+  return {
+    maxHeaderSize: l.maxHeaderBytes,
+    headersTimeout,
+    requestTimeout: l.requestTimeoutMs,
+    keepAliveTimeout: l.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(headersTimeout / 4))),
+  };
+}
+
+/** node:http's code for a request past headersTimeout or requestTimeout (Node's, not ours: kept out of the error catalog). */
+const NODE_REQUEST_TIMEOUT = `ERR_HTTP_REQUEST_TIMEOUT`;
+
+/** The stable code and status of a request node:http refused before it reached a handler. */
+function clientErrorOf(err: NodeJS.ErrnoException): { code: string; status: string } {
+  if (err.code === 'HPE_HEADER_OVERFLOW') return { code: 'ERR_HEADERS_TOO_LARGE', status: '431 Request Header Fields Too Large' };
+  if (err.code === NODE_REQUEST_TIMEOUT) return { code: 'ERR_REQUEST_TIMEOUT', status: '408 Request Timeout' };
+  return { code: 'ERR_BAD_REQUEST', status: '400 Bad Request' };
+}
 
 /**
  * `--http HOST:PORT`: /healthz (the process is up), /readyz (the IPC socket is
  * listening, the sidecar is not shutting down, and the upstream is ready: see
  * Sidecar.readiness), /metrics (Prometheus text).
  */
-export function startHttp(sidecar: Sidecar, host: string, port: number, log: Logger): Promise<Server> {
+export function startHttp(sidecar: Sidecar, host: string, port: number, limits: HttpLimits, log: Logger): Promise<Server> {
   const metrics = new SidecarMetrics(sidecar.stats);
-  const server = createServer((req, res) => handle(sidecar, metrics, req, res));
-  server.on('clientError', (_err, socket) => socket.destroy());
+  const l = serverLimits(limits);
+  // Sockets with an exchange under way (a request not read to its end, or its answer not finished):
+  // a refusal there cannot be answered on the wire (it would follow or interleave another answer), only cut.
+  const inFlight = new WeakSet<Socket>();
+  const server = createServer(l, (req, res) => {
+    trackExchange(inFlight, req, res);
+    handle(sidecar, metrics, req, res);
+  });
+  server.keepAliveTimeout = l.keepAliveTimeout;
+  // node:http may report one connection more than once (the rest of an oversized header still arriving): counted once.
+  const refused = new WeakSet<Socket>();
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (refused.has(socket)) {
+      socket.destroy();
+      return;
+    }
+    refused.add(socket);
+    const { code } = clientErrorOf(err);
+    const counters = sidecar.stats.counters;
+    counters.httpErrors[code] = (counters.httpErrors[code] ?? 0) + 1;
+    if (inFlight.has(socket)) socket.destroy();
+    else refuse(code, err, socket);
+  });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -21,6 +84,30 @@ export function startHttp(sidecar: Sidecar, host: string, port: number, log: Log
       resolve(server);
     });
   });
+}
+
+/** An exchange is in flight from its request until the request was read to its end and its answer finished. */
+function trackExchange(inFlight: WeakSet<Socket>, req: IncomingMessage, res: ServerResponse): void {
+  const socket = req.socket;
+  inFlight.add(socket);
+  const settle = (): void => {
+    if (req.complete && res.writableFinished) inFlight.delete(socket);
+  };
+  req.once('end', settle);
+  res.once('finish', settle);
+}
+
+/** Malformed, oversized or too slow HTTP (counted by the caller in counters.httpErrors): answered when the socket still takes it, closed. */
+function refuse(code: string, err: NodeJS.ErrnoException, socket: Socket): void {
+  const { status } = clientErrorOf(err);
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const body = `${code}\n`;
+  socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+  // A peer that reads nothing would hold the socket open.
+  setTimeout(() => socket.destroy(), 1000).unref();
 }
 
 function handle(sidecar: Sidecar, metrics: SidecarMetrics, req: IncomingMessage, res: ServerResponse): void {

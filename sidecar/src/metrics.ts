@@ -77,6 +77,13 @@ const METRICS: MetricDef[] = [
     label: 'code',
     read: (s) => s.counters.ipcErrors,
   },
+  {
+    name: 'apm_sidecar_http_errors_total',
+    type: 'counter',
+    help: 'HTTP requests refused before reaching a route (malformed, headers too large, too slow), by code.',
+    label: 'code',
+    read: (s) => s.counters.httpErrors,
+  },
   { name: 'apm_sidecar_duplicates_total', type: 'counter', help: 'Durable frames received again and ignored.', read: (s) => s.counters.duplicates },
   { name: 'apm_sidecar_shims', type: 'gauge', help: 'Connected shims.', read: (s) => s.shims.length },
   {
@@ -158,6 +165,23 @@ const METRICS: MetricDef[] = [
     read: upstream((up) => (typeof up.lastAckAgeMs === 'number' ? up.lastAckAgeMs / 1000 : null)),
   },
   { name: 'apm_sidecar_aggregation_points', type: 'gauge', help: 'Metric points held in open intervals.', read: (s) => s.aggregation.points },
+  {
+    name: 'apm_sidecar_dogstatsd_lines_total',
+    type: 'counter',
+    help: 'DogStatsD lines received, by what they were (metric, event, service_check, invalid).',
+    label: 'kind',
+    read: (s) =>
+      s.dogstatsd === null
+        ? null
+        : { metric: s.dogstatsd.metrics, event: s.dogstatsd.events, service_check: s.dogstatsd.serviceChecks, invalid: s.dogstatsd.invalid },
+  },
+  {
+    name: 'apm_sidecar_dogstatsd_invalid_total',
+    type: 'counter',
+    help: 'DogStatsD lines refused, by reason.',
+    label: 'reason',
+    read: (s) => (s.dogstatsd === null ? null : { ...s.dogstatsd.invalidByReason }),
+  },
 ];
 
 /** A counter cannot be NaN: a value that is not finite is shown as 0. */

@@ -1,6 +1,6 @@
 import type { SidecarState } from '@apm-sidecar/proto';
 import { encodeMetricPack } from '@apm-sidecar/proto/upstream';
-import type { AggPoint } from './aggregator';
+import type { AggPoint, FrameRef } from './aggregator';
 import type { Counters } from './counters';
 import { EventRing } from './event-ring';
 import { dropsQueue2, keepPolicy } from './link/keep-policy';
@@ -46,10 +46,20 @@ export class Outbox {
       if (phase === 'start') log.warn({ queue: q.name, capacity: q.capacity }, `${q.name} is full: dropping the oldest packs`);
       else log.warn({ queue: q.name, dropped: total }, `${q.name} has room again after dropping ${total} packs`);
     };
+    const retention = opts.retention;
     this.queue1 = new Queue1(
       opts.queue1Size,
       (pack, reason) => counters.drop(reason, pack.kind === 'metrics' ? pack.points : 1),
       (phase, total) => dropEpisode({ name: 'queue1', capacity: opts.queue1Size }, phase, total),
+      {
+        // Only a retention whose commits succeed holds what leaves memory.
+        holds: () => retention.store !== null && !retention.store.condition.failing,
+        load: (limit, skip) => retention.store?.packsInOrder(limit, skip)?.map((p): Pack => ({ kind: 'metrics', ...p })) ?? null,
+        episode: (phase, packs) => {
+          if (phase === 'start') log.warn({ queue: 'queue1', capacity: opts.queue1Size }, 'queue1 is full: newer metric packs wait in the retention only');
+          else log.info({ queue: 'queue1', packs }, `queue1 has taken back the ${packs} metric packs that waited in the retention only`);
+        },
+      },
     );
     this.queue2 = new BoundedQueue<Pack>('queue2', opts.queue2Size, dropEpisode);
     this.ring = new EventRing(opts.eventReplayWindowMs, 10_000, (n, reason) => counters.drop(reason, n));
@@ -64,8 +74,8 @@ export class Outbox {
     else this.opts.counters.drop(keep.drop);
   }
 
-  /** A closed interval becomes packs: queued, and in the retention in place of its raw frames. */
-  emitMetrics(intervalStart: number, points: AggPoint[]): void {
+  /** A closed interval becomes packs: queued, and in the retention in place of the raw frames folded into it. */
+  emitMetrics(intervalStart: number, points: AggPoint[], frames: FrameRef[]): void {
     const { agentId, metricIntervalMs: intervalMs } = this.opts;
     const stored: StoredPack[] = [];
     for (let i = 0; i < points.length; i += PER_PACK) {
@@ -77,7 +87,7 @@ export class Outbox {
       this.queue1.push({ kind: 'metrics', packId, intervalStart, intervalMs, points: chunk.length, body });
     }
     // The interval's raw frames are replaced by its packs in one transaction.
-    this.opts.retention.store?.sealInterval(intervalStart, stored);
+    this.opts.retention.store?.sealInterval(stored, frames);
   }
 
   /** The collector acked a pack: counted as sent, and no longer retained. */
@@ -110,10 +120,16 @@ export class Outbox {
   purge(now: number): void {
     const { retentionMs, retention, counters, log } = this.opts;
     const cutoff = now - retentionMs;
+    // The retention first: queue1 tops its metrics lane up from it as packs leave memory, and
+    // must find only packs within retention_ms there. On failure the rows stay and the next
+    // purge drops them; the condition is already reported.
+    const purged = retention.store?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
+    const expired = new Map<string, number>();
+    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') expired.set(p.packId, p.points);
+    // Spilled packs expire in the retention only; a pack with the transport may still be delivered.
+    for (const [id, n] of purged?.packs ?? []) if (!this.queue1.isSending(id)) expired.set(id, n);
     let points = 0;
-    for (const p of this.queue1.expireMetrics(cutoff)) if (p.kind === 'metrics') points += p.points;
-    // On failure the rows stay and the next purge drops them; the condition is already reported.
-    retention.store?.purge(cutoff, now - 7 * 24 * 3600 * 1000);
+    for (const n of expired.values()) points += n;
     if (points > 0) {
       counters.drop('expired', points);
       log.warn({ points, retentionMs }, `dropped ${points} metric points older than retention_ms`);

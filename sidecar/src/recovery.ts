@@ -32,7 +32,7 @@ export function recover(store: RetentionStore, t: RecoveryTargets): void {
   const frames = store.loadFrames();
   for (const f of frames) {
     try {
-      t.aggregator.add(decodeMetrics(f.payload, t.seriesCache));
+      t.aggregator.add(decodeMetrics(f.payload, t.seriesCache), { instanceId: f.instanceId, seq: f.seq });
     } catch (err) {
       t.log.warn({ instanceId: f.instanceId, seq: f.seq, code: (err as ApmError).code }, 'skipping an unreadable retained frame');
     }

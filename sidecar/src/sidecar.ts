@@ -61,7 +61,7 @@ export interface SidecarOptions {
  *
  *   IpcServer ─ durable ─> DurableIngest ─> retention ─> Aggregator ─> Outbox.queue1 ┐
  *             └ others ──> Outbox (keep policy by state) ───────────────────────────┴─> Sender ─> Transport
- *   DogStatsdInput ──────> Aggregator                      Link (in the transport) ─> StateHolder ─> IpcServer, Outbox
+ *   DogStatsdInput ─ metrics ─> Aggregator; events ─> Outbox   Link (in the transport) ─> StateHolder ─> IpcServer, Outbox
  *
  * The state flows one way: the transport's Link writes it, the IPC server (to the shims) and
  * the Outbox subscribe. SidecarStats is what status and /metrics read.
@@ -116,8 +116,8 @@ export class Sidecar implements IpcHandler {
     });
     const wake = (): void => this.sender.step();
     this.outbox = new Outbox({ ...opts, retention: this.retention, counters, log, wake });
-    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points) =>
-      this.outbox.emitMetrics(start, points),
+    this.aggregator = new Aggregator(opts.metricIntervalMs, Math.max(2 * opts.flushMs, 500), opts.maxSeries, (start, points, frames) =>
+      this.outbox.emitMetrics(start, points, frames),
     );
     const up = opts.upstream;
     this.transport =
@@ -125,9 +125,20 @@ export class Sidecar implements IpcHandler {
         ? new DebugTransport(opts.agentId, up.output)
         : new TcpTransport({ ...up, agentId: opts.agentId, version: SIDECAR_VERSION, apps: () => this.ipc.apps() });
     this.sender = new Sender([this.outbox.queue1, this.outbox.queue2], this.transport, (pack) => this.outbox.sent(pack));
+    this.outbox.queue1.isSending = (id) => this.sender.isSending(id);
     const parts = { seqs: this.seqs, retention: this.retention, aggregator: this.aggregator, counters, log };
     this.ingest = new DurableIngest({ ...parts, queue1: this.outbox.queue1, knownBt, wake });
-    this.dogstatsd = new DogStatsdInput({ ...parts, udp: opts.dogstatsdUdp, socketPath: opts.dogstatsdSocket, flushMs: opts.flushMs });
+    this.dogstatsd = new DogStatsdInput({
+      ...parts,
+      udp: opts.dogstatsdUdp,
+      socketPath: opts.dogstatsdSocket,
+      flushMs: opts.flushMs,
+      onEvent: (event) => {
+        counters.received.events++;
+        this.outbox.keep({ kind: 'event', origin: DOGSTATSD_ORIGIN, event }, this.state.state);
+        this.sender.step();
+      },
+    });
     this.space = new SpacePolicy({
       dataDir: opts.dataDir,
       maxBytes: opts.retentionMaxBytes,
@@ -310,6 +321,9 @@ export class Sidecar implements IpcHandler {
     this.log.error({ where, err: (err as Error).message, code: (err as ApmError).code }, `${where} failed: ${(err as Error).message}`);
   }
 }
+
+/** Events and service checks that came in over DogStatsD: no shim, no pid. */
+const DOGSTATSD_ORIGIN: Origin = { app: 'dogstatsd', instanceId: DOGSTATSD_INSTANCE, pid: 0 };
 
 function originOf(h: ShimIdentity): Origin {
   return { app: h.app, instanceId: h.instanceId, pid: h.pid };

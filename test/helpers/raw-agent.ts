@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { FrameParser, MetricKind, type MetricPoint, encodeSeries } from '@apm-sidecar/proto';
 import {
   type AccessKey,
+  type AgentInfo,
   ClientHandshake,
   Direction,
   Inner,
@@ -47,12 +48,13 @@ export class RawAgent {
   private sealer: Sealer | null = null;
   private packs = 0;
 
-  /** Over TCP to `port`, or over the carrier given (it emits 'connect' when ready). */
+  /** Over TCP to `port`, or over the carrier given (it emits 'connect' when ready); `info` adds to its AgentInfo. */
   constructor(
     port: number,
     key: AccessKey,
     readonly agentId: string,
     carrier?: RawCarrier,
+    info: Partial<AgentInfo> = {},
   ) {
     const hs = new ClientHandshake(nacl, key, agentId);
     let opener: Opener | null = null;
@@ -62,7 +64,7 @@ export class RawAgent {
         this.sealer = new Sealer(nacl, keys, Direction.AgentToCollector);
         opener = new Opener(nacl, keys, Direction.CollectorToAgent);
         this.sock.write(finished);
-        this.sock.write(this.sealer.text(Inner.AgentInfo, encodeAgentInfo({ agentId, host: 'raw', version: 'test', apps: ['raw'] })));
+        this.sock.write(this.sealer.text(Inner.AgentInfo, encodeAgentInfo({ agentId, host: 'raw', version: 'test', apps: ['raw'], ...info })));
         return;
       }
       if (opener === null) return;
@@ -92,12 +94,17 @@ export class RawAgent {
 
   /** One metric pack with one counter point per value, each its own series `name{i}`. */
   sendPack(packId: string, intervalStart: number, values: number[], name = 'raw.n'): void {
+    this.sock.write(this.packFrame(packId, intervalStart, values, name));
+  }
+
+  /** The sealed frame sendPack would write (to send it in pieces, as a slow link delivers it). */
+  packFrame(packId: string, intervalStart: number, values: number[], name = 'raw.n'): Buffer {
     const points: MetricPoint[] = values.map((v, i) => {
       const tags = { i: String(i) };
       const series = { key: encodeSeries(MetricKind.Counter, name, tags).toString('latin1'), kind: MetricKind.Counter, name, tags };
       return { series, count: 1, sum: v, min: v, max: v, last: Number.NaN, sketch: null };
     });
-    this.sock.write((this.sealer as Sealer).text(Inner.MetricBatch, encodeMetricBatch([{ packId, intervalStart, intervalMs: 1000, points }])));
+    return (this.sealer as Sealer).text(Inner.MetricBatch, encodeMetricBatch([{ packId, intervalStart, intervalMs: 1000, points }]));
   }
 
   destroy(): void {

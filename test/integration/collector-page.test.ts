@@ -233,3 +233,102 @@ test('the same agent id in two projects: two rows, each showing its project, and
     tmp.cleanup();
   }
 });
+
+test('transactions with their waterfall and the other parts of their trace, events, snapshots, registrations, a series picker and units', {
+  timeout: 150_000,
+}, async (t) => {
+  if (!existsSync(CHROMIUM)) {
+    t.skip('chromium not installed: browser test skipped (apt-get install chromium)');
+    return;
+  }
+  const tmp = tempDir('apm-page3-');
+  const ARTIFACTS = process.env.APM_ARTIFACTS_DIR ?? join(tmp.dir, 'artifacts');
+  const cleanups: (() => unknown)[] = [];
+  try {
+    const data = join(tmp.dir, 'collector');
+    const key = await createKey(data, 'views');
+    const collector = await startCollector(data);
+    cleanups.push(() => collector.kill('SIGTERM'));
+    // Two agents, one app each: the front calls the back, so one trace has a part on each.
+    const shims = [];
+    for (const [agent, app] of [
+      ['front', 'web'],
+      ['back', 'payments'],
+    ] as const) {
+      const sc = await startSidecar(
+        join(tmp.dir, agent),
+        ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(collector.port), ...FAST, '--set', `agent_id=${agent}`],
+        { APM_SIDECAR_ACCESS_KEY: key },
+      );
+      cleanups.push(() => sc.kill('SIGKILL'));
+      const apm = connect({ app, socket: sc.socket, flushMs: 50 });
+      cleanups.push(() => apm.close());
+      await waitFor(`the ${app} shim to be active`, () => apm.state === 'active');
+      shims.push(apm);
+    }
+    const [web, payments] = shims as [ReturnType<typeof connect>, ReturnType<typeof connect>];
+    const front = web.startTransaction('GET /checkout');
+    front.step('http', 'POST http://payments/pay', 12);
+    const back = payments.startTransaction('POST /pay', front.outgoingHeaders());
+    back.step('sql', 'INSERT INTO payments VALUES (?)', 4);
+    back.end();
+    front.end();
+    web.event({ type: 'deploy', message: 'web 1.2.3 rolled out' });
+    web.snapshot({ pool: { size: 10, busy: 3 } }, 'db-pool');
+    web.registerBusinessTransaction('Checkout');
+    for (let i = 0; i < 12; i++) web.counter('many.series', { shard: String(i).padStart(2, '0') }).add(i + 1);
+    web.histogram('views.latency_ms').record(42);
+    assert.equal(await web.flush(), true);
+    assert.equal(await payments.flush(), true);
+
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    cleanups.push(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(String(err)));
+    await page.goto(`http://127.0.0.1:${collector.httpPort}/?refresh=300`);
+
+    // The transactions table, then one transaction's waterfall: its own bar and one per step.
+    await page.waitForSelector('#traces tr.trace + tr.trace', WAIT);
+    await page.getByRole('button', { name: 'GET /checkout' }).click();
+    await page.waitForSelector(`#trace-detail:not([hidden])[data-txid="${front.txid}"]`, WAIT);
+    assert.equal(await page.locator('#trace-waterfall svg g.step').count(), 2, 'the transaction and its one step');
+    assert.match((await page.locator('#trace-waterfall svg').textContent()) ?? '', /http: POST http:\/\/payments\/pay/);
+    // The other part of the same trace, recorded by the other agent, one click away.
+    await page.waitForSelector('#trace-parts li + li', WAIT);
+    assert.match((await page.locator('#trace-parts').textContent()) ?? '', /back \(.*\) · payments · POST \/pay/);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'collector-page-transaction.png'), fullPage: true });
+    await page.locator('#trace-parts button', { hasText: 'POST /pay' }).click();
+    await page.waitForSelector(`#trace-detail[data-txid="${back.txid}"]`, WAIT);
+    assert.match((await page.locator('#trace-waterfall svg').textContent()) ?? '', /sql: INSERT INTO payments/);
+    assert.equal(await page.locator('#traces tr.selected').count(), 1, 'the shown transaction is marked in the table');
+
+    // Events, snapshots and registrations.
+    await page.waitForSelector('#events td:text("web 1.2.3 rolled out")', WAIT);
+    await page.waitForSelector('#snapshots td:text("db-pool")', WAIT);
+    assert.match((await page.locator('#snapshots code').first().textContent()) ?? '', /"busy":3/);
+    await page.waitForSelector('#registrations td:text("Checkout")', WAIT);
+
+    // Every series reachable: 12 series, 8 drawn by default, a ninth one click away.
+    const many = 'figure[data-metric="many.series"]';
+    await page.waitForSelector(`${many} .series-picker summary`, WAIT);
+    assert.equal(await page.locator(`${many} .series-picker summary`).textContent(), '12 series, 8 drawn: choose');
+    assert.equal(await page.locator(`${many} svg path.line`).count(), 8);
+    await page.locator(`${many} .series-picker summary`).click();
+    await page.locator(`${many} .series-choice`, { hasText: 'shard=11' }).locator('input').check();
+    await waitFor('nine lines after picking a ninth series', async () => (await page.locator(`${many} svg path.line`).count()) === 9);
+    // The choice survives the next refreshes (the status line's time changes with each).
+    const before = await page.locator('#status-text').textContent();
+    await waitFor('two more refreshes', async () => (await page.locator('#status-text').textContent()) !== before);
+    assert.equal(await page.locator(`${many} svg path.line`).count(), 9, 'the pick is kept across refreshes');
+    // Units from the metric's name; every series carries its app.
+    assert.equal(await page.locator('figure[data-metric="views.latency_ms"] .metric-unit').textContent(), 'in ms');
+    assert.match((await page.locator(`${many} .series-choice`).first().textContent()) ?? '', /app=web/);
+    await page.screenshot({ path: join(ARTIFACTS, 'collector-page-activity.png'), fullPage: true });
+    assert.deepEqual(pageErrors, [], 'no script errors on the page');
+  } finally {
+    await runCleanups(cleanups);
+    tmp.cleanup();
+  }
+});

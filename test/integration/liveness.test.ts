@@ -34,7 +34,8 @@ import { type Proc, type SidecarProc, sleep, startApp, startSidecar, statusJson,
 
 const IDLE_PING_MS = 300;
 const STALL_AFTER_MS = 800;
-const RETENTION_MS = 2000;
+// Long enough that a sidecar restarted at once (about 0.3 s, over 2 s on a loaded machine) is back within it.
+const RETENTION_MS = 4000;
 const TUNNEL_TIMEOUT_MS = 800;
 
 /** The collector's liveness clock, scaled from minutes to a fraction of a second. */

@@ -210,3 +210,26 @@ describe('shim metrics with a small sidecar frame limit', () => {
     assert.deepEqual(h.apm.stats().dropped, {});
   });
 });
+
+describe('shim metrics from two apps behind one sidecar', () => {
+  const h = new Harness();
+  before(() => h.start());
+  after(() => h.stop());
+
+  it('every series carries its app as the tag `app`: two apps behind one sidecar stay two series; an app tag given by the caller is kept', async () => {
+    const other = connect({ socket: h.sidecar.socket, app: 'other-app' });
+    try {
+      await waitFor('the second shim to be welcomed', () => other.state === 'active');
+      h.apm.counter('apps.n', { route: '/a' }).add(1);
+      other.counter('apps.n', { route: '/a' }).add(10);
+      other.counter('apps.n', { route: '/a', app: 'chosen' }).add(100);
+      assert.equal(await other.flush(), true);
+      assert.equal(await h.apm.flush(), true);
+      await h.settled();
+      const byApp = (app: string) => totals(h.points('apps.n').filter((p) => p.tags.app === app && p.tags.route === '/a')).sum;
+      assert.deepEqual([byApp('metrics-test'), byApp('other-app'), byApp('chosen')], [1, 10, 100]);
+    } finally {
+      await other.close();
+    }
+  });
+});

@@ -1,14 +1,9 @@
 /**
  * A full disk under the retention (DESIGN §3, §8), on a real filesystem: a 2 MiB
- * tmpfs mounted in a private mount namespace that only the test's processes
- * enter (`unshare -m`, then `nsenter` for each sidecar), so nothing leaks to the
- * machine: the mount goes away with the namespace's last process, and its
- * holder exits when the test's end of its stdin closes, even if the test dies.
- * The test fills the filesystem through /proc/<holder>/root.
+ * tmpfs in a private mount namespace (test/helpers/small-disk.ts), filled through
+ * /proc/<holder>/root.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -17,7 +12,8 @@ import { type ApmClient, connect } from '@apm-sidecar/shim';
 import { cleanupsAfterEach } from '../helpers/cleanups';
 import { createKey } from '../helpers/collector';
 import { sidecarStatus } from '../helpers/outage';
-import { Proc, SIDECAR_CLI, type SidecarProc, pointsOf, sidecarListening, sleep, tempDir, waitFor } from '../helpers/procs';
+import { type SidecarProc, pointsOf, sleep, tempDir, waitFor } from '../helpers/procs';
+import { SmallDisk, mountAllowed } from '../helpers/small-disk';
 
 type Json = Record<string, any>;
 
@@ -26,88 +22,18 @@ after(() => tmp.cleanup());
 
 const cleanups = cleanupsAfterEach();
 
-/** A private mount namespace holding a small tmpfs at `mnt`; alive while the test holds its stdin. */
-class SmallDisk {
-  private constructor(
-    readonly holder: Proc,
-    readonly mnt: string,
-  ) {}
-
-  static async mount(mnt: string, size = '2m'): Promise<SmallDisk> {
-    mkdirSync(mnt, { recursive: true });
-    const child = spawn(
-      'unshare',
-      [
-        '-m',
-        '--propagation',
-        'private',
-        'sh',
-        '-c',
-        'mount -t tmpfs -o "size=$1" tmpfs "$2" && echo \'{"mounted":true}\' && exec cat >/dev/null',
-        'sh',
-        size,
-        mnt,
-      ],
-      { stdio: ['pipe', 'pipe', 'pipe'] },
-    );
-    const holder = new Proc(child);
-    await waitFor('the tmpfs to be mounted', () => {
-      if (!holder.alive) throw new Error(`unshare/mount failed: ${holder.stderr}`);
-      return holder.lines.some((l) => l.mounted === true);
-    });
-    return new SmallDisk(holder, mnt);
-  }
-
-  /** `mnt` as the namespace sees it, from outside. */
-  inside(name: string): string {
-    return join(`/proc/${this.holder.pid}/root`, this.mnt, name);
-  }
-
-  /** Fill the filesystem until ENOSPC (the filler is removed after the test in any case). */
-  fill(): number {
-    cleanups.push(() => rmSync(this.inside('filler'), { force: true }));
-    const fd = openSync(this.inside('filler'), 'w');
-    const chunk = Buffer.alloc(4096, 1);
-    let n = 0;
-    try {
-      for (;;) n += writeSync(fd, chunk);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    } finally {
-      closeSync(fd);
-    }
-    return n;
-  }
-
-  free(): void {
-    unlinkSync(this.inside('filler'));
-  }
-
-  /** Start `apm-sidecar run` inside the namespace; resolves once it listens. */
-  async sidecar(name: string, extra: string[], data = 'data', env: Record<string, string> = {}): Promise<SidecarProc> {
-    const socket = join(tmp.dir, `${name}.sock`);
-    const args = ['-t', String(this.holder.pid), '-m', '--', process.execPath, SIDECAR_CLI, 'run', '--transport', 'debug', '--socket', socket];
-    const p = new Proc(
-      spawn('nsenter', [...args, '--data-dir', join(this.mnt, data), '--set', 'agent_id=disk-full', ...extra], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, ...env },
-      }),
-    ) as SidecarProc;
-    p.socket = socket;
-    cleanups.push(() => p.kill('SIGKILL'));
-    await sidecarListening(p);
-    return p;
-  }
-
-  async close(): Promise<void> {
-    this.holder.child.stdin?.end();
-    await this.holder.exited;
-  }
+/** `apm-sidecar run` (debug transport) on `disk`, its data_dir `data` under the mount; resolves once it listens. */
+async function sidecarOn(disk: SmallDisk, name: string, extra: string[], data = 'data', env: Record<string, string> = {}): Promise<SidecarProc> {
+  const args = ['--transport', 'debug', '--data-dir', disk.path(data), '--set', 'agent_id=disk-full', ...extra];
+  const p = await disk.sidecar(join(tmp.dir, `${name}.sock`), args, env);
+  cleanups.push(() => p.kill('SIGKILL'));
+  return p;
 }
 
-function mountAllowed(): boolean {
-  const r = spawnSync('unshare', ['-m', 'sh', '-c', 'mount -t tmpfs -o size=64k tmpfs /mnt'], { encoding: 'utf8' });
-  return r.status === 0;
+/** Fill `disk` until ENOSPC; the filler is removed after the test in any case. */
+function fill(disk: SmallDisk): void {
+  cleanups.push(() => disk.free());
+  disk.fill();
 }
 
 const SPEED = ['--set', 'flush_ms=50', '--set', 'metric_interval_ms=300', '--set', 'retention_min_free_bytes=0', '--http', '127.0.0.1:0'];
@@ -148,18 +74,18 @@ function httpPort(sc: SidecarProc): number {
 describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mounting a tmpfs in a private mount namespace is not permitted here' }, () => {
   let disk: SmallDisk;
   before(async () => {
-    disk = await SmallDisk.mount(join(tmp.dir, 'mnt'));
+    disk = await SmallDisk.mount(join(tmp.dir, 'mnt'), '2m');
   });
   after(() => disk.close());
 
   test('a full disk is reported, not fatal: shims are not acked until a commit succeeds, then every value arrives exactly once', async () => {
-    const sc = await disk.sidecar('full', SPEED);
+    const sc = await sidecarOn(disk, 'full', SPEED);
     const apm = shim(sc);
     await waitFor('the welcome', () => apm.state === 'active');
     record(apm, 1);
     assert.equal(await apm.flush(), true, 'acked while there is room');
 
-    disk.fill();
+    fill(disk);
     record(apm, 10);
     assert.equal(await apm.flush(1500), false, 'not acked: the frame was not committed');
     const full = await waitFor('the condition in status', async () => {
@@ -190,8 +116,8 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
   });
 
   test('a sidecar started on a full disk runs without acking durable frames and opens the retention when space returns', async () => {
-    disk.fill();
-    const sc = await disk.sidecar('late', SPEED.concat(['--set', 'metric_interval_ms=60000']), 'late');
+    fill(disk);
+    const sc = await sidecarOn(disk, 'late', SPEED.concat(['--set', 'metric_interval_ms=60000']), 'late');
     const apm = shim(sc);
     await waitFor('the welcome', () => apm.state === 'active');
     record(apm, 3);
@@ -207,12 +133,12 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
   });
 
   test('nothing acked is lost when the sidecar is killed while the disk is full: the shim resends what was not committed', async () => {
-    const first = await disk.sidecar('killed', SPEED.concat(['--set', 'metric_interval_ms=60000']));
+    const first = await sidecarOn(disk, 'killed', SPEED.concat(['--set', 'metric_interval_ms=60000']));
     const apm = shim(first);
     await waitFor('the welcome', () => apm.state === 'active');
     record(apm, 1);
     assert.equal(await apm.flush(), true);
-    disk.fill();
+    fill(disk);
     record(apm, 10);
     assert.equal(await apm.flush(1000), false);
     record(apm, 100);
@@ -220,7 +146,7 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
     await first.kill('SIGKILL');
     disk.free();
 
-    const second = await disk.sidecar('killed', SPEED.concat(['--set', 'metric_interval_ms=60000']));
+    const second = await sidecarOn(disk, 'killed', SPEED.concat(['--set', 'metric_interval_ms=60000']));
     await waitFor('the shim to be acked for everything', () => apm.stats().buffered === 0, 15000);
     await second.kill('SIGTERM');
     assert.equal(total(first), 0, 'the first sidecar emitted nothing (its interval was open)');
@@ -244,7 +170,8 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
       retention_ms: 600000,
       retention_min_free_bytes: 1_400_000,
     };
-    const sc = await small.sidecar(
+    const sc = await sidecarOn(
+      small,
       'minfree',
       ['--transport', 'tcp', '--server-host', '127.0.0.1', '--server-port', String(port), ...Object.entries(sets).flatMap(([k, v]) => ['--set', `${k}=${v}`])],
       'data',
@@ -265,7 +192,7 @@ describe('the retention on a full disk', { skip: mountAllowed() ? false : 'mount
     assert.equal(s.counters.dropped.disk_full % 600, 0, 'whole intervals');
     assert.equal(s.counters.retentionErrors, 0, 'no commit ever failed');
     assert.equal(sc.logs(/beyond its space bounds \(min_free\)/).length, 1, 'one log line when dropping starts');
-    await waitFor('free space back above the bound', async () => (await sidecarStatus(sc.socket)).retention.freeBytes >= 1_400_000);
+    await waitFor('free space back above the bound', async () => (await sidecarStatus(sc.socket)).retention.freeBytes >= 1_400_000, 30_000);
     assert.equal(sc.alive, true);
   });
 });

@@ -56,6 +56,7 @@ const ALWAYS = [
   'apm_sidecar_received_total counter',
   'apm_sidecar_sent_total counter',
   'apm_sidecar_ipc_errors_total counter',
+  'apm_sidecar_http_errors_total counter',
   'apm_sidecar_duplicates_total counter',
   'apm_sidecar_shims gauge',
   'apm_sidecar_retention_rows gauge',

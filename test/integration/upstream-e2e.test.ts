@@ -110,7 +110,7 @@ for (const transport of ['tcp', 'http'] as const) {
         assert.equal(lat1.points.length, 1, 'recorded in one tick: one interval');
         const p = lat1.points[0];
         assert.deepEqual([p.count, p.sum, p.min, p.max], [1000, 500500, 1, 1000]);
-        assert.deepEqual(p.tags, { route: '/pay' });
+        assert.deepEqual(p.tags, { route: '/pay', app: 'shop' }, 'the shim tags every series with its app');
         for (const [q, exact] of [
           ['p50', 500],
           ['p95', 950],

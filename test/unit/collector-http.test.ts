@@ -271,6 +271,8 @@ describe('collector HTTP API: projects', () => {
   let port = 0;
   const counter = { key: encodeSeries(MetricKind.Counter, 'orders', {}).toString('latin1'), kind: MetricKind.Counter, name: 'orders', tags: {} };
   const origin = { app: 'shop', instanceId: 'i', pid: 1 };
+  const TRACE = 'a'.repeat(32);
+  const OTHER_TRACE = 'b'.repeat(32);
 
   before(async () => {
     for (const [projectId, n] of [
@@ -293,7 +295,10 @@ describe('collector HTTP API: projects', () => {
       );
       store.storeText(agent, [
         { kind: 'event', origin, event: { ts: T0, type: 'deploy', message: projectId } },
-        { kind: 'trace', origin, trace: { txid: 't', traceId: 'tr', spanId: 's', name: projectId, startTime: T0, durationMs: 1, steps: [] } },
+        { kind: 'trace', origin, trace: { txid: 't', traceId: TRACE, spanId: 's', name: projectId, startTime: T0, durationMs: 1, steps: [] } },
+        { kind: 'trace', origin, trace: { txid: 'u', traceId: OTHER_TRACE, spanId: 's', name: 'other', startTime: T0, durationMs: 1, steps: [] } },
+        { kind: 'snapshot', origin, snapshot: { ts: T0, kind: 'config', data: { project: projectId } } },
+        { kind: 'btRegistration', origin, name: `GET /${projectId}`, ts: T0 },
       ]);
     }
     server = createHttpApi({ store, stats: new CollectorStats(), log: createLogger('silent'), clock: { now: () => T0 } });
@@ -306,22 +311,47 @@ describe('collector HTTP API: projects', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('every row carries its project; ?project= filters agents, metrics, traces and events', async () => {
+  it('every row carries its project; ?project= filters agents, metrics, traces, events, snapshots and registrations', async () => {
     const get = async (path: string) => {
       const r = await call(port, path);
       assert.equal(r.status, 200, r.body);
       return (JSON.parse(r.body) as Record<string, unknown>[]).map((x) => x.project).sort();
     };
-    for (const route of ['/api/agents', '/api/metrics', '/api/traces', '/api/events']) {
+    for (const route of ['/api/agents', '/api/metrics', `/api/traces?traceId=${TRACE}`, '/api/events', '/api/snapshots', '/api/registrations']) {
+      const q = route.includes('?') ? '&' : '?';
       assert.deepEqual(await get(route), ['alpha-000001', 'beta-000002'], route);
-      assert.deepEqual(await get(`${route}?project=beta-000002`), ['beta-000002'], route);
-      assert.deepEqual(await get(`${route}?project=nope-000000`), [], route);
-      assertJsonError(await call(port, `${route}?project=`), 400, 'ERR_BAD_QUERY');
+      assert.deepEqual(await get(`${route}${q}project=beta-000002`), ['beta-000002'], route);
+      assert.deepEqual(await get(`${route}${q}project=nope-000000`), [], route);
+      assertJsonError(await call(port, `${route}${q}project=`), 400, 'ERR_BAD_QUERY');
     }
     const sums = JSON.parse((await call(port, '/api/metrics?project=alpha-000001&agent=pod')).body) as { sum: number }[];
     assert.deepEqual(
       sums.map((p) => p.sum),
       [2567],
     );
+  });
+
+  it('/api/traces?traceId= gives every part of one distributed trace; ?name= one transaction name; a bad trace id is a 400', async () => {
+    const rows = JSON.parse((await call(port, `/api/traces?traceId=${OTHER_TRACE}`)).body) as { traceId: string; name: string; project: string }[];
+    assert.deepEqual(rows.map((r) => [r.project, r.traceId, r.name]).sort(), [
+      ['alpha-000001', OTHER_TRACE, 'other'],
+      ['beta-000002', OTHER_TRACE, 'other'],
+    ]);
+    const named = JSON.parse((await call(port, '/api/traces?name=beta-000002')).body) as { name: string }[];
+    assert.deepEqual(
+      named.map((r) => r.name),
+      ['beta-000002'],
+    );
+    for (const bad of ['abc', 'A'.repeat(32), `${'a'.repeat(31)}g`]) assertJsonError(await call(port, `/api/traces?traceId=${bad}`), 400, 'ERR_BAD_QUERY');
+  });
+
+  it('/api/snapshots gives what the app gave; /api/registrations lists names by agent', async () => {
+    const snaps = JSON.parse((await call(port, '/api/snapshots?project=alpha-000001')).body) as { kind: string; data: unknown; ts: number; app: string }[];
+    assert.deepEqual(snaps, [
+      { project: 'alpha-000001', agentId: 'pod', app: 'shop', instanceId: 'i', ts: T0, kind: 'config', data: { project: 'alpha-000001' } },
+    ]);
+    const regs = JSON.parse((await call(port, '/api/registrations?limit=1')).body) as { name: string }[];
+    assert.equal(regs.length, 1);
+    assert.equal(regs[0]?.name, 'GET /alpha-000001');
   });
 });

@@ -80,6 +80,7 @@ describe('collector /metrics (prom-client)', () => {
         '# TYPE apm_collector_late_points_dropped_total counter',
         '# TYPE apm_collector_received_total counter',
         '# TYPE apm_collector_duplicate_packs_total counter',
+        '# TYPE apm_collector_store_errors_total counter',
       ],
     );
   });

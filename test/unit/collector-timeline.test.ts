@@ -26,7 +26,7 @@ import {
 import type { AccessKey } from '@apm-sidecar/proto/upstream';
 import { getJson } from '../helpers/collector';
 import { FakeClock } from '../helpers/fake-clock';
-import { tempDir, waitFor } from '../helpers/procs';
+import { sleep, tempDir, waitFor } from '../helpers/procs';
 import { ManualTunnel, RawAgent } from '../helpers/raw-agent';
 
 const tmp = tempDir('apm-coll-timeline-');
@@ -394,5 +394,45 @@ describe('the collector timeline at the default durations, on a fake clock', () 
     // The refusal is flushed, then the connection is dropped 200 ms later whatever the peer does.
     r.clock.advance(200);
     await waitFor('the refused connection to be closed by the collector', () => closed);
+  });
+  test('a frame trickling in for 60000 ms: an agent that reads with tcp_so_timeout 60000 hears a ping every 20000–30000 ms meanwhile; one that did not say so hears none', async () => {
+    const r = await rig();
+    for (const soTimeoutMs of [60_000, undefined]) {
+      const id = `slow-link-${soTimeoutMs ?? 'unsaid'}`;
+      const a = new RawAgent(r.agents.port, r.key, id, undefined, soTimeoutMs === undefined ? {} : { soTimeoutMs });
+      cleanups.push(() => a.destroy());
+      // A pong written now would land inside the frame being sent (a real sidecar's follows the frame).
+      a.answerPings = false;
+      await licensed(a);
+      // The license was the collector's last write: the keepalive counts from it.
+      const t0 = r.clock.now();
+      const frame = a.packFrame(
+        `${id}-1`,
+        t0,
+        Array.from({ length: 200 }, (_, i) => i),
+      );
+      const pieces = 12;
+      const size = Math.ceil(frame.length / pieces);
+      for (let i = 0; i < pieces - 1; i++) {
+        a.sock.write(frame.subarray(i * size, (i + 1) * size));
+        // Paces the writes so each piece lands before the clock moves on (a late one only counts as more recent).
+        await sleep(10);
+        r.clock.advance(5000);
+      }
+      a.sock.write(frame.subarray((pieces - 1) * size));
+      // The ack is the barrier: a ping sent while the frame trickled in arrives before it.
+      await waitFor(`${id}: the frame stored and acked`, () => a.acks.length === 1);
+      if (soTimeoutMs === undefined) {
+        assert.deepEqual(a.pings, [], 'no keepalive for an agent that did not give its read timeout');
+        continue;
+      }
+      const at = a.pings.map((p) => p - t0);
+      assert.ok(at.length >= 2, `pings at ${at.join(', ')} ms`);
+      let last = 0;
+      for (const p of at) {
+        assert.ok(p - last >= 20_000 && p - last <= 30_000, `pings at ${at.join(', ')} ms: every 20000–30000 ms (a third of 60000, checked every 10000)`);
+        last = p;
+      }
+    }
   });
 });

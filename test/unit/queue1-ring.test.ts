@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Pack } from '@apm-sidecar/sidecar';
 import { EventRing } from '@apm-sidecar/sidecar/dist/event-ring';
-import { Queue1 } from '@apm-sidecar/sidecar/dist/queue1';
+import { Queue1, type SpillStore } from '@apm-sidecar/sidecar/dist/queue1';
 
 const origin = { app: 'a', instanceId: 'i', pid: 1 };
 const metrics = (id: string, intervalStart = 0): Pack => ({ kind: 'metrics', packId: id, intervalStart, intervalMs: 1000, points: 0, body: Buffer.alloc(0) });
@@ -85,6 +85,85 @@ describe('Queue1', () => {
     assert.equal(q.depth, 5);
     assert.equal(q.dropped, 4);
     assert.deepEqual(drain(q), ['b1', 'b2', 'm2', 'm3', 'm4']);
+  });
+
+  test('a full queue1 drops no retained metric pack: it stays in the retention and is loaded back oldest first as the queue drains', () => {
+    // The retention, as queue1 sees it: every metric pack is in it until acked.
+    const retained: Pack[] = [];
+    let holds = true;
+    const store: SpillStore = {
+      holds: () => holds,
+      load: (limit, skip) => retained.filter((p) => p.kind === 'metrics' && !skip(p.packId)).slice(0, limit),
+    };
+    const episodes: [string, number][] = [];
+    store.episode = (phase, packs) => episodes.push([phase, packs]);
+    const lost: string[] = [];
+    const q = new Queue1(3, (p) => lost.push(label(p)), undefined, store);
+    const emit = (id: string) => {
+      const p = metrics(id);
+      retained.push(p);
+      q.push(p);
+    };
+    for (let i = 1; i <= 8; i++) emit(`m${i}`);
+    q.push(event('e1')); // an event finds no room: it goes, the metric packs stay
+    assert.equal(q.depth, 3, 'memory holds capacity packs');
+    assert.equal(q.spilled, true);
+    assert.deepEqual(lost, ['e1'], 'only the event was dropped');
+    // One pack is with the transport (not in memory, still retained): not loaded twice.
+    const sending = q.shift() as Pack;
+    assert.equal(label(sending), 'm1');
+    q.isSending = (id) => id === 'm1';
+    const out: string[] = [];
+    for (let p = q.shift(); p !== undefined; p = q.shift()) {
+      out.push(label(p));
+      retained.splice(retained.indexOf(p), 1); // acked: no longer retained
+      if (out.length === 3) emit('m9'); // a pack emitted while spilled queues behind the spilled ones
+    }
+    assert.deepEqual(out, ['m2', 'm3', 'm4', 'm5', 'm6', 'm7', 'm8', 'm9']);
+    assert.equal(q.spilled, false, 'the spill ends once the retention has nothing more');
+    assert.equal(q.spills, 6);
+    assert.deepEqual(
+      episodes,
+      [
+        ['start', 0],
+        ['end', 6],
+      ],
+      'told once when it started and once, with the total, when it ended',
+    );
+
+    holds = false; // a retention that cannot take writes holds nothing: the oldest metric pack is dropped
+    const dropped: string[] = [];
+    const q2 = new Queue1(2, (p) => dropped.push(label(p)), undefined, store);
+    for (const id of ['n1', 'n2', 'n3']) q2.push(metrics(id));
+    assert.deepEqual(dropped, ['n1']);
+  });
+
+  test('while spilled, the metrics lane never empties with packs waiting in the retention: expiry and drops for space top it up', () => {
+    const retained: Pack[] = [];
+    const store: SpillStore = {
+      holds: () => true,
+      load: (limit, skip) => retained.filter((p) => p.kind === 'metrics' && !skip(p.packId)).slice(0, limit),
+    };
+    const q = new Queue1(2, () => assert.fail('nothing is dropped'), undefined, store);
+    for (let i = 1; i <= 6; i++) {
+      const p = metrics(`m${i}`, i * 1000);
+      retained.push(p);
+      q.push(p);
+    }
+    assert.equal(q.depth, 2);
+    // The retention purges what is past retention_ms first, then queue1 expires its own.
+    retained.splice(0, 2);
+    assert.deepEqual(q.expireMetrics(3000).map(label), ['m1', 'm2']);
+    assert.equal(q.depth, 2, 'topped up from the retention: the sender still sees packs');
+    retained.splice(0, 2); // dropped for space
+    q.removeMetricPacks((p) => p.packId === 'm3' || p.packId === 'm4');
+    const out: string[] = [];
+    for (let p = q.shift(); p !== undefined; p = q.shift()) {
+      out.push(label(p));
+      retained.splice(retained.indexOf(p), 1); // sent and acked
+    }
+    assert.deepEqual(out, ['m5', 'm6']);
+    assert.equal(q.spilled, false);
   });
 
   test('a queue full of registrations drops the incoming pack, never a registration', () => {

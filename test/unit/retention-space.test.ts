@@ -75,7 +75,7 @@ describe('RetentionStore on failing storage', () => {
     store.onError = () => errors++;
     breakFrames(store.path, true);
     const results: (string | null)[] = [];
-    store.sealInterval(1000, [pack('p1', 1000, 5)]);
+    store.sealInterval([pack('p1', 1000, 5)], []);
     store.addFrame({ instanceId: 'i', seq: 1, intervalStart: 2000, payload: Buffer.from('x') }, (err: Error | null) =>
       results.push(err === null ? null : err.message),
     );
@@ -134,7 +134,7 @@ describe('RetentionStore on failing storage', () => {
     const dir = tempDir();
     const store = RetentionStore.open(dir, 'NORMAL', log);
     store.addFrame({ instanceId: 'i', seq: 1, intervalStart: 9000, payload: Buffer.alloc(50) }, noop);
-    store.sealInterval(0, [pack('c', 3000, 3), pack('a', 1000, 1), pack('b', 2000, 2)]);
+    store.sealInterval([pack('c', 3000, 3), pack('a', 1000, 1), pack('b', 2000, 2)], []);
     const r = store.dropOldest(150);
     assert.deepEqual(r, { packIds: ['a', 'b'], points: 3, bytes: 200 });
     assert.deepEqual(
@@ -150,7 +150,7 @@ describe('RetentionStore on failing storage', () => {
   test('dropOldest passes over the packs being sent: they may still be delivered, so they are neither deleted nor counted', () => {
     const dir = tempDir();
     const store = RetentionStore.open(dir, 'NORMAL', log);
-    store.sealInterval(0, [pack('c', 3000, 3), pack('a', 1000, 1), pack('b', 2000, 2)]);
+    store.sealInterval([pack('c', 3000, 3), pack('a', 1000, 1), pack('b', 2000, 2)], []);
     const r = store.dropOldest(150, (id) => id === 'a');
     assert.deepEqual(r, { packIds: ['b', 'c'], points: 5, bytes: 200 });
     assert.deepEqual(

@@ -104,13 +104,35 @@ describe('RetentionStore', () => {
     assert.equal(store.loadSeqs().length, 0);
   });
 
-  test('sealInterval replaces an interval’s frames by its packs atomically', async () => {
+  test('a frame committed with its interval’s seal but not folded into its packs survives the seal', async () => {
+    const store = open(tempDir());
+    store.addFrame(frame('i1', 1, 1000), () => {});
+    await turn();
+    // A straggler for the interval is written in the same group commit as the interval's seal:
+    // it is aggregated only after the commit, into a re-opened interval, so it is in no pack yet.
+    store.addFrame(frame('i1', 2, 1000), () => {});
+    store.sealInterval([pack('p1', 1000, 3)], [{ instanceId: 'i1', seq: 1 }]);
+    store.commit();
+    assert.deepEqual(
+      store.loadFrames().map((f) => [f.instanceId, f.seq, f.intervalStart]),
+      [['i1', 2, 1000]],
+      'the straggler is still retained',
+    );
+  });
+
+  test('sealInterval replaces the frames folded into an interval by its packs atomically', async () => {
     const store = open(tempDir());
     store.addFrame(frame('i1', 1, 1000), () => {});
     store.addFrame(frame('i2', 1, 1000), () => {});
     store.addFrame(frame('i1', 2, 2000), () => {});
     await turn();
-    store.sealInterval(1000, [pack('p1', 1000, 3), pack('p2', 1000, 2)]);
+    store.sealInterval(
+      [pack('p1', 1000, 3), pack('p2', 1000, 2)],
+      [
+        { instanceId: 'i1', seq: 1 },
+        { instanceId: 'i2', seq: 1 },
+      ],
+    );
     store.commit();
     assert.deepEqual(
       store.loadFrames().map((f) => [f.instanceId, f.seq, f.intervalStart]),
@@ -125,7 +147,7 @@ describe('RetentionStore', () => {
     );
 
     // A pack that cannot be written (a value SQLite cannot bind): neither pack is stored and the frames stay.
-    store.sealInterval(2000, [pack('p3', 2000, 1), { ...pack('p4', 2000, 1), body: {} as unknown as Buffer }]);
+    store.sealInterval([pack('p3', 2000, 1), { ...pack('p4', 2000, 1), body: {} as unknown as Buffer }], [{ instanceId: 'i1', seq: 2 }]);
     store.commit();
     assert.deepEqual(
       store.loadFrames().map((f) => f.intervalStart),
@@ -139,7 +161,7 @@ describe('RetentionStore', () => {
 
   test('packAcked forgets a pack; btAcked marks a registration sent while keeping its name known', async () => {
     const store = open(tempDir());
-    store.sealInterval(1000, [pack('p1', 1000, 1), pack('p2', 1000, 1)]);
+    store.sealInterval([pack('p1', 1000, 1), pack('p2', 1000, 1)], []);
     store.addBt(bt('GET /a', 1), 1, () => {});
     store.addBt(bt('GET /b', 2), 2, () => {});
     store.addBt(bt('GET /a', 3), 3, () => {}); // the same name again: one row
@@ -165,10 +187,22 @@ describe('RetentionStore', () => {
     const store = open(tempDir());
     store.addFrame(frame('i1', 1, 1000), () => {});
     store.addFrame(frame('i1', 2, 5000), () => {});
-    store.sealInterval(999_999, [pack('a', 1000, 3), pack('b', 2000, 2), pack('c', 3000, 7), pack('d', 5000, 4)]);
+    store.sealInterval([pack('a', 1000, 3), pack('b', 2000, 2), pack('c', 3000, 7), pack('d', 5000, 4)], []);
     // Not committed yet: purge commits what is pending first.
+    assert.deepEqual(
+      store.packsInOrder(2, (id) => id === 'a')?.map((p) => p.packId),
+      ['b', 'c'],
+      'the oldest packs first, skipping those named, at most the limit',
+    );
     const r = store.purge(3000, 0);
-    assert.deepEqual(r, { points: 5, frames: 1 });
+    assert.deepEqual(r, {
+      points: 5,
+      frames: 1,
+      packs: new Map([
+        ['a', 3],
+        ['b', 2],
+      ]),
+    });
     assert.deepEqual(
       store.loadPacks().map((p) => p.packId),
       ['c', 'd'],
@@ -192,7 +226,7 @@ describe('RetentionStore', () => {
     first.addBt(bt('GET /late', 20), 3, () => {});
     first.addBt(bt('GET /early', 10), 4, () => {});
     first.addBt(bt('GET /sent', 15), 5, () => {});
-    first.sealInterval(500, [pack('p500', 500, 2)]);
+    first.sealInterval([pack('p500', 500, 2)], []);
     first.btAcked('GET /sent');
     first.close(); // commits what is pending
 

@@ -38,6 +38,23 @@ describe('Aggregator', () => {
     assert.equal(agg.stats().points, 1, 'the next interval is still open');
   });
 
+  test('an emitted interval lists exactly the retained frames folded into it; a straggler goes with the re-opened interval', () => {
+    const out: [number, string[]][] = [];
+    const agg = new Aggregator(1000, 0, 1000, (start, _pts, frames) => out.push([start, frames.map((f) => `${f.instanceId}:${f.seq}`)]));
+    const s = series(MetricKind.Histogram, 'lat');
+    agg.add(msg(10_000, [hist(s, [1])], 1), { instanceId: 'a', seq: 1 });
+    agg.add(msg(10_200, [hist(s, [2])], 1), { instanceId: 'b', seq: 1 });
+    agg.add(msg(11_000, [hist(s, [3])], 2), { instanceId: 'a', seq: 2 });
+    agg.tick(11_000);
+    agg.add(msg(10_900, [hist(s, [4])], 3), { instanceId: 'a', seq: 3 }); // a straggler for 10 000
+    agg.tick(12_000);
+    assert.deepEqual(out, [
+      [10_000, ['a:1', 'b:1']],
+      [10_000, ['a:3']],
+      [11_000, ['a:2']],
+    ]);
+  });
+
   test('a gauge keeps the value with the latest timestamp, whatever the arrival order', () => {
     const out: AggPoint[] = [];
     const agg = new Aggregator(1000, 0, 1000, (_s, pts) => out.push(...pts));

@@ -567,6 +567,8 @@ describe('upstream messages: round trips', () => {
   it('agent info, config, license, error', () => {
     const info = { agentId: 'pod-abc', host: 'node-1', version: '0.1.0', apps: ['checkout', 'カート'] };
     assert.deepEqual(decodeAgentInfo(encodeAgentInfo(info)), info);
+    // The agent's read timeout is optional: agents that predate it leave it out.
+    assert.deepEqual(decodeAgentInfo(encodeAgentInfo({ ...info, soTimeoutMs: 60000 })), { ...info, soTimeoutMs: 60000 });
     const config = { configVersion: 3, settings: { flush_ms: 1000, enabled: true, profile: 'whatap' } };
     assert.deepEqual(decodeAgentConfig(encodeAgentConfig(config)), config);
     for (const lic of [
@@ -670,6 +672,10 @@ describe('upstream messages: malformed bodies are ERR_MALFORMED_MESSAGE', () => 
       ['info: agentId over 256', () => decodeAgentInfo(json({ ...info, agentId: 'x'.repeat(257) }))],
       ['info: version over 64', () => decodeAgentInfo(json({ ...info, version: 'x'.repeat(65) }))],
       ['info: too many apps', () => decodeAgentInfo(json({ ...info, apps: Array.from({ length: 1025 }, () => 'a') }))],
+      ['info: soTimeoutMs a string', () => decodeAgentInfo(json({ ...info, soTimeoutMs: '60000' }))],
+      ['info: soTimeoutMs 0', () => decodeAgentInfo(json({ ...info, soTimeoutMs: 0 }))],
+      ['info: soTimeoutMs fractional', () => decodeAgentInfo(json({ ...info, soTimeoutMs: 1.5 }))],
+      ['info: soTimeoutMs over 2^31 - 1', () => decodeAgentInfo(json({ ...info, soTimeoutMs: 2 ** 31 }))],
       ['config: no configVersion', () => decodeAgentConfig(json({ settings: {} }))],
       ['config: settings an array', () => decodeAgentConfig(json({ configVersion: 1, settings: [] }))],
       ['config: settings null', () => decodeAgentConfig(json({ configVersion: 1, settings: null }))],

@@ -58,6 +58,7 @@ function openStore(dataDir: string): SqliteStore {
   try {
     return SqliteStore.open(dataDir, {
       onDirTightened: (dir, old) => process.stderr.write(`apm-collector: data directory ${dir} had mode ${modeText(old)}; tightened to 0700\n`),
+      onFileModeRestored: (file, old) => process.stderr.write(`apm-collector: ${file} had mode ${modeText(old)}; restored to 0600\n`),
     });
   } catch (err) {
     failStore(err);

@@ -42,6 +42,8 @@ export async function run(o: RunOpts): Promise<void> {
     store = SqliteStore.open(dataDir, {
       rollupGraceMs: settings.rollup_grace_ms,
       onDirTightened: (dir, old) => log.warn({ dataDir: dir, mode: modeText(old) }, `data directory had mode ${modeText(old)}; tightened to 0700`),
+      onFileModeRestored: (file, old) =>
+        log.warn({ file, mode: modeText(old) }, `${file} had mode ${modeText(old)}, not readable by the collector: restored to 0600`),
     });
   } catch (err) {
     log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
@@ -56,7 +58,22 @@ export async function run(o: RunOpts): Promise<void> {
       `--http ${o.http.host}:${o.http.port} is not a loopback address and no read token is configured, so anyone reaching the port could read the collected data; create one first with: apm-collector tokens create [--project NAME] --data-dir ${dataDir} (or listen on 127.0.0.1) [ERR_NO_READ_TOKEN]`,
     );
   }
-  const reset = store.resetSessions(Date.now());
+  store.onRepair = (r) => {
+    if (r instanceof Error) log.error({ err: r, code: 'ERR_STORE_CORRUPT' }, `collector.db has a damaged page and could not be rebuilt: ${r.message}`);
+    else
+      log.warn(
+        { quarantined: r.quarantined, rows: r.rows, stoppedAt: r.error },
+        `collector.db had a damaged page: rebuilt from its tables, the damaged file kept as ${r.quarantined}`,
+      );
+  };
+  let reset = 0;
+  try {
+    reset = store.resetSessions(Date.now());
+  } catch (err) {
+    // A full disk at start must not keep the collector down: agents left 'live' by the last run
+    // are corrected as they connect and disconnect.
+    log.error({ err, code: 'ERR_STORE_WRITE' }, `cannot reset the agents' sessions of the last run: ${(err as Error).message}`);
+  }
   log.info({ db: store.path, agentsReset: reset, settings }, 'store opened');
   const stats = new CollectorStats();
   // The agents' HTTP tunnel shares the HTTP port; it is attached once the agent server runs.
@@ -69,6 +86,12 @@ export async function run(o: RunOpts): Promise<void> {
     tokens: () => store.tokens.active(),
     metricsOpen: o.metricsOpen === true,
     extraRoutes: (req, res) => tunnel?.route(req, res) ?? false,
+    limits: {
+      headersTimeoutMs: settings.http_headers_timeout_ms,
+      requestTimeoutMs: settings.http_request_timeout_ms,
+      keepAliveTimeoutMs: settings.http_keep_alive_timeout_ms,
+      maxHeaderBytes: settings.http_max_header_bytes,
+    },
   });
   let agents: AgentServer | null = null;
   let httpPort: number;

@@ -6,16 +6,38 @@ import { type AgentListRow, AgentStore } from './agents';
 import { type CreatedKey, type KeyRow, KeyStore } from './keys';
 import { MetricStore } from './metrics';
 import { type OpenOptions, errText, isCorruption, openDatabaseFile, secureFiles, setDurability } from './open';
-import { type BtRegistrationRow, type EventRow, type ListQuery, type MetricQuery, type MetricRow, Queries, type TraceRow } from './queries';
+import {
+  type BtRegistrationRow,
+  type EventRow,
+  type ListQuery,
+  type MetricQuery,
+  type MetricRow,
+  Queries,
+  type SnapshotRow,
+  type TraceQuery,
+  type TraceRow,
+} from './queries';
 import { ReadTokens } from './read-tokens';
+import { type RebuildResult, rebuildFromTables } from './rebuild';
 import { migrate } from './schema';
 import { TextStore } from './text-items';
 
 export type { AgentListRow } from './agents';
 export { type KeyRow, projectSlug } from './keys';
 export { DB_FILE, assertSynchronous } from './open';
-export { type BtRegistrationRow, type EventRow, type ListQuery, MAX_QUERY_LIMIT, type MetricQuery, type MetricRow, type TraceRow } from './queries';
+export {
+  type BtRegistrationRow,
+  type EventRow,
+  type ListQuery,
+  MAX_QUERY_LIMIT,
+  type MetricQuery,
+  type MetricRow,
+  type SnapshotRow,
+  type TraceQuery,
+  type TraceRow,
+} from './queries';
 export * from './read-tokens';
+export type { RebuildResult } from './rebuild';
 export { ROLLUP_MS, isMinuteFinal, minuteOf } from './rollup';
 export { MIGRATIONS, SCHEMA_VERSION } from './schema';
 
@@ -30,6 +52,7 @@ export { MIGRATIONS, SCHEMA_VERSION } from './schema';
  *   metrics.ts       packs, points, rollups; metric-table.ts their statements; rollup.ts when a minute is final
  *   text-items.ts    traces, events, snapshots, active stacks, registrations
  *   queries.ts       what the API reads
+ *   rebuild.ts       a damaged file rebuilt from its tables' rows (after a write fails with SQLITE_CORRUPT)
  *
  * Every write method is one IMMEDIATE transaction, committed before it returns, so an ack
  * sent after it never covers data that could be lost (agentSeen is the one exception: it is
@@ -44,21 +67,49 @@ export interface SqliteStoreOptions extends OpenOptions {
   seenPersistMs?: number;
 }
 
+/** A rebuild that did not help is tried again at most this often (each one copies the whole file). */
+const REPAIR_RETRY_MS = 60_000;
+
+/** The parts that hold statements prepared on one open database (replaced together by repair()). */
+interface Parts {
+  db: Database.Database;
+  tokens: ReadTokens;
+  keys: KeyStore;
+  agents: AgentStore;
+  metrics: MetricStore;
+  text: TextStore;
+  queries: Queries;
+}
+
 export class SqliteStore implements CollectorStore {
-  /** Read tokens of the HTTP API. */
-  readonly tokens: ReadTokens;
-  private readonly keys: KeyStore;
-  private readonly agents: AgentStore;
-  private readonly metrics: MetricStore;
-  private readonly text: TextStore;
-  private readonly queries: Queries;
+  private p: Parts;
   private closed = false;
+  private repairing = false;
+  /** When the last rebuild was tried: one that failed (disk full, a damaged table) is not retried on every write. */
+  private repairTriedAt = Number.NEGATIVE_INFINITY;
+  /** Told after a write failed with SQLITE_CORRUPT and the file was rebuilt from its tables (or could not be). */
+  onRepair: (r: RebuildResult | Error) => void = () => {};
 
   /** Open (creating if needed) `<dataDir>/collector.db`. Throws StoreOpenError, StoreCorruptError, StoreDurabilityError, StoreVersionError. */
   static open(dataDir: string, opts: SqliteStoreOptions = {}): SqliteStore {
+    return new SqliteStore(SqliteStore.parts(dataDir, opts), opts, dataDir);
+  }
+
+  private static parts(dataDir: string, opts: SqliteStoreOptions): Parts {
     const { db, path } = openDatabaseFile(dataDir, opts);
     try {
-      return new SqliteStore(db, path, opts);
+      setDurability(db, opts.busyTimeoutMs);
+      migrate(db, path);
+      secureFiles(path);
+      return {
+        db,
+        tokens: new ReadTokens(db),
+        keys: new KeyStore(db),
+        agents: new AgentStore(db, opts.seenPersistMs ?? 5000),
+        metrics: new MetricStore(db, opts.rollupGraceMs ?? 120_000),
+        text: new TextStore(db),
+        queries: new Queries(db),
+      };
     } catch (err) {
       db.close();
       if (isCorruption(err)) throw new StoreCorruptError(path, errText(err));
@@ -67,19 +118,78 @@ export class SqliteStore implements CollectorStore {
   }
 
   private constructor(
-    private readonly db: Database.Database,
-    readonly path: string,
-    opts: SqliteStoreOptions,
+    parts: Parts,
+    private readonly opts: SqliteStoreOptions,
+    private readonly dataDir: string,
   ) {
-    setDurability(db, opts.busyTimeoutMs);
-    migrate(db, path);
-    secureFiles(path);
-    this.tokens = new ReadTokens(db);
-    this.keys = new KeyStore(db);
-    this.agents = new AgentStore(db, opts.seenPersistMs ?? 5000);
-    this.metrics = new MetricStore(db, opts.rollupGraceMs ?? 120_000);
-    this.text = new TextStore(db);
-    this.queries = new Queries(db);
+    this.p = parts;
+    this.path = openedPath(parts.db);
+  }
+
+  readonly path: string;
+
+  /** Read tokens of the HTTP API. */
+  get tokens(): ReadTokens {
+    return this.p.tokens;
+  }
+  private get keys(): KeyStore {
+    return this.p.keys;
+  }
+  private get agents(): AgentStore {
+    return this.p.agents;
+  }
+  private get metrics(): MetricStore {
+    return this.p.metrics;
+  }
+  private get text(): TextStore {
+    return this.p.text;
+  }
+  private get queries(): Queries {
+    return this.p.queries;
+  }
+
+  /**
+   * A write that failed with SQLITE_CORRUPT: the file has a damaged page, and every later write
+   * to that table would fail too. Once the failed transaction is over (the next turn of the event
+   * loop), the file is rebuilt from its tables' rows (rebuild.ts) and opened again. The write
+   * itself still fails: what it carried was not acked and is sent again.
+   */
+  private guard<T>(write: () => T): T {
+    try {
+      return write();
+    } catch (err) {
+      if (isCorruption(err) && !this.repairing && !this.closed && Date.now() - this.repairTriedAt >= REPAIR_RETRY_MS) {
+        this.repairing = true;
+        this.repairTriedAt = Date.now();
+        setImmediate(() => this.repair());
+      }
+      throw err;
+    }
+  }
+
+  private repair(): void {
+    if (this.closed) return;
+    try {
+      try {
+        this.p.agents.flushSeen();
+      } catch {
+        // the damaged file may refuse it: last-seen times are written again as agents send
+      }
+      this.p.db.close();
+      const r = rebuildFromTables(this.path);
+      this.p = SqliteStore.parts(this.dataDir, this.opts);
+      this.onRepair(r);
+    } catch (err) {
+      // The file could not be rebuilt: open it as it is, so what still works keeps working.
+      try {
+        if (!this.p.db.open) this.p = SqliteStore.parts(this.dataDir, this.opts);
+      } catch {
+        // nothing more to do here: writes keep failing, counted, not acked
+      }
+      this.onRepair(err as Error);
+    } finally {
+      this.repairing = false;
+    }
   }
 
   // keys.ts
@@ -101,19 +211,19 @@ export class SqliteStore implements CollectorStore {
 
   // agents.ts
   agentConnected(projectId: string, info: AgentInfo, at: number): AgentStateChange | null {
-    return this.agents.agentConnected(projectId, info, at);
+    return this.guard(() => this.agents.agentConnected(projectId, info, at));
   }
   agentInfo(projectId: string, info: AgentInfo, at: number): void {
-    this.agents.agentInfo(projectId, info, at);
+    this.guard(() => this.agents.agentInfo(projectId, info, at));
   }
   setAgentState(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null {
-    return this.agents.setAgentState(agent, to, cause);
+    return this.guard(() => this.agents.setAgentState(agent, to, cause));
   }
   agentSeen(agent: AgentRef, at: number): void {
-    this.agents.agentSeen(agent, at);
+    this.guard(() => this.agents.agentSeen(agent, at));
   }
   agentLicensed(agent: AgentRef, licensed: boolean): void {
-    this.agents.agentLicensed(agent, licensed);
+    this.guard(() => this.agents.agentLicensed(agent, licensed));
   }
   resetSessions(at: number): number {
     return this.agents.resetSessions(at);
@@ -127,23 +237,26 @@ export class SqliteStore implements CollectorStore {
 
   // metrics.ts, text-items.ts
   storeMetrics(agent: AgentRef, packs: UpMetricPack[], now: number): StoreMetricsResult {
-    return this.metrics.storeMetrics(agent, packs, now);
+    return this.guard(() => this.metrics.storeMetrics(agent, packs, now));
   }
   storeText(agent: AgentRef, items: TextItem[]): StoreTextResult {
-    return this.text.storeText(agent, items);
+    return this.guard(() => this.text.storeText(agent, items));
   }
 
   // queries.ts
   queryMetrics(q: MetricQuery = {}): MetricRow[] {
     return this.queries.queryMetrics(q);
   }
-  listTraces(q: ListQuery = {}): TraceRow[] {
+  listTraces(q: TraceQuery = {}): TraceRow[] {
     return this.queries.listTraces(q);
+  }
+  listSnapshots(q: ListQuery = {}): SnapshotRow[] {
+    return this.queries.listSnapshots(q);
   }
   listEvents(q: ListQuery = {}): EventRow[] {
     return this.queries.listEvents(q);
   }
-  listBtRegistrations(q: { project?: string; agent?: string } = {}): BtRegistrationRow[] {
+  listBtRegistrations(q: ListQuery = {}): BtRegistrationRow[] {
     return this.queries.listBtRegistrations(q);
   }
   counts(): Record<string, number> {
@@ -152,7 +265,7 @@ export class SqliteStore implements CollectorStore {
 
   /** A PRAGMA's value, for diagnostics and tests (e.g. 'synchronous', 'journal_mode'). */
   pragma(name: string): unknown {
-    return this.db.pragma(name, { simple: true });
+    return this.p.db.pragma(name, { simple: true });
   }
 
   get isOpen(): boolean {
@@ -166,7 +279,11 @@ export class SqliteStore implements CollectorStore {
     try {
       this.agents.flushSeen();
     } finally {
-      this.db.close();
+      this.p.db.close();
     }
   }
+}
+
+function openedPath(db: Database.Database): string {
+  return db.name;
 }

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { DataDirModeError, StoreCorruptError, StoreDurabilityError, StoreOpenError } from '../errors';
@@ -24,6 +24,40 @@ export interface OpenOptions {
   busyTimeoutMs?: number;
   /** Told when an existing data directory's mode was wider than 0700 and was tightened (the old mode). */
   onDirTightened?: (dir: string, oldMode: number) => void;
+  /** Told when the database (or its -wal, -shm) was ours but not readable and writable by us, and got 0600 back (the old mode). */
+  onFileModeRestored?: (path: string, oldMode: number) => void;
+}
+
+/**
+ * The database files are this user's and 0600 (secureFiles); one of ours that this user may not
+ * read or write (its mode was changed, e.g. `chmod 000`) holds the keys and everything stored,
+ * intact: its mode is set back to 0600 (and the caller told) rather than the collector refusing
+ * to start. Another user's file is left as it is.
+ */
+function restoreOwnModes(path: string, told: ((path: string, oldMode: number) => void) | undefined): void {
+  const uid = process.geteuid?.();
+  for (const p of [path, `${path}-wal`, `${path}-shm`]) {
+    let mode: number;
+    try {
+      const st = statSync(p);
+      if (!st.isFile() || st.uid !== uid) continue;
+      mode = st.mode & 0o7777;
+    } catch {
+      continue; // absent
+    }
+    try {
+      accessSync(p, constants.R_OK | constants.W_OK);
+      continue;
+    } catch {
+      // ours, and not readable or writable by us
+    }
+    try {
+      chmodSync(p, 0o600);
+    } catch (err) {
+      throw new StoreOpenError(p, `it is not readable and its mode cannot be set back to 0600: ${errText(err)}`);
+    }
+    told?.(p, mode);
+  }
 }
 
 /** Read `PRAGMA synchronous` back and throw unless it is `wanted` (2 = FULL). Exported for tests. */
@@ -96,6 +130,7 @@ export function openDatabaseFile(dataDir: string, opts: OpenOptions): { db: Data
     throw new StoreOpenError(dir, errText(err));
   }
   secureDataDir(dir, opts.onDirTightened);
+  restoreOwnModes(path, opts.onFileModeRestored);
   try {
     // Create the file ourselves with 0600 so it is never readable by others, even briefly.
     if (!existsSync(path)) closeSync(openSync(path, 'wx', 0o600));

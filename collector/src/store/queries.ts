@@ -29,6 +29,22 @@ export interface ListQuery {
   limit?: number;
 }
 
+/** The trace list's filters: one trace id (every agent's part of one distributed trace), one transaction name. */
+export interface TraceQuery extends ListQuery {
+  traceId?: string;
+  name?: string;
+}
+
+export interface SnapshotRow {
+  project: string;
+  agentId: string;
+  app: string;
+  instanceId: string;
+  ts: number;
+  kind: string;
+  data: unknown;
+}
+
 export interface MetricRow {
   project: string;
   agentId: string;
@@ -84,7 +100,7 @@ export interface BtRegistrationRow {
   firstSeenAt: number;
 }
 
-type Filter = Pick<MetricQuery, 'project' | 'agent' | 'name' | 'from' | 'to'>;
+type Filter = Pick<MetricQuery, 'project' | 'agent' | 'name' | 'from' | 'to'> & { traceId?: string };
 
 /** Each filter a query may give, and its condition on the named parameter. */
 const CONDITIONS: Record<keyof Filter, string> = {
@@ -93,6 +109,7 @@ const CONDITIONS: Record<keyof Filter, string> = {
   name: 'name = @name',
   from: 'interval_start >= @from',
   to: 'interval_start < @to',
+  traceId: 'trace_id = @traceId',
 };
 
 /** ` WHERE …` for the filters of `q` among `keys` (empty when none is given); their values go into `params`. */
@@ -182,15 +199,15 @@ export class Queries {
   }
 
   /** The most recent rows of a text table, newest first. */
-  private list<T>(table: string, cols: string, q: ListQuery, map: (row: Record<string, unknown>) => T): T[] {
+  private list<T>(table: string, cols: string, q: ListQuery, map: (row: Record<string, unknown>) => T, filters: (keyof Filter)[] = []): T[] {
     const params: Record<string, unknown> = { limit: clampLimit(q.limit, DEFAULT_LIST_LIMIT) };
-    const sql = `SELECT project_id, ${cols} FROM ${table}${where(q, ['project', 'agent'], params)} ORDER BY id DESC LIMIT @limit`;
+    const sql = `SELECT project_id, ${cols} FROM ${table}${where(q, ['project', 'agent', ...filters], params)} ORDER BY id DESC LIMIT @limit`;
     return this.all<Record<string, unknown>>(sql, params).map(map);
   }
 
   /** The most recent traces, newest first. */
-  listTraces(q: ListQuery = {}): TraceRow[] {
-    return this.list('traces', `${ORIGIN_COLUMNS}, txid, trace_id, name, start_time, duration_ms, error, body_json`, q, (r) => ({
+  listTraces(q: TraceQuery = {}): TraceRow[] {
+    const rows = (r: Record<string, unknown>): TraceRow => ({
       ...origin(r),
       txid: r.txid as string,
       traceId: r.trace_id as string,
@@ -199,6 +216,18 @@ export class Queries {
       durationMs: r.duration_ms as number,
       error: (r.error as string | null) ?? null,
       trace: JSON.parse(r.body_json as string) as unknown,
+    });
+    return this.list('traces', `${ORIGIN_COLUMNS}, txid, trace_id, name, start_time, duration_ms, error, body_json`, q, rows, ['traceId', 'name']);
+  }
+
+  /** The most recent snapshots, newest first. */
+  listSnapshots(q: ListQuery = {}): SnapshotRow[] {
+    return this.list('snapshots', `${ORIGIN_COLUMNS}, ts, kind, body_json`, q, (r) => ({
+      ...origin(r),
+      ts: r.ts as number,
+      kind: r.kind as string,
+      // The stored body is the whole snapshot pack; its `data` is what the app gave.
+      data: (JSON.parse(r.body_json as string) as { data?: unknown }).data ?? null,
     }));
   }
 
@@ -213,9 +242,10 @@ export class Queries {
     }));
   }
 
-  listBtRegistrations(q: { project?: string; agent?: string } = {}): BtRegistrationRow[] {
-    const params: Record<string, unknown> = {};
-    const sql = `SELECT project_id, agent_id, name, app, first_seen FROM bt_registrations${where(q, ['project', 'agent'], params)} ORDER BY agent_id, project_id, name`;
+  /** Registrations by agent and name (at most `limit`, default all up to MAX_QUERY_LIMIT). */
+  listBtRegistrations(q: ListQuery = {}): BtRegistrationRow[] {
+    const params: Record<string, unknown> = { limit: clampLimit(q.limit, MAX_QUERY_LIMIT) };
+    const sql = `SELECT project_id, agent_id, name, app, first_seen FROM bt_registrations${where(q, ['project', 'agent'], params)} ORDER BY agent_id, project_id, name LIMIT @limit`;
     const rows = this.all<{ project_id: string; agent_id: string; name: string; app: string; first_seen: number }>(sql, params);
     return rows.map((r) => ({ project: r.project_id, agentId: r.agent_id, name: r.name, app: r.app, firstSeenAt: r.first_seen }));
   }

@@ -248,6 +248,10 @@ ${createTableSql('agents_new', ['project_id TEXT NOT NULL', 'agent_id TEXT NOT N
   ALTER TABLE agents_new RENAME TO agents;
   DROP TABLE temp.agent_project;
   `,
+  // 6: every agent's part of one distributed trace, found by its trace id (the page's correlated traces).
+  `
+  CREATE INDEX traces_by_trace ON traces (trace_id);
+  `,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

@@ -34,6 +34,12 @@ export interface AgentInfo {
   host: string;
   version: string;
   apps: string[];
+  /**
+   * The agent's read timeout (tcp_so_timeout): it ends a session that receives nothing this long.
+   * The collector keeps such an agent hearing from it while a frame is still arriving (a slow link).
+   * Absent from agents that predate it.
+   */
+  soTimeoutMs?: number;
 }
 
 export interface AgentConfig {
@@ -84,11 +90,15 @@ export function decodeAgentInfo(b: Buffer): AgentInfo {
   const o = parseJson(b, 'agentInfo');
   const apps = o.apps;
   if (!Array.isArray(apps) || apps.length > 1024 || apps.some((a) => typeof a !== 'string')) throw new MalformedMessageError('agentInfo.apps must be strings');
+  const so = o.soTimeoutMs;
+  if (so !== undefined && (typeof so !== 'number' || !Number.isInteger(so) || so < 1 || so > 2 ** 31 - 1))
+    throw new MalformedMessageError('agentInfo.soTimeoutMs must be an integer of milliseconds');
   return {
     agentId: str(o, 'agentId', 'agentInfo', 256),
     host: str(o, 'host', 'agentInfo', 256),
     version: str(o, 'version', 'agentInfo', 64),
     apps: apps as string[],
+    ...(so !== undefined && { soTimeoutMs: so }),
   };
 }
 

@@ -32,6 +32,14 @@ export interface SidecarConfig {
   readonly data_dir: string;
   /** /healthz, /readyz, /metrics listener; null = off. */
   readonly http: HostPort | null;
+  /** The `http` listener: a request's headers must arrive whole within this (slow-header clients are cut). */
+  readonly http_headers_timeout_ms: number;
+  /** The `http` listener: a whole request (headers and body) must arrive within this. */
+  readonly http_request_timeout_ms: number;
+  /** The `http` listener: an idle keep-alive connection is closed after this. */
+  readonly http_keep_alive_timeout_ms: number;
+  /** The `http` listener: larger request headers are answered 431. */
+  readonly http_max_header_bytes: number;
   readonly profile: ProfileName;
   readonly log_level: LogLevel;
   /** Resolved: os.hostname() when not configured. */
@@ -157,6 +165,26 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
   access_key_file: textKey('access_key_file', 'file holding the access key (trimmed); should be readable by its owner only', { type: 'path' }),
   data_dir: textKey('data_dir', 'directory of the SQLite retention file; empty = resolved at run time', { type: 'path' }),
   http: hostPortKey('http', '/healthz, /readyz and /metrics listener; empty = off'),
+  http_headers_timeout_ms: duration(
+    'http_headers_timeout_ms',
+    10000,
+    'the http listener closes a connection whose request headers are not complete this long after they began (408); at most http_request_timeout_ms',
+    10,
+  ),
+  http_request_timeout_ms: duration(
+    'http_request_timeout_ms',
+    30000,
+    'the http listener closes a connection whose whole request has not arrived this long after it began (408)',
+    10,
+  ),
+  http_keep_alive_timeout_ms: duration('http_keep_alive_timeout_ms', 5000, 'the http listener closes a keep-alive connection idle this long', 10),
+  http_max_header_bytes: size(
+    'http_max_header_bytes',
+    16384,
+    'the http listener answers larger request headers (all lines together) with 431',
+    1024,
+    1_048_576,
+  ),
   profile: enumKey('profile', PROFILE_NAMES, 'appdynamics', 'reconnect behaviour: appdynamics (7x60000,300000) or whatap (3x5000-10000,stop)'),
   log_level: enumKey('log_level', LOG_LEVELS, 'info', 'log level (pino)'),
   agent_id: textKey('agent_id', 'name of this sidecar at the collector, stable across restarts; empty = host name (the pod name in Kubernetes)'),

@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
 import type { Logger } from '../logger';
+import { restoreAccess } from './file-access';
+import { type Salvaged, salvageInto } from './salvage';
 import { SCHEMA_VERSION, type Statements, openDatabase, prepare } from './schema';
 import {
   RetentionClosedError,
@@ -75,6 +77,7 @@ export class RetentionStore {
   static open(dir: string, synchronous: Synchronous, log: Logger): RetentionStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, 'retention.db');
+    restoreAccess(path, log);
     try {
       return new RetentionStore(path, synchronous);
     } catch (err) {
@@ -88,8 +91,24 @@ export class RetentionStore {
         { path, quarantined: aside, reason: (err as Error).message },
         `retention database unreadable (${(err as Error).message}): moved aside to ${aside}; starting with an empty one`,
       );
-      return new RetentionStore(path, synchronous);
+      const store = new RetentionStore(path, synchronous);
+      store.salvage(aside, log);
+      return store;
     }
+  }
+
+  /** Copy what is still readable in the quarantined file `aside` into this (fresh) one; logged, never thrown. */
+  private salvage(aside: string, log: Logger): void {
+    let r: Salvaged | null;
+    try {
+      r = salvageInto(this.db, aside);
+    } catch (err) {
+      log.warn({ quarantined: aside, err: (err as Error).message }, `nothing salvaged from the quarantined retention: ${(err as Error).message}`);
+      return;
+    }
+    if (r === null) return; // not a database at all: nothing to read
+    const rows = Object.values(r.rows).reduce((a, n) => a + n, 0);
+    log.warn({ quarantined: aside, rows: r.rows, stoppedAt: r.error }, `salvaged ${rows} rows from the quarantined retention`);
   }
 
   private constructor(path: string, synchronous: Synchronous) {
@@ -210,12 +229,16 @@ export class RetentionStore {
     });
   }
 
-  /** An interval closed: its packs replace its raw frames, atomically. */
-  sealInterval(intervalStart: number, packs: StoredPack[]): void {
+  /**
+   * An interval closed: its packs replace the raw frames folded into them, atomically. Only those:
+   * a frame of the same interval written meanwhile (a straggler, aggregated after this seal was
+   * asked for) is in no pack yet and stays until its own seal.
+   */
+  sealInterval(packs: StoredPack[], frames: readonly { instanceId: string; seq: number }[]): void {
     this.enqueue({
       run: () => {
         for (const p of packs) this.st.insertPack.run(p.packId, p.intervalStart, p.intervalMs, p.points, p.body);
-        this.st.deleteFramesOf.run(intervalStart);
+        for (const f of frames) this.st.deleteFrame.run(f.instanceId, f.seq);
       },
     });
   }
@@ -230,17 +253,36 @@ export class RetentionStore {
 
   /**
    * Drop packs and frames of intervals that started before `cutoff`; returns the metric points
-   * purged from packs, or null when the storage failed (nothing was dropped).
+   * purged from packs (in all and per pack), or null when the storage failed (nothing was dropped).
    */
-  purge(cutoff: number, seqCutoff: number): { points: number; frames: number } | null {
+  purge(cutoff: number, seqCutoff: number): { points: number; frames: number; packs: Map<string, number> } | null {
     return this.guarded(() => {
       let points = 0;
-      for (const r of this.st.purgePacks.all(cutoff) as { points: number }[]) points += r.points;
+      const packs = new Map<string, number>();
+      for (const r of this.st.purgePacks.all(cutoff) as { packId: string; points: number }[]) {
+        points += r.points;
+        packs.set(r.packId, r.points);
+      }
       const frames = this.st.purgeFrames.run(cutoff).changes;
       this.st.purgeSeqs.run(seqCutoff);
       // A binding goes with its instance's de-duplication state, not before.
       this.st.purgeInstances.run(seqCutoff);
-      return { points, frames };
+      return { points, frames, packs };
+    });
+  }
+
+  /**
+   * Up to `limit` packs, oldest interval first, skipping those `skip` names (in memory or being
+   * sent): where queue1 loads its spilled packs back from. Null when the storage failed.
+   */
+  packsInOrder(limit: number, skip: (packId: string) => boolean): StoredPack[] | null {
+    return this.guarded(() => {
+      const out: StoredPack[] = [];
+      for (const r of this.st.packsInOrder.iterate() as IterableIterator<StoredPack>) {
+        if (out.length >= limit) break;
+        if (!skip(r.packId)) out.push(r);
+      }
+      return out;
     });
   }
 

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { ApmError } from '@apm-sidecar/proto';
-import { type AccessKey, Inner, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
+import { type AccessKey, type AgentInfo, Inner, encodeAgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Clock } from '../link/clock';
 import { Link } from '../link/link';
 import type { Pack } from '../pack';
@@ -109,7 +109,13 @@ export class TcpTransport implements Transport {
   appsChanged(): void {
     const s = this.session;
     if (s === null || !s.isActive) return;
-    s.sendText(Inner.AgentInfo, encodeAgentInfo({ agentId: this.opts.agentId, host: hostname(), version: this.opts.version, apps: this.opts.apps() }));
+    s.sendText(Inner.AgentInfo, encodeAgentInfo(this.agentInfo()));
+  }
+
+  /** Who this agent is; its read timeout tells the collector how often a slow upload must hear from it. */
+  private agentInfo(): AgentInfo {
+    const o = this.opts;
+    return { agentId: o.agentId, host: hostname(), version: o.version, apps: o.apps(), soTimeoutMs: o.soTimeoutMs };
   }
 
   reconnect(): { ok: boolean; message: string } {
@@ -202,7 +208,7 @@ export class TcpTransport implements Transport {
         host,
         port: this.opts.port,
         key: this.opts.key,
-        agentInfo: { agentId: this.opts.agentId, host: hostname(), version: this.opts.version, apps: this.opts.apps() },
+        agentInfo: this.agentInfo(),
         connectTimeoutMs: this.opts.connectTimeoutMs,
         soTimeoutMs: this.opts.soTimeoutMs,
         maxFrameBytes: Math.max(this.opts.maxSendBytes, 1 << 20),
