@@ -6,8 +6,9 @@ NPM_FLAGS := --no-audit --no-fund
 .PHONY: all install build test test-deps test-faults soak demo bench lint clean
 
 # Debian packages the tests drive, installed by `test-deps` when missing (a test whose package
-# cannot be installed skips and says so): the DogStatsD clients of the end-to-end tests.
-APT_TEST_PACKAGES := python3-statsd python3-aiodogstatsd
+# cannot be installed skips and says so): chromium for the browser test of the collector page,
+# the DogStatsD clients of the end-to-end tests.
+APT_TEST_PACKAGES := chromium python3-statsd python3-aiodogstatsd
 
 all: build
 

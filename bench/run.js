@@ -41,7 +41,7 @@ function preflight() {
     missing.push('the client-shim entry (package.json "main")');
   }
   if (missing.length > 0) throw new Error(`build the product first (npm run build): missing ${missing.join(', ')}`);
-  for (const m of ['hot-shots', '@opentelemetry/sdk-metrics', '@opentelemetry/api']) {
+  for (const m of ['hot-shots', '@opentelemetry/sdk-metrics', '@opentelemetry/api', '@opentelemetry/instrumentation-http', '@opentelemetry/sdk-trace-node']) {
     try {
       require.resolve(m, { paths: [__dirname] });
     } catch {
@@ -117,6 +117,11 @@ async function main() {
   // (g) likewise: an honest agent and the collector's memory, without and with a pre-auth attack.
   step('(g) pre-authentication attack: honest agent ack latency and collector RSS, without and with 200 trickling connections');
   execFileSync(process.execPath, [join(__dirname, 'preauth.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
+
+  // (h) likewise: HTTP auto-instrumentation, next to @opentelemetry/instrumentation-http.
+  step('(h) HTTP instrumentation overhead: requests/s and server CPU per request, bare vs apm.instrumentHttp() vs @opentelemetry/instrumentation-http');
+  const httpArgs = quick ? ['--seconds', '1', '--rounds', '2'] : ['--seconds', '3', '--rounds', '5'];
+  execFileSync(process.execPath, [join(__dirname, 'http.js'), ...httpArgs], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**

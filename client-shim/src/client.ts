@@ -19,11 +19,12 @@ import {
   writeMetricsHeader,
 } from '@apm-sidecar/proto';
 import { Connection, type ConnectionHandler } from './connection';
+import { type HttpInstrumentation, type HttpInstrumentationOptions, instrumentHttp } from './http-instrumentation';
 import { randomHex } from './ids';
 import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry, packPoints } from './metrics';
 import { type ConnectOptions, MAX_TIMER_MS, option, positive, resolveSocket } from './options';
 import { Outbox } from './outbox';
-import { type EventInput, eventPack, snapshotFrame, tagValue } from './packs';
+import { type EventInput, eventPack, snapshotFrame, stackFrames, tagValue } from './packs';
 import { type ShimState, type ShimStats, shimState } from './state';
 import { ActiveTransaction, NoopTransaction, type Transaction, type TransactionSink, noopHeaders, readIncoming } from './transaction';
 
@@ -37,7 +38,6 @@ const stateChannel = channel('apm-sidecar:shim:state');
 const dropChannel = channel('apm-sidecar:shim:drop');
 const refusedChannel = channel('apm-sidecar:shim:refused');
 
-const MAX_STACK_FRAMES = 256;
 const MAX_BT_NAMES = 10000;
 const TX_DURATION = 'apm.transaction.duration';
 const TX_ERRORS = 'apm.transaction.errors';
@@ -68,6 +68,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private seq = 0;
   private _state: ShimState = 'connecting';
   private closing: Promise<void> | null = null;
+  private http: HttpInstrumentation | null = null;
   private readonly btNames = new Set<string>();
   /** Per transaction name: its duration histogram and error counter (bound once, not looked up per call). */
   private readonly txHandles = new Map<string, { duration: Histogram; errors: Counter }>();
@@ -76,7 +77,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private readonly dropped: Record<string, number> = {};
   /** Last error the sidecar reported (for diagnostics). */
   lastSidecarError: ErrorMessage | null = null;
-  /** Why the shim last refused to connect (e.g. ERR_SOCKET_OWNER), for diagnostics; null once connected. */
+  /** Why the shim last refused to connect (e.g. ERR_SOCKET_OWNER); null once connected. */
   lastConnectError: ErrorMessage | null = null;
 
   constructor(opts: ConnectOptions = {}) {
@@ -116,13 +117,19 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     this.out = new Outbox(this.conn, positive(option(o, 'bufferBytes'), 8 * 1024 * 1024), this, this.btNames);
     this.startFlushTimer();
     this.conn.start();
+    const http = option(o, 'instrumentHttp');
+    if (http === true || (typeof http === 'object' && http !== null)) this.instrumentHttp(http);
+  }
+
+  /** HTTP auto-instrumentation (see http-instrumentation.ts); once per process, undone by close(). */
+  instrumentHttp(opts?: HttpInstrumentationOptions | boolean): HttpInstrumentation {
+    if (this.http === null && this.closing === null) this.http = instrumentHttp(this, opts);
+    return this.http ?? { stop() {} };
   }
 
   get state(): ShimState {
     return this._state;
   }
-
-  // --- metrics ------------------------------------------------------------
 
   counter(name: string, tags?: Record<string, string | number | boolean>): Counter {
     return this.metric(MetricKind.Counter, name, tags);
@@ -144,8 +151,6 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       return new DroppingHandle(this, 'invalid');
     }
   }
-
-  // --- transactions ---------------------------------------------------------
 
   /** A transaction for an incoming request; a no-op one in standby or muted, or when the caller said notxdetect=true. */
   startTransaction(name: string, incomingHeaders?: unknown): Transaction {
@@ -189,15 +194,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   private activeStackUnsafe(tx: Transaction, frames: string[] | string): void {
     if (!(tx instanceof ActiveTransaction) || tx.isEnded) return;
     if (this._state === 'standby' || this._state === 'muted') return;
-    let list: unknown[];
-    if (typeof frames === 'string') list = frames.split('\n');
-    else if (Array.isArray(frames)) list = frames;
-    else return this.drop('invalid');
-    const out: string[] = [];
-    for (const f of list) {
-      if (out.length >= MAX_STACK_FRAMES) break;
-      if (typeof f === 'string' && f.trim().length > 0) out.push(f.trim().slice(0, 1024));
-    }
+    const out = stackFrames(frames);
+    if (out === null) return this.drop('invalid');
     this.bestEffort(() => encodeActiveStack({ txid: tx.txid, name: tx.name, ts: Date.now(), elapsedMs: tx.elapsedMs, frames: out }));
   }
 
@@ -275,6 +273,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     }
     if (this.flushTimer !== null) clearInterval(this.flushTimer);
     this.flushTimer = null;
+    this.http?.stop();
     this.out.settleWaiters();
     try {
       this.closing = this.conn.close(this.closeTimeoutMs).catch(() => undefined);

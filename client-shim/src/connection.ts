@@ -78,6 +78,7 @@ export class Connection {
   private stallTimer: NodeJS.Timeout | null = null;
   readonly uncork = (): void => {
     this.corked = false;
+    process.removeListener('exit', this.uncork);
     this.socket?.uncork();
   };
   private readonly written = (): void => {
@@ -111,14 +112,20 @@ export class Connection {
     if (this.phase === 'idle') this.open();
   }
 
-  /** Write one frame; only call when ready. Frames of one tick go out in one writev. */
+  /**
+   * Write one frame; only call when ready. Frames written in one turn of the event loop go out in
+   * one writev: a server ending many requests per turn sends their traces in one syscall, not one each.
+   */
   send(frame: Buffer): void {
     const s = this.socket;
     if (s === null) return;
     if (!this.corked) {
       this.corked = true;
       s.cork();
-      process.nextTick(this.uncork);
+      setImmediate(this.uncork);
+      // An app exiting before the check phase (process.exit() after an await) still gets the
+      // frames out: uncorking writes synchronously to the socket when nothing is queued before.
+      process.once('exit', this.uncork);
     }
     s.write(frame, this.written);
     if (this.stallTimer === null) this.armStallCheck();
@@ -270,6 +277,7 @@ export class Connection {
     if (this.phase === 'ready' && Date.now() - this.readyAt >= this.opts.reconnectMaxMs) this.attempt = 0;
     this.socket = null;
     this.corked = false;
+    process.removeListener('exit', this.uncork);
     this.disarmStallCheck();
     if (s !== null) s.destroy();
     if (this.phase !== 'closed') this.phase = 'idle';

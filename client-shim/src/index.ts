@@ -10,3 +10,5 @@ export type { ConnectOptions, EventInput, ShimState, ShimStats } from './client'
 export type { Counter, Gauge, Histogram } from './metrics';
 export type { EndOptions, OutgoingHeaders, Transaction } from './transaction';
 export { backoffDelay } from './backoff';
+export type { HttpInstrumentation, HttpInstrumentationOptions } from './http-instrumentation';
+export { defaultRoute } from './http-route';

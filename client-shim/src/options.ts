@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { socketPathCandidates } from '@apm-sidecar/proto';
+import type { HttpInstrumentationOptions } from './http-instrumentation';
 
 // What connect() accepts, read defensively: the options object is the app's and may be anything.
 
@@ -20,6 +21,8 @@ export interface ConnectOptions {
   closeTimeoutMs?: number;
   /** A write making no progress this long means the sidecar hung: reconnect (default 5000 ms). */
   stallTimeoutMs?: number;
+  /** Turn on HTTP auto-instrumentation at once (true, or its options): the same as calling apm.instrumentHttp(). */
+  instrumentHttp?: boolean | HttpInstrumentationOptions;
 }
 
 export function positive(v: unknown, fallback: number): number {

@@ -50,3 +50,19 @@ export function eventPack(e: EventInput): EventPack | null {
   }
   return pack;
 }
+
+const MAX_STACK_FRAMES = 256;
+
+/** An active stack's frames (an array, or one string of lines): trimmed, non-empty, at most 256 of 1024 chars; null when neither. */
+export function stackFrames(frames: unknown): string[] | null {
+  let list: unknown[];
+  if (typeof frames === 'string') list = frames.split('\n');
+  else if (Array.isArray(frames)) list = frames;
+  else return null;
+  const out: string[] = [];
+  for (const f of list) {
+    if (out.length >= MAX_STACK_FRAMES) break;
+    if (typeof f === 'string' && f.trim().length > 0) out.push(f.trim().slice(0, 1024));
+  }
+  return out;
+}

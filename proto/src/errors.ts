@@ -22,6 +22,24 @@ export class FrameTooLargeError extends ApmError {
   }
 }
 
+/**
+ * The peer answered with text instead of apm-sidecar frames: the address is some other service,
+ * most often the collector's HTTP port given to transport tcp.
+ */
+export class ForeignPeerError extends ApmError {
+  /** What it looked like: an HTTP response, or other text (a banner). */
+  readonly looksLike: 'http' | 'text';
+  constructor(looksLike: 'http' | 'text', firstLine: string) {
+    super(
+      'ERR_NOT_APM_PEER',
+      looksLike === 'http'
+        ? `the peer does not speak the apm-sidecar protocol — is this the HTTP port? It answered "${firstLine}"`
+        : `the peer does not speak the apm-sidecar protocol — is this the right port? It sent "${firstLine}"`,
+    );
+    this.looksLike = looksLike;
+  }
+}
+
 /** A frame with length 0 has no type byte: never valid. */
 export class EmptyFrameError extends ApmError {
   constructor() {

@@ -2,6 +2,7 @@ export * from './errors';
 export { Reader, Writer, FRAME_HEADER_BYTES } from './buffer';
 export { FrameParser, encodeFrame, DEFAULT_MAX_FRAME_BYTES } from './frame';
 export type { FrameHandler } from './frame';
+export { foreignPeer, FOREIGN_SAMPLE_BYTES } from './foreign-peer';
 export * from './messages';
 export { Sketch, BucketStore, SKETCH_ALPHA, SKETCH_MIN_VALUE, SKETCH_MIN_KEY, SKETCH_MAX_KEY, sketchKey, sketchValue } from './sketch';
 export * from './correlation';

@@ -9,6 +9,7 @@ import { type AccessKey, parseAccessKey } from '@apm-sidecar/proto/upstream';
 import { resolveDataDir } from './data-dir';
 import { resolveSocketPath } from './socket-path';
 import { requestControl, requestStatus } from './status-client';
+import { humanStatus } from './status-text';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage. */
 const EXIT_RUNTIME = 1;
@@ -206,36 +207,6 @@ async function status(opts: ConfigOpts & { json?: boolean }): Promise<void> {
   process.stdout.write(humanStatus(s));
 }
 
-function humanStatus(s: Record<string, unknown>): string {
-  const q = s.queues as Record<string, { depth: number; capacity: number; dropped: number }>;
-  const counters = s.counters as { received: Record<string, number>; sent: Record<string, number>; dropped: Record<string, number> };
-  const shims = s.shims as { app: string; pid: number; lastSeenAt: string }[];
-  const r = (s.retention ?? {}) as { rows?: number; condition?: string; lastError?: string | null; usedBytes?: number | null; freeBytes?: number | null };
-  const lines = [
-    `state:      ${s.state} (since ${s.stateSince}: ${s.stateCause})`,
-    `agent:      ${s.agentId}  transport: ${s.transport}  socket: ${s.socket}`,
-    `queue1:     ${q.queue1?.depth}/${q.queue1?.capacity} (dropped ${q.queue1?.dropped})`,
-    `queue2:     ${q.queue2?.depth}/${q.queue2?.capacity} (dropped ${q.queue2?.dropped})`,
-    `received:   ${Object.entries(counters.received)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(' ')}`,
-    `sent:       ${Object.entries(counters.sent)
-      .map(([k, v]) => `${k}=${v}`)
-      .join(' ')}`,
-    `dropped:    ${
-      Object.entries(counters.dropped)
-        .map(([k, v]) => `${k}=${v}`)
-        .join(' ') || 'none'
-    }`,
-    `retention:  ${r.condition ?? 'unknown'}, ${r.rows ?? 0} rows, ${r.usedBytes ?? '?'} bytes used, ${r.freeBytes ?? '?'} bytes free${
-      r.condition !== 'ok' && r.lastError ? ` (${r.lastError})` : ''
-    }`,
-    `shims:      ${shims.length}`,
-    ...shims.map((x) => `  - ${x.app} pid ${x.pid}, last seen ${x.lastSeenAt}`),
-  ];
-  return `${lines.join('\n')}\n`;
-}
-
 async function reconnect(opts: ConfigOpts): Promise<void> {
   const path = socketFor(opts);
   try {
@@ -247,13 +218,32 @@ async function reconnect(opts: ConfigOpts): Promise<void> {
   }
 }
 
+/**
+ * The effective configuration, the socket and data paths it resolves to (as `run` would), and the
+ * same access-key check as `run`: a missing or malformed key exits 2 after the table is printed.
+ */
 function configCmd(opts: ConfigOpts & { json?: boolean }): void {
+  let eff: EffectiveConfig;
   try {
-    const eff = effectiveConfig(opts);
-    process.stdout.write(opts.json === true ? `${JSON.stringify(configToJson(eff), null, 2)}\n` : formatConfig(eff));
+    eff = effectiveConfig(opts);
   } catch (err) {
     fail(err);
   }
+  const resolved = { socket: resolveSocketPath(eff.values.socket), dataDir: resolveDataDir(eff.values.data_dir) };
+  let keyError: unknown = null;
+  try {
+    upstreamOptions(eff);
+  } catch (err) {
+    keyError = err;
+  }
+  if (opts.json === true) {
+    const valid = keyError === null ? { ok: true } : { ok: false, error: (keyError as Error).message };
+    process.stdout.write(`${JSON.stringify({ ...configToJson(eff), resolved, valid }, null, 2)}\n`);
+  } else {
+    process.stdout.write(formatConfig(eff));
+    process.stdout.write(`\nresolved socket path:   ${resolved.socket}\nresolved data_dir:      ${resolved.dataDir}\n`);
+  }
+  if (keyError !== null) fail(keyError);
 }
 
 export function main(argv: string[]): void {

@@ -133,9 +133,9 @@ export interface CliResult {
 }
 
 /** Run a command to completion and collect its output. `env` adds to (or, with undefined, removes from) this process's environment. */
-export function runToEnd(command: string, args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+export function runToEnd(command: string, args: string[], env: Record<string, string | undefined> = {}, cwd?: string): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, cwd });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {

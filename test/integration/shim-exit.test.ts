@@ -58,6 +58,26 @@ describe('an app using the shim exits by itself', () => {
     assert.ok(sidecar.alive);
   });
 
+  it('with HTTP instrumentation on, after serving and making requests (http and fetch): exits with code 0', async () => {
+    const app = startApp('shim-idle', { APM_SIDECAR_SOCKET: sidecar.socket, HTTP: '1' });
+    assert.equal(await exitOnItsOwn(app), 0, app.stderr);
+    assert.equal(app.stderr, '');
+    await waitFor(
+      'the traces of both requests',
+      () => sidecar.packs('trace').filter((t) => (t.trace as { name: string }).name === 'GET /idle/:id').length === 2,
+    );
+  });
+
+  it('process.exit() right after an await: what was recorded just before still reaches the sidecar', async () => {
+    const app = startApp('shim-idle', { APM_SIDECAR_SOCKET: sidecar.socket, WAIT_ACTIVE: '1', EXIT_AFTER_AWAIT: '1', EVENTS: '3' });
+    assert.equal(await exitOnItsOwn(app), 0, app.stderr);
+    assert.equal(lineWith(app, 'recorded').state, 'active');
+    await waitFor(
+      'the three events of the app',
+      () => sidecar.packs('event').filter((p) => (p.event as { attributes?: { pid?: number } }).attributes?.pid === app.pid).length === 3,
+    );
+  });
+
   it('with a hung sidecar that stopped reading: the stuck write is abandoned and the app exits with code 0', async () => {
     const fake = await FakeSidecar.start(join(tmp.dir, 'hung.sock'), (f) => {
       f.read = false;

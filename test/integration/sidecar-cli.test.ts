@@ -4,6 +4,7 @@ import { openSync, writeFileSync, closeSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { formatAccessKey } from '@apm-sidecar/proto/upstream';
 import { connect } from '@apm-sidecar/shim';
 import { runCli, startSidecar, tempDir, totalCount, waitFor } from '../helpers/procs';
 
@@ -20,6 +21,9 @@ function httpGet(port: number, path: string): Promise<{ status: number; body: st
     req.end();
   });
 }
+
+/** A well-formed access key: `config` validates it as `run` does. */
+const SECRET_KEY = formatAccessKey({ projectId: 'cli', secret: Buffer.alloc(32, 7) });
 
 describe('apm-sidecar CLI', () => {
   const tmp = tempDir();
@@ -64,10 +68,10 @@ describe('apm-sidecar CLI', () => {
     writeFileSync(file, 'flush_ms = 250\nmetric_interval_ms = 5000\nserver_port = 7000\n');
     const r = await runCli(['config', '--config', file, '--server-port', '7100', '--json'], {
       APM_SIDECAR_METRIC_INTERVAL_MS: '6000',
-      APM_SIDECAR_ACCESS_KEY: 'very-secret-key-material',
+      APM_SIDECAR_ACCESS_KEY: SECRET_KEY,
     });
     assert.equal(r.code, 0, r.stderr);
-    assert.doesNotMatch(r.stdout, /very-secret-key-material/);
+    assert.doesNotMatch(r.stdout, new RegExp(SECRET_KEY.split('.')[2] as string));
     const j = JSON.parse(r.stdout);
     assert.equal(j.values.flush_ms, 250);
     assert.equal(j.sources.flush_ms, `file:${file}:1`);
@@ -75,8 +79,8 @@ describe('apm-sidecar CLI', () => {
     assert.equal(j.sources.metric_interval_ms, 'env:APM_SIDECAR_METRIC_INTERVAL_MS');
     assert.equal(j.values.server_port, 7100);
     assert.equal(j.sources.server_port, 'flag:--server-port');
-    const text = await runCli(['config', '--config', file], { APM_SIDECAR_ACCESS_KEY: 'very-secret-key-material' });
-    assert.doesNotMatch(text.stdout, /very-secret-key-material/);
+    const text = await runCli(['config', '--config', file], { APM_SIDECAR_ACCESS_KEY: SECRET_KEY });
+    assert.doesNotMatch(text.stdout, new RegExp(SECRET_KEY.split('.')[2] as string));
     assert.match(text.stdout, /access_key/);
   });
 

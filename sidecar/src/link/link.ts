@@ -133,6 +133,7 @@ export class Link {
 
   status(): Record<string, unknown> {
     return {
+      phase: this.phase,
       attempts: this.attempts,
       failedAttempts: this.failedRounds,
       unreachableSince: this.unreachableSince === null ? null : new Date(this.unreachableSince).toISOString(),

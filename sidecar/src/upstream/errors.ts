@@ -41,6 +41,20 @@ export class UpstreamDownError extends ApmError {
   }
 }
 
+/**
+ * An HTTP tunnel request was answered with bytes that are not HTTP (Node's parser failed with an
+ * HPE_ code): the address is not the collector's HTTP port, most often its agent port, which
+ * speaks apm-sidecar frames.
+ */
+export class NotHttpPeerError extends ApmError {
+  constructor(parserCode: string) {
+    super(
+      'ERR_NOT_HTTP_PEER',
+      `the peer does not answer HTTP — is this the agent (TCP) port? Transport http needs the collector's HTTP address (${parserCode})`,
+    );
+  }
+}
+
 /** An HTTP tunnel request got no response within its request timeout. */
 export class TunnelTimeoutError extends ApmError {
   constructor(ms: number) {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { Agent, type ClientRequest, request } from 'node:http';
-import { TunnelHttpError, TunnelResponseTooLargeError, TunnelTimeoutError } from './errors';
+import { NotHttpPeerError, TunnelHttpError, TunnelResponseTooLargeError, TunnelTimeoutError } from './errors';
 
 /**
  * A socket-like carrier for the upstream frames over HTTP (transport `http`):
@@ -89,7 +89,10 @@ export class HttpTunnelSocket extends EventEmitter {
     const req = request({ host: this.opts.host, port: this.opts.port, path: TUNNEL_PATH, method: 'POST', headers, agent: this.agent });
     this.inFlight = req;
     req.setTimeout(this.opts.requestTimeoutMs, () => req.destroy(new TunnelTimeoutError(this.opts.requestTimeoutMs)));
-    req.on('error', (err) => this.fail(err));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      // The response did not parse as HTTP at all: say which port this probably is.
+      this.fail(typeof err.code === 'string' && err.code.startsWith('HPE_') ? new NotHttpPeerError(err.code) : err);
+    });
     req.on('response', (res) => {
       const sid = res.headers[SESSION_HEADER];
       const chunks: Buffer[] = [];

@@ -1,6 +1,6 @@
 import type { EventEmitter } from 'node:events';
 import { connect as tcpConnect } from 'node:net';
-import { ApmError, FrameParser, RemoteError, UnexpectedMessageError } from '@apm-sidecar/proto';
+import { ApmError, FOREIGN_SAMPLE_BYTES, FrameParser, RemoteError, UnexpectedMessageError, foreignPeer } from '@apm-sidecar/proto';
 import {
   type AccessKey,
   type AgentConfig,
@@ -84,6 +84,8 @@ export class UpstreamSession {
   private idleTimer: NodeJS.Timeout | null = null;
   private lastReceived = Date.now();
   private lastSent = Date.now();
+  /** The first bytes received (at most FOREIGN_SAMPLE_BYTES), to recognise a peer that speaks another protocol. */
+  private head: Buffer = Buffer.alloc(0);
   bytesSent = 0;
   bytesReceived = 0;
   framesSent = 0;
@@ -102,10 +104,14 @@ export class UpstreamSession {
     this.socket.on('data', (chunk: Buffer) => {
       this.lastReceived = Date.now();
       this.bytesReceived += chunk.length;
+      if (this.head.length < FOREIGN_SAMPLE_BYTES) this.head = Buffer.concat([this.head, chunk.subarray(0, FOREIGN_SAMPLE_BYTES - this.head.length)]);
       try {
         parser.push(chunk);
       } catch (err) {
-        this.close(`bad frame from the collector: ${(err as Error).message}`, err instanceof ApmError ? err : null);
+        // Before any frame, bytes that read as text mean another protocol: say so rather than quote a frame size.
+        const foreign = parser.frames === 0 ? foreignPeer(this.head) : null;
+        if (foreign !== null) this.close(foreign.message, foreign);
+        else this.close(`bad frame from the collector: ${(err as Error).message}`, err instanceof ApmError ? err : null);
       }
     });
     this.socket.on('drain', () => {
