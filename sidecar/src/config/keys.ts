@@ -191,7 +191,7 @@ const KEY_DEFS: { readonly [K in ConfigKey]: ConfigKeyDef<SidecarConfig[K]> } = 
   tcp_connection_timeout: duration('tcp_connection_timeout', 5000, 'time allowed to connect to the collector'),
   tcp_so_timeout: duration('tcp_so_timeout', 60000, 'a session that receives no bytes for this long is closed'),
   net_send_max_bytes: size('net_send_max_bytes', 5_242_880, 'largest upstream frame; queued items are packed into frames up to this size', 1024),
-  net_send_queue1_size: size('net_send_queue1_size', 512, 'capacity of queue1 (metric packs)'),
+  net_send_queue1_size: size('net_send_queue1_size', 512, 'packs queue1 holds in memory (metric packs beyond it wait in the retention)'),
   net_send_queue2_size: size('net_send_queue2_size', 1024, 'capacity of queue2 (traces, active stacks)'),
   ipc_max_frame_bytes: size('ipc_max_frame_bytes', 1_048_576, 'largest IPC frame accepted from a shim (checked before buffering)', 1024, 64 * 1024 * 1024),
   ipc_hello_timeout_ms: duration('ipc_hello_timeout_ms', 5000, 'an IPC connection that sends no Hello this long after connecting is closed', 10),
