@@ -1,15 +1,14 @@
 'use strict';
-// Builds the shim as one minified, tree-shaken file (dist/shim.js), from the
-// TypeScript sources of the shim and of the proto parts it uses. An app loads
-// one small file instead of the whole proto package; tsc still emits the
-// type declarations (dist/*.d.ts).
-const { buildSync } = require('esbuild');
+// Builds the shim as minified, tree-shaken files from the TypeScript sources of the shim and of
+// the proto parts it uses: dist/shim.js, what an app loads, and dist/shim-http.js, the HTTP
+// auto-instrumentation, loaded only when the app asks for it (apm.instrumentHttp()). An app loads
+// one small file instead of the whole proto package; tsc still emits the type declarations
+// (dist/*.d.ts).
+const { build } = require('esbuild');
 const { join } = require('node:path');
 
 const root = join(__dirname, '..');
-buildSync({
-  entryPoints: [join(__dirname, 'src', 'index.ts')],
-  outfile: join(__dirname, 'dist', 'shim.js'),
+const common = {
   bundle: true,
   platform: 'node',
   target: 'node20',
@@ -20,4 +19,20 @@ buildSync({
   legalComments: 'none',
   alias: { '@apm-sidecar/proto': join(root, 'proto', 'src', 'index.ts') },
   logLevel: 'warning',
+};
+
+/** The client's require('./http-instrumentation') stays a require, of the other bundle. */
+const httpApart = {
+  name: 'http-apart',
+  setup(build) {
+    build.onResolve({ filter: /^\.\/http-instrumentation$/ }, () => ({ path: './shim-http.js', external: true }));
+  },
+};
+
+Promise.all([
+  build({ ...common, entryPoints: [join(__dirname, 'src', 'index.ts')], outfile: join(__dirname, 'dist', 'shim.js'), plugins: [httpApart] }),
+  build({ ...common, entryPoints: [join(__dirname, 'src', 'http-instrumentation.ts')], outfile: join(__dirname, 'dist', 'shim-http.js') }),
+]).catch(() => {
+  // esbuild has printed the errors.
+  process.exitCode = 1;
 });

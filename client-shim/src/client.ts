@@ -19,7 +19,7 @@ import {
   writeMetricsHeader,
 } from '@apm-sidecar/proto';
 import { Connection, type ConnectionHandler } from './connection';
-import { type HttpInstrumentation, type HttpInstrumentationOptions, instrumentHttp } from './http-instrumentation';
+import type { HttpInstrumentation, HttpInstrumentationOptions } from './http-instrumentation';
 import { randomHex } from './ids';
 import { type Counter, DroppingHandle, type Gauge, type Histogram, MetricRegistry, packPoints } from './metrics';
 import { type ConnectOptions, MAX_TIMER_MS, option, positive, resolveSocket } from './options';
@@ -123,7 +123,12 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
 
   /** HTTP auto-instrumentation (see http-instrumentation.ts); once per process, undone by close(). */
   instrumentHttp(opts?: HttpInstrumentationOptions | boolean): HttpInstrumentation {
-    if (this.http === null && this.closing === null) this.http = instrumentHttp(this, opts);
+    if (this.http === null && this.closing === null) {
+      // Loaded on first use (bundled apart as dist/shim-http.js): an app that does not instrument
+      // HTTP does not load it.
+      const { instrumentHttp } = require('./http-instrumentation') as typeof import('./http-instrumentation');
+      this.http = instrumentHttp(this, opts);
+    }
     return this.http ?? { stop() {} };
   }
 

@@ -7,8 +7,16 @@ import { DEFAULT_MAX_ROUTES, RouteNames, defaultRoute, httpMethod } from './http
 import type { Counter } from './metrics';
 import { option, positive } from './options';
 import type { ShimState } from './state';
-import { ActiveTransaction, type OutgoingHeaders, type Transaction } from './transaction';
+import type { ActiveTransaction, OutgoingHeaders, Transaction } from './transaction';
 import { tagValue } from './packs';
+
+/**
+ * A detected transaction. Not `instanceof`: this module is bundled apart from the client
+ * (dist/shim-http.js, loaded on first use), so it does not share the client's classes.
+ */
+function isActive(tx: Transaction | undefined): tx is ActiveTransaction {
+  return tx !== undefined && tx.detected;
+}
 
 // HTTP auto-instrumentation through node:diagnostics_channel:
 //
@@ -146,7 +154,7 @@ class HttpInstrumenter implements HttpInstrumentation {
     // Published synchronously before the 'request' event: the handler and what it
     // awaits run in this context, so its outgoing calls find their transaction.
     this.context.enterWith(tx);
-    if (!(tx instanceof ActiveTransaction)) return;
+    if (!isActive(tx)) return;
     this.serving.set(response, tx);
     response.once('close', this.onClose);
   }
@@ -203,7 +211,7 @@ class HttpInstrumenter implements HttpInstrumentation {
     const tx = this.context.getStore();
     const headers = this.outgoing(tx);
     if (headers !== NONE) addHttpHeaders(req, headers);
-    if (tx instanceof ActiveTransaction)
+    if (isActive(tx))
       this.calling.set(req, { tx, t0: performance.now(), text: describeRequest(req.method, req.getHeader('host') ?? req.host, req.path) });
   }
 
@@ -211,7 +219,7 @@ class HttpInstrumenter implements HttpInstrumentation {
     const tx = this.context.getStore();
     const headers = this.outgoing(tx);
     if (headers !== NONE) addUndiciHeaders(req, headers);
-    if (tx instanceof ActiveTransaction) this.calling.set(req, { tx, t0: performance.now(), text: describeRequest(req.method, req.origin, req.path) });
+    if (isActive(tx)) this.calling.set(req, { tx, t0: performance.now(), text: describeRequest(req.method, req.origin, req.path) });
   }
 
   private callDone(req: object): void {

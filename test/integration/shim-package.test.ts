@@ -138,11 +138,16 @@ describe('the shim installs with no third-party runtime dependency', () => {
       apm.event({ type: 'deploy', message: 'v1' });
       apm.snapshot({ a: 1 });
       apm.registerBusinessTransaction('GET /');
-      console.log(JSON.stringify({ traceparent: h.traceparent, state: apm.state, buffered: apm.stats().buffered }));
+      // The HTTP instrumentation is a file of its own in the package, loaded here on first use.
+      const http = apm.instrumentHttp();
+      const loaded = Object.keys(require.cache).some((f) => f.endsWith('shim-http.js'));
+      http.stop();
+      console.log(JSON.stringify({ traceparent: h.traceparent, state: apm.state, buffered: apm.stats().buffered, httpLoaded: loaded }));
     `;
     const r = await run(process.execPath, ['-e', script], app);
     assert.equal(r.code, 0, r.stderr);
-    const out = JSON.parse(r.stdout) as { traceparent: string; buffered: number };
+    const out = JSON.parse(r.stdout) as { traceparent: string; buffered: number; httpLoaded: boolean };
+    assert.equal(out.httpLoaded, true, 'instrumentHttp() loads dist/shim-http.js from the installed package');
     assert.match(out.traceparent, /^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
     assert.ok(out.buffered > 0);
   });
