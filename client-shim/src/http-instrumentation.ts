@@ -15,7 +15,7 @@ import { tagValue } from './packs';
  * (dist/shim-http.js, loaded on first use), so it does not share the client's classes.
  */
 function isActive(tx: Transaction | undefined): tx is ActiveTransaction {
-  return tx !== undefined && tx.detected;
+  return tx?.detected === true;
 }
 
 // HTTP auto-instrumentation through node:diagnostics_channel:
@@ -211,8 +211,7 @@ class HttpInstrumenter implements HttpInstrumentation {
     const tx = this.context.getStore();
     const headers = this.outgoing(tx);
     if (headers !== NONE) addHttpHeaders(req, headers);
-    if (isActive(tx))
-      this.calling.set(req, { tx, t0: performance.now(), text: describeRequest(req.method, req.getHeader('host') ?? req.host, req.path) });
+    if (isActive(tx)) this.calling.set(req, { tx, t0: performance.now(), text: describeRequest(req.method, req.getHeader('host') ?? req.host, req.path) });
   }
 
   private fetchCreated(req: UndiciRequest): void {

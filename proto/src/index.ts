@@ -9,3 +9,4 @@ export * from './correlation';
 export * from './socket-path';
 export { type Clock, systemClock } from './clock';
 export { LOG_LEVELS, type LogLevelName, REDACTED_LOG_PATHS, logOptions } from './log-options';
+export { type HttpLimits, type ServerLimits, serverLimits, NODE_REQUEST_TIMEOUT } from './http-limits';

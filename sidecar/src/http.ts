@@ -1,42 +1,11 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { Socket } from 'node:net';
+import { type HttpLimits, NODE_REQUEST_TIMEOUT, serverLimits } from '@apm-sidecar/proto';
 import type { Logger } from './logger';
 import { SidecarMetrics } from './metrics';
 import type { Sidecar } from './sidecar';
 
-/** The listener's limits (config keys http_*): a client that is slow or sends too much is cut, not waited for. */
-export interface HttpLimits {
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  maxHeaderBytes: number;
-}
-
-/**
- * node:http enforces headersTimeout and requestTimeout only when it checks its connections, every
- * connectionsCheckingInterval (30 s by default): checked at a quarter of the shorter deadline, a
- * slow client is cut within 1.25 × the deadline. Node refuses a headers deadline over the request
- * deadline, so the headers deadline is at most the request one.
- */
-export function serverLimits(l: HttpLimits): {
-  maxHeaderSize: number;
-  headersTimeout: number;
-  requestTimeout: number;
-  keepAliveTimeout: number;
-  connectionsCheckingInterval: number;
-} {
-  const headersTimeout = Math.min(l.headersTimeoutMs, l.requestTimeoutMs);
-  return {
-    maxHeaderSize: l.maxHeaderBytes,
-    headersTimeout,
-    requestTimeout: l.requestTimeoutMs,
-    keepAliveTimeout: l.keepAliveTimeoutMs,
-    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(headersTimeout / 4))),
-  };
-}
-
-/** node:http's code for a request past headersTimeout or requestTimeout (Node's, not ours: kept out of the error catalog). */
-const NODE_REQUEST_TIMEOUT = `ERR_HTTP_REQUEST_TIMEOUT`;
+export type { HttpLimits } from '@apm-sidecar/proto';
 
 /** The stable code and status of a request node:http refused before it reached a handler. */
 function clientErrorOf(err: NodeJS.ErrnoException): { code: string; status: string } {
