@@ -1,4 +1,3 @@
-import type { EventEmitter } from 'node:events';
 import { ApmError, FrameParser, FrameTooLargeError, type Series, UnexpectedMessageError } from '@apm-sidecar/proto';
 import {
   type AgentInfo,
@@ -31,50 +30,15 @@ import type { Clock } from './clock';
 import { HandshakeTimeoutError, StoreWriteError } from './errors';
 import { KEY_REFUSED_MESSAGE, proveKey } from './key-proof';
 import type { LicensePool } from './licenses';
-import { type AgentRef, type AgentState, type AgentStateChange, type CollectorStats, agentKey } from './types';
+import { type AgentRef, type AgentState, type AgentStateChange, agentKey } from './types';
+import { type AgentLink, PREAUTH_MAX_FRAME_BYTES, type Wire, refusalFrame, remoteIp } from './agent-wire';
+
+export { type AgentLink, PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-wire';
 
 /** What a carrier may ask of the connection it serves. */
-export interface AgentLink {
-  /** The ClientHello was accepted (ServerHello sent) and the connection is neither refused nor closed. */
-  readonly helloAccepted: boolean;
-}
-
-export type RejectReason = keyof CollectorStats['rejected'];
-
-/** The largest frame accepted before the agent is authenticated (DESIGN §7): a handshake message is far smaller. */
-export const PREAUTH_MAX_FRAME_BYTES = 4096;
-
-/**
- * What an agent connection needs of its carrier: a TCP socket, or a tunnel
- * session whose bytes travel in HTTP request and response bodies.
- * Emits 'data' (Buffer), 'error' and 'close'.
- */
-export interface Wire extends EventEmitter {
-  write(chunk: Buffer): boolean;
-  end(): void;
-  destroy(): void;
-  /** Stop reading (a refused peer's further bytes are not taken in while the refusal flushes). */
-  pause?(): unknown;
-  readonly remoteAddress?: string | undefined;
-}
-
 const INNER_NAMES: Record<number, string> = Object.fromEntries(Object.entries(Inner).map(([k, v]) => [v, k]));
 
 type Phase = 'hello' | 'finished' | 'info' | 'active' | 'closed';
-
-export function remoteIp(wire: Wire): string {
-  return wire.remoteAddress ?? '';
-}
-
-/** A clear-text refusal (the peer has no session keys yet): HandshakeRejected with `{ code, message }`. */
-export function refusalFrame(code: string, message: string): Buffer {
-  const body = Buffer.from(JSON.stringify({ code, message }));
-  const frame = Buffer.allocUnsafe(5 + body.length);
-  frame.writeUInt32LE(body.length + 1, 0);
-  frame[4] = UpstreamType.HandshakeRejected;
-  body.copy(frame, 5);
-  return frame;
-}
 
 /** What a connection needs of the server that holds it (agent-server.ts). */
 export interface ConnectionHost {
