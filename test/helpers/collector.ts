@@ -15,10 +15,13 @@ export interface CollectorProc extends Proc {
   dataDir: string;
 }
 
-/** Start `apm-collector run` on free ports; resolves once it logged where it listens. */
-export async function startCollector(dataDir: string, extra: string[] = []): Promise<CollectorProc> {
-  const args = [COLLECTOR_CLI, 'run', '--port', '0', '--host', '127.0.0.1', '--http', '127.0.0.1:0', '--data-dir', dataDir, ...extra];
-  const p = new Proc(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })) as CollectorProc;
+/** The arguments of `apm-collector run` on free loopback ports over `dataDir`. */
+export function collectorArgs(dataDir: string, extra: string[] = []): string[] {
+  return [COLLECTOR_CLI, 'run', '--port', '0', '--host', '127.0.0.1', '--http', '127.0.0.1:0', '--data-dir', dataDir, ...extra];
+}
+
+/** Resolves once a starting collector logged where it listens (its ports then set on `p`); rejects if it exits first. */
+export async function collectorListening(p: CollectorProc, dataDir: string): Promise<CollectorProc> {
   const line = await waitFor(
     'the collector to listen',
     () => {
@@ -32,6 +35,12 @@ export async function startCollector(dataDir: string, extra: string[] = []): Pro
   p.httpHost = (line.http as { host: string }).host;
   p.dataDir = dataDir;
   return p;
+}
+
+/** Start `apm-collector run` on free ports; resolves once it logged where it listens. */
+export function startCollector(dataDir: string, extra: string[] = []): Promise<CollectorProc> {
+  const p = new Proc(spawn(process.execPath, collectorArgs(dataDir, extra), { stdio: ['ignore', 'pipe', 'pipe'] })) as CollectorProc;
+  return collectorListening(p, dataDir);
 }
 
 /** Sidecar settings for tests against a collector: fast flushes and intervals, and a reconnect after 200 ms instead of the default schedule. */

@@ -9,7 +9,7 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { COLLECTOR_CLI, type CollectorProc } from './collector';
+import { COLLECTOR_CLI, type CollectorProc, collectorArgs, collectorListening } from './collector';
 import { Proc, SIDECAR_CLI, type SidecarProc, sidecarListening, waitFor } from './procs';
 
 /** Whether this machine lets the tests mount a tmpfs in a private mount namespace. */
@@ -96,22 +96,8 @@ export class SmallDisk {
   }
 
   /** `apm-collector run` inside the namespace on `dataDir` (a namespace path); resolves once it listens. */
-  async collector(dataDir: string, extra: string[] = []): Promise<CollectorProc> {
-    const args = [COLLECTOR_CLI, 'run', '--port', '0', '--host', '127.0.0.1', '--http', '127.0.0.1:0', '--data-dir', dataDir, ...extra];
-    const p = new Proc(this.spawn(process.execPath, args)) as CollectorProc;
-    const line = await waitFor(
-      'the collector to listen',
-      () => {
-        if (!p.alive) throw new Error(`collector exited ${p.exitCode}: ${p.stderr}`);
-        return p.lines.find((l) => l.msg === 'listening');
-      },
-      15000,
-    );
-    p.port = (line.agents as { port: number }).port;
-    p.httpPort = (line.http as { port: number }).port;
-    p.httpHost = (line.http as { host: string }).host;
-    p.dataDir = dataDir;
-    return p;
+  collector(dataDir: string, extra: string[] = []): Promise<CollectorProc> {
+    return collectorListening(new Proc(this.spawn(process.execPath, collectorArgs(dataDir, extra))) as CollectorProc, dataDir);
   }
 
   async close(): Promise<void> {
