@@ -8,6 +8,8 @@
  *                    carries them as f64 and SQLite keeps whatever number came; a BIGINT column
  *                    would refuse a fractional one and make its batch fail on every resend
  *   blobs            BYTEA (series_key: the series bytes; sketch: Sketch.encodeBuckets bytes)
+ *   text keys        COLLATE "C": ordered by their UTF-8 bytes, as SQLite's BINARY orders them,
+ *                    whatever the database's locale (the queries' ORDER BY and its indexes agree)
  *
  * Age limits are kept by batched deletes (prune.ts) along an index on each table's time
  * column, not by time partitions: a partition needs every unique key to hold the partition
@@ -20,10 +22,10 @@
 
 /** Columns of metric_points and metric_rollups, in the order of schema.ts's METRIC_COLUMN_NAMES. */
 const METRIC_COLUMNS = `
-    agent_id TEXT NOT NULL,
-    project_id TEXT NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
     series_key BYTEA NOT NULL,
-    name TEXT NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     tags_json TEXT NOT NULL,
     kind SMALLINT NOT NULL,
     interval_start DOUBLE PRECISION NOT NULL,
@@ -39,9 +41,9 @@ const METRIC_COLUMNS = `
 
 export const DATA_TABLES_SQL = `
   CREATE TABLE metric_packs (
-    agent_id TEXT NOT NULL,
-    project_id TEXT NOT NULL,
-    pack_id TEXT NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
+    pack_id TEXT COLLATE "C" NOT NULL,
     received_at BIGINT NOT NULL,
     PRIMARY KEY (agent_id, project_id, pack_id)
   );
@@ -59,13 +61,13 @@ export const DATA_TABLES_SQL = `
 
   CREATE TABLE traces (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    project_id TEXT NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
     app TEXT NOT NULL,
     instance_id TEXT NOT NULL,
     txid TEXT NOT NULL,
-    trace_id TEXT NOT NULL,
-    name TEXT NOT NULL,
+    trace_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     start_time DOUBLE PRECISION NOT NULL,
     duration_ms DOUBLE PRECISION NOT NULL,
     error TEXT,
@@ -78,12 +80,12 @@ export const DATA_TABLES_SQL = `
 
   CREATE TABLE active_stacks (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    project_id TEXT NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
     app TEXT NOT NULL,
     instance_id TEXT NOT NULL,
     txid TEXT NOT NULL,
-    name TEXT NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
     elapsed_ms DOUBLE PRECISION NOT NULL,
     body_json TEXT NOT NULL
@@ -94,8 +96,8 @@ export const DATA_TABLES_SQL = `
 
   CREATE TABLE events (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    project_id TEXT NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
     app TEXT NOT NULL,
     instance_id TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
@@ -109,8 +111,8 @@ export const DATA_TABLES_SQL = `
 
   CREATE TABLE snapshots (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    agent_id TEXT NOT NULL,
-    project_id TEXT NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
     app TEXT NOT NULL,
     instance_id TEXT NOT NULL,
     ts DOUBLE PRECISION NOT NULL,
@@ -122,9 +124,9 @@ export const DATA_TABLES_SQL = `
   CREATE INDEX snapshots_by_time ON snapshots (ts);
 
   CREATE TABLE bt_registrations (
-    project_id TEXT NOT NULL,
-    agent_id TEXT NOT NULL,
-    name TEXT NOT NULL,
+    project_id TEXT COLLATE "C" NOT NULL,
+    agent_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     app TEXT NOT NULL,
     first_seen DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (project_id, agent_id, name)
