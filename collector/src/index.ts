@@ -12,3 +12,4 @@ export { type AgentServer, type AgentServerOptions, startAgentServer } from './a
 export { LicensePool } from './licenses';
 export { Tunnel, TUNNEL_PATH, type TunnelOptions } from './tunnel';
 export { proveKey, KEY_REFUSED_MESSAGE } from './key-proof';
+export { PG_SCHEMA_VERSION, PostgresStore, type PostgresStoreOptions, isPostgresUrl, migratePostgres, parsePostgresUrl } from './store/pg/index';

@@ -1,0 +1,50 @@
+import { Pool } from 'pg';
+import { StoreAuthError, StoreUnavailableError } from '../../errors';
+import { NUMERIC_INT8 } from './sql-values';
+import type { PgTarget } from './url';
+
+/**
+ * The connection pool of a PostgreSQL store, and what its failures mean for people.
+ *
+ * The password is never in the URL (url.ts): the pg client reads PGPASSWORD, else the password
+ * file (PGPASSFILE, ~/.pgpass). A connection that drops (the server restarts, a network cut) must
+ * never crash the collector: every client of the pool, idle or checked out, has an 'error'
+ * listener, and the query it was running rejects, so the write it carried is not acked.
+ */
+
+export function createPool(t: PgTarget, max: number, onError: (err: Error) => void): Pool {
+  const pool = new Pool({
+    host: t.host,
+    port: t.port,
+    ...(t.user === undefined ? {} : { user: t.user }),
+    database: t.database,
+    ssl: t.ssl === 'disable' ? false : { rejectUnauthorized: t.ssl === 'verify-full' },
+    max,
+    application_name: 'apm-collector',
+    types: NUMERIC_INT8,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+  });
+  pool.on('error', onError);
+  pool.on('connect', (client) => client.on('error', onError));
+  return pool;
+}
+
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT', 'EPIPE']);
+/** SQLSTATEs: the server is there but takes no session now (starting, shutting down, full), or has no such database. */
+const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300', '3D000', '08001', '08006']);
+const AUTH_STATES = new Set(['28P01', '28000']);
+
+/** A connection failure as the store's typed error (StoreUnavailableError, StoreAuthError); other errors as they are. */
+export function storeError(t: PgTarget, err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string' && AUTH_STATES.has(code)) return new StoreAuthError(t.location, err.message);
+  // The pg client's own words when no password was found (neither PGPASSWORD nor a password file).
+  if (/client password must be a string|password must be a string/i.test(err.message)) {
+    return new StoreAuthError(t.location, 'no password was given (set PGPASSWORD, or PGPASSFILE to a password file)');
+  }
+  if (typeof code === 'string' && (UNREACHABLE.has(code) || UNAVAILABLE_STATES.has(code))) return new StoreUnavailableError(t.location, t.server, err.message);
+  if (/connection timeout|Connection terminated/i.test(err.message)) return new StoreUnavailableError(t.location, t.server, err.message);
+  return err;
+}
