@@ -7,7 +7,7 @@ import { type MetricQuery, SqliteStore, type TraceRow } from '@apm-sidecar/colle
 import { PgMetricStore } from '@apm-sidecar/collector/dist/store/pg/metrics';
 import { PgPruner } from '@apm-sidecar/collector/dist/store/pg/prune';
 import { PgQueries } from '@apm-sidecar/collector/dist/store/pg/queries';
-import { DATA_TABLES_SQL } from '@apm-sidecar/collector/dist/store/pg/schema-data';
+import { migrate } from '@apm-sidecar/collector/dist/store/pg/schema';
 import { PgTextStore } from '@apm-sidecar/collector/dist/store/pg/text-items';
 import { type PgServer, postgresMissing, startPostgres } from '../helpers/postgres';
 import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
@@ -77,14 +77,17 @@ function poolOf(db: string, max: number): Pool {
   return pool;
 }
 
-/** A new database with the data tables (and empty stand-ins for the control tables counts() reads). */
+/** A new database with the store's schema (the migrations `apm-collector migrate` applies). */
 async function freshDatabase(): Promise<string> {
   if (server === null) throw new Error('no server');
   const db = `pgdata_${++dbCount}`;
   await server.createDatabase(db);
-  const pool = poolOf(db, 1);
-  await pool.query(DATA_TABLES_SQL);
-  await pool.query('CREATE TABLE IF NOT EXISTS agents (x int); CREATE TABLE IF NOT EXISTS projects (x int); CREATE TABLE IF NOT EXISTS keys (x int);');
+  const c = await poolOf(db, 1).connect();
+  try {
+    await migrate(c, db);
+  } finally {
+    c.release();
+  }
   return db;
 }
 
