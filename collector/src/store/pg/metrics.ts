@@ -6,11 +6,12 @@ import { decodeSketch, encodeSketch } from '../metric-table';
 import { ROLLUP_MS, isMinuteFinal, minuteOf } from '../rollup';
 import type { MetricTable } from '../schema';
 import { withAgentLock } from './agent-tx';
-import { NUMERIC_INT8, arrayLiteral, byteaElem, numElem, textElem } from './sql-values';
+import { OID, bytesArray, float8Array, int2Array, int8Array, textArray } from './binary-array';
+import { pgText } from './sql-values';
 
 /**
  * Storing metric packs exactly once on PostgreSQL, with the rules of the SQLite store
- * (../metrics.ts, ../metric-table.ts): a pack id is stored once per agent (`metric_packs`, its
+ * (../metrics.ts, ../metric-table.ts): a pack id is stored once per agent (`metric_packs`; its
  * primary key decides between collectors), a pack for a final minute is dropped and counted
  * as late, and each point merges into its interval row and its minute rollup:
  *
@@ -22,29 +23,27 @@ import { NUMERIC_INT8, arrayLiteral, byteaElem, numElem, textElem } from './sql-
  *   1  BEGIN and the lock
  *   2  the pack ids inserted (ON CONFLICT DO NOTHING RETURNING: the new ones), and the stored
  *      sketches of the histogram rows the batch touches (read after the lock, so current)
- *   3  both tables' rows upserted from arrays (unnest), one row each: the batch's points of
- *      one row are merged here first (a statement may not update a row twice)
+ *   3  both tables' rows upserted from binary arrays (unnest, binary-array.ts), one row each:
+ *      the batch's points of one row are merged here first (a statement may not update a row twice)
  *   4  COMMIT
  *
- * Sums of one row are added in a different order than SQLite's one point at a time when a
+ * Sums of one row are added in another order than SQLite's, one point at a time, when a
  * batch holds several points of a row that already exists: equal up to rounding.
  */
 
 const SERIES_CACHE_MAX = 50_000;
 
-/** A series' array elements, escaped once. */
-interface SeriesElems {
-  key: string;
-  name: string;
-  tags: string;
+/** A series' column values, encoded once. */
+interface SeriesCols {
+  key: Buffer;
+  name: Buffer;
+  tags: Buffer;
   kind: number;
-  /** The series' bytes, hex: how the sketch read answers name it. */
-  hex: string;
 }
 
 /** One row of a table as this batch changes it. */
 interface Row {
-  s: SeriesElems;
+  s: SeriesCols;
   start: number;
   ms: number;
   count: number;
@@ -57,7 +56,21 @@ interface Row {
   own: boolean;
 }
 
-type Rows = Map<string, Row>;
+/** Rows (or anything else) of one table by interval start, then series. */
+type ByRow<T> = Map<number, Map<SeriesCols, T>>;
+
+function getRow<T>(m: ByRow<T>, start: number, s: SeriesCols): T | undefined {
+  return m.get(start)?.get(s);
+}
+
+function setRow<T>(m: ByRow<T>, start: number, s: SeriesCols, v: T): void {
+  let inner = m.get(start);
+  if (inner === undefined) {
+    inner = new Map();
+    m.set(start, inner);
+  }
+  inner.set(s, v);
+}
 
 const COLUMNS = 'agent_id, project_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch';
 const ARRAY_TYPES = ['bytea', 'text', 'text', 'int2', 'float8', 'int8', 'int8', 'float8', 'float8', 'float8', 'float8', 'int8', 'bytea'];
@@ -108,25 +121,22 @@ interface PackOrSketchRow {
   sketch: Buffer | null;
 }
 
-/** Histogram rows whose stored sketch is needed: their start and series elements, deduplicated. */
+/** Histogram rows of one table whose stored sketch is needed, each once. */
 class SketchKeys {
-  readonly seen = new Set<string>();
-  readonly starts: string[] = [];
-  readonly series: string[] = [];
-  add(id: string, start: number, s: SeriesElems): void {
-    if (this.seen.has(id)) return;
-    this.seen.add(id);
-    this.starts.push(numElem(start));
+  private readonly seen: ByRow<true> = new Map();
+  readonly starts: number[] = [];
+  readonly series: Buffer[] = [];
+  add(start: number, s: SeriesCols): void {
+    if (getRow(this.seen, start, s) !== undefined) return;
+    setRow(this.seen, start, s, true);
+    this.starts.push(start);
     this.series.push(s.key);
   }
 }
 
-function rowId(start: number, s: SeriesElems): string {
-  return `${start}/${s.hex}`;
-}
-
 export class PgMetricStore {
-  private readonly seriesCache = new Map<string, SeriesElems>();
+  /** By series key (the latin1 image of its bytes, as the decoder and the sketch answers name it). */
+  private readonly seriesCache = new Map<string, SeriesCols>();
   private readonly sketchWriter = new Writer(4096);
 
   constructor(
@@ -151,9 +161,9 @@ export class PgMetricStore {
       const minute = minuteOf(pack.intervalStart);
       for (const pt of pack.points) {
         if (pt.series.kind !== MetricKind.Histogram || pt.sketch === null) continue;
-        const s = this.elems(pt.series);
-        pointKeys.add(rowId(pack.intervalStart, s), pack.intervalStart, s);
-        rollupKeys.add(rowId(minute, s), minute, s);
+        const s = this.cols(pt.series);
+        pointKeys.add(pack.intervalStart, s);
+        rollupKeys.add(minute, s);
       }
     });
     const res = await c.query<PackOrSketchRow>({
@@ -163,29 +173,31 @@ export class PgMetricStore {
         agent.agentId,
         agent.projectId,
         now,
-        arrayLiteral(packs.map((p) => textElem(p.packId))),
-        arrayLiteral(pointKeys.starts),
-        arrayLiteral(pointKeys.series),
-        arrayLiteral(rollupKeys.starts),
-        arrayLiteral(rollupKeys.series),
+        textArray(packs.map((p) => p.packId)),
+        float8Array(pointKeys.starts),
+        bytesArray(pointKeys.series),
+        float8Array(rollupKeys.starts),
+        bytesArray(rollupKeys.series),
       ],
-      types: NUMERIC_INT8,
     });
     const fresh = new Set<string>();
-    const stored: [Map<string, Buffer>, Map<string, Buffer>] = [new Map(), new Map()];
+    const stored: [ByRow<Buffer>, ByRow<Buffer>] = [new Map(), new Map()];
     for (const r of res.rows) {
       if (r.t === 0) fresh.add(r.id as string);
-      else if (r.sketch !== null) stored[r.t - 1]?.set(`${r.start}/${(r.series as Buffer).toString('hex')}`, r.sketch);
+      else if (r.sketch !== null && r.start !== null && r.series !== null) {
+        const s = this.seriesCache.get(r.series.toString('latin1'));
+        if (s !== undefined) setRow(stored[r.t - 1] as ByRow<Buffer>, r.start, s, r.sketch);
+      }
     }
 
     let storedPoints = 0;
     let duplicatePacks = 0;
     let latePoints = 0;
-    const points: Rows = new Map();
-    const rollups: Rows = new Map();
+    const points: ByRow<Row> = new Map();
+    const rollups: ByRow<Row> = new Map();
     packs.forEach((pack, i) => {
       // A pack id twice in one batch: the first is the new one, as in SQLite.
-      if (!fresh.delete(pack.packId)) {
+      if (!fresh.delete(pgText(pack.packId))) {
         duplicatePacks++;
         return;
       }
@@ -195,64 +207,81 @@ export class PgMetricStore {
       }
       const minute = minuteOf(pack.intervalStart);
       for (const pt of pack.points) {
-        const s = this.elems(pt.series);
+        const s = this.cols(pt.series);
         merge(points, s, pt, pack.intervalStart, pack.intervalMs);
         merge(rollups, s, pt, minute, ROLLUP_MS);
         storedPoints++;
       }
     });
-    if (points.size > 0) {
+    if (storedPoints > 0) {
       const values = [agent.agentId, agent.projectId, ...this.arrays(points, stored[0], now), ...this.arrays(rollups, stored[1], now)];
       await c.query({ name: 'apm-metric-upsert', text: UPSERT_BOTH, values });
     }
     return { stored: storedPoints, duplicatePacks, late: latePoints };
   }
 
-  private elems(s: Series): SeriesElems {
+  private cols(s: Series): SeriesCols {
     let e = this.seriesCache.get(s.key);
     if (e === undefined) {
       if (this.seriesCache.size >= SERIES_CACHE_MAX) this.seriesCache.clear();
-      const bytes = Buffer.from(s.key, 'latin1');
-      e = { key: byteaElem(bytes), name: textElem(s.name), tags: textElem(JSON.stringify(s.tags)), kind: s.kind, hex: bytes.toString('hex') };
+      e = {
+        key: Buffer.from(s.key, 'latin1'),
+        name: Buffer.from(pgText(s.name), 'utf8'),
+        tags: Buffer.from(JSON.stringify(s.tags), 'utf8'),
+        kind: s.kind,
+      };
       this.seriesCache.set(s.key, e);
     }
     return e;
   }
 
-  /** The 13 array literals of `rows`, in ARRAY_TYPES order; sketches merged with the stored ones. */
-  private arrays(rows: Rows, storedSketches: Map<string, Buffer>, now: number): string[] {
-    const cols: string[][] = ARRAY_TYPES.map(() => []);
-    const [key, name, tags, kind, start, ms, count, sum, min, max, last, lastAt, sketch] = cols as [
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-      string[],
-    ];
-    for (const [id, r] of rows) {
-      key.push(r.s.key);
-      name.push(r.s.name);
-      tags.push(r.s.tags);
-      kind.push(String(r.s.kind));
-      start.push(numElem(r.start));
-      ms.push(numElem(r.ms));
-      count.push(numElem(r.count));
-      sum.push(numElem(r.sum));
-      min.push(numElem(r.min));
-      max.push(numElem(r.max));
-      last.push(numElem(r.last));
-      lastAt.push(r.last === null ? 'NULL' : numElem(now));
-      sketch.push(r.sketch === null ? 'NULL' : byteaElem(this.mergedSketch(r.sketch, storedSketches.get(id))));
+  /** The 13 binary arrays of `rows`, in ARRAY_TYPES order; sketches merged with the stored ones. */
+  private arrays(rows: ByRow<Row>, storedSketches: ByRow<Buffer>, now: number): Buffer[] {
+    const key: Buffer[] = [];
+    const name: Buffer[] = [];
+    const tags: Buffer[] = [];
+    const kind: number[] = [];
+    const start: number[] = [];
+    const ms: number[] = [];
+    const count: number[] = [];
+    const sum: number[] = [];
+    const min: (number | null)[] = [];
+    const max: (number | null)[] = [];
+    const last: (number | null)[] = [];
+    const lastAt: (number | null)[] = [];
+    const sketch: (Buffer | null)[] = [];
+    for (const byStart of rows.values()) {
+      for (const r of byStart.values()) {
+        key.push(r.s.key);
+        name.push(r.s.name);
+        tags.push(r.s.tags);
+        kind.push(r.s.kind);
+        start.push(r.start);
+        ms.push(r.ms);
+        count.push(r.count);
+        sum.push(r.sum);
+        min.push(r.min);
+        max.push(r.max);
+        last.push(r.last);
+        lastAt.push(r.last === null ? null : now);
+        sketch.push(r.sketch === null ? null : this.mergedSketch(r.sketch, getRow(storedSketches, r.start, r.s)));
+      }
     }
-    return cols.map(arrayLiteral);
+    return [
+      bytesArray(key),
+      bytesArray(name, OID.text),
+      bytesArray(tags, OID.text),
+      int2Array(kind),
+      float8Array(start),
+      int8Array(ms),
+      int8Array(count),
+      float8Array(sum),
+      float8Array(min),
+      float8Array(max),
+      float8Array(last),
+      int8Array(lastAt),
+      bytesArray(sketch),
+    ];
   }
 
   private mergedSketch(batch: Sketch, stored: Buffer | undefined): Buffer {
@@ -264,16 +293,15 @@ export class PgMetricStore {
 }
 
 /** Merge a point into its row of `rows` (the interval starting at `start`, `ms` long), as SQLite's upsert would. */
-function merge(rows: Rows, s: SeriesElems, pt: MetricPoint, start: number, ms: number): void {
+function merge(rows: ByRow<Row>, s: SeriesCols, pt: MetricPoint, start: number, ms: number): void {
   const has = pt.count > 0 && Number.isFinite(pt.min) && Number.isFinite(pt.max);
   const min = has ? pt.min : null;
   const max = has ? pt.max : null;
   const last = s.kind === MetricKind.Gauge && Number.isFinite(pt.last) ? pt.last : null;
   const sketch = s.kind === MetricKind.Histogram ? pt.sketch : null;
-  const id = rowId(start, s);
-  const r = rows.get(id);
+  const r = getRow(rows, start, s);
   if (r === undefined) {
-    rows.set(id, { s, start, ms, count: pt.count, sum: pt.sum, min, max, last, sketch, own: false });
+    setRow(rows, start, s, { s, start, ms, count: pt.count, sum: pt.sum, min, max, last, sketch, own: false });
     return;
   }
   r.count += pt.count;
@@ -281,16 +309,16 @@ function merge(rows: Rows, s: SeriesElems, pt: MetricPoint, start: number, ms: n
   if (min !== null) r.min = r.min === null ? min : Math.min(r.min, min);
   if (max !== null) r.max = r.max === null ? max : Math.max(r.max, max);
   if (last !== null) r.last = last;
-  if (sketch !== null) {
-    if (r.sketch === null) r.sketch = sketch;
-    else {
-      if (!r.own) {
-        const copy = new Sketch();
-        copy.merge(r.sketch);
-        r.sketch = copy;
-        r.own = true;
-      }
-      r.sketch.merge(sketch);
-    }
+  if (sketch === null) return;
+  if (r.sketch === null) {
+    r.sketch = sketch;
+    return;
   }
+  if (!r.own) {
+    const copy = new Sketch();
+    copy.merge(r.sketch);
+    r.sketch = copy;
+    r.own = true;
+  }
+  r.sketch.merge(sketch);
 }

@@ -6,7 +6,10 @@ import type { Pool } from 'pg';
  * the space comes back to the tables' free space maps through autovacuum as it goes.
  *
  * Each statement picks at most n rows through the table's time index and deletes them by
- * physical address (ctid, a TID scan): no sort, no second index walk. Registrations
+ * physical address (ctid, a TID scan): no sort, no second index walk. It skips rows a writer
+ * holds (SKIP LOCKED) and so never waits on one: a writer may wait for a delete, never the
+ * reverse, and the two cannot deadlock (ingest only writes rows younger than rollup_grace_ms,
+ * so with a retention of days they do not meet anyway). Registrations
  * (bt_registrations) are a catalogue of names, kept as long as the store.
  */
 
@@ -22,7 +25,7 @@ export const PRUNED_TABLES: readonly (readonly [table: string, time: string])[] 
 ];
 
 function deleteSql(table: string, time: string): string {
-  return `DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${time} < $1 LIMIT $2))`;
+  return `DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${time} < $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`;
 }
 
 export class PgPruner {
