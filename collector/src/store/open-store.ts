@@ -40,8 +40,8 @@ export async function openStore(spec: StoreSpec, dataDir: string, opts: OpenStor
 /** Bring the store's schema to this version: PostgreSQL's migrations, or SQLite's (applied on every open). */
 export async function migrateStore(spec: StoreSpec, dataDir: string): Promise<{ from: number; to: number; location: string }> {
   if (spec.kind === 'postgres') {
-    const { migratePostgres, redactedUrl } = await import('./pg/index.js');
-    return { ...(await migratePostgres(spec.url)), location: redactedUrl(spec.url) };
+    const { migratePostgres, parsePostgresUrl } = await import('./pg/index.js');
+    return { ...(await migratePostgres(spec.url)), location: parsePostgresUrl(spec.url).location };
   }
   const { SqliteStore, SCHEMA_VERSION } = await import('./index.js');
   const s = SqliteStore.open(dataDir);
