@@ -4,10 +4,14 @@ import type { Logger } from './logger';
 /**
  * Deleting stored data older than `store_retention_days` (DESIGN §7), on both stores, without
  * stalling ingest. Every `intervalMs` one run deletes in batches of `batchRows` (each batch one
- * short transaction of the store) until a batch deletes fewer, yielding to the event loop between
- * batches so the agents' writes, which share the store, wait for one batch at most:
+ * short transaction of the store) until a batch deletes fewer. Between batches it gives the
+ * store back to the agents' writes, so that they wait for one batch at most and a long backlog
+ * takes at most half of the store's time: it rests as long as the batch took (a turn of the
+ * event loop, setImmediate, when that rounds to 0 ms). With SQLite a batch holds the event loop
+ * (better-sqlite3 is synchronous); back-to-back batches with only a turn between them left
+ * ingest queueing behind the pruner (bench/prune.js).
  *
- *   timer ─▶ run: prune(before, batchRows) ─▶ setImmediate ─▶ prune … ─▶ (a short batch) ─▶ timer
+ *   timer ─▶ run: prune(before, batchRows) ─▶ rest ─▶ prune … ─▶ (a short batch) ─▶ timer
  *
  * The next run is set when a run ends, so two runs never overlap, however slow a batch is.
  * A failed batch ends its run; the error is counted and logged (once until a run succeeds
@@ -59,10 +63,6 @@ export function errorText(err: unknown): string {
   return text.replace(/(\/\/[^:/@\s]*):[^@\s]*@/g, '$1:[redacted]@');
 }
 
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 export function startPruner(opts: PrunerOptions): Pruner {
   const { store, clock, log } = opts;
   const batchRows = Math.max(1, Math.floor(opts.batchRows));
@@ -71,19 +71,36 @@ export function startPruner(opts: PrunerOptions): Pruner {
   let timer: unknown = null;
   let running: Promise<void> | null = null;
   let stopped = false;
+  /** The rest between two batches: its timer, and how stop() ends it early. */
+  let restTimer: unknown = null;
+  let wake: (() => void) | null = null;
   /** Failed runs since the last one that succeeded (the first is logged, then the recovery). */
   let failing = 0;
+
+  /** Wait `ms` on the clock, or one turn of the event loop when it is 0. */
+  function rest(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      wake = () => {
+        wake = null;
+        restTimer = null;
+        resolve();
+      };
+      if (ms > 0) restTimer = clock.setTimeout(wake, ms);
+      else setImmediate(wake);
+    });
+  }
 
   async function run(): Promise<void> {
     const started = clock.now();
     const r: PruneRun = { before: started - retentionMs, rows: 0, batches: 0, ms: 0 };
     try {
       for (;;) {
+        const batchStart = clock.now();
         const n = await store.prune(r.before, batchRows);
         r.batches++;
         r.rows += n;
         if (n < batchRows || stopped) break;
-        await nextTurn();
+        await rest(clock.now() - batchStart);
         if (stopped) break;
       }
     } catch (err) {
@@ -125,6 +142,8 @@ export function startPruner(opts: PrunerOptions): Pruner {
       stopped = true;
       if (timer !== null) clock.clearTimeout(timer);
       timer = null;
+      if (restTimer !== null) clock.clearTimeout(restTimer);
+      wake?.();
       await running;
     },
   };

@@ -99,6 +99,67 @@ describe('startPruner: pruning on a schedule, in batches', () => {
     }
   });
 
+  it('rests as long as a batch took before the next, so a backlog takes at most half of the store', async () => {
+    const clock = new FakeClock();
+    const starts: number[] = [];
+    const store = {
+      async prune(): Promise<number> {
+        starts.push(clock.now());
+        clock.advance(40); // this batch held the store for 40 ms
+        return starts.length < 4 ? 10 : 2;
+      },
+    };
+    const runs: PruneRun[] = [];
+    const { log, cleanup } = fileLogger();
+    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log, onPruned: (r) => runs.push(r) });
+    try {
+      clock.advance(INTERVAL);
+      await until(() => starts.length === 1);
+      await until(() => false, 5);
+      assert.equal(starts.length, 1, 'no second batch before the rest is over');
+      for (let i = 2; i <= 4; i++) {
+        clock.advance(39);
+        await until(() => false, 5);
+        assert.equal(starts.length, i - 1);
+        clock.advance(1);
+        await until(() => starts.length === i);
+      }
+      await until(() => runs.length === 1);
+      const t0 = starts[0] as number;
+      assert.deepEqual(
+        starts.map((t) => t - t0),
+        [0, 80, 160, 240],
+      );
+      assert.equal(runs[0]?.rows, 32);
+    } finally {
+      await p.stop();
+      cleanup();
+    }
+  });
+
+  it('stop() during a rest ends it at once', async () => {
+    const clock = new FakeClock();
+    let calls = 0;
+    const store = {
+      async prune(): Promise<number> {
+        calls++;
+        clock.advance(1000);
+        return 10;
+      },
+    };
+    const { log, cleanup } = fileLogger();
+    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log });
+    try {
+      clock.advance(INTERVAL);
+      await until(() => calls === 1);
+      await p.stop(); // the rest's timer would need the clock to move: stop must not wait for it
+      assert.equal(calls, 1);
+      assert.equal(clock.pending, 0);
+    } finally {
+      cleanup();
+    }
+  });
+
   it('never runs twice at once, however slow a batch is', async () => {
     const clock = new FakeClock();
     let release: (n: number) => void = () => {};
