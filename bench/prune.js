@@ -5,33 +5,33 @@
  * steady rate, and the product's pruner (startPruner over SqlitePruner, as `apm-collector run`
  * wires it) deleting the old rows meanwhile, in the same process, as in the collector.
  *
- *   node bench/prune.js [--quick] [--points N] [--rate R] [--batch-points P] [--seconds S] [--batches B,…]
- *                    [--json] [--tmp DIR]
+ *   node bench/prune.js [--quick] [--points N] [--rate R] [--batch-points P] [--batches B,…]
+ *                    [--window S] [--rounds R] [--json] [--tmp DIR]
  *
  *   --points        old metric points generated, spread over days 20–30 before now (default
  *                   2,000,000; --quick 200,000). With them, as the collector stores them: one
  *                   rollup row per 6 points, one pack id per 20 points, and traces (1 per 20
  *                   points, ~400 B each), events (1 per 100), snapshots and active stacks (1 per
  *                   1,000), inserted directly (one transaction per 50,000 rows)
- *   --rate          ingest batches per second (default 20); each is one storeMetrics call (one
+ *   --rate          ingest batches per second (default 10); each is one storeMetrics call (one
  *                   IMMEDIATE transaction, fsync'd: synchronous = FULL) of one pack of P points
- *                   (--batch-points, default 250) from one of 500 agents in turn: 5,000 points/s
- *                   by default, a rate this store keeps up with on a loaded 2-core machine
- *   --seconds       length of the phase without pruning (default 10; --quick 3)
- *   --batches       store_prune_batch_rows of each pruning phase (default 1000,5000,50000)
+ *                   (--batch-points, default 500) from one of 500 agents in turn: 5,000 points/s,
+ *                   a rate this store keeps up with on a loaded 2-core machine
+ *   --batches       store_prune_batch_rows compared (default 1000,5000,50000)
+ *   --window, --rounds  per batch size, R rounds (default 4; --quick 2) of a window of W seconds
+ *                   (default 5; --quick 2) without pruning and one with it, the order flipped
+ *                   each round
  *
- * Phases, one after the other, in the same run and process:
- *   no pruning   ingest alone
- *   prune, B     ingest while the pruner (store_prune_interval_ms = 10) deletes its share of the
- *                old rows, oldest first, with store_prune_batch_rows = B; one phase per --batches
- *                entry, the last one down to 15 days (everything old), so each batch size meets
- *                the same kind of rows
- * A pruning phase lasts until its pruner run ends (a batch short of batchRows).
+ * Ingest runs throughout, at the steady rate. For each batch size B, windows without the pruner
+ * and with it (startPruner, store_prune_interval_ms = 1, store_prune_batch_rows = B) alternate,
+ * so the two are measured side by side under the same machine load. Each batch size prunes its
+ * own share of the old rows, oldest first (the last one everything older than 15 days); a
+ * pruner stopped at the end of its window finishes its batch under way.
  *
  * Ingest latency of a batch = commit time − the time the batch was due (its slot in the steady
  * schedule, each batch on its own timer), so a batch that waited behind a prune batch holding the
  * event loop (better-sqlite3 is synchronous) counts the wait. Reported: p50 / p99 / max, the
- * prune batches' own duration, and rows pruned per second of the phase.
+ * prune batches' own duration, and rows pruned per second of the windows with the pruner.
  */
 const { mkdtempSync, rmSync } = require('node:fs');
 const { tmpdir } = require('node:os');
@@ -57,9 +57,10 @@ function arg(name, dflt) {
 const quick = process.argv.includes('--quick');
 const opts = {
   points: arg('--points', quick ? 200_000 : 2_000_000),
-  rate: arg('--rate', 20),
-  batchPoints: arg('--batch-points', 250),
-  seconds: arg('--seconds', quick ? 3 : 10),
+  rate: arg('--rate', 10),
+  batchPoints: arg('--batch-points', 500),
+  window: arg('--window', quick ? 2 : 5),
+  rounds: arg('--rounds', quick ? 2 : 4),
   batches: (process.argv.includes('--batches') ? process.argv[process.argv.indexOf('--batches') + 1] : '1000,5000,50000').split(',').map(Number),
 };
 
@@ -124,8 +125,8 @@ function summary(xs) {
 /**
  * Agents' batches arriving at the steady rate, each on its own timer (as frames from many
  * connections arrive independently: every batch due while the event loop was busy is committed
- * as soon as it is free, not one per turn), until `until()` says stop. Returns the batches'
- * latencies (commit done − due, ms).
+ * as soon as it is free, not one per turn), until `until()` says stop. Returns each batch's due
+ * time and latency (commit done − due, ms).
  */
 function ingest(store, state, until) {
   const period = 1000 / opts.rate;
@@ -140,7 +141,7 @@ function ingest(store, state, until) {
       const points = Array.from({ length: opts.batchPoints }, (_, i) => ({ series: seriesOf(i), count: 1, sum: 3, min: 3, max: 3, last: Number.NaN, sketch: null }));
       const pack = { packId: `live-${state.seq++}`, intervalStart: now - (now % 10_000), intervalMs: 10_000, points };
       await store.storeMetrics({ projectId: 'p', agentId }, [pack], now);
-      lat.push(performance.now() - due);
+      lat.push({ due, ms: performance.now() - due });
       if (--outstanding === 0 && stopped) resolve(lat);
     };
     let stopped = false;
@@ -164,36 +165,34 @@ function ingest(store, state, until) {
   });
 }
 
-async function prunePhase(store, db, state, retentionDays, batchRows) {
+/** The pruner over the store's database, on for one window: resolves when stopped (after its batch under way). */
+function pruneWindow(db, retentionDays, batchRows, windowMs, acc) {
   const pruner = new SqlitePruner(db);
-  const batchMs = [];
-  let rows = 0;
-  let done = false;
-  const t0 = performance.now();
   const p = startPruner({
     store: {
       async prune(before, max) {
         const s = performance.now();
         const n = pruner.prune(before, max);
-        batchMs.push(performance.now() - s);
-        rows += n;
+        acc.batchMs.push(performance.now() - s);
+        acc.rows += n;
         return n;
       },
     },
     retentionDays,
-    intervalMs: 10,
+    intervalMs: 1,
     batchRows,
     clock: proto.systemClock,
-    log: { info() {}, warn(o, m) { process.stderr.write(`[prune] ${m} ${JSON.stringify(o)}\n`); } },
-    onPruned: () => {
-      done = true;
+    log: {
+      info() {},
+      warn(o, m) {
+        process.stderr.write(`[prune] ${m} ${JSON.stringify(o)}\n`);
+      },
     },
   });
-  const lat = await ingest(store, state, () => done || performance.now() - t0 > 600_000);
-  const seconds = (performance.now() - t0) / 1000;
-  await p.stop();
-  return { name: `prune, ${num(batchRows)} rows/batch`, batchRows, rows, seconds, rowsPerSec: rows / seconds, batches: batchMs.length, batch: summary(batchMs), ingest: summary(lat) };
+  return new Promise((resolve) => setTimeout(() => p.stop().then(resolve), windowMs));
 }
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
   const dir = mkdtempSync(join(process.argv.includes('--tmp') ? process.argv[process.argv.indexOf('--tmp') + 1] : tmpdir(), 'apm-bench-prune-'));
@@ -211,18 +210,54 @@ async function main() {
     db.pragma('busy_timeout = 5000');
     db.pragma('synchronous = FULL');
     const state = { seq: 0 };
-    const t0 = performance.now();
-    const base = await ingest(store, state, () => performance.now() - t0 > opts.seconds * 1000);
-    const phases = [{ name: 'no pruning', rows: 0, seconds: opts.seconds, rowsPerSec: 0, batches: 0, batch: summary([]), ingest: summary(base) }];
-    // The old rows span days 20–30 back: each batch size prunes its share, oldest first, the last one down to 15 days.
-    for (const [i, rows] of opts.batches.entries()) {
+    // Ingest runs throughout; windows with and without the pruner alternate (the order flips each
+    // round), so a change of machine load falls on both alike. Each batch size prunes its own
+    // share of the old rows (days 20–30 back), oldest first; the last one down to 15 days.
+    const windows = [];
+    let measuring = true;
+    const ingesting = ingest(store, state, () => !measuring);
+    const windowMs = opts.window * 1000;
+    for (const [i, batchRows] of opts.batches.entries()) {
       const days = i === opts.batches.length - 1 ? 15 : 30 - (10 * (i + 1)) / opts.batches.length;
-      phases.push(await prunePhase(store, db, state, days, rows));
+      const acc = { rows: 0, batchMs: [] };
+      for (let round = 0; round < opts.rounds; round++) {
+        for (const on of round % 2 === 0 ? [false, true] : [true, false]) {
+          const w = { batchRows, on, from: performance.now(), to: 0 };
+          if (on) await pruneWindow(db, days, batchRows, windowMs, acc);
+          else await sleep(windowMs);
+          w.to = performance.now();
+          windows.push(w);
+        }
+      }
+      windows.filter((w) => w.batchRows === batchRows && w.on).forEach((w) => Object.assign(w, { acc }));
+    }
+    measuring = false;
+    const lat = await ingesting;
+    const phases = [];
+    for (const batchRows of opts.batches) {
+      for (const on of [false, true]) {
+        const ws = windows.filter((w) => w.batchRows === batchRows && w.on === on);
+        const seconds = ws.reduce((a, w) => a + (w.to - w.from) / 1000, 0);
+        const ms = lat.filter((l) => ws.some((w) => l.due >= w.from && l.due < w.to)).map((l) => l.ms);
+        const acc = on ? ws[0].acc : { rows: 0, batchMs: [] };
+        phases.push({
+          name: on ? `pruning, ${num(batchRows)} rows/batch` : `  no pruning (windows between)`,
+          batchRows,
+          on,
+          seconds,
+          rows: acc.rows,
+          rowsPerSec: acc.rows / seconds,
+          batches: acc.batchMs.length,
+          batch: summary(acc.batchMs),
+          ingest: summary(ms),
+        });
+      }
     }
     const left = db.prepare('SELECT count(*) AS n FROM metric_points WHERE interval_start < ?').get(now - 15 * DAY).n;
+    const load = require('node:os').loadavg()[0];
     db.close();
     await store.close();
-    const res = { opts, oldRows, genSeconds, oldPointsLeft: left, phases };
+    const res = { opts, oldRows, genSeconds, oldPointsLeft: left, phases, loadavg1: load };
     if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify(res, null, 2)}\n`);
     else process.stdout.write(report(res));
   } finally {
@@ -235,7 +270,7 @@ function report(r) {
   const out = [
     `(i) pruning by age while agents write: SQLite collector store with ${num(r.oldRows)} old rows (${num(r.opts.points)} points over days 20–30 back); ingest ${r.opts.rate} batches/s × ${r.opts.batchPoints} points = ${num(r.opts.rate * r.opts.batchPoints)} points/s`,
     table(
-      ['phase', 'ingest batches', 'commit latency p50', 'p99', 'max', 'prune batches', 'batch p50 / max', 'rows pruned', 'rows pruned/s'],
+      ['windows', 'ingest batches', 'commit latency p50', 'p99', 'max', 'prune batches', 'batch p50 / max', 'rows pruned', 'rows pruned/s'],
       r.phases.map((p) => [
         p.name,
         num(p.ingest.n),
@@ -245,10 +280,10 @@ function report(r) {
         num(p.batches),
         p.batches === 0 ? '—' : `${f(p.batch.p50)} / ${f(p.batch.max)} ms`,
         num(p.rows),
-        p.rows === 0 ? '—' : `${num(p.rowsPerSec)} (${f(p.seconds)} s)`,
+        !p.on ? '—' : `${num(p.rowsPerSec)} (${f(p.seconds)} s)`,
       ]),
     ),
-    `old points left after both phases: ${num(r.oldPointsLeft)}`,
+    `old points left (older than 15 days) at the end: ${num(r.oldPointsLeft)}; load average (1 min) at the end ${num(r.loadavg1, 2)}`,
     '',
   ];
   return out.join('\n');
