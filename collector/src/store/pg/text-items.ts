@@ -58,7 +58,19 @@ export class PgTextStore {
     const r: StoreTextResult = { traces: 0, activeStacks: 0, events: 0, snapshots: 0, btRegistrations: 0, btDuplicates: 0 };
     if (items.length === 0) return r;
     const { projectId: p, agentId: id } = agent;
-    const traces = table('traces', ['project_id', 'agent_id', 'app', 'instance_id', 'txid', 'trace_id', 'name', 'start_time', 'duration_ms', 'error', 'body_json']);
+    const traces = table('traces', [
+      'project_id',
+      'agent_id',
+      'app',
+      'instance_id',
+      'txid',
+      'trace_id',
+      'name',
+      'start_time',
+      'duration_ms',
+      'error',
+      'body_json',
+    ]);
     const stacks = table('active_stacks', ['project_id', 'agent_id', 'app', 'instance_id', 'txid', 'name', 'ts', 'elapsed_ms', 'body_json']);
     const events = table('events', ['project_id', 'agent_id', 'app', 'instance_id', 'ts', 'type', 'message', 'body_json']);
     const snapshots = table('snapshots', ['project_id', 'agent_id', 'app', 'instance_id', 'ts', 'kind', 'body_json']);
@@ -71,7 +83,19 @@ export class PgTextStore {
       switch (it.kind) {
         case 'trace': {
           const t = it.trace;
-          traces.rows.push([p, id, app, inst, pgText(t.txid), pgText(t.traceId), pgText(t.name), t.startTime, t.durationMs, t.error == null ? null : pgText(t.error), JSON.stringify(t)]);
+          traces.rows.push([
+            p,
+            id,
+            app,
+            inst,
+            pgText(t.txid),
+            pgText(t.traceId),
+            pgText(t.name),
+            t.startTime,
+            t.durationMs,
+            t.error == null ? null : pgText(t.error),
+            JSON.stringify(t),
+          ]);
           break;
         }
         case 'activeStack': {
