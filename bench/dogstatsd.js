@@ -7,6 +7,8 @@
  *   sidecar  node sidecar/dist/cli.js run --transport debug --set debug_output=/dev/null
  *              --set dogstatsd_udp=127.0.0.1:<port> --set flush_ms=1000 (metric_interval_ms 10000, the default)
  *            lines = Δ status dogstatsd.lines; refusals = Δ dogstatsd.invalid
+ *   floor    lib/udp-floor.js: the same socket, each datagram taken and its lines counted, nothing parsed
+ *            (what any Node StatsD server pays before its first line of parsing; context, not a peer)
  *   statsd   node node_modules/statsd/stats.js <config>: flushInterval 1000, the sink backend
  *            lib/statsd-sink-backend.js (discards flushes, counts statsd.metrics_received), its UDP
  *            server with the sidecar's 4 MiB receive buffer (lib/statsd-udp-server.js); no network
@@ -196,9 +198,7 @@ async function startStatsd(dir, port, { cpuProfDir }) {
   const file = join(dir, 'statsd-config.js');
   writeFileSync(file, `(${JSON.stringify(config, null, 2)})\n`);
   const execArgv = cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', cpuProfDir, '--cpu-prof-name', `statsd-${Date.now()}.cpuprofile`] : [];
-  const cp = track(
-    fork(require.resolve('statsd/stats.js', { paths: [__dirname] }), [file], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], execArgv, cwd: dir }),
-  );
+  const cp = track(fork(require.resolve('statsd/stats.js', { paths: [__dirname] }), [file], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], execArgv, cwd: dir }));
   const log = keepLog(cp);
   await onceMessage(cp, 'ready', 15_000, 'statsd first flush').catch((err) => {
     throw new Error(`${err.message}\n${log.join('\n')}`);
@@ -217,6 +217,26 @@ async function startStatsd(dir, port, { cpuProfDir }) {
       // statsd flushes nothing on exit; SIGTERM lets --cpu-prof write its profile.
       cp.kill('SIGTERM');
       await waitExit(cp, 10_000);
+    },
+  };
+}
+
+async function startFloor(port) {
+  const cp = track(fork(join(__dirname, 'lib/udp-floor.js'), [String(port)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  await onceMessage(cp, 'ready', 10_000, 'UDP floor');
+  return {
+    name: 'floor',
+    pid: cp.pid,
+    log: [],
+    async counts() {
+      const p = onceMessage(cp, 'counts', 5000, 'floor counts');
+      cp.send('counts');
+      const m = await p;
+      return { lines: m.lines, packets: m.packets, refused: 0, dropped: 0 };
+    },
+    async stop() {
+      cp.disconnect();
+      await waitExit(cp, 5000);
     },
   };
 }
@@ -249,7 +269,12 @@ async function scenario(kind, rate, { seconds, warmup, series, cpuProfDir, sidec
   let sender = null;
   try {
     const port = await freePort('udp');
-    receiver = kind === 'sidecar' ? await startSidecar(dir, port, { cpuProfDir, sidecarCli, maxSeries }) : await startStatsd(dir, port, { cpuProfDir });
+    receiver =
+      kind === 'sidecar'
+        ? await startSidecar(dir, port, { cpuProfDir, sidecarCli, maxSeries })
+        : kind === 'statsd'
+          ? await startStatsd(dir, port, { cpuProfDir })
+          : await startFloor(port);
     sender = track(fork(join(__dirname, 'dogstatsd-sender.js'), [String(port), String(series)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
     await onceMessage(sender, 'ready', 60_000, 'sender');
     const c0 = await receiver.counts();
@@ -307,7 +332,7 @@ async function run({
   seconds = Number(argv('--seconds', 5)),
   warmup = Number(argv('--warmup', 2)),
   series = Number(argv('--series', 1000)),
-  receivers = argv('--receivers', 'sidecar,statsd').split(','),
+  receivers = argv('--receivers', 'sidecar,statsd,floor').split(','),
   growth = argv('--growth', undefined)?.split(',').map(Number),
   growthRate = Number(argv('--growth-rate', 100000)),
   cpuProfDir = argv('--cpu-prof', undefined),
@@ -342,12 +367,14 @@ async function run({
 function report(res) {
   const out = [];
   if (res.results.length > 0) {
-    out.push(`(i) DogStatsD over UDP: the sidecar's dogstatsd_udp next to Etsy statsd 0.9.0, same datagrams, same offered rates (${res.series} series, ${res.seconds} s window after ${res.warmup} s warm-up)`);
+    out.push(
+      `(i) DogStatsD over UDP: the sidecar's dogstatsd_udp next to Etsy statsd 0.9.0, same datagrams, same offered rates (${res.series} series, ${res.seconds} s window after ${res.warmup} s warm-up)`,
+    );
     out.push(
       table(
         ['receiver', 'offered lines/s', 'lines/packet, B/packet', 'lines sent', 'lines counted', 'lost', 'refused', 'receiver cores', 'CPU µs/line'],
         res.results.map((r) => [
-          r.receiver === 'statsd' ? 'statsd 0.9.0' : 'sidecar',
+          { statsd: 'statsd 0.9.0', sidecar: 'sidecar', floor: 'floor: receive + count lines' }[r.receiver],
           num(r.rate),
           `${num(r.linesPerPacket, 1)}, ${num(r.bytesPerPacket)}`,
           num(r.linesSent),
@@ -371,7 +398,15 @@ function report(res) {
     out.push(
       table(
         ['series', 'lines counted', 'lost', 'refused', 'receiver cores', 'CPU µs/line', 'vs first row'],
-        res.growth.map((r) => [num(r.series), num(r.linesReceived), num(r.lost), num(r.refused), num(r.receiverCores, 2), num(r.usPerLine, 2), `${num(r.usPerLine / base, 2)}×`]),
+        res.growth.map((r) => [
+          num(r.series),
+          num(r.linesReceived),
+          num(r.lost),
+          num(r.refused),
+          num(r.receiverCores, 2),
+          num(r.usPerLine, 2),
+          `${num(r.usPerLine / base, 2)}×`,
+        ]),
       ),
     );
   }

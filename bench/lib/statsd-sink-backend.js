@@ -7,11 +7,11 @@
  */
 const NAMES = { lines: 'statsd.metrics_received', packets: 'statsd.packets_received', bad: 'statsd.bad_lines_seen' };
 
-exports.init = (startupTime, config, events) => {
+exports.init = (_startupTime, _config, events) => {
   const flushed = { lines: 0, packets: 0, bad: 0 };
   let live = null;
   let flushes = 0;
-  events.on('flush', (ts, metrics) => {
+  events.on('flush', (_ts, metrics) => {
     // Listeners run before statsd's own clear_metrics (registered once per flush, after them).
     live = metrics.counters;
     for (const [k, name] of Object.entries(NAMES)) flushed[k] += live[name] ?? 0;

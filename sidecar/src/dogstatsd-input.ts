@@ -15,6 +15,8 @@ export interface DogStatsdInputOptions {
   udp: { host: string; port: number } | null;
   socketPath: string;
   flushMs: number;
+  /** `max_series`: the bound on the series of one flush window too. */
+  maxSeries: number;
   seqs: SeqTracker;
   aggregator: Aggregator;
   retention: RetentionHolder;
@@ -42,6 +44,7 @@ export class DogStatsdInput {
     const o = this.opts;
     if (o.udp === null && o.socketPath.length === 0) return;
     const agg = new DogStatsdAggregator({
+      maxSeries: o.maxSeries,
       intervalOf: (ts) => o.aggregator.intervalOf(ts),
       onEvent: o.onEvent,
       // Once per reason: a client sending a bad line sends it again and again (the rest are counted).

@@ -10,6 +10,7 @@ export { SIDECAR_VERSION, SidecarStats, type SidecarStatus } from './stats';
 export type { Pack } from './pack';
 export type { Transport } from './transport/transport';
 export { DogStatsdAggregator } from './dogstatsd';
+export { parseLine as parseDogStatsdLine } from './dogstatsd-parse';
 export { HttpTunnelSocket } from './upstream/http-tunnel';
 export { StateHolder } from './state';
 export { Link, type LinkCarrier, type LinkOptions } from './link/link';

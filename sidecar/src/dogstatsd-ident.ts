@@ -1,0 +1,102 @@
+import { MetricKind, type MetricKindCode, type Series, encodeSeries, seriesKey } from '@apm-sidecar/proto';
+import { type InvalidReason, type MetricType, type ParsedMetric, parseLine } from './dogstatsd-parse';
+
+/**
+ * What a metric line says besides its values (name, type, sample rate, tags, container id) is the
+ * same on every line a client sends for one series: only the values change. So the parser runs once
+ * per distinct identity text, the line with its values cut out (`<name>` + `|<type>[|@rate][|#tags]…`),
+ * and its result is kept: the next line of that series costs a map lookup, not a tag parse, a sort
+ * and an encoding of the series.
+ *
+ * The result is the slow parser's own (parseLine on `<name>:1<tail>`), so both paths accept and refuse
+ * the same lines. Refusals keep their order: a bad name or type comes before the values
+ * (`early`), a bad sample rate or tag after them (so a bad value on such a line is still `bad_value`).
+ * Lines with a `|T` field are not handled here (their identity text changes every second).
+ */
+export interface Ident {
+  /** Null when the identity is valid. */
+  reason: InvalidReason | null;
+  /** The refusal comes before the values are looked at. */
+  early: boolean;
+  type: MetricType;
+  kind: MetricKindCode;
+  /** 1 for gauges and sets. */
+  rate: number;
+  /** round(1 / rate), bounded: how many values one sampled histogram value stands for. */
+  weight: number;
+  series: Series | null;
+}
+
+const KIND: Record<MetricType, MetricKindCode> = {
+  c: MetricKind.Counter,
+  g: MetricKind.Gauge,
+  ms: MetricKind.Histogram,
+  h: MetricKind.Histogram,
+  d: MetricKind.Histogram,
+  s: MetricKind.Gauge,
+};
+/** A weight above this would make one sampled value outweigh a whole window's traffic. */
+export const MAX_WEIGHT = 1_000_000;
+
+export function weightOf(rate: number): number {
+  return Math.min(MAX_WEIGHT, Math.max(1, Math.round(1 / rate)));
+}
+
+/** The series of a parsed metric line, with its key (the latin1 image of its encoding). */
+export function seriesOf(p: ParsedMetric): Series {
+  const kind = KIND[p.type];
+  return { key: seriesKey(encodeSeries(kind, p.name, p.tags)), kind, name: p.name, tags: p.tags };
+}
+
+/** The identity of `<name>` + `<tail>` (tail: from the first '|' of the line); null for lines with a `|T` field. */
+export function identOf(name: string, tail: string): Ident | null {
+  if (tail.includes('|T')) return null;
+  const p = parseLine(`${name}:1${tail}`);
+  if (p.kind === 'event') return null;
+  if (p.kind === 'invalid') {
+    const early = p.reason === 'bad_name' || p.reason === 'bad_type' || p.reason === 'no_type';
+    // A later refusal comes after a valid type, which says how the values are checked (a set's are not numbers).
+    const bar = tail.indexOf('|', 1);
+    const type = (early ? 'c' : tail.slice(1, bar < 0 ? tail.length : bar)) as MetricType;
+    return { reason: p.reason, early, type, kind: KIND[type], rate: 1, weight: 1, series: null };
+  }
+  return { reason: null, early: false, type: p.type, kind: KIND[p.type], rate: p.rate, weight: weightOf(p.rate), series: seriesOf(p) };
+}
+
+/** A string of its own: a slice may share (and keep alive) the whole datagram it was cut from. */
+const own = (s: string): string => JSON.parse(JSON.stringify(s)) as string;
+
+export class IdentCache {
+  private readonly map = new Map<string, Ident>();
+  private chars = 0;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxChars = 32 * 1024 * 1024,
+    private readonly maxKeyChars = 2048,
+  ) {}
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  lookup(s: string, start: number, colon: number, bar: number, end: number): Ident | null {
+    const name = s.slice(start, colon);
+    const tail = s.slice(bar, end);
+    const key = name + tail;
+    let id = this.map.get(key);
+    if (id !== undefined) return id;
+    const fresh = identOf(name, tail);
+    if (fresh === null) return null;
+    id = fresh;
+    if (key.length <= this.maxKeyChars) {
+      if (this.map.size >= this.maxEntries || this.chars + key.length > this.maxChars) {
+        this.map.clear();
+        this.chars = 0;
+      }
+      this.map.set(own(key), id);
+      this.chars += key.length;
+    }
+    return id;
+  }
+}
