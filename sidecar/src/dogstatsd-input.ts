@@ -1,8 +1,8 @@
-import { type EventPack, encodeMetrics } from '@apm-sidecar/proto';
+import type { EventPack } from '@apm-sidecar/proto';
 import type { Aggregator } from './aggregator';
 import type { Counters } from './counters';
 import type { SeqTracker } from './dedup';
-import { type DogStatsdCounts, DogStatsdAggregator } from './dogstatsd';
+import { type DogStatsdCounts, DogStatsdAggregator, encodeDogStatsdMetrics } from './dogstatsd';
 import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners';
 import type { Logger } from './logger';
 import type { RetentionHolder } from './retention/holder';
@@ -82,7 +82,7 @@ export class DogStatsdInput {
       o.counters.received.metrics += msg.points.length;
       o.aggregator.add(msg, { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq });
       o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
-      const frame = encodeMetrics(msg);
+      const frame = encodeDogStatsdMetrics(msg);
       // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
       // (counted in retentionErrors, reported by the retention condition).
       o.retention.store?.addFrame(

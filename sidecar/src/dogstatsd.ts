@@ -1,4 +1,17 @@
-import { type EventPack, MetricKind, type MetricPoint, type MetricsMessage, type Series, Sketch, sketchKey, SKETCH_MIN_VALUE } from '@apm-sidecar/proto';
+import {
+  type EventPack,
+  MessageType,
+  MetricKind,
+  type MetricPoint,
+  type MetricsMessage,
+  type Series,
+  Sketch,
+  sketchKey,
+  SKETCH_MIN_VALUE,
+  Writer,
+  writeMetricsHeader,
+  writePoint,
+} from '@apm-sidecar/proto';
 import { IdentCache, seriesOf, weightOf } from './dogstatsd-ident';
 import { type InvalidReason, type MetricType, decimalIn, parseLine } from './dogstatsd-parse';
 
@@ -274,4 +287,17 @@ function addWeighted(s: Sketch, v: number, n: number): void {
   if (v > SKETCH_MIN_VALUE) s.pos.add(sketchKey(v), n);
   else if (v < -SKETCH_MIN_VALUE) s.neg.add(sketchKey(-v), n);
   else s.zero += n;
+}
+
+/**
+ * encodeMetrics for the aggregator's messages, each series written from its key instead of encoded
+ * again: a DogStatsD series' key is the latin1 image of its encoding (seriesOf in
+ * dogstatsd-ident.ts), so the bytes are the same, without sorting and writing every series' tags at
+ * every flush.
+ */
+export function encodeDogStatsdMetrics(m: MetricsMessage): Buffer {
+  const w = new Writer(1024);
+  writeMetricsHeader(w, m.seq, m.ts, m.windowMs, m.points.length);
+  for (const p of m.points) writePoint(w, Buffer.from(p.series.key, 'latin1'), p.count, p.sum, p.min, p.max, p.last, p.sketch);
+  return w.frame(MessageType.Metrics);
 }

@@ -9,7 +9,7 @@ export { Sidecar, type SidecarOptions } from './sidecar';
 export { SIDECAR_VERSION, SidecarStats, type SidecarStatus } from './stats';
 export type { Pack } from './pack';
 export type { Transport } from './transport/transport';
-export { DogStatsdAggregator } from './dogstatsd';
+export { DogStatsdAggregator, encodeDogStatsdMetrics } from './dogstatsd';
 export { parseLine as parseDogStatsdLine } from './dogstatsd-parse';
 export { HttpTunnelSocket } from './upstream/http-tunnel';
 export { StateHolder } from './state';

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { MetricKind, type MetricPoint } from '@apm-sidecar/proto';
-import { DogStatsdAggregator, parseDogStatsdLine } from '@apm-sidecar/sidecar';
+import { MetricKind, type MetricPoint, encodeMetrics } from '@apm-sidecar/proto';
+import { DogStatsdAggregator, encodeDogStatsdMetrics, parseDogStatsdLine } from '@apm-sidecar/sidecar';
 
 /**
  * The aggregator reads a metric line whose identity (all but its values) it has seen before without
@@ -151,6 +151,8 @@ describe('DogStatsD: lines read by identity give what the parser gives', () => {
           const per = Math.ceil(text.length / sc.packets);
           for (let i = 0; i < text.length; i += per) a.packet(Buffer.from(text.slice(i, i + per).join('\n')));
           const msgs = a.take(1, Date.now());
+          // What is retained is what encodeMetrics would write.
+          for (const m of msgs) assert.ok(encodeDogStatsdMetrics(m).equals(encodeMetrics(m)), 'frame bytes');
           const want = model(
             text.map((l) => (l.endsWith('\r') ? l.slice(0, -1) : l)).filter((l) => l.length > 0),
             sc.maxSeries,
