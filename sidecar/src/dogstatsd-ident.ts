@@ -67,7 +67,9 @@ export function identOf(name: string, tail: string): Ident | null {
 const own = (s: string): string => JSON.parse(JSON.stringify(s)) as string;
 
 export class IdentCache {
-  private readonly map = new Map<string, Ident>();
+  /** Tail → name → identity: two lookups of slices of the datagram, no key string built per line. */
+  private readonly map = new Map<string, Map<string, Ident>>();
+  private entries = 0;
   private chars = 0;
 
   constructor(
@@ -77,26 +79,33 @@ export class IdentCache {
   ) {}
 
   get size(): number {
-    return this.map.size;
+    return this.entries;
   }
 
+  /** The identity of the line `s[start, end)` whose first ':' is at `colon` and first '|' at `bar` (colon < bar). */
   lookup(s: string, start: number, colon: number, bar: number, end: number): Ident | null {
-    const name = s.slice(start, colon);
     const tail = s.slice(bar, end);
-    const key = name + tail;
-    let id = this.map.get(key);
-    if (id !== undefined) return id;
-    const fresh = identOf(name, tail);
-    if (fresh === null) return null;
-    id = fresh;
-    if (key.length <= this.maxKeyChars) {
-      if (this.map.size >= this.maxEntries || this.chars + key.length > this.maxChars) {
-        this.map.clear();
-        this.chars = 0;
-      }
-      this.map.set(own(key), id);
-      this.chars += key.length;
+    const name = s.slice(start, colon);
+    let names = this.map.get(tail);
+    const hit = names?.get(name);
+    if (hit !== undefined) return hit;
+    const id = identOf(name, tail);
+    if (id === null) return null;
+    const chars = name.length + tail.length;
+    if (chars > this.maxKeyChars) return id;
+    if (this.entries >= this.maxEntries || this.chars + chars > this.maxChars) {
+      this.map.clear();
+      this.entries = 0;
+      this.chars = 0;
+      names = undefined;
     }
+    if (names === undefined) {
+      names = new Map();
+      this.map.set(own(tail), names);
+    }
+    names.set(own(name), id);
+    this.entries++;
+    this.chars += chars;
     return id;
   }
 }

@@ -39,6 +39,11 @@ export interface DogStatsdCounts {
   invalidByReason: Partial<Record<InvalidReason, number>>;
 }
 
+// Read once: the package's re-exports are getters, which would run on every line.
+const { Counter: COUNTER, Gauge: GAUGE, Histogram: HISTOGRAM } = MetricKind;
+const MIN_VALUE = SKETCH_MIN_VALUE;
+const keyOf = sketchKey;
+
 const DEFAULT_MAX_SERIES = 100_000;
 /** Members remembered per set per interval; past it the set's count stops growing and lines are counted. */
 const MAX_SET_MEMBERS = 10_000;
@@ -177,7 +182,7 @@ export class DogStatsdAggregator {
         min: Number.POSITIVE_INFINITY,
         max: Number.NEGATIVE_INFINITY,
         last: Number.NaN,
-        sketch: kind === MetricKind.Histogram ? new Sketch() : null,
+        sketch: kind === HISTOGRAM ? new Sketch() : null,
       };
       w.set(key, a);
       this.held++;
@@ -189,7 +194,7 @@ export class DogStatsdAggregator {
     }
     const vals = this.vals;
     const nv = this.nv;
-    const counter = kind === MetricKind.Counter;
+    const counter = kind === COUNTER;
     // Summed in the order the values came, as one would add them up by hand.
     let total = 0;
     for (let i = 0; i < nv; i++) total += counter ? (vals[i] as number) / rate : (vals[i] as number) * weight;
@@ -201,7 +206,7 @@ export class DogStatsdAggregator {
       const seen = counter ? v / rate : v;
       if (seen < a.min) a.min = seen;
       if (seen > a.max) a.max = seen;
-      if (kind === MetricKind.Gauge) a.last = v;
+      if (kind === GAUGE) a.last = v;
     }
     if (a.sketch !== null) a.count = a.sketch.count;
     a.sum += total;
@@ -284,8 +289,8 @@ function addWeighted(s: Sketch, v: number, n: number): void {
   s.sum += v * n;
   if (v < s.min) s.min = v;
   if (v > s.max) s.max = v;
-  if (v > SKETCH_MIN_VALUE) s.pos.add(sketchKey(v), n);
-  else if (v < -SKETCH_MIN_VALUE) s.neg.add(sketchKey(-v), n);
+  if (v > MIN_VALUE) s.pos.add(keyOf(v), n);
+  else if (v < -MIN_VALUE) s.neg.add(keyOf(-v), n);
   else s.zero += n;
 }
 
