@@ -1,4 +1,4 @@
-import { MetricKind, type MetricKindCode, type Series, encodeSeries, seriesKey } from '@apm-sidecar/proto';
+import { MetricKind, type MetricKindCode, type MetricPoint, type Series, encodeSeries, seriesKey } from '@apm-sidecar/proto';
 import { type InvalidReason, type MetricType, type ParsedMetric, parseLine } from './dogstatsd-parse';
 
 /**
@@ -25,6 +25,8 @@ export interface Ident {
   /** round(1 / rate), bounded: how many values one sampled histogram value stands for. */
   weight: number;
   series: Series | null;
+  /** The series' point in the flush window, once a line put it there; cleared when the window is taken. */
+  point: MetricPoint | null;
 }
 
 const KIND: Record<MetricType, MetricKindCode> = {
@@ -58,9 +60,9 @@ export function identOf(name: string, tail: string): Ident | null {
     // A later refusal comes after a valid type, which says how the values are checked (a set's are not numbers).
     const bar = tail.indexOf('|', 1);
     const type = (early ? 'c' : tail.slice(1, bar < 0 ? tail.length : bar)) as MetricType;
-    return { reason: p.reason, early, type, kind: KIND[type], rate: 1, weight: 1, series: null };
+    return { reason: p.reason, early, type, kind: KIND[type], rate: 1, weight: 1, series: null, point: null };
   }
-  return { reason: null, early: false, type: p.type, kind: KIND[p.type], rate: p.rate, weight: weightOf(p.rate), series: seriesOf(p) };
+  return { reason: null, early: false, type: p.type, kind: KIND[p.type], rate: p.rate, weight: weightOf(p.rate), series: seriesOf(p), point: null };
 }
 
 /** A string of its own: a slice may share (and keep alive) the whole datagram it was cut from. */

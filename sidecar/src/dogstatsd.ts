@@ -12,7 +12,7 @@ import {
   writeMetricsHeader,
   writePoint,
 } from '@apm-sidecar/proto';
-import { IdentCache, seriesOf, weightOf } from './dogstatsd-ident';
+import { type Ident, IdentCache, seriesOf, weightOf } from './dogstatsd-ident';
 import { type InvalidReason, type MetricType, decimalIn, parseLine } from './dogstatsd-parse';
 
 /**
@@ -82,6 +82,8 @@ export class DogStatsdAggregator {
   /** The values of the line at hand (packed lines have several); reused, never shrunk below one line's count. */
   private readonly vals: number[] = [0];
   private nv = 0;
+  /** The identities holding a point of the flush window. */
+  private touched: Ident[] = [];
 
   constructor(private readonly opts: DogStatsdAggregatorOptions = {}) {
     this.maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
@@ -145,7 +147,7 @@ export class DogStatsdAggregator {
       this.nv = nv;
     }
     if (id.reason !== null) return this.invalid(id.reason, s, start, end);
-    this.accumulate(this.window, id.series as Series, id.type, id.rate, id.weight, member, s, start, end);
+    this.accumulate(this.window, id, id.series as Series, id.type, id.rate, id.weight, member, s, start, end);
   }
 
   /** A line through the parser: events, service checks, `|T` lines, and what the identity path leaves. */
@@ -164,14 +166,26 @@ export class DogStatsdAggregator {
     for (let i = 0; i < p.values.length; i++) vals[i] = p.values[i] as number;
     this.nv = p.values.length;
     const w = p.ts === null ? this.window : this.stampedWindow(p.ts);
-    this.accumulate(w, seriesOf(p), p.type, p.rate, weightOf(p.rate), p.member, line, 0, line.length);
+    this.accumulate(w, null, seriesOf(p), p.type, p.rate, weightOf(p.rate), p.member, line, 0, line.length);
   }
 
   /** The values in `vals[0, nv)` (or the set `member`) into the series' point of window `w`. */
-  private accumulate(w: Window, series: Series, type: MetricType, rate: number, weight: number, member: string, s: string, start: number, end: number): void {
+  private accumulate(
+    w: Window,
+    id: Ident | null,
+    series: Series,
+    type: MetricType,
+    rate: number,
+    weight: number,
+    member: string,
+    s: string,
+    start: number,
+    end: number,
+  ): void {
     const key = series.key;
     const kind = series.kind;
-    let a = w.get(key);
+    // `id` (lines of the flush window read by identity) remembers the point its series has there.
+    let a = id?.point ?? w.get(key);
     if (a === undefined && this.held >= this.maxSeries) return this.invalid('series_limit', s, start, end);
     if (type === 's' && !this.addMember(key, member)) return this.invalid('set_limit', s, start, end);
     if (a === undefined) {
@@ -186,6 +200,10 @@ export class DogStatsdAggregator {
       };
       w.set(key, a);
       this.held++;
+    }
+    if (id !== null && id.point === null) {
+      id.point = a;
+      this.touched.push(id);
     }
     if (type === 's') {
       this.setKeys.add(key);
@@ -227,6 +245,9 @@ export class DogStatsdAggregator {
     this.window = new Map();
     this.stamped = new Map();
     this.held = 0;
+    // The identities forget the window's points, which go with the messages (and are not kept alive by them).
+    for (const id of this.touched) id.point = null;
+    this.touched = [];
     return out;
   }
 
