@@ -68,15 +68,25 @@ export function identOf(name: string, tail: string): Ident | null {
 /** A string of its own: a slice may share (and keep alive) the whole datagram it was cut from. */
 const own = (s: string): string => JSON.parse(JSON.stringify(s)) as string;
 
+/**
+ * The identities seen lately, bounded in entries (`maxEntries`) and in the characters of their texts
+ * (`maxChars`): past either, the cache starts afresh, so a client inventing a new series on every
+ * line costs a parse per line, as it did before the cache, and no more memory than the bound.
+ * Identities longer than `maxKeyChars` are never kept.
+ */
 export class IdentCache {
-  /** Tail → name → identity: two lookups of slices of the datagram, no key string built per line. */
-  private readonly map = new Map<string, Map<string, Ident>>();
+  /**
+   * Tail → identity, or tail → name → identity once several names share a tail (one tag set on
+   * many metrics). A lone identity is checked by comparing its name in place, without hashing it.
+   * Keys are slices of the datagram at lookup, copies once kept.
+   */
+  private readonly map = new Map<string, Kept | Map<string, Kept>>();
   private entries = 0;
   private chars = 0;
 
   constructor(
     private readonly maxEntries: number,
-    private readonly maxChars = 32 * 1024 * 1024,
+    private readonly maxChars = 16 * 1024 * 1024,
     private readonly maxKeyChars = 2048,
   ) {}
 
@@ -87,10 +97,16 @@ export class IdentCache {
   /** The identity of the line `s[start, end)` whose first ':' is at `colon` and first '|' at `bar` (colon < bar). */
   lookup(s: string, start: number, colon: number, bar: number, end: number): Ident | null {
     const tail = s.slice(bar, end);
+    let v = this.map.get(tail);
+    if (v !== undefined) {
+      if (v instanceof Map) {
+        const hit = v.get(s.slice(start, colon));
+        if (hit !== undefined) return hit.id;
+      } else if (v.name.length === colon - start && s.startsWith(v.name, start)) {
+        return v.id;
+      }
+    }
     const name = s.slice(start, colon);
-    let names = this.map.get(tail);
-    const hit = names?.get(name);
-    if (hit !== undefined) return hit;
     const id = identOf(name, tail);
     if (id === null) return null;
     const chars = name.length + tail.length;
@@ -99,15 +115,31 @@ export class IdentCache {
       this.map.clear();
       this.entries = 0;
       this.chars = 0;
-      names = undefined;
+      v = undefined;
     }
-    if (names === undefined) {
-      names = new Map();
-      this.map.set(own(tail), names);
+    const kept: Kept = { name: own(name), id };
+    if (v === undefined) {
+      this.map.set(own(tail), kept);
+    } else if (v instanceof Map) {
+      v.set(kept.name, kept);
+    } else {
+      // A second name for this tail. set() on a key already there keeps the key (the copy) it has.
+      this.map.set(
+        tail,
+        new Map([
+          [v.name, v],
+          [kept.name, kept],
+        ]),
+      );
     }
-    names.set(own(name), id);
     this.entries++;
     this.chars += chars;
     return id;
   }
+}
+
+/** An identity kept, with its name (a copy) to check a line against. */
+interface Kept {
+  name: string;
+  id: Ident;
 }

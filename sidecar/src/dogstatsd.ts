@@ -87,8 +87,9 @@ export class DogStatsdAggregator {
 
   constructor(private readonly opts: DogStatsdAggregatorOptions = {}) {
     this.maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
-    // Twice the series: lines of one series may spell their identity several ways (a rate, tag order).
-    this.idents = new IdentCache(2 * this.maxSeries);
+    // As many identities as series: about 0.9 KB each (the key texts, the Series with its tags), the
+    // same order as what max_series lets the aggregation hold, and never more than 16 Mi characters.
+    this.idents = new IdentCache(this.maxSeries);
   }
 
   /**
