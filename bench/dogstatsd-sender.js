@@ -26,7 +26,7 @@ function go(rate, seconds) {
   let lateMs = 0;
   const tick = () => {
     const now = performance.now();
-    const due = rate * (Math.min(now, end) - t0) / 1000;
+    const due = (rate * (Math.min(now, end) - t0)) / 1000;
     while (lines < due) {
       const p = packets[next];
       next = (next + 1) % packets.length;
