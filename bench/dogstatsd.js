@@ -1,6 +1,6 @@
 'use strict';
 /**
- * (i) DogStatsD ingest: the sidecar's `dogstatsd_udp` listener next to Etsy `statsd` 0.9.0 (the
+ * (j) DogStatsD ingest: the sidecar's `dogstatsd_udp` listener next to Etsy `statsd` 0.9.0 (the
  * reference StatsD server, also Node), fed the same datagrams at the same offered rates by one
  * sender process (dogstatsd-sender.js, datagrams from lib/dogstatsd-lines.js).
  *
@@ -370,7 +370,7 @@ function report(res) {
   const out = [];
   if (res.results.length > 0) {
     out.push(
-      `(i) DogStatsD over UDP: the sidecar's dogstatsd_udp next to Etsy statsd 0.9.0, same datagrams, same offered rates (${res.series} series, ${res.seconds} s window after ${res.warmup} s warm-up)`,
+      `(j) DogStatsD over UDP: the sidecar's dogstatsd_udp next to Etsy statsd 0.9.0, same datagrams, same offered rates (${res.series} series, ${res.seconds} s window after ${res.warmup} s warm-up)`,
     );
     out.push(
       table(
