@@ -122,6 +122,10 @@ async function main() {
   step('(h) HTTP instrumentation overhead: requests/s and server CPU per request, bare vs apm.instrumentHttp() vs @opentelemetry/instrumentation-http');
   const httpArgs = quick ? ['--seconds', '1', '--rounds', '2'] : ['--seconds', '3', '--rounds', '5'];
   execFileSync(process.execPath, [join(__dirname, 'http.js'), ...httpArgs], { cwd: __dirname, stdio: 'inherit' });
+
+  // (i) likewise: the collector's metric store path, and its CPU per point at 1, 10 and 100 agents.
+  step('(i) collector metric store: points per collector CPU-second at 1, 10 and 100 agents (series grow with them), decode and store alone in process');
+  execFileSync(process.execPath, [join(__dirname, 'collector-store.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**
