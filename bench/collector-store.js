@@ -50,6 +50,7 @@ for (const f of ['proto/dist/upstream/index.js', 'sidecar/dist/upstream/session.
 const up = require(join(ROOT, 'proto/dist/upstream/index.js'));
 const { UpstreamSession } = require(join(ROOT, 'sidecar/dist/upstream/session.js'));
 const { metricBody } = require('./lib/upstream-inputs');
+const { sqlFloors } = require('./lib/sql-floor');
 
 function arg(name, def) {
   const i = process.argv.indexOf(name);
@@ -66,6 +67,7 @@ const CLI = resolve(arg('--collector-cli', join(ROOT, 'collector/dist/cli.js')))
 /** The build under test's store and upstream decoder, for the in-process rows. */
 const { SqliteStore } = require(join(dirname(CLI), 'index.js'));
 const upUnderTest = require(require.resolve('@apm-sidecar/proto/upstream', { paths: [dirname(CLI)] }));
+const { migrate } = require(join(dirname(CLI), 'store/schema.js'));
 const MAX_BODY = 64 * 1024 - 1;
 const GOAL = 400_000;
 
@@ -321,6 +323,18 @@ async function main() {
   step('in process: decodeMetricBatch alone, then SqliteStore.storeMetrics (no socket, no cipher)');
   inProcess(metricBody(MAX_BODY), quick ? 20 : 50); // warm-up: JIT, the first pages
   const local = inProcess(probe, quick ? 100 : 300);
+  step('in process: plain better-sqlite3 floors (the schema, a slim row per point, a row per pack)');
+  const packs = up.decodeMetricBatch(probe.body);
+  const floorRows = packs.flatMap((p) =>
+    p.points.map((pt) => ({
+      key: Buffer.from(pt.series.key, 'latin1'),
+      name: pt.series.name,
+      tagsJson: JSON.stringify(pt.series.tags),
+      kind: pt.series.kind,
+      sketch: pt.sketchBytes ?? null,
+    })),
+  );
+  const floors = sqlFloors({ tmp, migrate, rows: floorRows, packBytes: packs.map((p) => up.encodeMetricPack(p)), frames: quick ? 100 : 300 });
   const cases = [];
   for (const n of AGENTS) cases.push(await runCase(n));
   env.loadavgAtEnd = loadavg().map((x) => Number(x.toFixed(2)));
@@ -341,7 +355,9 @@ async function main() {
     `\ncollector metric store, ${env.date.slice(0, 10)}, node ${env.node}, ${env.cores} × ${env.cpu}; ` +
       `64 KiB frames of ${probe.points} points (${probe.histograms} histograms); window ${WINDOW} per agent; ${MEASURE_MS / 1000} s after ${WARM_MS / 1000} s warm-up\n` +
       `in this process, no socket, no cipher (${num(local.points)} points): decodeMetricBatch ${num(local.decodeUsPerPoint, 2)} µs per point, ` +
-      `SqliteStore.storeMetrics ${num(local.storeUsPerPoint, 2)} µs per point → ${num(1e6 / (local.decodeUsPerPoint + local.storeUsPerPoint))} points per CPU-second for the two\n\n` +
+      `SqliteStore.storeMetrics ${num(local.storeUsPerPoint, 2)} µs per point → ${num(1e6 / (local.decodeUsPerPoint + local.storeUsPerPoint))} points per CPU-second for the two\n` +
+      `plain better-sqlite3 floors, CPU µs per point: this schema (INSERT into metric_points + upsert into metric_rollups) ${num(floors.schema, 2)}; ` +
+      `a slim row per point ${num(floors.slimRow, 2)}; a row per pack (points as one blob) ${num(floors.packRow, 2)}\n\n` +
       `${table(
         [
           'agents',
@@ -358,7 +374,7 @@ async function main() {
         rows,
       )}\n\n`,
   );
-  const out = { bench: 'collector-store', env, collectorCli: CLI, window: WINDOW, inProcess: local, goal: GOAL, cases };
+  const out = { bench: 'collector-store', env, collectorCli: CLI, window: WINDOW, inProcess: local, floors, goal: GOAL, cases };
   if (JSON_FILE !== undefined) writeFileSync(JSON_FILE, `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`${JSON.stringify(out)}\n`);
 }
