@@ -143,6 +143,10 @@ async function main() {
     cwd: __dirname,
     stdio: 'inherit',
   });
+
+  // (k) likewise: the collector's metric store path, and its CPU per point at 1, 10 and 100 agents.
+  step('(k) collector metric store: points per collector CPU-second at 1, 10 and 100 agents (series grow with them), decode and store alone in process');
+  execFileSync(process.execPath, [join(__dirname, 'collector-store.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**
