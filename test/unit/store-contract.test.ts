@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { keyFingerprint } from '@apm-sidecar/proto/upstream';
+import { MetricKind, type MetricPoint, type Series, encodeSeries } from '@apm-sidecar/proto';
+import { type TextItem, type UpMetricPack, decodeMetricBatch, encodeMetricBatch, keyFingerprint } from '@apm-sidecar/proto/upstream';
 import { matchToken } from '@apm-sidecar/collector';
 import type { CollectorInfo, CollectorStore } from '@apm-sidecar/collector/dist/store/contract';
 import { type StoreFactory, type StoreOpts, storeFactories } from '../helpers/store-factories';
@@ -16,6 +17,31 @@ const ag = (agentId: string, projectId = 'p') => ({ projectId, agentId });
 const info = (agentId: string, apps: string[] = ['shop']) => ({ agentId, host: `${agentId}.local`, version: '1.0.0', apps });
 const collector = (id: string): CollectorInfo => ({ id, host: 'h', pid: 1, agentsAddress: `${id}:6600`, httpAddress: `${id}:6680` });
 const cause = (at: number, reason = 'test') => ({ at, reason });
+
+function counter(name: string, tags: Record<string, string> = {}): Series {
+  return { key: encodeSeries(MetricKind.Counter, name, tags).toString('latin1'), kind: MetricKind.Counter, name, tags };
+}
+const REQ = counter('http.requests', { route: '/pay' });
+const ERR = counter('http.errors');
+
+function sumPoint(s: Series, values: number[]): MetricPoint {
+  return {
+    series: s,
+    count: values.length,
+    sum: values.reduce((a, b) => a + b, 0),
+    min: Math.min(...values),
+    max: Math.max(...values),
+    last: Number.NaN,
+    sketch: null,
+  };
+}
+
+/** Packs as the agent server hands them over: through the real upstream codec. */
+function packs(...ps: [packId: string, start: number, points: MetricPoint[]][]): UpMetricPack[] {
+  return decodeMetricBatch(encodeMetricBatch(ps.map(([packId, intervalStart, points]) => ({ packId, intervalStart, intervalMs: 10_000, points }))));
+}
+
+const ORIGIN = { app: 'shop', instanceId: 'i-1', pid: 7 };
 
 /** `it` for one store: skipped (saying why) where that store cannot run here. */
 function storeIt(
@@ -306,6 +332,122 @@ for (const f of storeFactories()) {
       await b.setLicenseCapacity(0);
       const again = await Promise.all(ids.map((id, i) => (i % 2 === 0 ? b : a).acquireLicense(ag(id), T0, 300_000)));
       assert.equal(again.filter((g) => g.granted).length, ids.length);
+    });
+  });
+
+  describe(`store contract (${f.name}): data`, () => {
+    storeIt(f, 'a pack stored through two instances counts once, one after the other and at the same time', async ({ fresh, open }) => {
+      const loc = await fresh();
+      const a = await open(loc);
+      const b = await open(loc);
+      const now = T0 + 20_000;
+      const first = packs(['pk-1', T0, [sumPoint(REQ, [1, 2]), sumPoint(ERR, [1])]], ['pk-2', T0 + 10_000, [sumPoint(REQ, [4])]]);
+      assert.deepEqual(await a.storeMetrics(ag('x'), first, now), { stored: 3, duplicatePacks: 0, late: 0 });
+      // The sidecar failed over and sends the unacked batch again, to B.
+      assert.deepEqual(await b.storeMetrics(ag('x'), first, now), { stored: 0, duplicatePacks: 2, late: 0 });
+      // Another agent's pack of the same id is its own.
+      assert.equal((await b.storeMetrics(ag('y'), packs(['pk-1', T0, [sumPoint(REQ, [9])]]), now)).stored, 1);
+      // At once through both: stored once, the other a duplicate.
+      const racing = packs(['pk-3', T0, [sumPoint(REQ, [100])]]);
+      const results = await Promise.all([a.storeMetrics(ag('x'), racing, now), b.storeMetrics(ag('x'), racing, now)]);
+      assert.deepEqual(results.map((r) => r.duplicatePacks).sort(), [0, 1]);
+      const rows = await b.queryMetrics({ agent: 'x', name: 'http.requests' });
+      assert.deepEqual(
+        rows.map((r) => [r.project, r.agentId, r.name, r.tags, r.kind, r.ts, r.intervalMs, r.count, r.sum, r.min, r.max, r.p50]),
+        [
+          ['p', 'x', 'http.requests', { route: '/pay' }, 'counter', T0, 10_000, 3, 103, 1, 100, null],
+          ['p', 'x', 'http.requests', { route: '/pay' }, 'counter', T0 + 10_000, 10_000, 1, 4, 4, 4, null],
+        ],
+      );
+      const minute = await a.queryMetrics({ agent: 'x', name: 'http.requests', rollup: true });
+      assert.deepEqual(
+        minute.map((r) => [r.ts, r.intervalMs, r.count, r.sum]),
+        [[T0, 60_000, 4, 107]],
+      );
+      // A minute final for rollup_grace_ms: its points are dropped and counted, the pack acked.
+      const late = await a.storeMetrics(ag('x'), packs(['pk-old', T0 - 600_000, [sumPoint(REQ, [1])]]), now);
+      assert.deepEqual(late, { stored: 0, duplicatePacks: 0, late: 1 });
+    });
+
+    storeIt(f, 'stores text items and lists them, newest first; registrations once per agent', async ({ fresh, open }) => {
+      const loc = await fresh();
+      const a = await open(loc);
+      const b = await open(loc);
+      const items: TextItem[] = [
+        {
+          kind: 'trace',
+          origin: ORIGIN,
+          trace: { txid: 't1', traceId: 'tr-1', spanId: 's1', name: 'POST /pay', startTime: T0, durationMs: 12, steps: [], error: 'boom' },
+        },
+        { kind: 'event', origin: ORIGIN, event: { ts: T0 + 1, type: 'deploy', message: 'v42' } },
+        { kind: 'snapshot', origin: ORIGIN, snapshot: { ts: T0 + 2, kind: 'heap', data: { used: 1 } } },
+        { kind: 'activeStack', origin: ORIGIN, stack: { txid: 't2', name: 'GET /', ts: T0 + 3, elapsedMs: 3, frames: ['a'] } },
+        { kind: 'btRegistration', origin: ORIGIN, name: 'POST /pay', ts: T0 },
+      ];
+      assert.deepEqual(await a.storeText(ag('x'), items), { traces: 1, activeStacks: 1, events: 1, snapshots: 1, btRegistrations: 1, btDuplicates: 0 });
+      const again = await b.storeText(ag('x'), [
+        { kind: 'btRegistration', origin: ORIGIN, name: 'POST /pay', ts: T0 + 9 },
+        { kind: 'event', origin: ORIGIN, event: { ts: T0 + 9, type: 'tick', message: 'later' } },
+      ]);
+      assert.deepEqual([again.btRegistrations, again.btDuplicates, again.events], [0, 1, 1]);
+      const origin = { project: 'p', agentId: 'x', app: 'shop', instanceId: 'i-1' };
+      assert.deepEqual(await a.listTraces({ traceId: 'tr-1' }), [
+        {
+          ...origin,
+          txid: 't1',
+          traceId: 'tr-1',
+          name: 'POST /pay',
+          startTime: T0,
+          durationMs: 12,
+          error: 'boom',
+          trace: { txid: 't1', traceId: 'tr-1', spanId: 's1', name: 'POST /pay', startTime: T0, durationMs: 12, steps: [], error: 'boom' },
+        },
+      ]);
+      assert.deepEqual(
+        (await b.listEvents({ agent: 'x' })).map((e) => [e.project, e.agentId, e.ts, e.type, e.message]),
+        [
+          ['p', 'x', T0 + 9, 'tick', 'later'],
+          ['p', 'x', T0 + 1, 'deploy', 'v42'],
+        ],
+      );
+      assert.deepEqual(await b.listSnapshots(), [{ ...origin, ts: T0 + 2, kind: 'heap', data: { used: 1 } }]);
+      assert.deepEqual(await b.listBtRegistrations(), [{ project: 'p', agentId: 'x', name: 'POST /pay', app: 'shop', firstSeenAt: T0 }]);
+      const counts = await a.counts();
+      assert.deepEqual([counts.traces, counts.events, counts.snapshots, counts.active_stacks, counts.bt_registrations], [1, 2, 1, 1, 1]);
+    });
+
+    storeIt(f, 'prunes rows older than a time, at most maxRows at a time, and keeps the newer ones', async ({ fresh, open }) => {
+      const s = await open(await fresh());
+      const now = T0 + 20_000;
+      const dayAgo = T0 - 86_400_000;
+      // Stored a day ago (then on time): points, minute rollups and the pack's id are old.
+      assert.equal((await s.storeMetrics(ag('x'), packs(['old', dayAgo, [sumPoint(REQ, [1]), sumPoint(ERR, [1])]]), dayAgo + 20_000)).stored, 2);
+      await s.storeMetrics(ag('x'), packs(['new', T0, [sumPoint(REQ, [2])]]), now);
+      await s.storeText(ag('x'), [
+        { kind: 'event', origin: ORIGIN, event: { ts: dayAgo, type: 'old', message: '' } },
+        { kind: 'event', origin: ORIGIN, event: { ts: T0, type: 'new', message: '' } },
+      ]);
+      let total = 0;
+      for (let n = await s.prune(T0 - 1000, 2); n > 0; n = await s.prune(T0 - 1000, 2)) {
+        assert.ok(n <= 2, `a batch deleted ${n} rows`);
+        total += n;
+      }
+      // 2 points, 2 minute rollups, 1 pack id, 1 event.
+      assert.equal(total, 6);
+      assert.deepEqual(
+        (await s.queryMetrics({ agent: 'x' })).map((r) => [r.ts, r.sum]),
+        [[T0, 2]],
+      );
+      assert.deepEqual(
+        (await s.queryMetrics({ agent: 'x', rollup: true })).map((r) => [r.ts, r.sum]),
+        [[T0, 2]],
+      );
+      // The old pack's id went with it; the new one's stays (a resend is still a duplicate).
+      assert.equal((await s.storeMetrics(ag('x'), packs(['new', T0, [sumPoint(REQ, [2])]]), now)).duplicatePacks, 1);
+      assert.deepEqual(
+        (await s.listEvents()).map((e) => e.type),
+        ['new'],
+      );
     });
   });
 }
