@@ -38,7 +38,6 @@ function writeMerged(r: Reader, add: BucketStore, w: Writer): void {
   let aHi = add.hi;
   const counts = add.counts;
   const off = add.offset;
-
   while (aLo <= aHi && counts[aLo - off] === 0) aLo++;
   while (aHi >= aLo && counts[aHi - off] === 0) aHi--;
   const from = Math.min(first, aLo);
