@@ -1,30 +1,37 @@
-import { Pool } from 'pg';
+import { userInfo } from 'node:os';
+import { type ClientConfig, Pool } from 'pg';
 import { StoreAuthError, StoreUnavailableError } from '../../errors';
+import { passwordFor } from './passfile';
 import { NUMERIC_INT8 } from './sql-values';
 import type { PgTarget } from './url';
 
 /**
  * The connection pool of a PostgreSQL store, and what its failures mean for people.
  *
- * The password is never in the URL (url.ts): the pg client reads PGPASSWORD, else the password
- * file (PGPASSFILE, ~/.pgpass). A connection that drops (the server restarts, a network cut) must
+ * The password is never in the URL (url.ts): it is PGPASSWORD, else the password file
+ * (PGPASSFILE, ~/.pgpass), read by passfile.ts when the server asks for a password. A connection that drops (the server restarts, a network cut) must
  * never crash the collector: every client of the pool, idle or checked out, has an 'error'
  * listener, and the query it was running rejects, so the write it carried is not acked.
  */
 
-export function createPool(t: PgTarget, max: number, onError: (err: Error) => void): Pool {
-  const pool = new Pool({
+/** Connection settings of `t` (the password asked for when the server wants one: passfile.ts). */
+export function connectionConfig(t: PgTarget, applicationName: string): ClientConfig {
+  const user = t.user ?? process.env.PGUSER ?? userInfo().username;
+  return {
     host: t.host,
     port: t.port,
-    ...(t.user === undefined ? {} : { user: t.user }),
+    user,
+    password: async () => passwordFor(t, user),
     database: t.database,
     ssl: t.ssl === 'disable' ? false : { rejectUnauthorized: t.ssl === 'verify-full' },
-    max,
-    application_name: 'apm-collector',
+    application_name: applicationName,
     types: NUMERIC_INT8,
     connectionTimeoutMillis: 10_000,
-    idleTimeoutMillis: 30_000,
-  });
+  };
+}
+
+export function createPool(t: PgTarget, max: number, onError: (err: Error) => void): Pool {
+  const pool = new Pool({ ...connectionConfig(t, 'apm-collector'), max, idleTimeoutMillis: 30_000 });
   pool.on('error', onError);
   pool.on('connect', (client) => client.on('error', onError));
   return pool;
@@ -37,7 +44,7 @@ const AUTH_STATES = new Set(['28P01', '28000']);
 
 /** A connection failure as the store's typed error (StoreUnavailableError, StoreAuthError); other errors as they are. */
 export function storeError(t: PgTarget, err: unknown): unknown {
-  if (!(err instanceof Error)) return err;
+  if (!(err instanceof Error) || err instanceof StoreAuthError) return err;
   const code = (err as { code?: unknown }).code;
   if (typeof code === 'string' && AUTH_STATES.has(code)) return new StoreAuthError(t.location, err.message);
   // The pg client's own words when no password was found (neither PGPASSWORD nor a password file).

@@ -8,7 +8,7 @@ import type { BtRegistrationRow, EventRow, ListQuery, MetricQuery, MetricRow, Sn
 import type { ActiveToken, ReadTokenRow } from '../read-tokens';
 import { PgAgentStore } from './agents';
 import { PgCollectors } from './collectors';
-import { createPool, storeError } from './connect';
+import { connectionConfig, createPool, storeError } from './connect';
 import { PgKeys } from './keys';
 import { PgLicenses } from './licenses';
 import { PgMetricStore } from './metrics';
@@ -49,15 +49,7 @@ export interface PostgresStoreOptions {
 /** Apply the schema's pending migrations (`apm-collector migrate --store URL`); safe to run from several places at once. */
 export async function migratePostgres(url: string): Promise<{ from: number; to: number }> {
   const t = parsePostgresUrl(url);
-  const c = new Client({
-    host: t.host,
-    port: t.port,
-    ...(t.user === undefined ? {} : { user: t.user }),
-    database: t.database,
-    ssl: t.ssl === 'disable' ? false : { rejectUnauthorized: t.ssl === 'verify-full' },
-    application_name: 'apm-collector migrate',
-    connectionTimeoutMillis: 10_000,
-  });
+  const c = new Client(connectionConfig(t, 'apm-collector migrate'));
   c.on('error', () => {});
   try {
     await c.connect();

@@ -56,7 +56,7 @@ export function parsePostgresUrl(raw: string): PgTarget {
   for (const k of params.keys()) {
     if (!PARAMS.has(k)) throw new StoreUrlError(`unknown parameter "${k.slice(0, 40)}" (known: ${[...PARAMS].join(', ')})`);
   }
-  const hp = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*))(?::(\d*))?$/.exec(hostport);
+  const hp = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9._~%-]*))(?::(\d*))?$/.exec(hostport);
   if (hp === null) throw new StoreUrlError(`bad host "${hostport.slice(0, 80)}" (one host, HOST:PORT)`);
   const socketDir = params.get('host');
   if (socketDir !== null && !socketDir.startsWith('/')) throw new StoreUrlError('?host= must be the absolute path of a Unix socket directory');
