@@ -12,8 +12,9 @@
  *               the other, as a session does; PostgreSQL phases use a pool of as many clients
  *   --only      measure one store only (e.g. under --cpu-prof)
  *   --url       an existing, empty PostgreSQL database (its server CPU is measured when the server
- *               runs on this machine); by default a throwaway server is made in a temporary
- *               directory by the tests' harness (test/dist/helpers/postgres.js)
+ *               runs on this machine; the password from PGPASSWORD); by default a throwaway server
+ *               is made in a temporary directory by the tests' harness (test/dist/helpers/postgres.js),
+ *               which runs with fsync off: the server's durability settings are printed with the figures
  *
  * Input: the frames of bench/upstream.js (lib/upstream-inputs.js): ≈64 KiB metric bodies of
  * packs of 100 points (60% histograms with real sketches, 20% counters, 20% gauges), frame n of
@@ -182,6 +183,9 @@ function figures(name, r, decodePerFrame) {
   };
 }
 
+/** The PostgreSQL server's durability settings, reported with the figures. */
+let durability = null;
+
 function report(rows, traces, decodePerFrame) {
   const dash = (v, d = 0) => (Number.isFinite(v) ? num(v, d) : '—');
   process.stdout.write(
@@ -203,7 +207,8 @@ function report(rows, traces, decodePerFrame) {
       `\nTraces on PostgreSQL: ${num(traces.tracesPerSec)}/s, ${num(traces.tracesPerCpuSec)} per Node CPU-s, PostgreSQL ${dash(traces.serverCores, 2)} cores\n`,
     );
   }
-  process.stdout.write(`${JSON.stringify({ agents: AGENTS, decodeUsPerFrame: decodePerFrame * 1e6, pointsPerFrame: input.points, metrics: rows, traces })}\n`);
+  if (durability !== null) process.stdout.write(`\nPostgreSQL server: fsync ${durability.fsync}, synchronous_commit ${durability.synchronous_commit}\n`);
+  process.stdout.write(`${JSON.stringify({ agents: AGENTS, durability, decodeUsPerFrame: decodePerFrame * 1e6, pointsPerFrame: input.points, metrics: rows, traces })}\n`);
 }
 
 // ------------------------------------------------------------------ PostgreSQL
@@ -218,12 +223,14 @@ async function postmasterOf(pool) {
   }
 }
 
-async function postgres(tmp) {
+async function postgres() {
   if (URL !== undefined) return { url: URL, stop: async () => {} };
   const helper = join(ROOT, 'test/dist/helpers/postgres.js');
   if (!existsSync(helper)) throw new Error('no PostgreSQL: give --url, or build the tests (npx tsc -b) for test/dist/helpers/postgres.js');
   const { startPostgres } = require(helper);
-  const pg = await startPostgres({ dir: tmp });
+  const pg = await startPostgres();
+  // The harness gives the password apart, as a collector takes it (PGPASSWORD).
+  process.env.PGPASSWORD = pg.password;
   return { url: pg.url, stop: () => pg.stop() };
 }
 
@@ -250,10 +257,15 @@ async function main() {
       return;
     }
 
-    server = await postgres(tmp);
+    server = await postgres();
     const pool = new Pool({ connectionString: server.url, max: AGENTS });
     await pool.query(DATA_TABLES_SQL);
     const postmaster = await postmasterOf(pool);
+    // Durability differs between a production server and the tests' throwaway one (fsync off): say which this is.
+    const settings = {};
+    for (const k of ['fsync', 'synchronous_commit', 'full_page_writes', 'server_version']) settings[k] = (await pool.query(`SHOW ${k}`)).rows[0][k];
+    step(`PostgreSQL ${settings.server_version}: fsync ${settings.fsync}, synchronous_commit ${settings.synchronous_commit}, full_page_writes ${settings.full_page_writes}`);
+    durability = settings;
     const metrics = new PgMetricStore(pool, 120_000);
     const rp = await run(metricFrames(metrics), postmaster, 0);
     rows.push(figures('PostgreSQL, one pool', rp, decodePerFrame));
