@@ -29,7 +29,7 @@ const { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } = require('
 const { tmpdir } = require('node:os');
 const { join, resolve } = require('node:path');
 const { performance } = require('node:perf_hooks');
-const { num, table } = require('./lib/stats');
+const { num, quantile, table } = require('./lib/stats');
 
 const ROOT = resolve(__dirname, '..');
 for (const f of ['proto/dist/upstream/index.js', 'collector/dist/store/index.js', 'collector/dist/store/pg/metrics.js']) {
@@ -131,12 +131,16 @@ async function run(storeFrame, postmaster, startFrame) {
   let stop = false;
   let units = 0;
   let frames = 0;
+  /** Each measured frame's store time (ms): what a session waits for its ack. */
+  const latencies = [];
   const next = new Array(AGENTS).fill(startFrame);
   const stream = async (i) => {
     const agent = { projectId: 'bench', agentId: `agent-${i}` };
     while (!stop) {
+      const t = performance.now();
       const n = await storeFrame(agent, next[i]++);
       if (measuring) {
+        latencies.push(performance.now() - t);
         units += n;
         frames++;
       }
@@ -157,13 +161,15 @@ async function run(storeFrame, postmaster, startFrame) {
   const server = serverCpu(postmaster) - s0;
   stop = true;
   await all;
-  return { units, frames, wall, cpu, server, nextFrame: Math.max(...next) };
+  return { units, frames, wall, cpu, server, nextFrame: Math.max(...next), p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), max: Math.max(...latencies) };
 }
 
 /** A metric store as a frame storer: decode frame n, store it, check every point went in. */
 function metricFrames(store) {
   return async (agent, n) => {
-    const r = await store.storeMetrics(agent, framePacks(n), Date.now());
+    // The store's clock follows the frames (received 15 s after the interval starts), so what
+    // the first phase wrote is older than what later phases write, packs included.
+    const r = await store.storeMetrics(agent, framePacks(n), base + n * 10_000 + 15_000);
     if (r.stored !== input.points) throw new Error(`stored ${r.stored} of ${input.points} points (duplicates ${r.duplicatePacks}, late ${r.late})`);
     return r.stored;
   };
@@ -178,6 +184,7 @@ function figures(name, r, decodePerFrame) {
     serverCores: r.server / r.wall,
     pointsPerServerCpuSec: r.units / r.server,
     nodeCores: r.cpu / r.wall,
+    frameMs: { p50: r.p50, p99: r.p99, max: r.max },
     frames: r.frames,
     points: r.units,
   };
@@ -190,15 +197,16 @@ function report(rows, traces, decodePerFrame) {
   const dash = (v, d = 0) => (Number.isFinite(v) ? num(v, d) : '—');
   process.stdout.write(
     `${table(
-      ['store', 'points/s', 'points per Node CPU-s', 'same, store only', 'PostgreSQL cores', 'points per PostgreSQL CPU-s', 'Node cores'],
+      ['store', 'points/s', 'points per Node CPU-s', 'same, store only', 'PostgreSQL cores', 'points per PostgreSQL CPU-s', 'Node cores', 'frame ms p50 / p99 / max'],
       rows.map((r) => [
-        r.name + (r.pruned !== undefined ? ` (${num(r.pruned)} rows pruned)` : ''),
+        r.name + (r.pruned !== undefined ? ` (${num(r.pruned)} rows pruned, full batches of 5000 rows: ${num(r.pruneBatchMs.p50, 1)} ms median, ${num(r.pruneBatchMs.max, 1)} ms max)` : ''),
         num(r.pointsPerSec),
         num(r.pointsPerCpuSec),
         num(r.pointsPerStoreCpuSec),
         dash(r.serverCores, 2),
         dash(r.pointsPerServerCpuSec),
         num(r.nodeCores, 2),
+        `${num(r.frameMs.p50, 1)} / ${num(r.frameMs.p99, 1)} / ${num(r.frameMs.max, 1)}`,
       ]),
     )}\n`,
   );
@@ -271,22 +279,26 @@ async function main() {
     rows.push(figures('PostgreSQL, one pool', rp, decodePerFrame));
     step('PostgreSQL done');
 
-    // Ingest while batches of 5000 rows of the minutes the first phase completed are pruned.
-    const pruneBefore = Math.floor((base + rp.nextFrame * 10_000) / 60_000) * 60_000 - 60_000;
+    // Ingest from the next minute on, while batches of 5000 rows of everything the first phase wrote are pruned.
+    const secondFrame = (Math.ceil(rp.nextFrame / 6) + 1) * 6;
+    const pruneBefore = base + secondFrame * 10_000;
     const pruner = new PgPruner(pool);
     let pruned = 0;
     let pruneStop = false;
+    const pruneMs = [];
     const pruning = (async () => {
       while (!pruneStop) {
+        const t = performance.now();
         const n = await pruner.prune(pruneBefore, 5000);
+        if (n === 5000) pruneMs.push(performance.now() - t);
         pruned += n;
         if (n === 0) await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const rq = await run(metricFrames(metrics), postmaster, rp.nextFrame);
+    const rq = await run(metricFrames(metrics), postmaster, secondFrame);
     pruneStop = true;
     await pruning;
-    rows.push({ ...figures('PostgreSQL, pruning meanwhile', rq, decodePerFrame), pruned });
+    rows.push({ ...figures('PostgreSQL, pruning meanwhile', rq, decodePerFrame), pruned, pruneBatchMs: { p50: quantile(pruneMs, 0.5), max: Math.max(...pruneMs) } });
     step('pruning done');
 
     // Traces: the text path, one transaction per ≈64 KiB frame of traces.
