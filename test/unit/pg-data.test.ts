@@ -214,8 +214,8 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     // The stored rows are those of storing each pack once, in one SQLite store.
     const lite = sqlite();
     try {
-      lite.storeMetrics(A, first, NOW);
-      lite.storeMetrics(A, wire(packs), NOW);
+      await lite.storeMetrics(A, first, NOW);
+      await lite.storeMetrics(A, wire(packs), NOW);
       const q = new PgQueries(other);
       const strip = (rows: Awaited<ReturnType<PgQueries['queryMetrics']>>) => rows.map((r) => ({ ...r, value: r.kind === 'gauge' ? 'any' : r.value }));
       for (const mq of [{}, { rollup: true }] as MetricQuery[]) {
@@ -239,7 +239,7 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     await Promise.all(packs.map((p, i) => (stores[i % 2] as PgMetricStore).storeMetrics(A, wire([p]), NOW)));
     const lite = sqlite();
     try {
-      lite.storeMetrics(A, wire(packs), NOW);
+      await lite.storeMetrics(A, wire(packs), NOW);
       const q = new PgQueries(pool2);
       for (const mq of [{}, { rollup: true }] as MetricQuery[]) assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
     } finally {
