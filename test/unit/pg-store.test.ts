@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
-import { PG_SCHEMA_VERSION, PostgresStore, migratePostgres, parsePostgresUrl } from '@apm-sidecar/collector';
+import { PG_SCHEMA_VERSION, PostgresStore, migratePostgres, parsePostgresUrl } from '@apm-sidecar/collector/dist/store/pg/index';
 import { type PgServer, postgresMissing, startPostgres } from '../helpers/postgres';
 import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
 

@@ -46,6 +46,15 @@ export interface PostgresStoreOptions {
   poolSize?: number;
 }
 
+/** The store URL for logs: its location when it parses, else the text with any password masked. */
+export function redactedUrl(url: string): string {
+  try {
+    return parsePostgresUrl(url).location;
+  } catch {
+    return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
+  }
+}
+
 /** Apply the schema's pending migrations (`apm-collector migrate --store URL`); safe to run from several places at once. */
 export async function migratePostgres(url: string): Promise<{ from: number; to: number }> {
   const t = parsePostgresUrl(url);
