@@ -161,7 +161,17 @@ async function run(storeFrame, postmaster, startFrame) {
   const server = serverCpu(postmaster) - s0;
   stop = true;
   await all;
-  return { units, frames, wall, cpu, server, nextFrame: Math.max(...next), p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), max: Math.max(...latencies) };
+  return {
+    units,
+    frames,
+    wall,
+    cpu,
+    server,
+    nextFrame: Math.max(...next),
+    p50: quantile(latencies, 0.5),
+    p99: quantile(latencies, 0.99),
+    max: Math.max(...latencies),
+  };
 }
 
 /** A metric store as a frame storer: decode frame n, store it, check every point went in. */
@@ -197,9 +207,21 @@ function report(rows, traces, decodePerFrame) {
   const dash = (v, d = 0) => (Number.isFinite(v) ? num(v, d) : '—');
   process.stdout.write(
     `${table(
-      ['store', 'points/s', 'points per Node CPU-s', 'same, store only', 'PostgreSQL cores', 'points per PostgreSQL CPU-s', 'Node cores', 'frame ms p50 / p99 / max'],
+      [
+        'store',
+        'points/s',
+        'points per Node CPU-s',
+        'same, store only',
+        'PostgreSQL cores',
+        'points per PostgreSQL CPU-s',
+        'Node cores',
+        'frame ms p50 / p99 / max',
+      ],
       rows.map((r) => [
-        r.name + (r.pruned !== undefined ? ` (${num(r.pruned)} rows pruned, full batches of 5000 rows: ${num(r.pruneBatchMs.p50, 1)} ms median, ${num(r.pruneBatchMs.max, 1)} ms max)` : ''),
+        r.name +
+          (r.pruned !== undefined
+            ? ` (${num(r.pruned)} rows pruned, full batches of 5000 rows: ${num(r.pruneBatchMs.p50, 1)} ms median, ${num(r.pruneBatchMs.max, 1)} ms max)`
+            : ''),
         num(r.pointsPerSec),
         num(r.pointsPerCpuSec),
         num(r.pointsPerStoreCpuSec),
@@ -216,7 +238,9 @@ function report(rows, traces, decodePerFrame) {
     );
   }
   if (durability !== null) process.stdout.write(`\nPostgreSQL server: fsync ${durability.fsync}, synchronous_commit ${durability.synchronous_commit}\n`);
-  process.stdout.write(`${JSON.stringify({ agents: AGENTS, durability, decodeUsPerFrame: decodePerFrame * 1e6, pointsPerFrame: input.points, metrics: rows, traces })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ agents: AGENTS, durability, decodeUsPerFrame: decodePerFrame * 1e6, pointsPerFrame: input.points, metrics: rows, traces })}\n`,
+  );
 }
 
 // ------------------------------------------------------------------ PostgreSQL
@@ -272,7 +296,9 @@ async function main() {
     // Durability differs between a production server and the tests' throwaway one (fsync off): say which this is.
     const settings = {};
     for (const k of ['fsync', 'synchronous_commit', 'full_page_writes', 'server_version']) settings[k] = (await pool.query(`SHOW ${k}`)).rows[0][k];
-    step(`PostgreSQL ${settings.server_version}: fsync ${settings.fsync}, synchronous_commit ${settings.synchronous_commit}, full_page_writes ${settings.full_page_writes}`);
+    step(
+      `PostgreSQL ${settings.server_version}: fsync ${settings.fsync}, synchronous_commit ${settings.synchronous_commit}, full_page_writes ${settings.full_page_writes}`,
+    );
     durability = settings;
     const metrics = new PgMetricStore(pool, 120_000);
     const rp = await run(metricFrames(metrics), postmaster, 0);
@@ -298,7 +324,11 @@ async function main() {
     const rq = await run(metricFrames(metrics), postmaster, secondFrame);
     pruneStop = true;
     await pruning;
-    rows.push({ ...figures('PostgreSQL, pruning meanwhile', rq, decodePerFrame), pruned, pruneBatchMs: { p50: quantile(pruneMs, 0.5), max: Math.max(...pruneMs) } });
+    rows.push({
+      ...figures('PostgreSQL, pruning meanwhile', rq, decodePerFrame),
+      pruned,
+      pruneBatchMs: { p50: quantile(pruneMs, 0.5), max: Math.max(...pruneMs) },
+    });
     step('pruning done');
 
     // Traces: the text path, one transaction per ≈64 KiB frame of traces.

@@ -214,8 +214,8 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     // The stored rows are those of storing each pack once, in one SQLite store.
     const lite = sqlite();
     try {
-      lite.storeMetrics(A, first, NOW);
-      lite.storeMetrics(A, wire(packs), NOW);
+      await lite.storeMetrics(A, first, NOW);
+      await lite.storeMetrics(A, wire(packs), NOW);
       const q = new PgQueries(other);
       const strip = (rows: Awaited<ReturnType<PgQueries['queryMetrics']>>) => rows.map((r) => ({ ...r, value: r.kind === 'gauge' ? 'any' : r.value }));
       for (const mq of [{}, { rollup: true }] as MetricQuery[]) {
@@ -239,9 +239,10 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     await Promise.all(packs.map((p, i) => (stores[i % 2] as PgMetricStore).storeMetrics(A, wire([p]), NOW)));
     const lite = sqlite();
     try {
-      lite.storeMetrics(A, wire(packs), NOW);
+      await lite.storeMetrics(A, wire(packs), NOW);
       const q = new PgQueries(pool2);
-      for (const mq of [{}, { rollup: true }] as MetricQuery[]) assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
+      for (const mq of [{}, { rollup: true }] as MetricQuery[])
+        assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
     } finally {
       lite.close();
     }
@@ -254,7 +255,11 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     const minuteEnd = T0 + 60_000;
     const p = wire([pack('late', T0 + 50_000, [point(LAT, [1]), point(REQ, [1, 1])])]);
     // One ms before the minute is final: stored.
-    assert.deepEqual(await pg.storeMetrics(A, wire([pack('in-time', T0, [point(REQ, [1])])]), minuteEnd + GRACE - 1), { stored: 1, duplicatePacks: 0, late: 0 });
+    assert.deepEqual(await pg.storeMetrics(A, wire([pack('in-time', T0, [point(REQ, [1])])]), minuteEnd + GRACE - 1), {
+      stored: 1,
+      duplicatePacks: 0,
+      late: 0,
+    });
     assert.deepEqual(await pg.storeMetrics(A, p, minuteEnd + GRACE), { stored: 0, duplicatePacks: 0, late: 2 });
     assert.deepEqual(await pg.storeMetrics(A, p, minuteEnd + GRACE + 5), { stored: 0, duplicatePacks: 1, late: 0 });
     assert.equal((await q.queryMetrics({ name: 'http.server.duration' })).length, 0);
@@ -270,7 +275,16 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     const trace = (i: number, traceId: string, name: string, error?: string): TextItem => ({
       kind: 'trace',
       origin: origin('shop'),
-      trace: { txid: `tx${i}`, traceId, spanId: `s${i}`, name, startTime: T0 + i * 1.5, durationMs: i / 4, steps: [{ type: 'sql', text: 'SELECT "x"\\', durationMs: 1, offsetMs: 0 }], ...(error !== undefined && { error }) },
+      trace: {
+        txid: `tx${i}`,
+        traceId,
+        spanId: `s${i}`,
+        name,
+        startTime: T0 + i * 1.5,
+        durationMs: i / 4,
+        steps: [{ type: 'sql', text: 'SELECT "x"\\', durationMs: 1, offsetMs: 0 }],
+        ...(error !== undefined && { error }),
+      },
     });
     const items = (agentNo: number): TextItem[] => [
       trace(agentNo * 10 + 1, 'T1', '/pay'),
@@ -298,7 +312,16 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
       }
       assert.deepEqual(await pg.storeText(A, []), { traces: 0, activeStacks: 0, events: 0, snapshots: 0, btRegistrations: 0, btDuplicates: 0 });
 
-      const lists = [{}, { project: 'shop' }, { project: 'blog' }, { agent: 'web-1' }, { agent: 'web-1', project: 'shop' }, { limit: 2 }, { limit: 0 }, { agent: 'nobody' }];
+      const lists = [
+        {},
+        { project: 'shop' },
+        { project: 'blog' },
+        { agent: 'web-1' },
+        { agent: 'web-1', project: 'shop' },
+        { limit: 2 },
+        { limit: 0 },
+        { agent: 'nobody' },
+      ];
       const traceLists = [...lists, { traceId: 'T1' }, { traceId: 'T2', agent: 'web-2' }, { name: '/pay' }, { name: '/cart', limit: 1 }, { traceId: 'none' }];
       // U+0000 cannot be stored in a PostgreSQL text column: it is U+FFFD there (the JSON body keeps it), the one difference.
       const nul = (rows: TraceRow[]): TraceRow[] => rows.map((r) => ({ ...r, name: r.name.replaceAll('\u0000', '\ufffd') }));
@@ -347,14 +370,21 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     try {
       for (const agentId of ['b', 'A', 'a', 'B']) {
         const agent = { projectId: agentId === 'A' ? 'Q' : 'q', agentId };
-        const ps = wire([pack('x', T0, [point(series(MetricKind.Counter, 'b'), [1]), point(series(MetricKind.Counter, 'B'), [1]), point(series(MetricKind.Counter, 'a'), [1])])]);
+        const ps = wire([
+          pack('x', T0, [
+            point(series(MetricKind.Counter, 'b'), [1]),
+            point(series(MetricKind.Counter, 'B'), [1]),
+            point(series(MetricKind.Counter, 'a'), [1]),
+          ]),
+        ]);
         await lite.storeMetrics(agent, ps, NOW);
         await pg.storeMetrics(agent, ps, NOW);
         const regs: TextItem[] = ['b', 'A', 'a', 'B'].map((name) => ({ kind: 'btRegistration', origin: { app: 'x', instanceId: 'i', pid: 1 }, name, ts: T0 }));
         await lite.storeText(agent, regs);
         await text.storeText(agent, regs);
       }
-      for (const mq of [{}, { rollup: true }, { limit: 5 }] as MetricQuery[]) assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
+      for (const mq of [{}, { rollup: true }, { limit: 5 }] as MetricQuery[])
+        assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
       assert.deepStrictEqual(await q.listBtRegistrations({}), await lite.listBtRegistrations({}));
       assert.deepEqual(
         (await q.listBtRegistrations({ agent: 'a' })).map((r) => r.name),
@@ -374,7 +404,14 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     // Old rows: 12 points (12 interval rows, 2 rollups), 12 packs, 5 traces, 2 events, 2 snapshots, 1 stack.
     for (let i = 0; i < 12; i++) await pg.storeMetrics(A, wire([pack(`old${i}`, OLD + i * 10_000, [point(REQ, [1])])]), OLD + 1000);
     const old = (ts: number): TextItem[] => [
-      ...Array.from({ length: 5 }, (_, i): TextItem => ({ kind: 'trace', origin: { app: 'a', instanceId: 'i', pid: 1 }, trace: { txid: `o${i}`, traceId: 'T', spanId: 's', name: 'n', startTime: ts + i, durationMs: 1, steps: [] } })),
+      ...Array.from(
+        { length: 5 },
+        (_, i): TextItem => ({
+          kind: 'trace',
+          origin: { app: 'a', instanceId: 'i', pid: 1 },
+          trace: { txid: `o${i}`, traceId: 'T', spanId: 's', name: 'n', startTime: ts + i, durationMs: 1, steps: [] },
+        }),
+      ),
       { kind: 'event', origin: { app: 'a', instanceId: 'i', pid: 1 }, event: { ts, type: 't', message: 'm' } },
       { kind: 'event', origin: { app: 'a', instanceId: 'i', pid: 1 }, event: { ts: ts + 1, type: 't', message: 'm' } },
       { kind: 'snapshot', origin: { app: 'a', instanceId: 'i', pid: 1 }, snapshot: { ts, kind: 'k', data: 1 } },

@@ -471,7 +471,15 @@ const D0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 
 function counterPoint(name: string, n: number, route = '/pay'): MetricPoint {
   const tags = { route };
-  return { series: { key: encodeSeries(MetricKind.Counter, name, tags).toString('latin1'), kind: MetricKind.Counter, name, tags }, count: n, sum: n, min: 1, max: 1, last: Number.NaN, sketch: null };
+  return {
+    series: { key: encodeSeries(MetricKind.Counter, name, tags).toString('latin1'), kind: MetricKind.Counter, name, tags },
+    count: n,
+    sum: n,
+    min: 1,
+    max: 1,
+    last: Number.NaN,
+    sketch: null,
+  };
 }
 
 function histogramPoint(values: number[]): MetricPoint {
@@ -506,7 +514,10 @@ for (const f of storeFactories()) {
       // The same pack id of another agent (here: another project) is another pack.
       assert.deepEqual(await b.storeMetrics(ag('w', 'q'), p1, now), { stored: 2, duplicatePacks: 0, late: 0 });
       const many = Array.from({ length: 20 }, (_, i) => mpack(`m${i}`, D0 + (i % 3) * 10_000, [counterPoint('req', 1), histogramPoint([i + 1])]));
-      const rs = await Promise.all([...many.map((p) => a.storeMetrics(ag('w'), viaWire(p), now)), ...many.map((p) => b.storeMetrics(ag('w'), viaWire(p), now))]);
+      const rs = await Promise.all([
+        ...many.map((p) => a.storeMetrics(ag('w'), viaWire(p), now)),
+        ...many.map((p) => b.storeMetrics(ag('w'), viaWire(p), now)),
+      ]);
       assert.equal(
         rs.reduce((n, r) => n + r.stored, 0),
         40,
@@ -527,7 +538,8 @@ for (const f of storeFactories()) {
       // The minute at D0 is final (D0 + 2 min), the next one is not yet (D0 + 3 min).
       const now = D0 + 170_000;
       assert.deepEqual(await s.storeMetrics(ag('w'), viaWire(mpack('old', D0, [counterPoint('req', 1)])), now), { stored: 0, duplicatePacks: 0, late: 1 });
-      for (let i = 0; i < 5; i++) await s.storeMetrics(ag('w'), viaWire(mpack(`n${i}`, D0 + 60_000 + i * 10_000, [counterPoint('req', 1), counterPoint('err', 1)])), now);
+      for (let i = 0; i < 5; i++)
+        await s.storeMetrics(ag('w'), viaWire(mpack(`n${i}`, D0 + 60_000 + i * 10_000, [counterPoint('req', 1), counterPoint('err', 1)])), now);
       assert.equal((await s.queryMetrics()).length, 10);
       const req = await s.queryMetrics({ name: 'req' });
       assert.deepEqual(
@@ -558,7 +570,14 @@ for (const f of storeFactories()) {
         { kind: 'btRegistration', origin: o, name: '/pay', ts: D0 + 1 },
       ];
       assert.deepEqual(await s.storeText(ag('w'), items), { traces: 2, activeStacks: 1, events: 1, snapshots: 1, btRegistrations: 1, btDuplicates: 1 });
-      assert.deepEqual(await s.storeText(ag('w', 'q'), items.slice(5)), { traces: 0, activeStacks: 0, events: 0, snapshots: 0, btRegistrations: 1, btDuplicates: 1 });
+      assert.deepEqual(await s.storeText(ag('w', 'q'), items.slice(5)), {
+        traces: 0,
+        activeStacks: 0,
+        events: 0,
+        snapshots: 0,
+        btRegistrations: 1,
+        btDuplicates: 1,
+      });
       assert.deepEqual(
         (await s.listTraces()).map((t) => t.txid),
         ['t2', 't1'],

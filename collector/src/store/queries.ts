@@ -176,7 +176,18 @@ export const TRACE_COLUMNS = `${ORIGIN_COLUMNS}, txid, trace_id, name, start_tim
 export const SNAPSHOT_COLUMNS = `${ORIGIN_COLUMNS}, ts, kind, body_json`;
 export const EVENT_COLUMNS = `${ORIGIN_COLUMNS}, ts, type, message, body_json`;
 /** Every table counts() reports. */
-export const COUNTED_TABLES = ['agents', 'projects', 'keys', 'metric_packs', 'metric_points', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations'];
+export const COUNTED_TABLES = [
+  'agents',
+  'projects',
+  'keys',
+  'metric_packs',
+  'metric_points',
+  'traces',
+  'active_stacks',
+  'events',
+  'snapshots',
+  'bt_registrations',
+];
 
 export function traceRow(r: Record<string, unknown>): TraceRow {
   return {

@@ -31,7 +31,7 @@ function table(name: string, columns: readonly (readonly [string, Col])[], onCon
 }
 
 function push(t: Table, row: (string | number | null)[]): void {
-  row.forEach((v, i) => t.values[i]?.push(v));
+  for (let i = 0; i < row.length; i++) t.values[i]?.push(row[i] as string | number | null);
 }
 
 function insertSql(t: Table): string {
