@@ -122,6 +122,10 @@ async function main() {
   step('(h) HTTP instrumentation overhead: requests/s and server CPU per request, bare vs apm.instrumentHttp() vs @opentelemetry/instrumentation-http');
   const httpArgs = quick ? ['--seconds', '1', '--rounds', '2'] : ['--seconds', '3', '--rounds', '5'];
   execFileSync(process.execPath, [join(__dirname, 'http.js'), ...httpArgs], { cwd: __dirname, stdio: 'inherit' });
+
+  // (i) likewise: the collector's ingest latency while old data is pruned, next to none.
+  step('(i) pruning by age: collector ingest commit latency without and with the pruner, rows pruned per second');
+  execFileSync(process.execPath, [join(__dirname, 'prune.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**

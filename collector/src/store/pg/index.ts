@@ -127,6 +127,15 @@ export class PostgresStore implements CollectorStore {
   }
 
   // Keys and tokens (keys.ts)
+  importProject(projectId: string, name: string, createdAt: number): Promise<boolean> {
+    return this.keys.importProject(projectId, name, createdAt);
+  }
+  importKey(projectId: string, secret: Buffer, createdAt: number): Promise<boolean> {
+    return this.keys.importKey(projectId, secret, createdAt);
+  }
+  importToken(tokenId: string, projectId: string | null, hash: Buffer, createdAt: number): Promise<boolean> {
+    return this.keys.importToken(tokenId, projectId, hash, createdAt);
+  }
   projectKeys(projectId: string): Promise<ProjectKey[]> {
     return this.keys.projectKeys(projectId);
   }

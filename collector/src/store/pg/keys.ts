@@ -38,6 +38,33 @@ const LIST_KEYS =
 export class PgKeys {
   constructor(private readonly pool: Pool) {}
 
+  /** Rows as they are (copy-keys.ts): an existing one (same project id, secret or token id) is left alone. */
+  async importProject(projectId: string, name: string, createdAt: number): Promise<boolean> {
+    const r = await this.pool.query('INSERT INTO projects (project_id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
+      projectId,
+      name,
+      createdAt,
+    ]);
+    return r.rowCount === 1;
+  }
+  async importKey(projectId: string, secret: Buffer, createdAt: number): Promise<boolean> {
+    const r = await this.pool.query('INSERT INTO keys (project_id, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [
+      projectId,
+      secret,
+      createdAt,
+    ]);
+    return r.rowCount === 1;
+  }
+  async importToken(tokenId: string, projectId: string | null, hash: Buffer, createdAt: number): Promise<boolean> {
+    const r = await this.pool.query('INSERT INTO read_tokens (token_id, project_id, hash, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING', [
+      tokenId,
+      projectId,
+      hash,
+      createdAt,
+    ]);
+    return r.rowCount === 1;
+  }
+
   async projectKeys(projectId: string): Promise<ProjectKey[]> {
     const r = await this.pool.query<{ id: number; secret: Buffer; revoked_at: number | null }>({
       name: 'apm-project-keys',

@@ -39,7 +39,7 @@ async function capacityIn(c: Pool | PoolClient): Promise<number> {
 export class PgLicenses {
   constructor(private readonly pool: Pool) {}
 
-  /** Set the pool's size (0 = unlimited; the CLI takes only whole numbers); the size it had, or null when never set. */
+  /** Set the pool's size (0 = unlimited; a whole number, as --licenses parses it); the size it had, or null when never set. */
   async setLicenseCapacity(capacity: number): Promise<number | null> {
     return inTransaction(
       this.pool,
