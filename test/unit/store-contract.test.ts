@@ -50,8 +50,6 @@ const NOT_YET: Partial<Record<StoreFactory['name'], Record<string, string>>> = {
   sqlite: {
     'a starting collector disconnects the agents no live collector holds, and leaves the others':
       "SqliteCollectorStore.resetSessions disconnects every agent that `self` does not hold, live collectors' too (it ignores deadAfterMs)",
-    'prunes rows older than a time, at most maxRows at a time, and keeps the newer ones': 'SqliteCollectorStore.prune is not wired yet',
-    'prunes rows older than a time in batches of at most maxRows': 'SqliteCollectorStore.prune is not wired yet',
   },
 };
 
