@@ -12,8 +12,9 @@
  *               the other, as a session does; PostgreSQL phases use a pool of as many clients
  *   --only      measure one store only (e.g. under --cpu-prof)
  *   --url       an existing, empty PostgreSQL database (its server CPU is measured when the server
- *               runs on this machine); by default a throwaway server is made in a temporary
- *               directory by the tests' harness (test/dist/helpers/postgres.js)
+ *               runs on this machine; the password from PGPASSWORD); by default a throwaway server
+ *               is made in a temporary directory by the tests' harness (test/dist/helpers/postgres.js),
+ *               which runs with fsync off: the server's durability settings are printed with the figures
  *
  * Input: the frames of bench/upstream.js (lib/upstream-inputs.js): ≈64 KiB metric bodies of
  * packs of 100 points (60% histograms with real sketches, 20% counters, 20% gauges), frame n of
@@ -28,7 +29,7 @@ const { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } = require('
 const { tmpdir } = require('node:os');
 const { join, resolve } = require('node:path');
 const { performance } = require('node:perf_hooks');
-const { num, table } = require('./lib/stats');
+const { num, quantile, table } = require('./lib/stats');
 
 const ROOT = resolve(__dirname, '..');
 for (const f of ['proto/dist/upstream/index.js', 'collector/dist/store/index.js', 'collector/dist/store/pg/metrics.js']) {
@@ -130,12 +131,16 @@ async function run(storeFrame, postmaster, startFrame) {
   let stop = false;
   let units = 0;
   let frames = 0;
+  /** Each measured frame's store time (ms): what a session waits for its ack. */
+  const latencies = [];
   const next = new Array(AGENTS).fill(startFrame);
   const stream = async (i) => {
     const agent = { projectId: 'bench', agentId: `agent-${i}` };
     while (!stop) {
+      const t = performance.now();
       const n = await storeFrame(agent, next[i]++);
       if (measuring) {
+        latencies.push(performance.now() - t);
         units += n;
         frames++;
       }
@@ -156,13 +161,25 @@ async function run(storeFrame, postmaster, startFrame) {
   const server = serverCpu(postmaster) - s0;
   stop = true;
   await all;
-  return { units, frames, wall, cpu, server, nextFrame: Math.max(...next) };
+  return {
+    units,
+    frames,
+    wall,
+    cpu,
+    server,
+    nextFrame: Math.max(...next),
+    p50: quantile(latencies, 0.5),
+    p99: quantile(latencies, 0.99),
+    max: Math.max(...latencies),
+  };
 }
 
 /** A metric store as a frame storer: decode frame n, store it, check every point went in. */
 function metricFrames(store) {
   return async (agent, n) => {
-    const r = await store.storeMetrics(agent, framePacks(n), Date.now());
+    // The store's clock follows the frames (received 15 s after the interval starts), so what
+    // the first phase wrote is older than what later phases write, packs included.
+    const r = await store.storeMetrics(agent, framePacks(n), base + n * 10_000 + 15_000);
     if (r.stored !== input.points) throw new Error(`stored ${r.stored} of ${input.points} points (duplicates ${r.duplicatePacks}, late ${r.late})`);
     return r.stored;
   };
@@ -177,24 +194,41 @@ function figures(name, r, decodePerFrame) {
     serverCores: r.server / r.wall,
     pointsPerServerCpuSec: r.units / r.server,
     nodeCores: r.cpu / r.wall,
+    frameMs: { p50: r.p50, p99: r.p99, max: r.max },
     frames: r.frames,
     points: r.units,
   };
 }
 
+/** The PostgreSQL server's durability settings, reported with the figures. */
+let durability = null;
+
 function report(rows, traces, decodePerFrame) {
   const dash = (v, d = 0) => (Number.isFinite(v) ? num(v, d) : '—');
   process.stdout.write(
     `${table(
-      ['store', 'points/s', 'points per Node CPU-s', 'same, store only', 'PostgreSQL cores', 'points per PostgreSQL CPU-s', 'Node cores'],
+      [
+        'store',
+        'points/s',
+        'points per Node CPU-s',
+        'same, store only',
+        'PostgreSQL cores',
+        'points per PostgreSQL CPU-s',
+        'Node cores',
+        'frame ms p50 / p99 / max',
+      ],
       rows.map((r) => [
-        r.name + (r.pruned !== undefined ? ` (${num(r.pruned)} rows pruned)` : ''),
+        r.name +
+          (r.pruned !== undefined
+            ? ` (${num(r.pruned)} rows pruned, full batches of 5000 rows: ${num(r.pruneBatchMs.p50, 1)} ms median, ${num(r.pruneBatchMs.max, 1)} ms max)`
+            : ''),
         num(r.pointsPerSec),
         num(r.pointsPerCpuSec),
         num(r.pointsPerStoreCpuSec),
         dash(r.serverCores, 2),
         dash(r.pointsPerServerCpuSec),
         num(r.nodeCores, 2),
+        `${num(r.frameMs.p50, 1)} / ${num(r.frameMs.p99, 1)} / ${num(r.frameMs.max, 1)}`,
       ]),
     )}\n`,
   );
@@ -203,7 +237,10 @@ function report(rows, traces, decodePerFrame) {
       `\nTraces on PostgreSQL: ${num(traces.tracesPerSec)}/s, ${num(traces.tracesPerCpuSec)} per Node CPU-s, PostgreSQL ${dash(traces.serverCores, 2)} cores\n`,
     );
   }
-  process.stdout.write(`${JSON.stringify({ agents: AGENTS, decodeUsPerFrame: decodePerFrame * 1e6, pointsPerFrame: input.points, metrics: rows, traces })}\n`);
+  if (durability !== null) process.stdout.write(`\nPostgreSQL server: fsync ${durability.fsync}, synchronous_commit ${durability.synchronous_commit}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ agents: AGENTS, durability, decodeUsPerFrame: decodePerFrame * 1e6, pointsPerFrame: input.points, metrics: rows, traces })}\n`,
+  );
 }
 
 // ------------------------------------------------------------------ PostgreSQL
@@ -218,12 +255,14 @@ async function postmasterOf(pool) {
   }
 }
 
-async function postgres(tmp) {
+async function postgres() {
   if (URL !== undefined) return { url: URL, stop: async () => {} };
   const helper = join(ROOT, 'test/dist/helpers/postgres.js');
   if (!existsSync(helper)) throw new Error('no PostgreSQL: give --url, or build the tests (npx tsc -b) for test/dist/helpers/postgres.js');
   const { startPostgres } = require(helper);
-  const pg = await startPostgres({ dir: tmp });
+  const pg = await startPostgres();
+  // The harness gives the password apart, as a collector takes it (PGPASSWORD).
+  process.env.PGPASSWORD = pg.password;
   return { url: pg.url, stop: () => pg.stop() };
 }
 
@@ -250,31 +289,46 @@ async function main() {
       return;
     }
 
-    server = await postgres(tmp);
+    server = await postgres();
     const pool = new Pool({ connectionString: server.url, max: AGENTS });
     await pool.query(DATA_TABLES_SQL);
     const postmaster = await postmasterOf(pool);
+    // Durability differs between a production server and the tests' throwaway one (fsync off): say which this is.
+    const settings = {};
+    for (const k of ['fsync', 'synchronous_commit', 'full_page_writes', 'server_version']) settings[k] = (await pool.query(`SHOW ${k}`)).rows[0][k];
+    step(
+      `PostgreSQL ${settings.server_version}: fsync ${settings.fsync}, synchronous_commit ${settings.synchronous_commit}, full_page_writes ${settings.full_page_writes}`,
+    );
+    durability = settings;
     const metrics = new PgMetricStore(pool, 120_000);
     const rp = await run(metricFrames(metrics), postmaster, 0);
     rows.push(figures('PostgreSQL, one pool', rp, decodePerFrame));
     step('PostgreSQL done');
 
-    // Ingest while batches of 5000 rows of the minutes the first phase completed are pruned.
-    const pruneBefore = Math.floor((base + rp.nextFrame * 10_000) / 60_000) * 60_000 - 60_000;
+    // Ingest from the next minute on, while batches of 5000 rows of everything the first phase wrote are pruned.
+    const secondFrame = (Math.ceil(rp.nextFrame / 6) + 1) * 6;
+    const pruneBefore = base + secondFrame * 10_000;
     const pruner = new PgPruner(pool);
     let pruned = 0;
     let pruneStop = false;
+    const pruneMs = [];
     const pruning = (async () => {
       while (!pruneStop) {
+        const t = performance.now();
         const n = await pruner.prune(pruneBefore, 5000);
+        if (n === 5000) pruneMs.push(performance.now() - t);
         pruned += n;
         if (n === 0) await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const rq = await run(metricFrames(metrics), postmaster, rp.nextFrame);
+    const rq = await run(metricFrames(metrics), postmaster, secondFrame);
     pruneStop = true;
     await pruning;
-    rows.push({ ...figures('PostgreSQL, pruning meanwhile', rq, decodePerFrame), pruned });
+    rows.push({
+      ...figures('PostgreSQL, pruning meanwhile', rq, decodePerFrame),
+      pruned,
+      pruneBatchMs: { p50: quantile(pruneMs, 0.5), max: Math.max(...pruneMs) },
+    });
     step('pruning done');
 
     // Traces: the text path, one transaction per ≈64 KiB frame of traces.

@@ -1,12 +1,16 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after } from 'node:test';
-import { PostgresStore, migratePostgres } from '@apm-sidecar/collector';
-import type { CollectorStore } from '@apm-sidecar/collector/dist/store/contract';
+import { type CollectorStore, openStore } from '@apm-sidecar/collector';
+import { migratePostgres } from '@apm-sidecar/collector/dist/store/pg/index';
 import { type PgServer, postgresMissing, startPostgres } from './postgres';
 
 /**
  * The stores the contract tests run against: each factory makes a fresh, empty location and
- * opens store instances on it (several instances on one location are several collectors
- * sharing it). Every instance opened is closed, and every server stopped, after the file's tests.
+ * opens store instances on it as the collector does (openStore; several instances on one
+ * location are several collectors sharing it). Every instance opened is closed, every server
+ * stopped and every directory removed after the file's tests.
  */
 
 export interface StoreOpts {
@@ -26,12 +30,29 @@ export interface StoreFactory {
 
 export function storeFactories(): StoreFactory[] {
   const opened: CollectorStore[] = [];
+  const dirs: string[] = [];
   let server: Promise<PgServer> | undefined;
   let dbs = 0;
   after(async () => {
     for (const s of opened.splice(0)) await s.close().catch(() => {});
     if (server !== undefined) await (await server).stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
+
+  const sqlite: StoreFactory = {
+    name: 'sqlite',
+    skip: () => undefined,
+    async fresh() {
+      const dir = mkdtempSync(join(tmpdir(), 'apm-contract-'));
+      dirs.push(dir);
+      return dir;
+    },
+    async open(dir, opts = {}) {
+      const s = await openStore({ kind: 'sqlite' }, dir, opts);
+      opened.push(s);
+      return s;
+    },
+  };
 
   const postgres: StoreFactory = {
     name: 'postgres',
@@ -47,10 +68,10 @@ export function storeFactories(): StoreFactory[] {
       return url;
     },
     async open(url, opts = {}) {
-      const s = await PostgresStore.open(url, { ...opts, poolSize: 4 });
+      const s = await openStore({ kind: 'postgres', url }, '', { ...opts, poolSize: 4 });
       opened.push(s);
       return s;
     },
   };
-  return [postgres];
+  return [sqlite, postgres];
 }

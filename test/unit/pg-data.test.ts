@@ -214,8 +214,8 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     // The stored rows are those of storing each pack once, in one SQLite store.
     const lite = sqlite();
     try {
-      lite.storeMetrics(A, first, NOW);
-      lite.storeMetrics(A, wire(packs), NOW);
+      await lite.storeMetrics(A, first, NOW);
+      await lite.storeMetrics(A, wire(packs), NOW);
       const q = new PgQueries(other);
       const strip = (rows: Awaited<ReturnType<PgQueries['queryMetrics']>>) => rows.map((r) => ({ ...r, value: r.kind === 'gauge' ? 'any' : r.value }));
       for (const mq of [{}, { rollup: true }] as MetricQuery[]) {
@@ -239,7 +239,7 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     await Promise.all(packs.map((p, i) => (stores[i % 2] as PgMetricStore).storeMetrics(A, wire([p]), NOW)));
     const lite = sqlite();
     try {
-      lite.storeMetrics(A, wire(packs), NOW);
+      await lite.storeMetrics(A, wire(packs), NOW);
       const q = new PgQueries(pool2);
       for (const mq of [{}, { rollup: true }] as MetricQuery[])
         assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
@@ -349,6 +349,50 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     const rows = await new PgQueries(pool).queryMetrics({});
     assert.equal(rows[0]?.name, 'bad\ufffdname');
     assert.deepEqual(rows[0]?.tags, { t: 'x\u0000' });
+  });
+
+  it('orders rows by the bytes of their text keys, as SQLite does, in a database whose collation is not C', async () => {
+    if (server === null) throw new Error('no server');
+    const admin = poolOf('postgres', 1);
+    // ICU's root collation sorts a < A < b < B; bytes sort A < B < a < b.
+    await admin.query("CREATE DATABASE pgdata_icu TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'und' LOCALE 'C'");
+    const pool = poolOf('pgdata_icu', 2);
+    const c = await pool.connect();
+    try {
+      await migrate(c, 'pgdata_icu');
+    } finally {
+      c.release();
+    }
+    const pg = new PgMetricStore(pool, GRACE);
+    const text = new PgTextStore(pool);
+    const q = new PgQueries(pool);
+    const lite = sqlite();
+    try {
+      for (const agentId of ['b', 'A', 'a', 'B']) {
+        const agent = { projectId: agentId === 'A' ? 'Q' : 'q', agentId };
+        const ps = wire([
+          pack('x', T0, [
+            point(series(MetricKind.Counter, 'b'), [1]),
+            point(series(MetricKind.Counter, 'B'), [1]),
+            point(series(MetricKind.Counter, 'a'), [1]),
+          ]),
+        ]);
+        await lite.storeMetrics(agent, ps, NOW);
+        await pg.storeMetrics(agent, ps, NOW);
+        const regs: TextItem[] = ['b', 'A', 'a', 'B'].map((name) => ({ kind: 'btRegistration', origin: { app: 'x', instanceId: 'i', pid: 1 }, name, ts: T0 }));
+        await lite.storeText(agent, regs);
+        await text.storeText(agent, regs);
+      }
+      for (const mq of [{}, { rollup: true }, { limit: 5 }] as MetricQuery[])
+        assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
+      assert.deepStrictEqual(await q.listBtRegistrations({}), await lite.listBtRegistrations({}));
+      assert.deepEqual(
+        (await q.listBtRegistrations({ agent: 'a' })).map((r) => r.name),
+        ['A', 'B', 'a', 'b'],
+      );
+    } finally {
+      lite.close();
+    }
   });
 
   it('prunes rows older than a time in batches of at most n, table by table, and leaves the newer ones', async () => {

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { chmodSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { type Socket, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Client } from 'pg';
-import { PG_SCHEMA_VERSION, PostgresStore, migratePostgres, parsePostgresUrl } from '@apm-sidecar/collector';
+import { PG_SCHEMA_VERSION, PostgresStore, migratePostgres, parsePostgresUrl } from '@apm-sidecar/collector/dist/store/pg/index';
 import { type PgServer, postgresMissing, startPostgres } from '../helpers/postgres';
 import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
 
@@ -186,6 +186,28 @@ describe('PostgresStore: schema, connecting, and connections lost', () => {
       PostgresStore.open(d.pg.urlFor('no_such_db')),
       (err: Error & { code?: string }) => err.code === 'ERR_STORE_UNAVAILABLE' && /no_such_db/.test(err.message),
     );
+    // A server that takes the connection and never answers: unavailable once the connect timeout passes.
+    const silentConns: Socket[] = [];
+    const silent = createServer((sock) => {
+      sock.on('error', () => {});
+      silentConns.push(sock);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const silentPort = (silent.address() as { port: number }).port;
+    try {
+      for (const attempt of [
+        () => PostgresStore.open(`postgres://apm@127.0.0.1:${silentPort}/x`, { connectTimeoutMs: 300 }),
+        () => migratePostgres(`postgres://apm@127.0.0.1:${silentPort}/x`, { connectTimeoutMs: 300 }),
+      ]) {
+        await assert.rejects(
+          attempt(),
+          (err: Error & { code?: string }) => err.code === 'ERR_STORE_UNAVAILABLE' && err.message.includes(`127.0.0.1:${silentPort}`),
+        );
+      }
+    } finally {
+      silent.close();
+      for (const c of silentConns.splice(0)) c.destroy();
+    }
     // Over the server's Unix socket.
     await migratePostgres(d.url);
     const s = await open(`postgres://${d.pg.user}@/${d.url.split('/').at(-1)}?host=${d.pg.socketDir}&port=${d.pg.port}`);

@@ -104,10 +104,10 @@ export function bytesArray(values: readonly (Buffer | null)[], oid: number = OID
   return b.subarray(0, at);
 }
 
-/** text[] of strings (U+0000, which text cannot hold, as U+FFFD: sql-values.ts). */
-export function textArray(values: readonly string[]): Buffer {
+/** text[] of strings (U+0000, which text cannot hold, as U+FFFD: sql-values.ts); null elements are NULL. */
+export function textArray(values: readonly (string | null)[]): Buffer {
   return bytesArray(
-    values.map((s) => Buffer.from(pgText(s), 'utf8')),
+    values.map((s) => (s === null ? null : Buffer.from(pgText(s), 'utf8'))),
     OID.text,
   );
 }

@@ -15,7 +15,7 @@ import type { PgTarget } from './url';
  */
 
 /** Connection settings of `t` (the password asked for when the server wants one: passfile.ts). */
-export function connectionConfig(t: PgTarget, applicationName: string): ClientConfig {
+export function connectionConfig(t: PgTarget, applicationName: string, connectTimeoutMs = 10_000): ClientConfig {
   const user = t.user ?? process.env.PGUSER ?? userInfo().username;
   return {
     host: t.host,
@@ -26,12 +26,12 @@ export function connectionConfig(t: PgTarget, applicationName: string): ClientCo
     ssl: t.ssl === 'disable' ? false : { rejectUnauthorized: t.ssl === 'verify-full' },
     application_name: applicationName,
     types: NUMERIC_INT8,
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: connectTimeoutMs,
   };
 }
 
-export function createPool(t: PgTarget, max: number, onError: (err: Error) => void): Pool {
-  const pool = new Pool({ ...connectionConfig(t, 'apm-collector'), max, idleTimeoutMillis: 30_000 });
+export function createPool(t: PgTarget, o: { max: number; connectTimeoutMs?: number }, onError: (err: Error) => void): Pool {
+  const pool = new Pool({ ...connectionConfig(t, 'apm-collector', o.connectTimeoutMs), max: o.max, idleTimeoutMillis: 30_000 });
   pool.on('error', onError);
   pool.on('connect', (client) => client.on('error', onError));
   return pool;
@@ -52,6 +52,8 @@ export function storeError(t: PgTarget, err: unknown): unknown {
     return new StoreAuthError(t.location, 'no password was given (set PGPASSWORD, or PGPASSFILE to a password file)');
   }
   if (typeof code === 'string' && (UNREACHABLE.has(code) || UNAVAILABLE_STATES.has(code))) return new StoreUnavailableError(t.location, t.server, err.message);
-  if (/connection timeout|Connection terminated/i.test(err.message)) return new StoreUnavailableError(t.location, t.server, err.message);
+  // pg's words for a server that did not answer within the connect timeout, or hung up.
+  if (/connection timeout|Connection terminated|timeout exceeded when trying to connect|^timeout expired$/i.test(err.message))
+    return new StoreUnavailableError(t.location, t.server, err.message);
   return err;
 }

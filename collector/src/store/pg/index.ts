@@ -44,12 +44,23 @@ export interface PostgresStoreOptions {
   seenPersistMs?: number;
   /** Connections to the database, at most (default 10). */
   poolSize?: number;
+  /** A connection not established within this long fails (default 10000). */
+  connectTimeoutMs?: number;
+}
+
+/** The store URL for logs: its location when it parses, else the text with any password masked. */
+export function redactedUrl(url: string): string {
+  try {
+    return parsePostgresUrl(url).location;
+  } catch {
+    return url.replace(/^([a-z]+:\/\/[^:@/]*):[^@/]*@/i, '$1:***@');
+  }
 }
 
 /** Apply the schema's pending migrations (`apm-collector migrate --store URL`); safe to run from several places at once. */
-export async function migratePostgres(url: string): Promise<{ from: number; to: number }> {
+export async function migratePostgres(url: string, opts: { connectTimeoutMs?: number } = {}): Promise<{ from: number; to: number }> {
   const t = parsePostgresUrl(url);
-  const c = new Client(connectionConfig(t, 'apm-collector migrate'));
+  const c = new Client(connectionConfig(t, 'apm-collector migrate', opts.connectTimeoutMs));
   c.on('error', () => {});
   try {
     await c.connect();
@@ -83,7 +94,7 @@ export class PostgresStore implements CollectorStore {
   static async open(url: string, opts: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const t = parsePostgresUrl(url);
     const holder: { store?: PostgresStore } = {};
-    const pool = createPool(t, opts.poolSize ?? 10, (err) => holder.store?.onError(err));
+    const pool = createPool(t, { max: opts.poolSize ?? 10, connectTimeoutMs: opts.connectTimeoutMs }, (err) => holder.store?.onError(err));
     try {
       const c = await pool.connect();
       try {

@@ -2,11 +2,12 @@ import { type MetricPoint, MetricKind, type Series, Sketch, Writer } from '@apm-
 import type { UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { Pool, PoolClient } from 'pg';
 import type { AgentRef, StoreMetricsResult } from '../../types';
-import { decodeSketch, encodeSketch } from '../metric-table';
+import { encodeSketch } from '../metric-table';
 import { ROLLUP_MS, isMinuteFinal, minuteOf } from '../rollup';
 import type { MetricTable } from '../schema';
 import { withAgentLock } from './agent-tx';
 import { OID, bytesArray, float8Array, int2Array, int8Array, textArray } from './binary-array';
+import { mergeEncodedSketch } from './sketch-bytes';
 import { pgText } from './sql-values';
 
 /**
@@ -285,10 +286,7 @@ export class PgMetricStore {
   }
 
   private mergedSketch(batch: Sketch, stored: Buffer | undefined): Buffer {
-    if (stored === undefined) return encodeSketch(batch, this.sketchWriter);
-    const merged = decodeSketch(stored);
-    merged.merge(batch);
-    return encodeSketch(merged, this.sketchWriter);
+    return stored === undefined ? encodeSketch(batch, this.sketchWriter) : mergeEncodedSketch(stored, batch, this.sketchWriter);
   }
 }
 

@@ -2,7 +2,7 @@ import type { TextItem } from '@apm-sidecar/proto/upstream';
 import type { Pool, PoolClient } from 'pg';
 import type { AgentRef, StoreTextResult } from '../../types';
 import { withAgentLock } from './agent-tx';
-import { pgText } from './sql-values';
+import { float8Array, textArray } from './binary-array';
 
 /**
  * Storing text items on PostgreSQL, as the SQLite store does (../text-items.ts): traces,
@@ -10,45 +10,49 @@ import { pgText } from './sql-values';
  * columns the queries filter on), business-transaction registrations once per agent and name
  * (one seen again is counted, not stored; the first of a batch wins, as in SQLite).
  *
- * One transaction under the agent's lock (agent-tx.ts); each table's rows go in multi-row
- * INSERTs in item order, so ids keep the order items came in.
+ * One transaction under the agent's lock (agent-tx.ts). Each table's rows go in one prepared
+ * INSERT from binary column arrays (binary-array.ts), in item order (WITH ORDINALITY), so ids
+ * keep the order items came in, whatever the batch's size.
  */
 
-/** Rows per INSERT: 11 parameters a trace row, far below PostgreSQL's 65535 per statement. */
-const ROWS_PER_INSERT = 1000;
-
-type Value = string | number | null;
+type Col = 'text' | 'float8';
 
 interface Table {
-  sql: string;
-  columns: number;
-  rows: Value[][];
+  name: string;
+  /** Columns after project_id and agent_id, with their array types. */
+  columns: readonly (readonly [string, Col])[];
+  /** Column values, one array per column. */
+  values: (string | number | null)[][];
+  onConflict?: string;
 }
 
-function table(name: string, columns: string[]): Table {
-  return { sql: `INSERT INTO ${name} (${columns.join(', ')}) VALUES `, columns: columns.length, rows: [] };
+function table(name: string, columns: readonly (readonly [string, Col])[], onConflict?: string): Table {
+  return { name, columns, values: columns.map(() => []), ...(onConflict !== undefined && { onConflict }) };
 }
 
-/** `($1, $2, …), ($k, …)` for `rows` rows of `columns` parameters. */
-function placeholders(rows: number, columns: number): string {
-  const out: string[] = [];
-  for (let r = 0, n = 1; r < rows; r++) {
-    const ps: string[] = [];
-    for (let c = 0; c < columns; c++) ps.push(`$${n++}`);
-    out.push(`(${ps.join(', ')})`);
-  }
-  return out.join(', ');
+function push(t: Table, row: (string | number | null)[]): void {
+  for (let i = 0; i < row.length; i++) t.values[i]?.push(row[i] as string | number | null);
 }
 
-async function insertAll(c: PoolClient, t: Table, tail = ''): Promise<number> {
-  let inserted = 0;
-  for (let i = 0; i < t.rows.length; i += ROWS_PER_INSERT) {
-    const chunk = t.rows.slice(i, i + ROWS_PER_INSERT);
-    const r = await c.query(`${t.sql}${placeholders(chunk.length, t.columns)}${tail}`, chunk.flat());
-    inserted += r.rowCount ?? 0;
-  }
-  return inserted;
+function insertSql(t: Table): string {
+  const names = t.columns.map(([c]) => c);
+  const arrays = t.columns.map(([, type], i) => `$${i + 3}::${type}[]`).join(', ');
+  return `INSERT INTO ${t.name} (project_id, agent_id, ${names.join(', ')})
+    SELECT $1, $2, ${names.join(', ')} FROM unnest(${arrays}) WITH ORDINALITY AS r(${names.join(', ')}, ord) ORDER BY ord${t.onConflict ?? ''}`;
 }
+
+async function insert(c: PoolClient, agent: AgentRef, t: Table): Promise<number> {
+  const n = t.values[0]?.length ?? 0;
+  if (n === 0) return 0;
+  const arrays = t.columns.map(([, type], i) =>
+    type === 'text' ? textArray(t.values[i] as (string | null)[]) : float8Array(t.values[i] as (number | null)[]),
+  );
+  const r = await c.query({ name: `apm-text-${t.name}`, text: insertSql(t), values: [agent.projectId, agent.agentId, ...arrays] });
+  return r.rowCount ?? 0;
+}
+
+const TEXT = 'text';
+const NUM = 'float8';
 
 export class PgTextStore {
   constructor(private readonly pool: Pool) {}
@@ -57,82 +61,90 @@ export class PgTextStore {
   async storeText(agent: AgentRef, items: TextItem[]): Promise<StoreTextResult> {
     const r: StoreTextResult = { traces: 0, activeStacks: 0, events: 0, snapshots: 0, btRegistrations: 0, btDuplicates: 0 };
     if (items.length === 0) return r;
-    const { projectId: p, agentId: id } = agent;
     const traces = table('traces', [
-      'project_id',
-      'agent_id',
-      'app',
-      'instance_id',
-      'txid',
-      'trace_id',
-      'name',
-      'start_time',
-      'duration_ms',
-      'error',
-      'body_json',
+      ['app', TEXT],
+      ['instance_id', TEXT],
+      ['txid', TEXT],
+      ['trace_id', TEXT],
+      ['name', TEXT],
+      ['start_time', NUM],
+      ['duration_ms', NUM],
+      ['error', TEXT],
+      ['body_json', TEXT],
     ]);
-    const stacks = table('active_stacks', ['project_id', 'agent_id', 'app', 'instance_id', 'txid', 'name', 'ts', 'elapsed_ms', 'body_json']);
-    const events = table('events', ['project_id', 'agent_id', 'app', 'instance_id', 'ts', 'type', 'message', 'body_json']);
-    const snapshots = table('snapshots', ['project_id', 'agent_id', 'app', 'instance_id', 'ts', 'kind', 'body_json']);
-    const bts = table('bt_registrations', ['project_id', 'agent_id', 'name', 'app', 'first_seen']);
-    const btNames = new Set<string>();
-    let btItems = 0;
+    const stacks = table('active_stacks', [
+      ['app', TEXT],
+      ['instance_id', TEXT],
+      ['txid', TEXT],
+      ['name', TEXT],
+      ['ts', NUM],
+      ['elapsed_ms', NUM],
+      ['body_json', TEXT],
+    ]);
+    const events = table('events', [
+      ['app', TEXT],
+      ['instance_id', TEXT],
+      ['ts', NUM],
+      ['type', TEXT],
+      ['message', TEXT],
+      ['body_json', TEXT],
+    ]);
+    const snapshots = table('snapshots', [
+      ['app', TEXT],
+      ['instance_id', TEXT],
+      ['ts', NUM],
+      ['kind', TEXT],
+      ['body_json', TEXT],
+    ]);
+    const bts = table(
+      'bt_registrations',
+      [
+        ['name', TEXT],
+        ['app', TEXT],
+        ['first_seen', NUM],
+      ],
+      ' ON CONFLICT DO NOTHING',
+    );
+    const btRows: [string, string, number][] = [];
     for (const it of items) {
-      const app = pgText(it.origin.app);
-      const inst = pgText(it.origin.instanceId);
+      const { app, instanceId: inst } = it.origin;
       switch (it.kind) {
         case 'trace': {
           const t = it.trace;
-          traces.rows.push([
-            p,
-            id,
-            app,
-            inst,
-            pgText(t.txid),
-            pgText(t.traceId),
-            pgText(t.name),
-            t.startTime,
-            t.durationMs,
-            t.error == null ? null : pgText(t.error),
-            JSON.stringify(t),
-          ]);
+          push(traces, [app, inst, t.txid, t.traceId, t.name, t.startTime, t.durationMs, t.error ?? null, JSON.stringify(t)]);
           break;
         }
         case 'activeStack': {
           const a = it.stack;
-          stacks.rows.push([p, id, app, inst, pgText(a.txid), pgText(a.name), a.ts, a.elapsedMs, JSON.stringify(a)]);
+          push(stacks, [app, inst, a.txid, a.name, a.ts, a.elapsedMs, JSON.stringify(a)]);
           break;
         }
         case 'event': {
           const e = it.event;
-          events.rows.push([p, id, app, inst, e.ts, pgText(e.type), pgText(e.message), JSON.stringify(e)]);
+          push(events, [app, inst, e.ts, e.type, e.message, JSON.stringify(e)]);
           break;
         }
         case 'snapshot': {
           const s = it.snapshot;
-          snapshots.rows.push([p, id, app, inst, s.ts, pgText(s.kind), JSON.stringify(s)]);
+          push(snapshots, [app, inst, s.ts, s.kind, JSON.stringify(s)]);
           break;
         }
-        case 'btRegistration': {
-          btItems++;
-          const name = pgText(it.name);
-          // A name twice in one batch: the first is the one stored, as in SQLite.
-          if (btNames.has(name)) break;
-          btNames.add(name);
-          bts.rows.push([p, id, name, app, it.ts]);
+        case 'btRegistration':
+          btRows.push([it.name, app, it.ts]);
           break;
-        }
       }
     }
-    // Registrations in name order: two collectors storing the same names for one agent take their row locks in one order.
-    bts.rows.sort((a, b) => ((a[2] as string) < (b[2] as string) ? -1 : (a[2] as string) > (b[2] as string) ? 1 : 0));
+    // Registrations in name order (a stable sort: the first of a name stays first): two collectors
+    // storing the same names for one agent take their row locks in one order.
+    btRows.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    for (const row of btRows) push(bts, row);
     return withAgentLock(this.pool, agent, async (c) => {
-      r.traces = await insertAll(c, traces);
-      r.activeStacks = await insertAll(c, stacks);
-      r.events = await insertAll(c, events);
-      r.snapshots = await insertAll(c, snapshots);
-      r.btRegistrations = await insertAll(c, bts, ' ON CONFLICT DO NOTHING');
-      r.btDuplicates = btItems - r.btRegistrations;
+      r.traces = await insert(c, agent, traces);
+      r.activeStacks = await insert(c, agent, stacks);
+      r.events = await insert(c, agent, events);
+      r.snapshots = await insert(c, agent, snapshots);
+      r.btRegistrations = await insert(c, agent, bts);
+      r.btDuplicates = btRows.length - r.btRegistrations;
       return r;
     });
   }
