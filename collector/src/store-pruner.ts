@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Clock } from './clock';
 import type { Logger } from './logger';
 
@@ -5,13 +6,15 @@ import type { Logger } from './logger';
  * Deleting stored data older than `store_retention_days` (DESIGN §7), on both stores, without
  * stalling ingest. Every `intervalMs` one run deletes in batches of `batchRows` (each batch one
  * short transaction of the store) until a batch deletes fewer. Between batches it gives the
- * store back to the agents' writes, so that they wait for one batch at most and a long backlog
- * takes at most half of the store's time: it rests as long as the batch took (a turn of the
- * event loop, setImmediate, when that rounds to 0 ms). With SQLite a batch holds the event loop
- * (better-sqlite3 is synchronous); back-to-back batches with only a turn between them left
- * ingest queueing behind the pruner (bench/prune.js).
+ * store back to the agents' writes, so that they wait for one batch at most: it rests as long as
+ * the batch took (a turn of the event loop, setImmediate, when that rounds to 0 ms), so a long
+ * backlog takes at most half of the time; and while the event loop was busy with other work for
+ * more than half of that rest (the agents' writes), it rests again, up to MAX_REST_FACTOR times
+ * the batch: pruning is background work, ingest comes first. With SQLite a batch holds the
+ * event loop (better-sqlite3 is synchronous); back-to-back batches left ingest queueing behind
+ * the pruner, and so did a fixed half of the time when ingest needed more (bench/prune.js).
  *
- *   timer ─▶ run: prune(before, batchRows) ─▶ rest ─▶ prune … ─▶ (a short batch) ─▶ timer
+ *   timer ─▶ run: prune(before, batchRows) ─▶ rest (longer while busy) ─▶ prune … ─▶ (a short batch) ─▶ timer
  *
  * The next run is set when a run ends, so two runs never overlap, however slow a batch is.
  * A failed batch ends its run; the error is counted and logged (once until a run succeeds
@@ -19,6 +22,21 @@ import type { Logger } from './logger';
  */
 
 const DAY_MS = 86_400_000;
+/** Rest again while the event loop was busier than this over the last rest. */
+const BUSY = 0.5;
+/** At most this many times the batch's duration of rest: pruning still gets about a tenth of a busy store. */
+const MAX_REST_FACTOR = 10;
+
+/** How busy the event loop was since the last call (0..1), from node's event-loop utilization. */
+export function eventLoopBusy(): () => number {
+  let last = performance.eventLoopUtilization();
+  return () => {
+    const now = performance.eventLoopUtilization();
+    const u = performance.eventLoopUtilization(now, last).utilization;
+    last = now;
+    return u;
+  };
+}
 
 export interface PrunableStore {
   prune(before: number, maxRows: number): Promise<number>;
@@ -49,6 +67,8 @@ export interface PrunerOptions {
   clock: Clock;
   log: Pick<Logger, 'info' | 'warn'>;
   onPruned?: (run: PruneRun) => void;
+  /** How busy the process was since the last call (0..1); default eventLoopBusy(). */
+  busy?: () => number;
 }
 
 export interface Pruner {
@@ -65,6 +85,7 @@ export function errorText(err: unknown): string {
 
 export function startPruner(opts: PrunerOptions): Pruner {
   const { store, clock, log } = opts;
+  const busy = opts.busy ?? eventLoopBusy();
   const batchRows = Math.max(1, Math.floor(opts.batchRows));
   const retentionMs = opts.retentionDays * DAY_MS;
   const counts: PrunerCounts = { runs: 0, rows: 0, errors: 0 };
@@ -100,7 +121,13 @@ export function startPruner(opts: PrunerOptions): Pruner {
         r.batches++;
         r.rows += n;
         if (n < batchRows || stopped) break;
-        await rest(clock.now() - batchStart);
+        const took = clock.now() - batchStart;
+        busy(); // from here on: the others' work, not this batch
+        let rested = 0;
+        do {
+          await rest(took);
+          rested += took;
+        } while (!stopped && took > 0 && rested < MAX_REST_FACTOR * took && busy() > BUSY);
         if (stopped) break;
       }
     } catch (err) {

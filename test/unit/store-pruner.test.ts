@@ -111,7 +111,8 @@ describe('startPruner: pruning on a schedule, in batches', () => {
     };
     const runs: PruneRun[] = [];
     const { log, cleanup } = fileLogger();
-    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log, onPruned: (r) => runs.push(r) });
+    // An idle event loop: one rest per batch.
+    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log, onPruned: (r) => runs.push(r), busy: () => 0 });
     try {
       clock.advance(INTERVAL);
       await until(() => starts.length === 1);
@@ -131,6 +132,42 @@ describe('startPruner: pruning on a schedule, in batches', () => {
         [0, 80, 160, 240],
       );
       assert.equal(runs[0]?.rows, 32);
+    } finally {
+      await p.stop();
+      cleanup();
+    }
+  });
+
+  it('rests longer while the event loop is busy with other work, up to 10 times the batch', async () => {
+    const clock = new FakeClock();
+    const t0 = clock.now() + INTERVAL;
+    const starts: number[] = [];
+    const store = {
+      async prune(): Promise<number> {
+        starts.push(clock.now());
+        clock.advance(40);
+        return starts.length < 3 ? 10 : 2;
+      },
+    };
+    // Busy (ingest) until t0 + 160, then idle for a while, then busy for good.
+    const busy = () => (clock.now() < t0 + 160 ? 0.9 : clock.now() < t0 + 240 ? 0.1 : 1);
+    const runs: PruneRun[] = [];
+    const { log, cleanup } = fileLogger();
+    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log, onPruned: (r) => runs.push(r), busy });
+    try {
+      clock.advance(INTERVAL);
+      // A millisecond at a time, letting the pruner's continuations run in between.
+      for (let i = 0; i < 2000 && runs.length === 0; i++) {
+        await until(() => false, 2);
+        clock.advance(1);
+      }
+      assert.equal(runs.length, 1);
+      // Batch 1 at 0 (40 ms); rests 40 + 40 + 40 while busy; batch 2 at 160 (40 ms); rests 40 and,
+      // busy for good, up to 400 in all; batch 3 at 600.
+      assert.deepEqual(
+        starts.map((t) => t - t0),
+        [0, 160, 600],
+      );
     } finally {
       await p.stop();
       cleanup();
