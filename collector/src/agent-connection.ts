@@ -271,15 +271,23 @@ export class AgentConnection implements AgentLink {
     this.clock.setTimeout(() => this.close(`rejected: ${code}`), 200);
   }
 
-  /** Handle a frame after those before it; the first failure refuses the session and the rest are dropped. */
+  /**
+   * Handle a frame after those before it; the first failure refuses the session and the rest
+   * are dropped. With nothing waiting, the frame is handled at once (up to its first store call);
+   * one that must wait is copied, since the parser reuses the memory its payload is a view of.
+   */
   private enqueue(type: number, payload: Buffer): void {
+    const idle = this.queued === 0;
     this.queued++;
     if (this.queued >= MAX_QUEUED_FRAMES && !this.paused && this.socket.pause !== undefined) {
       this.paused = true;
       this.socket.pause();
     }
-    this.work = this.work
-      .then(() => (this.gone ? undefined : this.frame(type, payload)))
+    const handle = (body: Buffer) => async (): Promise<void> => {
+      if (!this.gone) await this.frame(type, body);
+    };
+    const started = idle ? handle(payload)() : this.work.then(handle(Buffer.from(payload)));
+    this.work = started
       .catch((err: unknown) => this.reject(err))
       .finally(() => {
         this.queued--;

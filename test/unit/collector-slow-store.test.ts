@@ -1,0 +1,83 @@
+/**
+ * A store that takes its time (PostgreSQL over a network): the collector handles an agent's
+ * frames one after another while a batch commits, and frames that wait must still be the bytes
+ * the agent sent, however the TCP stream cut them into chunks.
+ */
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { type CollectorStore, CollectorStats, SETTINGS, SqliteCollectorStore, SqliteStore, createLogger, startAgentServer } from '@apm-sidecar/collector';
+import { RawAgent } from '../helpers/raw-agent';
+import { sleep, tempDir, waitFor } from '../helpers/procs';
+import { parseAccessKey, formatAccessKey } from '@apm-sidecar/proto/upstream';
+
+const tmp = tempDir('apm-slow-store-');
+const cleanups: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  tmp.cleanup();
+});
+
+/** The SQLite store with every metric batch held `delayMs` before it is written. */
+function slowed(store: CollectorStore, delayMs: number): CollectorStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      if (prop === 'storeMetrics')
+        return async (...args: Parameters<CollectorStore['storeMetrics']>) => {
+          await sleep(delayMs);
+          return target.storeMetrics(...args);
+        };
+      const v: unknown = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+test('frames that wait behind a slow commit are handled as sent, whatever chunks they arrived in: all stored, in order, none refused', async () => {
+  const sqlite = SqliteStore.open(`${tmp.dir}/c`);
+  const key = sqlite.createKey('slow');
+  const stats = new CollectorStats();
+  const S = Object.fromEntries(Object.entries(SETTINGS).map(([k, v]) => [k, v.def])) as Record<keyof typeof SETTINGS, number>;
+  const agents = await startAgentServer({
+    host: '127.0.0.1',
+    port: 0,
+    store: slowed(new SqliteCollectorStore(sqlite), 25),
+    stats,
+    log: createLogger('silent'),
+    idlePingMs: S.idle_ping_ms,
+    stallAfterMs: S.stall_after_ms,
+    licenseReleaseMs: S.license_release_ms,
+    maxFrameBytes: S.max_frame_bytes,
+    handshakeTimeoutMs: S.handshake_timeout_ms,
+    maxConnections: S.max_connections,
+    maxConnectionsPerIp: S.max_connections_per_ip,
+  });
+  cleanups.push(async () => {
+    await agents.close();
+    sqlite.close();
+  });
+  const agent = new RawAgent(agents.port, parseAccessKey(formatAccessKey(key)), 'slow-agent');
+  cleanups.push(() => agent.destroy());
+  await waitFor('the license', () => agent.license);
+  const t = Math.floor(Date.now() / 60_000) * 60_000;
+  const frames = Array.from({ length: 24 }, (_, i) => agent.packFrame(`p${i}`, t, [i + 1, ...Array.from({ length: 400 }, () => 1)]));
+  // The frames' bytes in small uneven pieces, each its own write after a pause, so the collector's
+  // parser keeps partial frames and hands out frames from memory it will reuse.
+  const bytes = Buffer.concat(frames);
+  for (let off = 0, i = 0; off < bytes.length; i++) {
+    const n = 3001 + ((i * 5303) % 7919);
+    agent.sock.write(bytes.subarray(off, off + n));
+    off += n;
+    await sleep(1);
+  }
+  const expected = (24 * 25) / 2 + 24 * 400;
+  const stored = () => sqlite.queryMetrics({ name: 'raw.n' }).reduce((a, p) => a + p.sum, 0);
+  await waitFor(
+    'every pack stored, or the session refused',
+    () => agent.errors.length > 0 || agent.closed || (stored() === expected && agent.acks.length === 24),
+    20000,
+  );
+  assert.deepEqual(agent.errors, []);
+  assert.equal(stats.rejected.tampered + stats.rejected.frameGap + stats.rejected.malformed, 0);
+  assert.equal(stored(), expected, 'every pack stored once');
+  assert.equal(agent.acks.length, 24, 'each frame acked once its batch committed');
+});
