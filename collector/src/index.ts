@@ -14,3 +14,4 @@ export * from './clock';
 export { type AgentServer, type AgentServerOptions, startAgentServer } from './agent-server';
 export { Tunnel, TUNNEL_PATH, type TunnelOptions } from './tunnel';
 export { proveKey, KEY_REFUSED_MESSAGE } from './key-proof';
+export { PG_SCHEMA_VERSION, PostgresStore, type PostgresStoreOptions, isPostgresUrl, migratePostgres, parsePostgresUrl } from './store/pg/index';

@@ -63,7 +63,12 @@ export const SETTINGS: Record<SettingKey, Spec> = {
   http_keep_alive_timeout_ms: { def: 5_000, min: 10, max: DAY, help: 'the HTTP port closes a keep-alive connection idle this long' },
   http_max_header_bytes: { def: 16_384, min: 1024, max: 1024 * 1024, help: 'the HTTP port answers larger request headers (all lines together) with 431' },
   max_connections_per_ip: { def: 256, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once from one address' },
-  store_retention_days: { def: 15, min: 1, max: 3650, help: 'stored points, rollups, packs, traces, events, snapshots and active stacks older than this many days are deleted' },
+  store_retention_days: {
+    def: 15,
+    min: 1,
+    max: 3650,
+    help: 'stored points, rollups, packs, traces, events, snapshots and active stacks older than this many days are deleted',
+  },
   store_prune_interval_ms: { def: 60_000, min: 10, max: DAY, help: 'look for stored data older than store_retention_days this often' },
   store_prune_batch_rows: {
     def: 5_000,

@@ -70,7 +70,11 @@ function commandUses(text: string, where: string): CommandUse[] {
   for (const line of logicalLines(text)) {
     for (const m of line.matchAll(/(?:^|[\s/"'(`$])apm-collector\s+([^\n]*)/g)) {
       // The command line ends at a shell separator, a quote or a comment.
-      const words = (m[1] as string).split(/\s*(?:\||&&|;|>|\)|'|"|`|#)/)[0]?.split(/\s+/).filter((w) => w.length > 0) ?? [];
+      const words =
+        (m[1] as string)
+          .split(/\s*(?:\||&&|;|>|\)|'|"|`|#)/)[0]
+          ?.split(/\s+/)
+          .filter((w) => w.length > 0) ?? [];
       const first = words[0];
       if (first === undefined || !COMMANDS.has(first)) continue;
       const command = [first];
@@ -218,7 +222,10 @@ describe('operating files and docs name what the code has', () => {
 
   it('every environment variable named is read by the collector (APM_COLLECTOR_*) or by it or the PostgreSQL client (PG*)', () => {
     const { envNames } = yamlFacts();
-    const texts = [...DEPLOY.map((f) => [relative(ROOT, f), readFileSync(f, 'utf8')] as const), ['README.md (Scaling out)', readmeSection('Scaling out')] as const];
+    const texts = [
+      ...DEPLOY.map((f) => [relative(ROOT, f), readFileSync(f, 'utf8')] as const),
+      ['README.md (Scaling out)', readmeSection('Scaling out')] as const,
+    ];
     for (const [where, text] of texts) for (const m of text.matchAll(/\b(APM_COLLECTOR_[A-Z_]+|PG[A-Z]+)\b/g)) envNames.set(m[1] as string, where);
     assert.ok(envNames.has('APM_COLLECTOR_STORE'));
     const collector = sourceText(join(ROOT, 'collector', 'src'));

@@ -16,7 +16,12 @@ const agent = { projectId: 'p', agentId: 'a' };
 const origin = { app: 'shop', instanceId: 'i1', pid: 1 };
 
 function counter(name: string, i: number): MetricPoint {
-  const series: Series = { key: encodeSeries(MetricKind.Counter, name, { i: String(i) }).toString('latin1'), kind: MetricKind.Counter, name, tags: { i: String(i) } };
+  const series: Series = {
+    key: encodeSeries(MetricKind.Counter, name, { i: String(i) }).toString('latin1'),
+    kind: MetricKind.Counter,
+    name,
+    tags: { i: String(i) },
+  };
   return { series, count: 1, sum: 1, min: 1, max: 1, last: Number.NaN, sketch: null };
 }
 
@@ -24,7 +29,12 @@ function counter(name: string, i: number): MetricPoint {
 async function storeMetrics(store: SqliteStore, tag: string, at: number, n: number, points: number): Promise<void> {
   for (let p = 0; p < n; p++) {
     const start = at + p * 60_000;
-    const pack: UpMetricPack = { packId: `${tag}-${p}`, intervalStart: start, intervalMs: 10_000, points: Array.from({ length: points }, (_, i) => counter('req', i)) };
+    const pack: UpMetricPack = {
+      packId: `${tag}-${p}`,
+      intervalStart: start,
+      intervalMs: 10_000,
+      points: Array.from({ length: points }, (_, i) => counter('req', i)),
+    };
     await store.storeMetrics(agent, [pack], start);
   }
 }
@@ -34,7 +44,11 @@ function textItems(at: number, n: number): TextItem[] {
   for (let i = 0; i < n; i++) {
     const ts = at + i;
     items.push(
-      { kind: 'trace', origin, trace: { txid: `t${i}`, traceId: '0'.repeat(32), spanId: '0'.repeat(16), name: 'GET /', startTime: ts, durationMs: 1, steps: [] } },
+      {
+        kind: 'trace',
+        origin,
+        trace: { txid: `t${i}`, traceId: '0'.repeat(32), spanId: '0'.repeat(16), name: 'GET /', startTime: ts, durationMs: 1, steps: [] },
+      },
       { kind: 'event', origin, event: { ts, type: 'log', message: 'm' } },
       { kind: 'snapshot', origin, snapshot: { ts, kind: 'heap', data: {} } },
       { kind: 'activeStack', origin, stack: { txid: `s${i}`, name: 'GET /', ts, elapsedMs: 5, frames: [] } },

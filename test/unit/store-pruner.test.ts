@@ -266,7 +266,10 @@ describe('startPruner: pruning on a schedule, in batches', () => {
   });
 
   it('errorText keeps the code and message and hides a URL password', () => {
-    assert.equal(errorText(Object.assign(new Error('no route to postgres://u:p%40ss@h/db'), { code: 'EHOSTUNREACH' })), 'EHOSTUNREACH: no route to postgres://u:[redacted]@h/db');
+    assert.equal(
+      errorText(Object.assign(new Error('no route to postgres://u:p%40ss@h/db'), { code: 'EHOSTUNREACH' })),
+      'EHOSTUNREACH: no route to postgres://u:[redacted]@h/db',
+    );
     assert.equal(errorText('plain'), 'plain');
   });
 
@@ -301,7 +304,10 @@ describe('startPruner: pruning on a schedule, in batches', () => {
     const name = 'req';
     const series = { key: encodeSeries(MetricKind.Counter, name, {}).toString('latin1'), kind: MetricKind.Counter, name, tags: {} };
     // One pack a minute over the last 20 days' first 50 minutes, and 5 today.
-    const starts = [...Array.from({ length: 50 }, (_, i) => clock.now() - 20 * DAY + i * 60_000), ...Array.from({ length: 5 }, (_, i) => clock.now() - i * 60_000)];
+    const starts = [
+      ...Array.from({ length: 50 }, (_, i) => clock.now() - 20 * DAY + i * 60_000),
+      ...Array.from({ length: 5 }, (_, i) => clock.now() - i * 60_000),
+    ];
     for (const [i, start] of starts.entries()) {
       const pt = { series, count: 1, sum: 1, min: 1, max: 1, last: Number.NaN, sketch: null };
       await store.storeMetrics(agent, [{ packId: `k${i}`, intervalStart: start, intervalMs: 60_000, points: [pt] }], start);
