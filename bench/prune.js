@@ -66,7 +66,12 @@ const opts = {
 
 const seriesOf = (i) => {
   const tags = { route: `/r${i}` };
-  return { key: proto.encodeSeries(proto.MetricKind.Counter, 'http.requests', tags).toString('latin1'), kind: proto.MetricKind.Counter, name: 'http.requests', tags };
+  return {
+    key: proto.encodeSeries(proto.MetricKind.Counter, 'http.requests', tags).toString('latin1'),
+    kind: proto.MetricKind.Counter,
+    name: 'http.requests',
+    tags,
+  };
 };
 
 /** Old rows, straight into the tables (what months of ingest would have left), oldest 30 days back. */
@@ -78,13 +83,19 @@ function generateOld(path, now) {
   const n = opts.points;
   const cols = 'agent_id, project_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch';
   const point = db.prepare(`INSERT OR IGNORE INTO metric_points (${cols}) VALUES (?, 'p', ?, 'http.requests', ?, 1, ?, 10000, 1, 5, 5, 5, NULL, NULL, NULL)`);
-  const rollup = db.prepare(`INSERT OR IGNORE INTO metric_rollups (${cols}) VALUES (?, 'p', ?, 'http.requests', ?, 1, ?, 60000, 6, 30, 5, 5, NULL, NULL, NULL)`);
+  const rollup = db.prepare(
+    `INSERT OR IGNORE INTO metric_rollups (${cols}) VALUES (?, 'p', ?, 'http.requests', ?, 1, ?, 60000, 6, 30, 5, 5, NULL, NULL, NULL)`,
+  );
   const pack = db.prepare(`INSERT OR IGNORE INTO metric_packs (agent_id, project_id, pack_id, received_at) VALUES (?, 'p', ?, ?)`);
   const trace = db.prepare(
     "INSERT INTO traces (project_id, agent_id, app, instance_id, txid, trace_id, name, start_time, duration_ms, error, body_json) VALUES ('p', ?, 'shop', 'i', ?, ?, 'GET /', ?, 12, NULL, ?)",
   );
-  const event = db.prepare("INSERT INTO events (project_id, agent_id, app, instance_id, ts, type, message, body_json) VALUES ('p', ?, 'shop', 'i', ?, 'log', 'm', '{}')");
-  const snapshot = db.prepare("INSERT INTO snapshots (project_id, agent_id, app, instance_id, ts, kind, body_json) VALUES ('p', ?, 'shop', 'i', ?, 'heap', '{}')");
+  const event = db.prepare(
+    "INSERT INTO events (project_id, agent_id, app, instance_id, ts, type, message, body_json) VALUES ('p', ?, 'shop', 'i', ?, 'log', 'm', '{}')",
+  );
+  const snapshot = db.prepare(
+    "INSERT INTO snapshots (project_id, agent_id, app, instance_id, ts, kind, body_json) VALUES ('p', ?, 'shop', 'i', ?, 'heap', '{}')",
+  );
   const stack = db.prepare(
     "INSERT INTO active_stacks (project_id, agent_id, app, instance_id, txid, name, ts, elapsed_ms, body_json) VALUES ('p', ?, 'shop', 'i', 't', 'GET /', ?, 5, '{}')",
   );
@@ -119,7 +130,9 @@ function generateOld(path, now) {
 }
 
 function summary(xs) {
-  return xs.length === 0 ? { n: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN } : { n: xs.length, p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), max: Math.max(...xs) };
+  return xs.length === 0
+    ? { n: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN }
+    : { n: xs.length, p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), max: Math.max(...xs) };
 }
 
 /**
@@ -138,7 +151,15 @@ function ingest(store, state, until) {
     const arrive = async (due) => {
       const agentId = `live-${state.seq % AGENTS}`;
       const now = Date.now();
-      const points = Array.from({ length: opts.batchPoints }, (_, i) => ({ series: seriesOf(i), count: 1, sum: 3, min: 3, max: 3, last: Number.NaN, sketch: null }));
+      const points = Array.from({ length: opts.batchPoints }, (_, i) => ({
+        series: seriesOf(i),
+        count: 1,
+        sum: 3,
+        min: 3,
+        max: 3,
+        last: Number.NaN,
+        sketch: null,
+      }));
       const pack = { packId: `live-${state.seq++}`, intervalStart: now - (now % 10_000), intervalMs: 10_000, points };
       await store.storeMetrics({ projectId: 'p', agentId }, [pack], now);
       lat.push({ due, ms: performance.now() - due });
@@ -229,7 +250,7 @@ async function main() {
           windows.push(w);
         }
       }
-      windows.filter((w) => w.batchRows === batchRows && w.on).forEach((w) => Object.assign(w, { acc }));
+      for (const w of windows) if (w.batchRows === batchRows && w.on) w.acc = acc;
     }
     measuring = false;
     const lat = await ingesting;

@@ -108,6 +108,8 @@ describe('apm-collector CLI', () => {
     [['--set', 'idle_ping_ms=soon'], /idle_ping_ms/],
     [['--set', 'max_frame_bytes=10'], /max_frame_bytes/],
     [['--set', 'stall_after_ms'], /stall_after_ms/],
+    [['--set', 'store_retention_days=0'], /store_retention_days/],
+    [['--set', 'collector_dead_after_ms=5000'], /collector_dead_after_ms.*collector_heartbeat_ms/],
     [['--port', '70000'], /--port/],
     [['--http', '127.0.0.1'], /--http/],
     [['--licenses', '-1'], /--licenses/],

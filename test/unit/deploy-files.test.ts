@@ -185,8 +185,9 @@ describe('operating files and docs name what the code has', () => {
     const deployment = scale.find((d) => d.kind === 'Deployment');
     assert.equal(deployment?.spec.replicas, 3);
     const service = scale.find((d) => d.kind === 'Service');
+    assert.ok(service !== undefined, 'a Service');
     assert.deepEqual(
-      (service?.spec.ports as { port: number }[]).map((p) => p.port),
+      (service.spec.ports as { port: number }[]).map((p) => p.port),
       [6600, 6680],
     );
     const pod = containers(deployment);
