@@ -11,4 +11,4 @@ export * from './clock';
 export { type AgentServer, type AgentServerOptions, startAgentServer } from './agent-server';
 export { LicensePool } from './licenses';
 export { Tunnel, TUNNEL_PATH, type TunnelOptions } from './tunnel';
-export { proveKey, KEY_REFUSED_MESSAGE } from './key-proof';
+export { proveKey, KEY_REFUSED_MESSAGE, handshakeNacl } from './key-proof';
