@@ -293,8 +293,15 @@ async function scenario(kind, mode, { seconds, warmup, cpuProfDir, tmp }) {
   }
 }
 
-/** Message types whose body is JSON (the others are binary; Trace since IPC protocol 3). */
-const JSON_TYPES = new Set([proto.MessageType.ActiveStack, proto.MessageType.Event, proto.MessageType.Snapshot]);
+/** Whether a body is JSON (events, snapshots, active stacks; traces until IPC protocol 3). */
+function isJson(body) {
+  try {
+    JSON.parse(body.toString('utf8'));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Frames per CPU-second of `fn` over every payload, median of rounds (this process, one core). */
 function perCpuSecond(payloads, fn, rounds = 7, roundMs = 150) {
@@ -325,9 +332,10 @@ function floors(kind) {
   const payloads = frames.map((f) => ({ type: f[4], body: f.subarray(5) }));
   const seriesCache = new Map();
   const decoder = perCpuSecond(payloads, (p) => proto.decodeShimMessage(p.type, p.body, seriesCache));
-  const json = payloads.every((p) => JSON_TYPES.has(p.type)) ? perCpuSecond(payloads, (p) => JSON.parse(p.body.toString('utf8'))) : null;
+  const jsonBodies = payloads.every((p) => isJson(p.body));
+  const json = jsonBodies ? perCpuSecond(payloads, (p) => JSON.parse(p.body.toString('utf8'))) : null;
   // Context for binary traces: JSON.parse of the same traces as JSON bodies (their protocol-2 form).
-  const asJson = kind === 'traces' ? payloads.map((p) => Buffer.from(JSON.stringify(proto.decodeTrace(p.body)))) : null;
+  const asJson = kind === 'traces' && !jsonBodies ? payloads.map((p) => Buffer.from(JSON.stringify(proto.decodeTrace(p.body)))) : null;
   const traceJson =
     asJson === null
       ? null

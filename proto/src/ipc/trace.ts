@@ -81,8 +81,8 @@ function notFinite(what: string): MalformedMessageError {
 }
 
 /**
- * Two passes, so that nothing is allocated for a frame that turns out malformed: the first checks
- * every number and sums the lengths, the second reads the step numbers and the lengths again.
+ * The lengths are summed and checked against the text before any string is cut from it; they
+ * are then read again, next to the step numbers, as the strings are cut.
  */
 export function decodeTrace(p: Buffer): ProfilePack {
   const r = new Reader(p);
@@ -95,9 +95,7 @@ export function decodeTrace(p: Buffer): ProfilePack {
   const n = r.varint();
   if (n * MIN_STEP_BYTES > r.remaining) throw new MalformedMessageError(`trace declares ${n} steps`);
   const numbersAt = r.pos;
-  for (let i = 0; i < 2 * n; i++) {
-    if (!Number.isFinite(r.f64())) throw notFinite(`steps[${i >> 1}].${i % 2 === 0 ? 'durationMs' : 'offsetMs'}`);
-  }
+  r.view(16 * n);
   const lengthsAt = r.pos;
   const count = 4 + (flags & HAS_PARENT ? 1 : 0) + (flags & HAS_ERROR ? 1 : 0) + 2 * n;
   let total = 0;
@@ -114,7 +112,11 @@ export function decodeTrace(p: Buffer): ProfilePack {
   const error = flags & HAS_ERROR ? c.next('error', MAX_TEXT) : undefined;
   const steps: TraceStep[] = [];
   for (let i = 0, at = numbersAt; i < n; i++, at += 16) {
-    steps.push({ type: c.next('type', MAX_ID, i), text: c.next('text', MAX_TEXT, i), durationMs: p.readDoubleLE(at), offsetMs: p.readDoubleLE(at + 8) });
+    const stepMs = p.readDoubleLE(at);
+    if (!Number.isFinite(stepMs)) throw notFinite(`steps[${i}].durationMs`);
+    const offsetMs = p.readDoubleLE(at + 8);
+    if (!Number.isFinite(offsetMs)) throw notFinite(`steps[${i}].offsetMs`);
+    steps.push({ type: c.next('type', MAX_ID, i), text: c.next('text', MAX_TEXT, i), durationMs: stepMs, offsetMs });
   }
   const m: ProfilePack = { txid, traceId, spanId, name, startTime, durationMs, steps };
   if (parentSpanId !== undefined) m.parentSpanId = parentSpanId;
