@@ -29,7 +29,7 @@ import type { AgentServerOptions } from './agent-server';
 import type { Clock } from './clock';
 import { HandshakeTimeoutError, StoreWriteError } from './errors';
 import { KEY_REFUSED_MESSAGE, proveKey } from './key-proof';
-import type { LicensePool } from './licenses';
+import type { LicenseGrant } from './store/contract';
 import { type AgentRef, type AgentState, type AgentStateChange, agentKey } from './types';
 import { type AgentLink, PREAUTH_MAX_FRAME_BYTES, type Wire, refusalFrame, remoteIp } from './agent-wire';
 
@@ -46,7 +46,12 @@ export interface ConnectionHost {
   readonly log: Logger;
   readonly clock: Clock;
   readonly seriesCache: Map<string, Series>;
-  readonly licenses: LicensePool;
+  /** This collector's id in the store: the sessions it holds are written under it. */
+  readonly collectorId: string;
+  /** Take (or keep) a license from the store's one pool. */
+  acquireLicense(agent: AgentRef, at: number): Promise<LicenseGrant>;
+  /** The agent's row, 'live', and its session held by this collector (after the agent's earlier state writes). */
+  agentConnected(projectId: string, info: AgentInfo, at: number): Promise<AgentStateChange | null>;
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void;
   /** A newer connection of the same agent wins; the old one is closed. */
   replaceOlder(current: AgentConnection): void;
@@ -54,6 +59,12 @@ export interface ConnectionHost {
   setAgentState(agent: AgentRef, to: AgentState, reason: string, at: number): void;
   logState(agent: AgentRef, change: AgentStateChange | null, reason: string): void;
 }
+
+/**
+ * Frames waiting for the store (a batch being committed, the ones behind it) before the socket
+ * is paused: each may be as large as max_frame_bytes, so this bounds what one agent holds.
+ */
+const MAX_QUEUED_FRAMES = 4;
 
 /**
  * One agent connection on the collector:
@@ -66,6 +77,10 @@ export interface ConnectionHost {
  * agent is authenticated a frame may carry at most PREAUTH_MAX_FRAME_BYTES, and
  * the handshake must be done (configuration sent) within handshake_timeout_ms,
  * so an unauthenticated peer holds a few KiB for a bounded time.
+ *
+ * Frames are handled one at a time, in order: a frame that waits for the store (a key lookup,
+ * a batch's commit) holds the ones behind it, and the socket is paused while MAX_QUEUED_FRAMES
+ * wait. An ack is written only after its batch committed.
  *
  * Liveness (Introscope): a failed write marks
  * the agent disconnected at once; a connection idle for idle_ping_ms is
@@ -100,6 +115,10 @@ export class AgentConnection implements AgentLink {
   private timer: unknown = null;
   private tickMs: number;
   private readonly clock: Clock;
+  /** The frame being handled and those behind it (see MAX_QUEUED_FRAMES). */
+  private work: Promise<void> = Promise.resolve();
+  private queued = 0;
+  private paused = false;
 
   constructor(
     readonly socket: Wire,
@@ -111,7 +130,7 @@ export class AgentConnection implements AgentLink {
     this.lastActivity = this.clock.now();
     this.lastData = this.lastActivity;
     this.lastSent = this.lastActivity;
-    const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.frame(type, payload));
+    const parser = new FrameParser(Math.min(PREAUTH_MAX_FRAME_BYTES, srv.opts.maxFrameBytes), (type, payload) => this.enqueue(type, payload));
     this.parser = parser;
     this.handshakeTimer = this.clock.setTimeout(() => {
       this.handshakeTimer = null;
@@ -143,6 +162,11 @@ export class AgentConnection implements AgentLink {
 
   get transportName(): 'tcp' | 'http' {
     return this.transport;
+  }
+
+  /** Refused, ended or closed: nothing more is handled. */
+  private get gone(): boolean {
+    return this.ending || this.phase === 'closed';
   }
 
   get helloAccepted(): boolean {
@@ -216,7 +240,7 @@ export class AgentConnection implements AgentLink {
   }
 
   private reject(err: unknown): void {
-    if (this.ending || this.phase === 'closed') return;
+    if (this.gone) return;
     this.ending = true;
     const st = this.srv.opts.stats.rejected;
     const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
@@ -247,7 +271,31 @@ export class AgentConnection implements AgentLink {
     this.clock.setTimeout(() => this.close(`rejected: ${code}`), 200);
   }
 
-  private frame(type: number, payload: Buffer): void {
+  /** Handle a frame after those before it; the first failure refuses the session and the rest are dropped. */
+  private enqueue(type: number, payload: Buffer): void {
+    this.queued++;
+    if (this.queued >= MAX_QUEUED_FRAMES && !this.paused && this.socket.pause !== undefined) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    this.work = this.work
+      .then(() => (this.gone ? undefined : this.frame(type, payload)))
+      .catch((err: unknown) => this.reject(err))
+      .finally(() => {
+        this.queued--;
+        if (this.paused && this.queued < MAX_QUEUED_FRAMES / 2 && !this.gone) {
+          this.paused = false;
+          this.socket.resume?.();
+        }
+      });
+  }
+
+  /** Resolves once every frame received so far was handled (tests, and close() of the server). */
+  get idle(): Promise<void> {
+    return this.work;
+  }
+
+  private async frame(type: number, payload: Buffer): Promise<void> {
     switch (this.phase) {
       case 'hello': {
         if (type !== UpstreamType.ClientHello) throw new HandshakeError(`expected ClientHello, got frame type ${type}`);
@@ -257,7 +305,8 @@ export class AgentConnection implements AgentLink {
         this.agentId = hello.agentId;
         this.ref = { projectId: hello.projectId, agentId: hello.agentId };
         this.refKey = agentKey(this.ref);
-        const { handshake, keyId } = proveKey(hello, this.srv.opts.store.projectKeys(hello.projectId));
+        const { handshake, keyId } = proveKey(hello, await stored("the project's keys", () => this.srv.opts.store.projectKeys(hello.projectId)));
+        if (this.ending || this.phase !== 'hello') return;
         this.handshake = handshake;
         this.keyId = keyId;
         this.write(this.handshake.serverHello());
@@ -278,14 +327,14 @@ export class AgentConnection implements AgentLink {
       }
       case 'info':
       case 'active':
-        this.sealed(type, payload);
+        await this.sealed(type, payload);
         return;
       case 'closed':
         return;
     }
   }
 
-  private sealed(type: number, payload: Buffer): void {
+  private async sealed(type: number, payload: Buffer): Promise<void> {
     const m = (this.opener as Opener).open(type, payload);
     this.count(INNER_NAMES[m.inner] ?? `inner${m.inner}`);
     const o = this.srv.opts;
@@ -294,31 +343,31 @@ export class AgentConnection implements AgentLink {
       if (m.inner !== Inner.AgentInfo) throw new UnexpectedMessageError('the first sealed message must be AgentInfo');
       const info = decodeAgentInfo(m.body);
       if (info.agentId !== this.agentId) throw new UnexpectedMessageError('AgentInfo names another agent than the handshake');
-      this.activate(info);
+      await this.activate(info);
       return;
     }
     if (answerKeepalive(this.sealer as Sealer, m, (f) => this.write(f))) return;
     switch (m.inner) {
       case Inner.MetricBatch: {
         const packs = decodeMetricBatch(m.body, this.srv.seriesCache);
-        const r = stored('a metric batch', () => o.store.storeMetrics(this.ref, packs, now));
+        const r = await stored('a metric batch', () => o.store.storeMetrics(this.ref, packs, now));
         o.stats.received.metricPoints += r.stored;
         o.stats.droppedLate += r.late;
         o.stats.duplicatePacks += r.duplicatePacks;
-        this.dataSeen(now);
+        await this.dataSeen(now);
         this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
         return;
       }
       case Inner.TextBatch: {
         const items = decodeTextBatch(m.body);
-        const r = stored('a text batch', () => o.store.storeText(this.ref, items));
+        const r = await stored('a text batch', () => o.store.storeText(this.ref, items));
         const rec = o.stats.received;
         rec.traces += r.traces;
         rec.events += r.events;
         rec.snapshots += r.snapshots;
         rec.activeStacks += r.activeStacks;
         rec.btRegistrations += r.btRegistrations;
-        this.dataSeen(now);
+        await this.dataSeen(now);
         this.write((this.sealer as Sealer).text(Inner.Ack, encodeUpAck(m.counter)));
         return;
       }
@@ -326,7 +375,7 @@ export class AgentConnection implements AgentLink {
         // The set of apps behind the sidecar changed.
         const info = decodeAgentInfo(m.body);
         if (info.agentId !== this.agentId) throw new UnexpectedMessageError('AgentInfo names another agent than the handshake');
-        stored("the agent's info", () => o.store.agentInfo(this.projectId, info, now));
+        await stored("the agent's info", () => o.store.agentInfo(this.projectId, info, now));
         return;
       }
       default:
@@ -334,28 +383,25 @@ export class AgentConnection implements AgentLink {
     }
   }
 
-  private dataSeen(now: number): void {
+  private async dataSeen(now: number): Promise<void> {
     this.lastData = now;
-    stored("the agent's last-seen time", () => this.srv.opts.store.agentSeen(this.ref, now));
+    await stored("the agent's last-seen time", () => this.srv.opts.store.agentSeen(this.ref, now));
     if (this.stalled) {
       this.stalled = false;
       this.srv.setAgentState(this.ref, 'live', 'data again', now);
     }
   }
 
-  private activate(info: AgentInfo): void {
+  private async activate(info: AgentInfo): Promise<void> {
     const o = this.srv.opts;
     const now = this.clock.now();
-    this.srv.logState(
-      this.ref,
-      stored('the agent', () => o.store.agentConnected(this.projectId, info, now)),
-      'connected',
-    );
+    this.srv.logState(this.ref, await stored('the agent', () => this.srv.agentConnected(this.projectId, info, now)), 'connected');
+    if (this.gone) return;
     this.srv.replaceOlder(this);
     if (this.handshakeTimer !== null) this.clock.clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
-    const lic = this.srv.licenses.acquire(this.ref);
-    stored("the agent's license", () => o.store.agentLicensed(this.ref, lic.granted));
+    const lic = await stored("the agent's license", () => this.srv.acquireLicense(this.ref, now));
+    if (this.gone) return;
     const s = this.sealer as Sealer;
     const settings: Record<string, number> = { idlePingMs: o.idlePingMs };
     if (o.tunnelSessionTimeoutMs !== undefined) settings.tunnelSessionTimeoutMs = o.tunnelSessionTimeoutMs;
@@ -385,9 +431,9 @@ export class AgentConnection implements AgentLink {
  * becomes StoreWriteError: the session is then refused with it, so nothing the write carried
  * is acked and the agent sends it again on its next session.
  */
-function stored<T>(what: string, write: () => T): T {
+async function stored<T>(what: string, write: () => Promise<T>): Promise<T> {
   try {
-    return write();
+    return await write();
   } catch (err) {
     throw new StoreWriteError(what, err instanceof Error ? err.message : String(err));
   }

@@ -1,10 +1,13 @@
+import { randomBytes } from 'node:crypto';
 import { type Server, createServer } from 'node:net';
+import { hostname } from 'node:os';
 import { type ApmError, type Series, TooManyConnectionsError } from '@apm-sidecar/proto';
+import type { AgentInfo } from '@apm-sidecar/proto/upstream';
 import type { Logger } from 'pino';
 import { AgentConnection, type AgentLink, type ConnectionHost, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-connection';
 import { type Clock, systemClock } from './clock';
 import { StoreWriteError } from './errors';
-import { LicensePool } from './licenses';
+import type { CollectorInfo, LicenseGrant } from './store/contract';
 import { type AgentRef, type AgentState, type AgentStateChange, type CollectorStats, type CollectorStore, agentKey } from './types';
 
 export interface AgentServerOptions {
@@ -13,7 +16,8 @@ export interface AgentServerOptions {
   store: CollectorStore;
   stats: CollectorStats;
   log: Logger;
-  licenses: number;
+  /** The size of the store's license pool (0 = unlimited), written to the store at start; undefined: as the store has it. */
+  licenses?: number;
   idlePingMs: number;
   stallAfterMs: number;
   licenseReleaseMs: number;
@@ -30,6 +34,11 @@ export interface AgentServerOptions {
   keyPollMs?: number;
   /** The time of liveness, handshake deadlines and license release (default: the system clock). */
   clock?: Clock;
+  /** This collector's heartbeat in the store, and when another collector counts as dead (defaults 5000, 15000). */
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  /** The HTTP address, as the store's list of collectors shows it. */
+  httpAddress?: string;
 }
 
 export interface AgentServer {
@@ -56,8 +65,13 @@ const SERIES_CACHE_MAX = 200_000;
  */
 class AgentServerImpl implements AgentServer, ConnectionHost {
   readonly seriesCache = new Map<string, Series>();
-  readonly licenses: LicensePool;
   readonly log: Logger;
+  readonly collectorId = randomBytes(8).toString('hex');
+  private self: CollectorInfo;
+  private beatTimer: unknown = null;
+  /** A release check per agent disconnected here, due license_release_ms after the disconnection. */
+  private readonly releaseTimers = new Map<string, unknown>();
+  private revokedPolling = false;
   readonly clock: Clock;
   private readonly conns = new Set<AgentConnection>();
   /** Every connection not closed yet, including those being replaced or ended: close() waits for them. */
@@ -77,19 +91,13 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
   constructor(readonly opts: AgentServerOptions) {
     this.log = opts.log;
     this.clock = opts.clock ?? systemClock;
-    this.licenses = new LicensePool(
-      opts.licenses,
-      opts.licenseReleaseMs,
-      (agent) => {
-        try {
-          opts.store.agentLicensed(agent, false);
-        } catch (err) {
-          this.storeFailed(`the license release of agent ${agent.agentId}`, err);
-        }
-        this.log.info({ agentId: agent.agentId, projectId: agent.projectId }, `license released after ${opts.licenseReleaseMs} ms disconnected`);
-      },
-      this.clock,
-    );
+    this.self = {
+      id: this.collectorId,
+      host: hostname(),
+      pid: process.pid,
+      agentsAddress: `${opts.host}:${opts.port}`,
+      httpAddress: opts.httpAddress ?? '',
+    };
     // A key may be revoked by another process (the CLI) on the same store: poll its revocations.
     this.keyPoll = setInterval(() => this.endRevokedSessions(), Math.max(10, opts.keyPollMs ?? 250));
     this.keyPoll.unref();
@@ -98,21 +106,111 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
   /** End every session (or handshake in progress) that proved a key revoked since. */
   private endRevokedSessions(): void {
     this.writeUnwrittenStates();
-    let revoked: Set<number>;
+    if (this.revokedPolling) return;
+    this.revokedPolling = true;
+    this.opts.store
+      .revokedKeyIds()
+      .then((ids) => {
+        if (ids.length === 0) return;
+        const revoked = new Set(ids);
+        for (const c of this.conns) {
+          if (c.keyId === null || !revoked.has(c.keyId)) continue;
+          this.conns.delete(c);
+          this.log.warn({ agentId: c.agent.agentId, projectId: c.agent.projectId }, 'access key revoked: session ended');
+          // When it closes (at once, or 200 ms later at most) the agent is marked disconnected.
+          c.end('ERR_KEY_REVOKED', 'the access key of this session was revoked');
+        }
+      })
+      .catch((err: unknown) => this.log.error({ err }, 'cannot read revoked keys'))
+      .finally(() => {
+        this.revokedPolling = false;
+      });
+  }
+
+  /**
+   * Joining the store's collectors: the first heartbeat, the sessions no live collector holds
+   * ended, and the license pool's size written when this collector was given one.
+   */
+  async join(): Promise<void> {
+    const o = this.opts;
+    this.self = { ...this.self, agentsAddress: `${o.host}:${this.port}` };
+    const now = this.clock.now();
     try {
-      revoked = new Set(this.opts.store.revokedKeyIds());
+      await o.store.heartbeat(this.self, now);
+      const reset = await o.store.resetSessions(this.self, now, this.deadAfterMs);
+      if (reset > 0) this.log.info({ agents: reset }, 'agents whose session no running collector holds marked disconnected');
     } catch (err) {
-      this.log.error({ err }, 'cannot read revoked keys');
-      return;
+      // A full disk at start must not keep the collector down: the next heartbeat tries again.
+      this.storeFailed("the collector's registration", err);
     }
-    if (revoked.size === 0) return;
-    for (const c of this.conns) {
-      if (c.keyId === null || !revoked.has(c.keyId)) continue;
-      this.conns.delete(c);
-      this.log.warn({ agentId: c.agent.agentId, projectId: c.agent.projectId }, 'access key revoked: session ended');
-      // When it closes (at once, or 200 ms later at most) the agent is marked disconnected.
-      c.end('ERR_KEY_REVOKED', 'the access key of this session was revoked');
+    if (o.licenses !== undefined) {
+      try {
+        const before = await o.store.setLicenseCapacity(o.licenses);
+        if (before !== null && before !== o.licenses) this.log.warn({ from: before, to: o.licenses }, 'license pool resized for every collector of this store');
+      } catch (err) {
+        this.storeFailed('the size of the license pool', err);
+      }
     }
+    this.scheduleBeat();
+  }
+
+  private get deadAfterMs(): number {
+    return this.opts.deadAfterMs ?? 15_000;
+  }
+
+  private scheduleBeat(): void {
+    this.beatTimer = this.clock.setTimeout(() => {
+      this.beatTimer = null;
+      this.beat().finally(() => {
+        if (!this.closing) this.scheduleBeat();
+      });
+    }, this.opts.heartbeatMs ?? 5000);
+  }
+
+  /** The heartbeat: this collector is alive; collectors that stopped beating are reaped; licenses due are freed. */
+  private async beat(): Promise<void> {
+    const o = this.opts;
+    const now = this.clock.now();
+    try {
+      await o.store.heartbeat(this.self, now);
+      const reaped = await o.store.reapCollectors(now, this.deadAfterMs);
+      for (const id of reaped.collectors)
+        this.log.warn({ collector: id, agents: reaped.agents.length }, `collector ${id} stopped heartbeating: its agents are disconnected`);
+      this.logReleased(await o.store.releaseLicenses(now, o.licenseReleaseMs));
+    } catch (err) {
+      this.storeFailed("the collector's heartbeat", err);
+    }
+  }
+
+  private logReleased(agents: AgentRef[]): void {
+    for (const a of agents)
+      this.log.info({ agentId: a.agentId, projectId: a.projectId }, `license released after ${this.opts.licenseReleaseMs} ms disconnected`);
+  }
+
+  acquireLicense(agent: AgentRef, at: number): Promise<LicenseGrant> {
+    const key = agentKey(agent);
+    const t = this.releaseTimers.get(key);
+    if (t !== undefined) this.clock.clearTimeout(t);
+    this.releaseTimers.delete(key);
+    return this.opts.store.acquireLicense(agent, at, this.opts.licenseReleaseMs);
+  }
+
+  /** The license of an agent disconnected here is freed license_release_ms later unless it came back (checked by the store). */
+  private releaseLater(agent: AgentRef): void {
+    const key = agentKey(agent);
+    const old = this.releaseTimers.get(key);
+    if (old !== undefined) this.clock.clearTimeout(old);
+    const o = this.opts;
+    this.releaseTimers.set(
+      key,
+      this.clock.setTimeout(() => {
+        this.releaseTimers.delete(key);
+        o.store.releaseLicenses(this.clock.now(), o.licenseReleaseMs).then(
+          (agents) => this.logReleased(agents),
+          (err: unknown) => this.storeFailed(`the license release of agent ${agent.agentId}`, err),
+        );
+      }, o.licenseReleaseMs),
+    );
   }
 
   listen(): Promise<void> {
@@ -178,17 +276,22 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
    */
   setAgentState(agent: AgentRef, to: AgentState, reason: string, at: number): void {
     const key = agentKey(agent);
-    let change: AgentStateChange | null;
-    try {
-      change = this.opts.store.setAgentState(agent, to, { at, reason });
-    } catch (err) {
-      // The store cannot take it now (disk full, I/O error): kept, and written when it can be.
-      this.unwrittenStates.set(key, { agent, to, reason, at });
-      this.storeFailed(`the state of agent ${agent.agentId}`, err);
-      return;
-    }
-    this.unwrittenStates.delete(key);
-    this.logState(agent, change, reason);
+    this.opts.store.setAgentState(agent, to, { at, reason }, this.collectorId).then(
+      (change) => {
+        this.unwrittenStates.delete(key);
+        this.logState(agent, change, reason);
+      },
+      (err: unknown) => {
+        // The store cannot take it now (disk full, I/O error): kept, and written when it can be.
+        this.unwrittenStates.set(key, { agent, to, reason, at });
+        this.storeFailed(`the state of agent ${agent.agentId}`, err);
+      },
+    );
+  }
+
+  /** An agent completed the handshake here: its row, 'live', and its session held by this collector. */
+  agentConnected(projectId: string, info: AgentInfo, at: number): Promise<AgentStateChange | null> {
+    return this.opts.store.agentConnected(projectId, info, at, this.collectorId);
   }
 
   /**
@@ -196,12 +299,13 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
    * connection of the agent has since overtaken (its connect wrote 'live') is given up.
    */
   private writeUnwrittenStates(): void {
-    for (const [key, u] of [...this.unwrittenStates]) {
-      this.unwrittenStates.delete(key);
-      if ([...this.conns].some((c) => c.agentKey === key)) continue;
-      this.setAgentState(u.agent, u.to, u.reason, u.at);
-      if (this.unwrittenStates.has(key)) return; // still failing: try again on the next poll
-    }
+    // One at a time: a write that fails again is kept for the next poll.
+    const first = this.unwrittenStates.entries().next();
+    if (first.done === true) return;
+    const [key, u] = first.value;
+    this.unwrittenStates.delete(key);
+    if ([...this.conns].some((c) => c.agentKey === key)) return;
+    this.setAgentState(u.agent, u.to, u.reason, u.at);
   }
 
   /** A write beside the data path (an agent's state or license) failed: counted, logged rate-limited; the collector carries on. */
@@ -239,14 +343,19 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
     for (const other of this.conns) if (other.agentKey === c.agentKey) return;
     this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
-    this.licenses.disconnected(c.agent);
+    this.releaseLater(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }
 
+  private closing = false;
+
   close(): Promise<void> {
+    this.closing = true;
     clearInterval(this.keyPoll);
+    if (this.beatTimer !== null) this.clock.clearTimeout(this.beatTimer);
+    for (const t of this.releaseTimers.values()) this.clock.clearTimeout(t);
+    this.releaseTimers.clear();
     for (const c of this.conns) c.end('ERR_SHUTDOWN', 'the collector is shutting down');
-    this.licenses.close();
     const s = this.server;
     const serverClosed = s === null ? Promise.resolve() : new Promise<void>((resolve) => s.close(() => resolve()));
     // The server can report closed before a connection's own close handler has run (and written the
@@ -261,12 +370,16 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     const t = setTimeout(() => {
       for (const c of [...this.open]) c.close('shutdown');
     }, 300);
-    return Promise.all([serverClosed, drained]).then(() => clearTimeout(t));
+    return Promise.all([serverClosed, drained])
+      .then(() => clearTimeout(t))
+      .then(() => this.opts.store.leave(this.self, this.clock.now()))
+      .catch((err: unknown) => this.storeFailed("the collector's leaving", err));
   }
 }
 
 export async function startAgentServer(opts: AgentServerOptions): Promise<AgentServer> {
   const srv = new AgentServerImpl(opts);
   await srv.listen();
+  await srv.join();
   return srv;
 }

@@ -9,6 +9,8 @@ import type { CollectorStats } from './types';
 export interface AgentLink {
   /** The ClientHello was accepted (ServerHello sent) and the connection is neither refused nor closed. */
   readonly helloAccepted: boolean;
+  /** Resolves once every frame received so far was handled (stored, acked or refused). */
+  readonly idle: Promise<void>;
 }
 
 export type RejectReason = keyof CollectorStats['rejected'];
@@ -27,6 +29,8 @@ export interface Wire extends EventEmitter {
   destroy(): void;
   /** Stop reading (a refused peer's further bytes are not taken in while the refusal flushes). */
   pause?(): unknown;
+  /** Read again (after frames waiting for the store were handled). */
+  resume?(): unknown;
   readonly remoteAddress?: string | undefined;
 }
 

@@ -4,13 +4,13 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { ApmError } from '@apm-sidecar/proto';
 import type { Logger } from 'pino';
-import { type RouteClass, decideAccess } from './api-access';
+import { type Access, type RouteClass, decideAccess } from './api-access';
 import { type Clock, systemClock } from './clock';
 import { type HttpLimits, serverLimits } from '@apm-sidecar/proto';
 import { clientErrorOf, trackExchange } from './http-limits';
 import { createMetricsRegistry, prometheusText } from './prometheus';
 import type { ActiveToken } from './store/read-tokens';
-import type { SqliteStore } from './store/index';
+import type { CollectorStore } from './store/contract';
 import { HttpError, NoPageError, listQueryFrom, metricQueryFrom, scoped, traceQueryFrom } from './api-query';
 import type { AgentState, CollectorStats } from './types';
 
@@ -41,7 +41,7 @@ import type { AgentState, CollectorStats } from './types';
 
 /** What the API reads from the store. */
 export type ApiStore = Pick<
-  SqliteStore,
+  CollectorStore,
   'listAgents' | 'queryMetrics' | 'agentsByState' | 'listTraces' | 'listEvents' | 'listSnapshots' | 'listBtRegistrations'
 >;
 
@@ -60,7 +60,7 @@ export interface HttpApiOptions {
   /** Whose now decides how long an agent has been disconnected (default: the system clock); the agent server's. */
   clock?: Pick<Clock, 'now'>;
   /** Read tokens not revoked, asked on each request (default: none, i.e. protected mode). */
-  tokens?: () => readonly ActiveToken[];
+  tokens?: () => readonly ActiveToken[] | Promise<readonly ActiveToken[]>;
   /** /metrics open to every client (default: loopback only, or a token). */
   metricsOpen?: boolean;
   /** Header size and the slow-client deadlines (default: the settings' defaults). */
@@ -85,7 +85,7 @@ const PAGE_CSP =
   "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /** project: the caller's project, or null for a collector-wide caller. */
-type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null) => void;
+type Handler = (q: URLSearchParams, res: ServerResponse, project: string | null) => void | Promise<void>;
 
 const OPEN = { ok: true, project: null } as const;
 
@@ -125,18 +125,21 @@ export function createHttpApi(opts: HttpApiOptions): Server {
   const tokens = opts.tokens ?? (() => []);
   const metricsOpen = opts.metricsOpen ?? false;
   const deniedLogged = new Set<string>();
-  const registry = createMetricsRegistry({ stats, agentsByState: () => store.agentsByState() });
+  // A scrape reads the agents' states from the store first; the registry's gauges are synchronous.
+  let byState: Record<AgentState, number> = { live: 0, stalled: 0, disconnected: 0 };
+  const registry = createMetricsRegistry({ stats, agentsByState: () => byState });
 
-  const listAgents = (project: string | undefined) => {
+  const listAgents = async (project: string | undefined) => {
     const t = clock.now();
-    return store.listAgents(project !== undefined ? { project } : {}).filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention));
+    const rows = await store.listAgents(project !== undefined ? { project } : {});
+    return rows.filter((a) => !(a.state === 'disconnected' && t - a.stateSince > retention));
   };
 
   const routes = new Map<string, Handler>([
     [
       '/api/agents',
-      (q, res, project) => {
-        const rows = listAgents(scoped(listQueryFrom(q), project).project).map((a) => ({
+      async (q, res, project) => {
+        const rows = (await listAgents(scoped(listQueryFrom(q), project).project)).map((a) => ({
           project: a.projectId,
           agentId: a.agentId,
           app: a.app,
@@ -151,31 +154,21 @@ export function createHttpApi(opts: HttpApiOptions): Server {
         sendJson(res, 200, rows);
       },
     ],
-    ['/api/metrics', (q, res, project) => sendJson(res, 200, store.queryMetrics(scoped(metricQueryFrom(q), project)))],
-    [
-      '/api/traces',
-      (q, res, project) => {
-        sendJson(res, 200, store.listTraces(scoped(traceQueryFrom(q), project)));
-      },
-    ],
-    [
-      '/api/events',
-      (q, res, project) => {
-        sendJson(res, 200, store.listEvents(scoped(listQueryFrom(q), project)));
-      },
-    ],
-    ['/api/snapshots', (q, res, project) => sendJson(res, 200, store.listSnapshots(scoped(listQueryFrom(q), project)))],
-    ['/api/registrations', (q, res, project) => sendJson(res, 200, store.listBtRegistrations(scoped(listQueryFrom(q), project)))],
+    ['/api/metrics', async (q, res, project) => sendJson(res, 200, await store.queryMetrics(scoped(metricQueryFrom(q), project)))],
+    ['/api/traces', async (q, res, project) => sendJson(res, 200, await store.listTraces(scoped(traceQueryFrom(q), project)))],
+    ['/api/events', async (q, res, project) => sendJson(res, 200, await store.listEvents(scoped(listQueryFrom(q), project)))],
+    ['/api/snapshots', async (q, res, project) => sendJson(res, 200, await store.listSnapshots(scoped(listQueryFrom(q), project)))],
+    ['/api/registrations', async (q, res, project) => sendJson(res, 200, await store.listBtRegistrations(scoped(listQueryFrom(q), project)))],
     [
       '/api/stats',
-      (_q, res, project) => {
+      async (_q, res, project) => {
         if (project === null) {
-          sendJson(res, 200, { ...(stats.toJSON() as Record<string, unknown>), agents: store.agentsByState() });
+          sendJson(res, 200, { ...(stats.toJSON() as Record<string, unknown>), agents: await store.agentsByState() });
           return;
         }
         // The counters are collector-wide (every project's traffic): a project's caller gets its agents only.
         const agents: Record<AgentState, number> = { live: 0, stalled: 0, disconnected: 0 };
-        for (const a of store.listAgents({ project })) agents[a.state]++;
+        for (const a of await store.listAgents({ project })) agents[a.state]++;
         sendJson(res, 200, { project, agents });
       },
     ],
@@ -189,16 +182,22 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     [
       '/metrics',
       (_q, res) => {
-        prometheusText(registry).then(
-          (text) => {
-            res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
-            res.end(text);
-          },
-          (err: unknown) => {
-            log.error({ err }, 'metrics scrape failed');
-            sendError(res, 500, 'ERR_INTERNAL', 'internal error');
-          },
-        );
+        store
+          .agentsByState()
+          .then((states) => {
+            byState = states;
+            return prometheusText(registry);
+          })
+          .then(
+            (text) => {
+              res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
+              res.end(text);
+            },
+            (err: unknown) => {
+              log.error({ err }, 'metrics scrape failed');
+              sendError(res, 500, 'ERR_INTERNAL', 'internal error');
+            },
+          );
       },
     ],
     // The web page: a fixed list of files, so no request path ever reaches the file system.
@@ -226,17 +225,25 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     ]),
   ]);
 
+  const failed = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    if (err instanceof HttpError) {
+      sendError(res, err.status, err.code, err.message);
+      return;
+    }
+    log.error({ err, url: req.url }, 'api request failed');
+    const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
+    sendError(res, 500, code, err instanceof ApmError ? err.message : 'internal error');
+  };
   const respond = (req: IncomingMessage, res: ServerResponse, handler: Handler, search: string, project: string | null): void => {
     try {
-      handler(new URLSearchParams(search), res, project);
+      const done = handler(new URLSearchParams(search), res, project);
+      if (done !== undefined) done.catch((err: unknown) => failed(req, res, err));
     } catch (err) {
-      if (err instanceof HttpError) {
-        sendError(res, err.status, err.code, err.message);
-        return;
-      }
-      log.error({ err, url: req.url }, 'api request failed');
-      const code = err instanceof ApmError ? err.code : 'ERR_INTERNAL';
-      sendError(res, 500, code, err instanceof ApmError ? err.message : 'internal error');
+      failed(req, res, err);
     }
   };
 
@@ -254,13 +261,27 @@ export function createHttpApi(opts: HttpApiOptions): Server {
     const handler = routes.get(path);
     const route = routeClass(path);
     // /healthz is decided without reading the tokens (probes call it often).
-    const access =
-      route === 'open'
-        ? OPEN
-        : decideAccess(
+    if (route === 'open') {
+      serve(req, res, handler, path, search, OPEN);
+      return;
+    }
+    Promise.resolve(tokens()).then(
+      (active) =>
+        serve(
+          req,
+          res,
+          handler,
+          path,
+          search,
+          decideAccess(
             { route, peer: req.socket.remoteAddress, host: req.headers.host, authorization: req.headers.authorization },
-            { tokens: tokens(), metricsOpen },
-          );
+            { tokens: active, metricsOpen },
+          ),
+        ),
+      (err: unknown) => failed(req, res, err),
+    );
+  });
+  const serve = (req: IncomingMessage, res: ServerResponse, handler: Handler | undefined, path: string, search: string, access: Access): void => {
     if (!access.ok) {
       req.resume();
       stats.rejected[access.reason]++;
@@ -304,7 +325,7 @@ export function createHttpApi(opts: HttpApiOptions): Server {
       if (!over) respond(req, res, handler, search, project);
     });
     req.on('error', () => res.destroy());
-  });
+  };
   server.keepAliveTimeout = limits.keepAliveTimeout;
   // Malformed, oversized or too slow HTTP: counted in rejected, answered in JSON as well when the socket still takes it.
   // node:http may report one connection more than once (the rest of an oversized header still arriving): counted once.

@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { type ApmError, FrameTooLargeError } from '@apm-sidecar/proto';
-import { PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire } from './agent-connection';
+import { type AgentLink, PREAUTH_MAX_FRAME_BYTES, type RejectReason, type Wire } from './agent-connection';
 import type { AgentServer } from './agent-server';
 import type { Clock } from './clock';
 import { HandshakeTimeoutError } from './errors';
@@ -32,6 +32,8 @@ export const SESSION_HEADER = 'apm-tunnel-session';
 
 class TunnelWire extends EventEmitter implements Wire {
   private outbox: Buffer[] = [];
+  /** The agent connection this session carries. */
+  link: AgentLink | null = null;
   private closed = false;
   lastRequestAt: number;
 
@@ -168,17 +170,21 @@ export class Tunnel {
         return;
       }
       if (size > 0) wire.emit('data', Buffer.concat(chunks));
-      const out = wire.take();
-      if (!link.helloAccepted) {
-        // Refused (or not a ClientHello): answer the refusal, keep nothing.
-        wire.destroy();
-        reply(res, out, null);
-        return;
-      }
-      const sid = randomBytes(18).toString('base64url');
-      wire.once('close', () => this.sessions.delete(sid));
-      this.sessions.set(sid, wire);
-      reply(res, out, sid);
+      wire.link = link;
+      // The answer carries what the body's frames produced: it waits for them to be handled.
+      void link.idle.then(() => {
+        const out = wire.take();
+        if (!link.helloAccepted) {
+          // Refused (or not a ClientHello): answer the refusal, keep nothing.
+          wire.destroy();
+          reply(res, out, null);
+          return;
+        }
+        const sid = randomBytes(18).toString('base64url');
+        wire.once('close', () => this.sessions.delete(sid));
+        this.sessions.set(sid, wire);
+        reply(res, out, sid);
+      });
     });
   }
 
@@ -217,7 +223,11 @@ export class Tunnel {
       if (done) return;
       done = true;
       wire.lastRequestAt = this.clock.now();
-      reply(res, wire.take(), sid);
+      // Acks of the body's frames go in this answer: it waits until they are stored (the agent
+      // sends its next request after this answer, so a session holds one body's frames at most).
+      const link = wire.link;
+      if (link === null) reply(res, wire.take(), sid);
+      else void link.idle.then(() => reply(res, wire.take(), sid));
     });
   }
 

@@ -1,5 +1,3 @@
-import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstream';
-
 /**
  * An agent's identity: the project whose key it proved, and the `agent_id` it gave.
  * Two projects may use the same agent_id; they are two agents.
@@ -112,21 +110,4 @@ export interface ProjectKey {
   revokedAt: number | null;
 }
 
-/** What the agent protocol code needs from storage. Every write is one transaction, committed before it returns. */
-export interface CollectorStore {
-  /** Every key of a project, revoked ones included (empty when the project is unknown). */
-  projectKeys(projectId: string): ProjectKey[];
-  /** Ids of every revoked key (polled: a revocation may come from another process). */
-  revokedKeyIds(): number[];
-  /** An agent completed the handshake: its info, and state 'live'. Keeps its identity (and row) if it was seen before. */
-  agentConnected(projectId: string, info: AgentInfo, at: number): AgentStateChange | null;
-  /** An agent's info (host, version, apps) changed; its state does not. */
-  agentInfo(projectId: string, info: AgentInfo, at: number): void;
-  /** The one writer of an agent's state. */
-  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null;
-  agentSeen(agent: AgentRef, at: number): void;
-  agentLicensed(agent: AgentRef, licensed: boolean): void;
-  /** Idempotent by pack id per agent; points merge into (agent, series, interval start). */
-  storeMetrics(agent: AgentRef, packs: UpMetricPack[], now: number): StoreMetricsResult;
-  storeText(agent: AgentRef, items: TextItem[]): StoreTextResult;
-}
+export type { CollectorStore } from './store/contract';

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MetricKind, Sketch, encodeSeries } from '@apm-sidecar/proto';
-import { CollectorStats, SqliteStore, closeServer, createHttpApi, createLogger, listen, metricQueryFrom } from '@apm-sidecar/collector';
+import { CollectorStats, SqliteCollectorStore, SqliteStore, closeServer, createHttpApi, createLogger, listen, metricQueryFrom } from '@apm-sidecar/collector';
 
 interface Res {
   status: number;
@@ -90,7 +90,7 @@ describe('collector HTTP API (in process)', () => {
     stats.sessions.tcp = 1;
     stats.droppedLate = 4;
     server = createHttpApi({
-      store,
+      store: new SqliteCollectorStore(store),
       stats,
       log: createLogger('silent'),
       disconnectedRetentionMs: 30_000,
@@ -301,7 +301,7 @@ describe('collector HTTP API: projects', () => {
         { kind: 'btRegistration', origin, name: `GET /${projectId}`, ts: T0 },
       ]);
     }
-    server = createHttpApi({ store, stats: new CollectorStats(), log: createLogger('silent'), clock: { now: () => T0 } });
+    server = createHttpApi({ store: new SqliteCollectorStore(store), stats: new CollectorStats(), log: createLogger('silent'), clock: { now: () => T0 } });
     port = (await listen(server, '127.0.0.1', 0)).port;
   });
 

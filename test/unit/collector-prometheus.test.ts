@@ -4,7 +4,17 @@ import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CollectorStats, SqliteStore, closeServer, createHttpApi, createLogger, createMetricsRegistry, listen, prometheusText } from '@apm-sidecar/collector';
+import {
+  CollectorStats,
+  SqliteCollectorStore,
+  SqliteStore,
+  closeServer,
+  createHttpApi,
+  createLogger,
+  createMetricsRegistry,
+  listen,
+  prometheusText,
+} from '@apm-sidecar/collector';
 
 function fetchText(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {
@@ -29,7 +39,7 @@ describe('collector /metrics (prom-client)', () => {
     a.rejected.badKey = 7;
     b.rejected.badKey = 11;
     b.sessions.http = 2;
-    const servers = [a, b].map((stats) => createHttpApi({ store, stats, log }));
+    const servers = [a, b].map((stats) => createHttpApi({ store: new SqliteCollectorStore(store), stats, log }));
     try {
       const ports = await Promise.all(servers.map(async (s) => (await listen(s, '127.0.0.1', 0)).port));
       const [ra, rb] = await Promise.all(ports.map((p) => fetchText(p, '/metrics')));

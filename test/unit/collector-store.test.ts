@@ -419,7 +419,7 @@ describe('SqliteStore: agents', () => {
     }
   });
 
-  it('writes throttled last-seen times on close, and resetSessions marks everyone disconnected and unlicensed', () => {
+  it('writes throttled last-seen times on close; resetSessions marks everyone disconnected, and licenses stay until license_release_ms later', () => {
     const dir = tempDir();
     let store = SqliteStore.open(dir, { seenPersistMs: 60_000 });
     store.agentConnected('p', info('pod-2'), T0);
@@ -432,9 +432,12 @@ describe('SqliteStore: agents', () => {
       assert.equal(store.resetSessions(T0 + 5000), 1);
       const [a] = store.listAgents();
       assert.equal(a?.state, 'disconnected');
-      assert.equal(a?.licensed, false);
+      assert.equal(a?.licensed, true, 'a restart does not hand the seat to another agent');
       assert.equal(a?.stateSince, T0 + 5000);
       assert.equal(store.resetSessions(T0 + 6000), 0);
+      assert.deepEqual(store.releaseLicenses(T0 + 5000 + 299_999, 300_000), []);
+      assert.deepEqual(store.releaseLicenses(T0 + 5000 + 300_000, 300_000), [ag('pod-2')]);
+      assert.equal(store.listAgents()[0]?.licensed, false);
     } finally {
       store.close();
     }

@@ -12,6 +12,7 @@ import {
   type AgentServer,
   CollectorStats,
   type Logger,
+  SqliteCollectorStore,
   SqliteStore,
   Tunnel,
   closeServer,
@@ -62,7 +63,7 @@ async function rig(licenses = 0, log: Logger = createLogger('silent')): Promise<
   const agents = await startAgentServer({
     host: '127.0.0.1',
     port: 0,
-    store,
+    store: new SqliteCollectorStore(store),
     stats,
     log,
     licenses,
@@ -83,7 +84,7 @@ async function rig(licenses = 0, log: Logger = createLogger('silent')): Promise<
     maxBodyBytes: S.max_frame_bytes + 1024,
   });
   const http: Server = createHttpApi({
-    store,
+    store: new SqliteCollectorStore(store),
     stats,
     log,
     disconnectedRetentionMs: S.disconnected_retention_ms,

@@ -1,7 +1,8 @@
 import { InvalidArgumentError } from 'commander';
 import { ApmError } from '@apm-sidecar/proto';
 import { KeyNotFoundError, ProjectNameError, UnknownProjectError, UnknownTokenError } from '../errors';
-import { SqliteStore } from '../store/index';
+import type { CollectorStore } from '../store/contract';
+import { type StoreSpec, openStore, parseStoreSpec } from '../store/open-store';
 
 /** What the commands of apm-collector share: exit codes, argument parsers, opening the store, printing lists. */
 
@@ -53,29 +54,53 @@ export function modeText(mode: number): string {
   return mode.toString(8).padStart(4, '0');
 }
 
-/** For the key and token commands: a data directory tightened to 0700 is reported on stderr. */
-function openStore(dataDir: string): SqliteStore {
+/** Where a key, token or migrate command works: --store (or $APM_COLLECTOR_STORE), and --data-dir for SQLite. */
+export interface StoreFlags {
+  store?: string;
+  dataDir?: string;
+}
+
+export function parseStore(v: string): string {
   try {
-    return SqliteStore.open(dataDir, {
+    parseStoreSpec(v);
+  } catch (err) {
+    throw new InvalidArgumentError(`${(err as Error).message}.`);
+  }
+  return v;
+}
+
+export function storeSpecOf(o: StoreFlags, env: NodeJS.ProcessEnv = process.env): StoreSpec {
+  try {
+    return parseStoreSpec(o.store ?? env.APM_COLLECTOR_STORE);
+  } catch (err) {
+    die(EXIT_USAGE, `--store / APM_COLLECTOR_STORE: ${(err as Error).message}`);
+  }
+}
+
+/** For the key and token commands: a data directory tightened to 0700 is reported on stderr. */
+async function openCliStore(o: StoreFlags): Promise<CollectorStore> {
+  try {
+    return await openStore(storeSpecOf(o), o.dataDir ?? defaultDataDir(), {
       onDirTightened: (dir, old) => process.stderr.write(`apm-collector: data directory ${dir} had mode ${modeText(old)}; tightened to 0700\n`),
       onFileModeRestored: (file, old) => process.stderr.write(`apm-collector: ${file} had mode ${modeText(old)}; restored to 0600\n`),
+      poolSize: 1,
     });
   } catch (err) {
     failStore(err);
   }
 }
 
-/** Run `fn` on the store of `dataDir` (default: defaultDataDir()), closing it after; a failure ends the process (failStore). */
-export function withStore<T>(dataDir: string | undefined, fn: (store: SqliteStore) => T): T {
-  const store = openStore(dataDir ?? defaultDataDir());
+/** Run `fn` on the store the flags name, closing it after; a failure ends the process (failStore). */
+export async function withStore<T>(o: StoreFlags, fn: (store: CollectorStore) => Promise<T>): Promise<T> {
+  const store = await openCliStore(o);
   let result: T;
   try {
-    result = fn(store);
+    result = await fn(store);
   } catch (err) {
-    store.close();
+    await store.close().catch(() => {});
     failStore(err);
   }
-  store.close();
+  await store.close();
   return result;
 }
 

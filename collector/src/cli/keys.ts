@@ -1,12 +1,12 @@
 import { formatAccessKey, keyFingerprint } from '@apm-sidecar/proto/upstream';
-import { printList, withStore } from './common';
+import { type StoreFlags, printList, withStore } from './common';
 
 /** apm-collector keys create | list | revoke: the access keys agents authenticate with (DESIGN §7). */
 
-export function keysCreate(o: { project: string; dataDir?: string }): void {
-  withStore(o.dataDir, (store) => {
-    const key = store.createKey(o.project);
-    const keys = store.listKeys().filter((k) => k.projectId === key.projectId);
+export async function keysCreate(o: { project: string } & StoreFlags): Promise<void> {
+  await withStore(o, async (store) => {
+    const key = await store.createKey(o.project);
+    const keys = (await store.listKeys()).filter((k) => k.projectId === key.projectId);
     const fp = keyFingerprint(key.secret);
     const active = keys.filter((k) => k.revokedAt === null).length;
     // Informational lines first; the key alone on the last line (`| tail -n 1`).
@@ -20,22 +20,19 @@ export function keysCreate(o: { project: string; dataDir?: string }): void {
   });
 }
 
-export function keysList(o: { dataDir?: string; json?: boolean }): void {
-  printList(
-    withStore(o.dataDir, (store) => store.listKeys()),
-    {
-      json: o.json === true,
-      empty: 'no access keys; create one with: apm-collector keys create --project NAME',
-      header: ['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT', 'STATUS'],
-      cells: (k, iso) => [k.projectId, k.name, iso(k.createdAt) as string, k.fingerprint, k.revokedAt === null ? 'valid' : `revoked ${iso(k.revokedAt)}`],
-    },
-  );
+export async function keysList(o: { json?: boolean } & StoreFlags): Promise<void> {
+  printList(await withStore(o, (store) => store.listKeys()), {
+    json: o.json === true,
+    empty: 'no access keys; create one with: apm-collector keys create --project NAME',
+    header: ['PROJECT ID', 'NAME', 'CREATED', 'FINGERPRINT', 'STATUS'],
+    cells: (k, iso) => [k.projectId, k.name, iso(k.createdAt) as string, k.fingerprint, k.revokedAt === null ? 'valid' : `revoked ${iso(k.revokedAt)}`],
+  });
 }
 
-export function keysRevoke(o: { fingerprint: string; dataDir?: string }): void {
-  withStore(o.dataDir, (store) => {
-    const r = store.revokeKey(o.fingerprint);
-    const left = store.projectKeys(r.projectId).filter((k) => k.revokedAt === null).length;
+export async function keysRevoke(o: { fingerprint: string } & StoreFlags): Promise<void> {
+  await withStore(o, async (store) => {
+    const r = await store.revokeKey(o.fingerprint);
+    const left = (await store.projectKeys(r.projectId)).filter((k) => k.revokedAt === null).length;
     if (r.alreadyRevokedAt !== null) {
       process.stdout.write(`access key ${r.fingerprint} of project ${r.projectId} was already revoked at ${new Date(r.alreadyRevokedAt).toISOString()}\n`);
     } else {

@@ -4,10 +4,12 @@ import { isLoopbackBind } from '../api-access';
 import { closeServer, createHttpApi, listen } from '../http-api';
 import { type Logger, createLogger } from '../logger';
 import { type CollectorSettings, SettingError, parseSettings } from '../settings';
-import { SqliteStore } from '../store/index';
+import type { CollectorStore } from '../store/contract';
+import { openStore } from '../store/open-store';
+import { SqliteCollectorStore } from '../store/sqlite-store';
 import { Tunnel } from '../tunnel';
 import { CollectorStats } from '../types';
-import { EXIT_RUNTIME, EXIT_USAGE, defaultDataDir, die, failStore, modeText } from './common';
+import { EXIT_RUNTIME, EXIT_USAGE, defaultDataDir, die, failStore, modeText, storeSpecOf } from './common';
 
 /**
  * apm-collector run: the store, the HTTP side (API, page, /metrics, the agents' tunnel) and
@@ -21,7 +23,9 @@ export interface RunOpts {
   host: string;
   http: { host: string; port: number };
   dataDir?: string;
-  licenses: number;
+  store?: string;
+  /** The size of the store's license pool; undefined: as the store has it. */
+  licenses?: number;
   set: string[];
   logLevel: string;
   metricsOpen?: boolean;
@@ -37,44 +41,35 @@ export async function run(o: RunOpts): Promise<void> {
   }
   const log = createLogger(o.logLevel);
   const dataDir = o.dataDir ?? defaultDataDir();
-  let store: SqliteStore;
+  const spec = storeSpecOf(o);
+  let store: CollectorStore;
   try {
-    store = SqliteStore.open(dataDir, {
+    store = await openStore(spec, dataDir, {
       rollupGraceMs: settings.rollup_grace_ms,
       onDirTightened: (dir, old) => log.warn({ dataDir: dir, mode: modeText(old) }, `data directory had mode ${modeText(old)}; tightened to 0700`),
       onFileModeRestored: (file, old) =>
         log.warn({ file, mode: modeText(old) }, `${file} had mode ${modeText(old)}, not readable by the collector: restored to 0600`),
     });
   } catch (err) {
-    log.fatal({ code: (err as ApmError).code, dataDir }, (err as Error).message);
+    log.fatal({ code: (err as ApmError).code, store: spec.kind, dataDir: spec.kind === 'sqlite' ? dataDir : undefined }, (err as Error).message);
     failStore(err);
   }
+  const where = spec.kind === 'sqlite' ? `--data-dir ${dataDir}` : `--store ${store.location}`;
   // Like Redis's protected mode: an API reachable from other hosts must have a credential.
-  if (!isLoopbackBind(o.http.host) && store.tokens.active().length === 0) {
-    log.fatal({ code: 'ERR_NO_READ_TOKEN', http: o.http, dataDir }, 'refusing to serve the HTTP API on a non-loopback address without a read token');
-    store.close();
+  const readTokens = (await store.activeTokens()).length;
+  if (!isLoopbackBind(o.http.host) && readTokens === 0) {
+    log.fatal(
+      { code: 'ERR_NO_READ_TOKEN', http: o.http, store: store.location },
+      'refusing to serve the HTTP API on a non-loopback address without a read token',
+    );
+    await store.close();
     die(
       EXIT_USAGE,
-      `--http ${o.http.host}:${o.http.port} is not a loopback address and no read token is configured, so anyone reaching the port could read the collected data; create one first with: apm-collector tokens create [--project NAME] --data-dir ${dataDir} (or listen on 127.0.0.1) [ERR_NO_READ_TOKEN]`,
+      `--http ${o.http.host}:${o.http.port} is not a loopback address and no read token is configured, so anyone reaching the port could read the collected data; create one first with: apm-collector tokens create [--project NAME] ${where} (or listen on 127.0.0.1) [ERR_NO_READ_TOKEN]`,
     );
   }
-  store.onRepair = (r) => {
-    if (r instanceof Error) log.error({ err: r, code: 'ERR_STORE_CORRUPT' }, `collector.db has a damaged page and could not be rebuilt: ${r.message}`);
-    else
-      log.warn(
-        { quarantined: r.quarantined, rows: r.rows, stoppedAt: r.error },
-        `collector.db had a damaged page: rebuilt from its tables, the damaged file kept as ${r.quarantined}`,
-      );
-  };
-  let reset = 0;
-  try {
-    reset = store.resetSessions(Date.now());
-  } catch (err) {
-    // A full disk at start must not keep the collector down: agents left 'live' by the last run
-    // are corrected as they connect and disconnect.
-    log.error({ err, code: 'ERR_STORE_WRITE' }, `cannot reset the agents' sessions of the last run: ${(err as Error).message}`);
-  }
-  log.info({ db: store.path, agentsReset: reset, settings }, 'store opened');
+  if (store instanceof SqliteCollectorStore) watchRepairs(store, log);
+  log.info({ store: store.kind, location: store.location, settings }, 'store opened');
   const stats = new CollectorStats();
   // The agents' HTTP tunnel shares the HTTP port; it is attached once the agent server runs.
   let tunnel: Tunnel | null = null;
@@ -83,7 +78,7 @@ export async function run(o: RunOpts): Promise<void> {
     stats,
     log,
     disconnectedRetentionMs: settings.disconnected_retention_ms,
-    tokens: () => store.tokens.active(),
+    tokens: () => store.activeTokens(),
     metricsOpen: o.metricsOpen === true,
     extraRoutes: (req, res) => tunnel?.route(req, res) ?? false,
     limits: {
@@ -104,6 +99,7 @@ export async function run(o: RunOpts): Promise<void> {
       stats,
       log,
       licenses: o.licenses,
+      httpAddress: `${o.http.host}:${httpPort}`,
       idlePingMs: settings.idle_ping_ms,
       stallAfterMs: settings.stall_after_ms,
       licenseReleaseMs: settings.license_release_ms,
@@ -117,7 +113,7 @@ export async function run(o: RunOpts): Promise<void> {
   } catch (err) {
     log.fatal({ err }, 'cannot listen');
     await closeServer(http, 0);
-    store.close();
+    await store.close();
     die(EXIT_RUNTIME, `cannot listen: ${(err as Error).message}`);
   }
   const agentServer = agents;
@@ -133,8 +129,8 @@ export async function run(o: RunOpts): Promise<void> {
     {
       agents: { host: o.host, port: agentServer.port },
       http: { host: o.http.host, port: httpPort },
-      dataDir,
-      readTokens: store.tokens.active().length,
+      store: store.location,
+      readTokens,
       metricsOpen: o.metricsOpen === true,
     },
     'listening',
@@ -158,16 +154,15 @@ export async function run(o: RunOpts): Promise<void> {
     agentServer
       .close()
       .then(() => closeServer(http))
+      .then(() => store.close())
       .then(
         () => {
-          store.close();
           log.info('stopped');
           process.exit(0);
         },
         (err: unknown) => {
           log.error({ err }, 'shutdown failed');
-          store.close();
-          process.exit(EXIT_RUNTIME);
+          void store.close().finally(() => process.exit(EXIT_RUNTIME));
         },
       );
   };
@@ -177,12 +172,24 @@ export async function run(o: RunOpts): Promise<void> {
   process.on('unhandledRejection', (err) => fatal(log, store, err));
 }
 
-function fatal(log: Logger, store: SqliteStore, err: unknown): never {
+function fatal(log: Logger, store: CollectorStore, err: unknown): void {
   log.fatal({ err }, 'unexpected error: exiting');
-  try {
-    store.close();
-  } catch {
-    // exiting anyway
-  }
-  process.exit(EXIT_RUNTIME);
+  // SQLite closes at once; a PostgreSQL pool is given a moment.
+  setTimeout(() => process.exit(EXIT_RUNTIME), 1000);
+  store.close().then(
+    () => process.exit(EXIT_RUNTIME),
+    () => process.exit(EXIT_RUNTIME),
+  );
+}
+
+/** collector.db rebuilt after a write met a damaged page (SQLite only): said in the log. */
+function watchRepairs(store: SqliteCollectorStore, log: Logger): void {
+  store.sqlite.onRepair = (r) => {
+    if (r instanceof Error) log.error({ err: r, code: 'ERR_STORE_CORRUPT' }, `collector.db has a damaged page and could not be rebuilt: ${r.message}`);
+    else
+      log.warn(
+        { quarantined: r.quarantined, rows: r.rows, stoppedAt: r.error },
+        `collector.db had a damaged page: rebuilt from its tables, the damaged file kept as ${r.quarantined}`,
+      );
+  };
 }

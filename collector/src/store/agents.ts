@@ -49,12 +49,17 @@ function prepare(db: Database.Database) {
         last_seen = max(last_seen, excluded.last_seen)`),
     stateOf: db.prepare<[string, string], { state: string }>('SELECT state FROM agents WHERE project_id = ? AND agent_id = ?'),
     setState: db.prepare('UPDATE agents SET state = ?, state_since = ? WHERE project_id = ? AND agent_id = ?'),
+    ownerOf: db.prepare<[string, string], { collector_id: string | null }>('SELECT collector_id FROM agents WHERE project_id = ? AND agent_id = ?'),
+    setOwner: db.prepare('UPDATE agents SET collector_id = ? WHERE project_id = ? AND agent_id = ?'),
     agentSeen: db.prepare('UPDATE agents SET last_seen = max(last_seen, ?) WHERE project_id = ? AND agent_id = ?'),
     agentLicensed: db.prepare('UPDATE agents SET licensed = ? WHERE project_id = ? AND agent_id = ?'),
-    inSession: db.prepare<[], { project_id: string; agent_id: string }>(
-      "SELECT project_id, agent_id FROM agents WHERE state <> 'disconnected' OR licensed <> 0",
+    // Sessions no live collector holds: none, or one of a collector whose row is gone or other than `self`'s.
+    orphans: db.prepare<[string], { project_id: string; agent_id: string }>(
+      `SELECT project_id, agent_id FROM agents
+       WHERE (state <> 'disconnected' OR collector_id IS NOT NULL)
+         AND (collector_id IS NULL OR collector_id <> ?)`,
     ),
-    unlicenseAll: db.prepare('UPDATE agents SET licensed = 0 WHERE licensed <> 0'),
+    byCollector: db.prepare<[string], { project_id: string; agent_id: string }>('SELECT project_id, agent_id FROM agents WHERE collector_id = ?'),
     listAgents: db.prepare<[], AgentDbRow>('SELECT * FROM agents ORDER BY agent_id, project_id'),
     agentsByState: db.prepare<[], { state: string; n: number }>('SELECT state, count(*) AS n FROM agents GROUP BY state'),
   };
@@ -74,31 +79,33 @@ export class AgentStore {
   /** agentSeen: newest time per agent not yet written, and when each agent's last_seen was last written. */
   private readonly seenPending = new Map<string, { ref: AgentRef; at: number }>();
   private readonly seenWrittenAt = new Map<string, number>();
-  private readonly connectedTx: (projectId: string, info: AgentInfo, at: number) => AgentStateChange | null;
-  private readonly stateTx: (agent: AgentRef, to: AgentState, cause: StateCause) => AgentStateChange | null;
-  private readonly resetTx: (at: number) => number;
+  private readonly connectedTx: (projectId: string, info: AgentInfo, at: number, collectorId: string | null) => AgentStateChange | null;
+  private readonly stateTx: (agent: AgentRef, to: AgentState, cause: StateCause, collectorId: string | undefined) => AgentStateChange | null;
+  private readonly resetTx: (rows: { project_id: string; agent_id: string }[], at: number, reason: string) => number;
 
   constructor(
     db: Database.Database,
     private readonly seenPersistMs: number,
   ) {
     this.st = prepare(db);
-    this.connectedTx = db.transaction((projectId: string, info: AgentInfo, at: number) => {
+    this.connectedTx = db.transaction((projectId: string, info: AgentInfo, at: number, collectorId: string | null) => {
       this.agentInfo(projectId, info, at);
-      return this.stateTx({ projectId, agentId: info.agentId }, 'live', { at, reason: 'connected' });
+      const change = this.stateTx({ projectId, agentId: info.agentId }, 'live', { at, reason: 'connected' }, undefined);
+      this.st.setOwner.run(collectorId, projectId, info.agentId);
+      return change;
     }).immediate;
-    this.stateTx = db.transaction((agent: AgentRef, to: AgentState, cause: StateCause) => this.setStateIn(agent, to, cause)).immediate;
-    this.resetTx = db.transaction((at: number) => {
-      const rows = this.st.inSession.all();
-      for (const r of rows) this.stateTx({ projectId: r.project_id, agentId: r.agent_id }, 'disconnected', { at, reason: 'collector restarted' });
-      this.st.unlicenseAll.run();
+    this.stateTx = db.transaction((agent: AgentRef, to: AgentState, cause: StateCause, collectorId: string | undefined) =>
+      this.setStateIn(agent, to, cause, collectorId),
+    ).immediate;
+    this.resetTx = db.transaction((rows: { project_id: string; agent_id: string }[], at: number, reason: string) => {
+      for (const r of rows) this.stateTx({ projectId: r.project_id, agentId: r.agent_id }, 'disconnected', { at, reason }, undefined);
       return rows.length;
     }).immediate;
   }
 
-  /** An agent completed the handshake: its info, and state 'live'. */
-  agentConnected(projectId: string, info: AgentInfo, at: number): AgentStateChange | null {
-    return this.connectedTx(projectId, info, at);
+  /** An agent completed the handshake (on collector `collectorId`, which now holds its session): its info, and state 'live'. */
+  agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string | null = null): AgentStateChange | null {
+    return this.connectedTx(projectId, info, at, collectorId);
   }
 
   /** Create or update the agent's row (app = its first app); a new row is 'disconnected' until setAgentState. */
@@ -110,16 +117,23 @@ export class AgentStore {
     this.seenWrittenAt.set(key, at);
   }
 
-  /** The one writer of an agent's state: the change made, or null (unknown agent, or already in that state). */
-  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null {
-    return this.stateTx(agent, to, cause);
+  /**
+   * The one writer of an agent's state: the change made, or null (unknown agent, already in that
+   * state, or — with `collectorId` — a session that collector no longer holds). 'disconnected'
+   * also ends the hold of whichever collector had the session.
+   */
+  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause, collectorId?: string): AgentStateChange | null {
+    return this.stateTx(agent, to, cause, collectorId);
   }
 
-  private setStateIn(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null {
+  private setStateIn(agent: AgentRef, to: AgentState, cause: StateCause, collectorId: string | undefined): AgentStateChange | null {
+    if (collectorId !== undefined && this.st.ownerOf.get(agent.projectId, agent.agentId)?.collector_id !== collectorId) return null;
     // Leaving 'live' is a good moment to write the newest last_seen too.
     this.flushSeen(agent);
     const row = this.st.stateOf.get(agent.projectId, agent.agentId);
-    if (row === undefined || row.state === to) return null;
+    if (row === undefined) return null;
+    if (to === 'disconnected') this.st.setOwner.run(null, agent.projectId, agent.agentId);
+    if (row.state === to) return null;
     this.st.setState.run(to, cause.at, agent.projectId, agent.agentId);
     return { from: row.state as AgentState, to };
   }
@@ -155,11 +169,20 @@ export class AgentStore {
   }
 
   /**
-   * At start-up no session is alive and the license pool is empty: every agent becomes
-   * disconnected (since `at`, unless it already was) and unlicensed. Returns how many rows changed.
+   * Agents whose session no live collector holds become disconnected (since `at`). `self` is the
+   * collector starting: on SQLite, one collector per file, so every other holder is gone.
+   * Licenses stay with their agents until released (license_release_ms after the disconnection),
+   * so a restart does not hand a seat to someone else. Returns how many agents changed.
    */
-  resetSessions(at: number): number {
-    return this.resetTx(at);
+  resetSessions(self: string, at: number): number {
+    return this.resetTx(this.st.orphans.all(self), at, 'collector restarted');
+  }
+
+  /** The agents whose session collector `id` holds become disconnected (it stopped, or stopped heartbeating). */
+  endSessionsOf(id: string, at: number, reason: string): AgentRef[] {
+    const rows = this.st.byCollector.all(id);
+    this.resetTx(rows, at, reason);
+    return rows.map((r) => ({ projectId: r.project_id, agentId: r.agent_id }));
   }
 
   /** Every agent ever seen (the API filters disconnected ones by age). app = the agent's first app. */

@@ -1,8 +1,10 @@
 import type Database from 'better-sqlite3';
 import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstream';
 import { StoreCorruptError } from '../errors';
-import type { AgentRef, AgentState, AgentStateChange, CollectorStore, ProjectKey, StateCause, StoreMetricsResult, StoreTextResult } from '../types';
+import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, StoreMetricsResult, StoreTextResult } from '../types';
 import { type AgentListRow, AgentStore } from './agents';
+import type { CollectorInfo, CollectorRow, LicenseGrant, ReapResult } from './contract';
+import { FleetStore } from './fleet';
 import { type CreatedKey, type KeyRow, KeyStore } from './keys';
 import { MetricStore } from './metrics';
 import { type OpenOptions, errText, isCorruption, openDatabaseFile, secureFiles, setDurability } from './open';
@@ -73,15 +75,18 @@ const REPAIR_RETRY_MS = 60_000;
 /** The parts that hold statements prepared on one open database (replaced together by repair()). */
 interface Parts {
   db: Database.Database;
+  /** The schema version the file had when opened (0: new). */
+  from: number;
   tokens: ReadTokens;
   keys: KeyStore;
   agents: AgentStore;
+  fleet: FleetStore;
   metrics: MetricStore;
   text: TextStore;
   queries: Queries;
 }
 
-export class SqliteStore implements CollectorStore {
+export class SqliteStore {
   private p: Parts;
   private closed = false;
   private repairing = false;
@@ -99,13 +104,16 @@ export class SqliteStore implements CollectorStore {
     const { db, path } = openDatabaseFile(dataDir, opts);
     try {
       setDurability(db, opts.busyTimeoutMs);
-      migrate(db, path);
+      const from = migrate(db, path);
       secureFiles(path);
+      const agents = new AgentStore(db, opts.seenPersistMs ?? 5000);
       return {
         db,
+        from,
         tokens: new ReadTokens(db),
         keys: new KeyStore(db),
-        agents: new AgentStore(db, opts.seenPersistMs ?? 5000),
+        agents,
+        fleet: new FleetStore(db, agents),
         metrics: new MetricStore(db, opts.rollupGraceMs ?? 120_000),
         text: new TextStore(db),
         queries: new Queries(db),
@@ -127,6 +135,11 @@ export class SqliteStore implements CollectorStore {
   }
 
   readonly path: string;
+
+  /** The schema version the file had when this store opened it (0: a new file). */
+  get openedAtVersion(): number {
+    return this.p.from;
+  }
 
   /** Read tokens of the HTTP API. */
   get tokens(): ReadTokens {
@@ -210,14 +223,14 @@ export class SqliteStore implements CollectorStore {
   }
 
   // agents.ts
-  agentConnected(projectId: string, info: AgentInfo, at: number): AgentStateChange | null {
-    return this.guard(() => this.agents.agentConnected(projectId, info, at));
+  agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string | null = null): AgentStateChange | null {
+    return this.guard(() => this.agents.agentConnected(projectId, info, at, collectorId));
   }
   agentInfo(projectId: string, info: AgentInfo, at: number): void {
     this.guard(() => this.agents.agentInfo(projectId, info, at));
   }
-  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause): AgentStateChange | null {
-    return this.guard(() => this.agents.setAgentState(agent, to, cause));
+  setAgentState(agent: AgentRef, to: AgentState, cause: StateCause, collectorId?: string): AgentStateChange | null {
+    return this.guard(() => this.agents.setAgentState(agent, to, cause, collectorId));
   }
   agentSeen(agent: AgentRef, at: number): void {
     this.guard(() => this.agents.agentSeen(agent, at));
@@ -225,14 +238,41 @@ export class SqliteStore implements CollectorStore {
   agentLicensed(agent: AgentRef, licensed: boolean): void {
     this.guard(() => this.agents.agentLicensed(agent, licensed));
   }
-  resetSessions(at: number): number {
-    return this.agents.resetSessions(at);
+  /** Every session no live collector holds ends (`self`: the collector starting; one collector per SQLite file). */
+  resetSessions(at: number, self = ''): number {
+    return this.agents.resetSessions(self, at);
   }
   listAgents(q: { project?: string } = {}): AgentListRow[] {
     return this.agents.listAgents(q);
   }
   agentsByState(): Record<AgentState, number> {
     return this.agents.agentsByState();
+  }
+
+  // fleet.ts
+  heartbeat(self: CollectorInfo, at: number): void {
+    this.guard(() => this.p.fleet.heartbeat(self, at));
+  }
+  reapCollectors(at: number, deadAfterMs: number): ReapResult {
+    return this.guard(() => this.p.fleet.reapCollectors(at, deadAfterMs));
+  }
+  leave(self: CollectorInfo, at: number): void {
+    this.guard(() => this.p.fleet.leave(self, at));
+  }
+  listCollectors(): CollectorRow[] {
+    return this.p.fleet.listCollectors();
+  }
+  licenseCapacity(): number {
+    return this.p.fleet.licenseCapacity();
+  }
+  setLicenseCapacity(capacity: number): number | null {
+    return this.guard(() => this.p.fleet.setLicenseCapacity(capacity));
+  }
+  acquireLicense(agent: AgentRef, at: number, releaseMs: number): LicenseGrant {
+    return this.guard(() => this.p.fleet.acquireLicense(agent, at, releaseMs));
+  }
+  releaseLicenses(at: number, releaseMs: number): AgentRef[] {
+    return this.guard(() => this.p.fleet.releaseLicenses(at, releaseMs));
   }
 
   // metrics.ts, text-items.ts

@@ -252,6 +252,24 @@ ${createTableSql('agents_new', ['project_id TEXT NOT NULL', 'agent_id TEXT NOT N
   `
   CREATE INDEX traces_by_trace ON traces (trace_id);
   `,
+  // 7: several collectors on one store (DESIGN §11): the collector holding each agent's session,
+  // the collectors and their heartbeats, and the store's own settings (the license pool's size).
+  `
+  ALTER TABLE agents ADD COLUMN collector_id TEXT;
+  CREATE TABLE collectors (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    agents_address TEXT NOT NULL,
+    http_address TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE TABLE store_settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -269,14 +287,16 @@ const OUR_TABLES = new Set([
   'snapshots',
   'bt_registrations',
   'read_tokens',
+  'collectors',
+  'store_settings',
 ]);
 
 /**
- * Bring the database to SCHEMA_VERSION, in one IMMEDIATE transaction. A database newer than
+ * Bring the database to SCHEMA_VERSION, in one IMMEDIATE transaction; returns the version it had. A database newer than
  * this code is refused (StoreVersionError); an unversioned one holding tables that are not
  * ours is another program's, and is not touched (StoreCorruptError).
  */
-export function migrate(db: Database.Database, path: string): void {
+export function migrate(db: Database.Database, path: string): number {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > SCHEMA_VERSION) throw new StoreVersionError(path, version, SCHEMA_VERSION);
   if (version === 0) {
@@ -287,11 +307,12 @@ export function migrate(db: Database.Database, path: string): void {
     const foreign = tables.filter((t) => !OUR_TABLES.has(t));
     if (foreign.length > 0) throw new StoreCorruptError(path, `it holds tables of another program: ${foreign.slice(0, 5).join(', ')}`);
   }
-  if (version === SCHEMA_VERSION) return;
+  if (version === SCHEMA_VERSION) return version;
   db.transaction(() => {
     for (let v = version; v < SCHEMA_VERSION; v++) {
       db.exec(MIGRATIONS[v] as string);
       db.pragma(`user_version = ${v + 1}`);
     }
   }).immediate();
+  return version;
 }
