@@ -7,8 +7,9 @@ NPM_FLAGS := --no-audit --no-fund
 
 # Debian packages the tests drive, installed by `test-deps` when missing (a test whose package
 # cannot be installed skips and says so): chromium for the browser test of the collector page,
-# the DogStatsD clients of the end-to-end tests.
-APT_TEST_PACKAGES := chromium python3-statsd python3-aiodogstatsd
+# the DogStatsD clients of the end-to-end tests, PostgreSQL for the store's tests (servers of their
+# own in temporary directories; the cluster the package makes is dropped by the install script).
+APT_TEST_PACKAGES := chromium python3-statsd python3-aiodogstatsd postgresql
 
 all: build
 
@@ -26,7 +27,7 @@ test-deps:
 
 test: build test-deps
 	@if [ ! -x /usr/bin/chromium ]; then echo "browser test skipped: chromium not installed"; fi
-	APM_ARTIFACTS_DIR=$(CURDIR)/test/artifacts node test/run.js
+	APM_REQUIRE_POSTGRES=1 APM_ARTIFACTS_DIR=$(CURDIR)/test/artifacts node test/run.js
 
 # The whole fault suite at full scale; rewrites test/faults/figures.json and test/RELIABILITY.md.
 test-faults: build

@@ -41,7 +41,14 @@ function preflight() {
     missing.push('the client-shim entry (package.json "main")');
   }
   if (missing.length > 0) throw new Error(`build the product first (npm run build): missing ${missing.join(', ')}`);
-  for (const m of ['hot-shots', '@opentelemetry/sdk-metrics', '@opentelemetry/api', '@opentelemetry/instrumentation-http', '@opentelemetry/sdk-trace-node']) {
+  for (const m of [
+    'hot-shots',
+    '@opentelemetry/sdk-metrics',
+    '@opentelemetry/api',
+    '@opentelemetry/instrumentation-http',
+    '@opentelemetry/sdk-trace-node',
+    'statsd/stats.js',
+  ]) {
     try {
       require.resolve(m, { paths: [__dirname] });
     } catch {
@@ -114,10 +121,6 @@ async function main() {
   step('(f) upstream throughput through an established session, next to the raw ciphers; handshake time; collector CPU per MB');
   execFileSync(process.execPath, [join(__dirname, 'upstream.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 
-  // (i) likewise: the handshake, TCP connect → active, next to a bare TCP connect + round trips.
-  step('(i) upstream handshake: connect → active against a real collector, next to TCP connect + 1 and 2 round trips');
-  execFileSync(process.execPath, [join(__dirname, 'handshake.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
-
   // (g) likewise: an honest agent and the collector's memory, without and with a pre-auth attack.
   step('(g) pre-authentication attack: honest agent ack latency and collector RSS, without and with 200 trickling connections');
   execFileSync(process.execPath, [join(__dirname, 'preauth.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
@@ -126,6 +129,28 @@ async function main() {
   step('(h) HTTP instrumentation overhead: requests/s and server CPU per request, bare vs apm.instrumentHttp() vs @opentelemetry/instrumentation-http');
   const httpArgs = quick ? ['--seconds', '1', '--rounds', '2'] : ['--seconds', '3', '--rounds', '5'];
   execFileSync(process.execPath, [join(__dirname, 'http.js'), ...httpArgs], { cwd: __dirname, stdio: 'inherit' });
+
+  // (i) likewise: the collector's ingest latency while old data is pruned, next to none.
+  step('(i) pruning by age: collector ingest commit latency without and with the pruner, rows pruned per second');
+  execFileSync(process.execPath, [join(__dirname, 'prune.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
+
+  // (j) likewise: DogStatsD over UDP next to Etsy statsd 0.9.0, then the sidecar's growth with the series count.
+  step("(j) DogStatsD: the sidecar's dogstatsd_udp vs statsd 0.9.0, same datagrams at 100k and 200k lines/s; CPU per line by series count");
+  const dsdArgs = quick ? ['--seconds', '2', '--warmup', '1'] : ['--seconds', '5', '--warmup', '2'];
+  const dsdProf = argv('--cpu-prof') === undefined ? [] : ['--cpu-prof', argv('--cpu-prof')];
+  execFileSync(process.execPath, [join(__dirname, 'dogstatsd.js'), ...dsdArgs, ...dsdProf], { cwd: __dirname, stdio: 'inherit' });
+  execFileSync(process.execPath, [join(__dirname, 'dogstatsd.js'), ...dsdArgs, '--growth', quick ? '1000,100000' : '1000,10000,100000'], {
+    cwd: __dirname,
+    stdio: 'inherit',
+  });
+
+  // (k) likewise: the collector's metric store path, and its CPU per point at 1, 10 and 100 agents.
+  step('(k) collector metric store: points per collector CPU-second at 1, 10 and 100 agents (series grow with them), decode and store alone in process');
+  execFileSync(process.execPath, [join(__dirname, 'collector-store.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
+
+  // (l) likewise: the handshake, TCP connect → active, next to a bare TCP connect + round trips.
+  step('(l) upstream handshake: connect → active against a real collector, next to TCP connect + 1 and 2 round trips');
+  execFileSync(process.execPath, [join(__dirname, 'handshake.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**

@@ -21,8 +21,19 @@ if ((EUID != 0)); then
     exit 0
   fi
 fi
+# Debian's postgresql creates a cluster "main" on first install (and starts it where services
+# run). The tests start throwaway servers of their own (test/helpers/postgres.ts): a cluster made
+# by this install is stopped and dropped, so nothing is left running or listening on 5432.
+clusters() { command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '{ print $1 "/" $2 }'; }
+before=$(clusters)
 echo "test-deps: installing ${missing[*]}"
 if ! { "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; }; then
   echo "test-deps: apt-get failed; the tests that need ${missing[*]} will be skipped"
 fi
+for c in $(clusters); do
+  if ! grep -qxF "$c" <<<"$before"; then
+    echo "test-deps: dropping PostgreSQL cluster $c made by the install (the tests start their own servers)"
+    "${sudo[@]}" pg_dropcluster --stop "${c%%/*}" "${c#*/}" || echo "test-deps: could not drop cluster $c"
+  fi
+done
 exit 0

@@ -37,11 +37,12 @@ function series(kind, name, tags) {
   return { key: proto.seriesKey(bytes), kind, name, tags };
 }
 
-function metricPoint(proc, s, values) {
+function metricPoint(proc, s, values, host) {
   const slot = s % 10; // 0-5 histogram, 6-7 counter, 8-9 gauge
   const kind = slot < 6 ? proto.MetricKind.Histogram : slot < 8 ? proto.MetricKind.Counter : proto.MetricKind.Gauge;
   const name = kind === proto.MetricKind.Histogram ? 'http.server.duration' : kind === proto.MetricKind.Counter ? 'http.server.requests' : 'pool.in_use';
   const tags = { proc: String(proc), route: `${ROUTES[s % ROUTES.length]}/${Math.floor(s / 10)}`, status: '200' };
+  if (host !== undefined) tags.host = host;
   let sum = 0;
   let min = Number.POSITIVE_INFINITY;
   let max = Number.NEGATIVE_INFINITY;
@@ -62,8 +63,9 @@ const packId = (frameNo, i) => `f${String(frameNo).padStart(10, '0')}-${String(i
 /**
  * One metric body of at most maxBody bytes, with `patch(frameNo)` to make it a new
  * frame in place. `base`: interval start of frame 0 (ms, a multiple of INTERVAL_MS).
+ * `host`: a `host` tag on every series (distinct agents send distinct series).
  */
-function metricBody(maxBody, base = Math.floor(Date.now() / 60_000) * 60_000) {
+function metricBody(maxBody, base = Math.floor(Date.now() / 60_000) * 60_000, host = undefined) {
   const packs = [];
   let seed = 4242;
   let size = 1; // the pack count varint (< 128 packs)
@@ -73,7 +75,7 @@ function metricBody(maxBody, base = Math.floor(Date.now() / 60_000) * 60_000) {
     size += 1 + PACK_ID_WIDTH + 8 + 3 + 2; // id, interval start, interval ms, point count
     if (size > maxBody) break;
     for (let s = 0; s < POINTS_PER_PACK; s++) {
-      const pt = metricPoint(proc, s, latencies(SAMPLES_PER_POINT, seed++));
+      const pt = metricPoint(proc, s, latencies(SAMPLES_PER_POINT, seed++), host);
       const w = new proto.Writer(512);
       proto.writePoint(w, Buffer.from(pt.series.key, 'latin1'), pt.count, pt.sum, pt.min, pt.max, pt.last, pt.sketch);
       if (size + w.length > maxBody) {

@@ -101,7 +101,11 @@ export function main(argv: string[]): void {
     .description("bring the store's schema to this version (PostgreSQL: required before the first run and after an upgrade; SQLite migrates as it opens)")
     .option('--data-dir <dir>', dataDirHelp)
     .addOption(storeOption())
-    .action((o: { dataDir?: string; store?: string }) => migrate(o));
+    .option(
+      '--from-data-dir <dir>',
+      'also copy the projects, access keys and read tokens of the SQLite collector in <dir> into the store (sidecars keep their keys)',
+    )
+    .action((o: { dataDir?: string; store?: string; fromDataDir?: string }) => migrate(o));
 
   const all = (c: Command): void => {
     c.exitOverride();

@@ -105,3 +105,44 @@ export class StoreWriteError extends ApmError {
     super('ERR_STORE_WRITE', `the collector could not store ${what} (${why}); it was not acked and will be sent again`);
   }
 }
+
+/**
+ * `--store URL` (or APM_COLLECTOR_STORE) is not a store URL this collector takes: not `sqlite` nor
+ * `postgres://USER@HOST:PORT/DB`, a parameter it does not know, or a password in it (the password
+ * comes from PGPASSWORD or a password file, never from a flag that `ps` shows).
+ */
+export class StoreUrlError extends ApmError {
+  constructor(why: string) {
+    super('ERR_STORE_URL', `bad --store URL: ${why}`);
+  }
+}
+
+/** The PostgreSQL server of the store could not be reached, or has no such database. */
+export class StoreUnavailableError extends ApmError {
+  readonly location: string;
+  constructor(location: string, server: string, why: string) {
+    super('ERR_STORE_UNAVAILABLE', `the store ${location} is unavailable: cannot reach PostgreSQL at ${server} (${why})`);
+    this.location = location;
+  }
+}
+
+/** PostgreSQL refused the store's user: a wrong or missing password (PGPASSWORD, PGPASSFILE), or a user it does not know. */
+export class StoreAuthError extends ApmError {
+  readonly location: string;
+  constructor(location: string, why: string) {
+    super('ERR_STORE_AUTH', `PostgreSQL refused the login of the store ${location}: ${why} (the password comes from PGPASSWORD or PGPASSFILE)`);
+    this.location = location;
+  }
+}
+
+/** The store's database has no collector schema, or an older one: `run` does not create or change it. */
+export class StoreNotMigratedError extends ApmError {
+  readonly location: string;
+  constructor(location: string, found: number, wanted: number) {
+    super(
+      'ERR_STORE_NOT_MIGRATED',
+      `the store ${location} ${found === 0 ? 'has no collector schema' : `has schema version ${found}, this collector needs ${wanted}`}: run apm-collector migrate --store ${location}`,
+    );
+    this.location = location;
+  }
+}

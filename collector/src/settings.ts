@@ -20,6 +20,11 @@ export interface CollectorSettings {
   http_request_timeout_ms: number;
   http_keep_alive_timeout_ms: number;
   http_max_header_bytes: number;
+  store_retention_days: number;
+  store_prune_interval_ms: number;
+  store_prune_batch_rows: number;
+  collector_heartbeat_ms: number;
+  collector_dead_after_ms: number;
 }
 export type SettingKey = keyof CollectorSettings;
 
@@ -58,6 +63,26 @@ export const SETTINGS: Record<SettingKey, Spec> = {
   http_keep_alive_timeout_ms: { def: 5_000, min: 10, max: DAY, help: 'the HTTP port closes a keep-alive connection idle this long' },
   http_max_header_bytes: { def: 16_384, min: 1024, max: 1024 * 1024, help: 'the HTTP port answers larger request headers (all lines together) with 431' },
   max_connections_per_ip: { def: 256, min: 1, max: 10_000_000, help: 'agent connections and tunnel sessions held at once from one address' },
+  store_retention_days: {
+    def: 15,
+    min: 1,
+    max: 3650,
+    help: 'stored points, rollups, packs, traces, events, snapshots and active stacks older than this many days are deleted',
+  },
+  store_prune_interval_ms: { def: 60_000, min: 10, max: DAY, help: 'look for stored data older than store_retention_days this often' },
+  store_prune_batch_rows: {
+    def: 5_000,
+    min: 1,
+    max: 1_000_000,
+    help: 'rows deleted per transaction while pruning; ingest waits at most one such batch',
+  },
+  collector_heartbeat_ms: { def: 5_000, min: 10, max: DAY, help: 'each collector sharing a store writes its heartbeat this often' },
+  collector_dead_after_ms: {
+    def: 15_000,
+    min: 20,
+    max: DAY,
+    help: 'a collector whose heartbeat is older than this is dead and its agents disconnected; more than collector_heartbeat_ms',
+  },
 };
 
 /** A bad `--set` (unknown key, malformed pair or value out of range). The message names the key. */
@@ -95,5 +120,18 @@ export function parseSettings(pairs: readonly string[]): CollectorSettings {
       throw new SettingError(key, `--set ${key}: ${raw} is out of range [${spec.min}, ${spec.max}]`);
     out[key] = v;
   }
+  checkRelations(out);
   return out;
+}
+
+/**
+ * Settings that only make sense together. A collector whose heartbeat interval is not shorter
+ * than the age at which others declare it dead would be reaped while alive.
+ */
+function checkRelations(s: CollectorSettings): void {
+  if (s.collector_dead_after_ms <= s.collector_heartbeat_ms)
+    throw new SettingError(
+      'collector_dead_after_ms',
+      `--set collector_dead_after_ms: ${s.collector_dead_after_ms} must be more than collector_heartbeat_ms (${s.collector_heartbeat_ms})`,
+    );
 }

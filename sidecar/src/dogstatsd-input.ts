@@ -1,8 +1,8 @@
-import { type EventPack, encodeMetrics } from '@apm-sidecar/proto';
+import type { EventPack } from '@apm-sidecar/proto';
 import type { Aggregator } from './aggregator';
 import type { Counters } from './counters';
 import type { SeqTracker } from './dedup';
-import { type DogStatsdCounts, DogStatsdAggregator } from './dogstatsd';
+import { type DogStatsdCounts, DogStatsdAggregator, encodeDogStatsdMetrics } from './dogstatsd';
 import { type DogStatsdListeners, listenDogStatsd } from './dogstatsd-listeners';
 import type { Logger } from './logger';
 import type { RetentionHolder } from './retention/holder';
@@ -15,6 +15,8 @@ export interface DogStatsdInputOptions {
   udp: { host: string; port: number } | null;
   socketPath: string;
   flushMs: number;
+  /** `max_series`: the bound on the series of one flush window too. */
+  maxSeries: number;
   seqs: SeqTracker;
   aggregator: Aggregator;
   retention: RetentionHolder;
@@ -42,6 +44,7 @@ export class DogStatsdInput {
     const o = this.opts;
     if (o.udp === null && o.socketPath.length === 0) return;
     const agg = new DogStatsdAggregator({
+      maxSeries: o.maxSeries,
       intervalOf: (ts) => o.aggregator.intervalOf(ts),
       onEvent: o.onEvent,
       // Once per reason: a client sending a bad line sends it again and again (the rest are counted).
@@ -79,7 +82,7 @@ export class DogStatsdInput {
       o.counters.received.metrics += msg.points.length;
       o.aggregator.add(msg, { instanceId: DOGSTATSD_INSTANCE, seq: msg.seq });
       o.seqs.commit(DOGSTATSD_INSTANCE, msg.seq);
-      const frame = encodeMetrics(msg);
+      const frame = encodeDogStatsdMetrics(msg);
       // Datagrams have no sender to resend them: on a failed commit they are kept in memory only
       // (counted in retentionErrors, reported by the retention condition).
       o.retention.store?.addFrame(

@@ -104,7 +104,7 @@ function parseMetric(line: string): ParsedLine {
 }
 
 /** A decimal number the way clients write them; '', ' 1', '0x10', 'Infinity' and 'NaN' are not. */
-function numberOf(s: string): number | null {
+export function numberOf(s: string): number | null {
   if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s)) return null;
   const v = Number(s);
   return Number.isFinite(v) ? v : null;
@@ -224,4 +224,38 @@ function parseServiceCheck(line: string): ParsedLine {
     kind: 'event',
     event: { ts, type: 'dogstatsd.service_check', message: `${name}: ${status}${message.length > 0 ? ` — ${message}` : ''}`, attributes: attrs },
   };
+}
+
+const POW10 = Array.from({ length: 16 }, (_, i) => 10 ** i);
+
+/**
+ * numberOf(s.slice(a, b)), or NaN where that is null, without the slice or the regular expression
+ * for the values clients send most: up to 15 significant digits, no exponent. Such a value is m / 10^k
+ * with m < 2^53 and 10^k exact, and IEEE division rounds that quotient correctly, so the result is
+ * Number()'s to the bit. Anything else goes through numberOf.
+ */
+export function decimalIn(s: string, a: number, b: number): number {
+  let p = a;
+  const first = s.charCodeAt(p);
+  const neg = first === 45;
+  if (neg || first === 43) p++;
+  let m = 0;
+  let digits = 0;
+  let frac = 0;
+  let dot = false;
+  for (; p < b; p++) {
+    const c = s.charCodeAt(p);
+    if (c >= 48 && c <= 57) {
+      m = m * 10 + (c - 48);
+      digits++;
+      if (dot) frac++;
+    } else if (c === 46 && !dot) {
+      dot = true;
+    } else {
+      break;
+    }
+  }
+  if (p !== b || digits > 15 || digits === 0) return numberOf(s.slice(a, b)) ?? Number.NaN;
+  const v = m / (POW10[frac] as number);
+  return neg ? -v : v;
 }

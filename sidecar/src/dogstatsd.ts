@@ -1,16 +1,19 @@
 import {
   type EventPack,
+  MessageType,
   MetricKind,
-  type MetricKindCode,
   type MetricPoint,
   type MetricsMessage,
+  type Series,
   Sketch,
-  encodeSeries,
-  seriesKey,
   sketchKey,
   SKETCH_MIN_VALUE,
+  Writer,
+  writeMetricsHeader,
+  writePoint,
 } from '@apm-sidecar/proto';
-import { type InvalidReason, type ParsedMetric, parseLine } from './dogstatsd-parse';
+import { type Ident, IdentCache, seriesOf, weightOf } from './dogstatsd-ident';
+import { type InvalidReason, type MetricType, decimalIn, parseLine } from './dogstatsd-parse';
 
 /**
  * DogStatsD lines (see dogstatsd-parse.ts) aggregated into the product's metric kinds:
@@ -36,19 +39,14 @@ export interface DogStatsdCounts {
   invalidByReason: Partial<Record<InvalidReason, number>>;
 }
 
-const KIND: Record<ParsedMetric['type'], MetricKindCode> = {
-  c: MetricKind.Counter,
-  g: MetricKind.Gauge,
-  ms: MetricKind.Histogram,
-  h: MetricKind.Histogram,
-  d: MetricKind.Histogram,
-  s: MetricKind.Gauge,
-};
-const MAX_SERIES = 100_000;
+// Read once: the package's re-exports are getters, which would run on every line.
+const { Counter: COUNTER, Gauge: GAUGE, Histogram: HISTOGRAM } = MetricKind;
+const MIN_VALUE = SKETCH_MIN_VALUE;
+const keyOf = sketchKey;
+
+const DEFAULT_MAX_SERIES = 100_000;
 /** Members remembered per set per interval; past it the set's count stops growing and lines are counted. */
 const MAX_SET_MEMBERS = 10_000;
-/** A weight above this would make one sampled value outweigh a whole window's traffic. */
-const MAX_WEIGHT = 1_000_000;
 /** How far ahead of this clock a `|T` timestamp may be (clients on this host share its clock). */
 const MAX_FUTURE_MS = 10 * 60_000;
 
@@ -61,6 +59,8 @@ interface SetState {
 type Window = Map<string, MetricPoint>;
 
 export interface DogStatsdAggregatorOptions {
+  /** Series held in the open windows (`max_series`); a line for one more is refused (`series_limit`). */
+  maxSeries?: number;
   /** The reporting interval a timestamp belongs to (sets count distinct members per interval). */
   intervalOf?: (ts: number) => number;
   onEvent?: (event: EventPack) => void;
@@ -77,23 +77,84 @@ export class DogStatsdAggregator {
   private readonly sets = new Map<string, SetState>();
   private windowStart = Date.now();
   readonly counts: DogStatsdCounts = { packets: 0, lines: 0, metrics: 0, events: 0, serviceChecks: 0, invalid: 0, invalidByReason: {} };
+  private readonly maxSeries: number;
+  private readonly idents: IdentCache;
+  /** The values of the line at hand (packed lines have several); reused, never shrunk below one line's count. */
+  private readonly vals: number[] = [0];
+  private nv = 0;
+  /** The identities holding a point of the flush window. */
+  private touched: Ident[] = [];
 
-  constructor(private readonly opts: DogStatsdAggregatorOptions = {}) {}
+  constructor(private readonly opts: DogStatsdAggregatorOptions = {}) {
+    this.maxSeries = opts.maxSeries ?? DEFAULT_MAX_SERIES;
+    // As many identities as series: about 0.9 KB each (the key texts, the Series with its tags), the
+    // same order as what max_series lets the aggregation hold, and never more than 16 Mi characters.
+    this.idents = new IdentCache(this.maxSeries);
+  }
 
-  /** One datagram: one or more lines. */
+  /**
+   * One datagram: one or more lines. The datagram is decoded once and its lines are read in place;
+   * a metric line whose identity (all but its values) was seen before skips the parser (see
+   * dogstatsd-ident.ts); every other line takes the parser whole.
+   */
   packet(buf: Buffer): void {
     this.counts.packets++;
-    for (const line of buf.toString('utf8').split('\n')) {
+    const s = buf.toString('utf8');
+    const n = s.length;
+    let i = 0;
+    while (i <= n) {
+      let nl = s.indexOf('\n', i);
+      if (nl < 0) nl = n;
       // Clients on Windows end lines with \r\n; a trailing \r is not part of the last field.
-      const l = line.endsWith('\r') ? line.slice(0, -1) : line;
-      if (l.length > 0) this.line(l);
+      const end = nl > i && s.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
+      if (end > i) this.lineIn(s, i, end);
+      i = nl + 1;
     }
   }
 
   line(line: string): void {
+    if (line.length > 0) this.lineIn(line, 0, line.length);
+  }
+
+  /** The line s[start, end). */
+  private lineIn(s: string, start: number, end: number): void {
     this.counts.lines++;
+    const bar = s.indexOf('|', start);
+    const colon = s.indexOf(':', start);
+    const special = s.charCodeAt(start) === 95 && (s.startsWith('_e{', start) || s.startsWith('_sc|', start));
+    // No '|', or no ':' before it: the parser says why (no_type); events and service checks are its own.
+    if (special || bar < 0 || bar >= end || colon < 0 || colon > bar) return this.parsed(start === 0 && end === s.length ? s : s.slice(start, end));
+    const id = this.idents.lookup(s, start, colon, bar, end);
+    if (id === null) return this.parsed(s.slice(start, end));
+    if (id.reason !== null && id.early) return this.invalid(id.reason, s, start, end);
+    let member = '';
+    if (id.type === 's') {
+      if (colon + 1 === bar) return this.invalid('bad_value', s, start, end);
+      member = s.slice(colon + 1, bar);
+    } else {
+      // Packed values (protocol 1.1): v1:v2:… between the name's ':' and the first '|'.
+      const vals = this.vals;
+      let nv = 0;
+      let a = colon + 1;
+      for (;;) {
+        let c = s.indexOf(':', a);
+        if (c < 0 || c > bar) c = bar;
+        const v = decimalIn(s, a, c);
+        if (Number.isNaN(v)) return this.invalid('bad_value', s, start, end);
+        vals[nv++] = v;
+        if (c === bar) break;
+        a = c + 1;
+      }
+      this.nv = nv;
+    }
+    if (id.reason !== null) return this.invalid(id.reason, s, start, end);
+    this.accumulate(this.window, id, id.series as Series, id.type, id.rate, id.weight, member, s, start, end);
+  }
+
+  /** A line through the parser: events, service checks, `|T` lines, and what the identity path leaves. */
+  private parsed(line: string): void {
     const p = parseLine(line);
-    if (p.kind === 'invalid') return this.invalid(p.reason, line);
+    if (p.kind === 'invalid') return this.invalid(p.reason, line, 0, line.length);
     if (p.kind === 'event') {
       if (p.event.type === 'dogstatsd.service_check') this.counts.serviceChecks++;
       else this.counts.events++;
@@ -101,44 +162,70 @@ export class DogStatsdAggregator {
       return;
     }
     // A point stamped far ahead would hold its interval open (and memory) until that time comes.
-    if (p.ts !== null && p.ts > Date.now() + MAX_FUTURE_MS) return this.invalid('bad_timestamp', line);
-    const kind = KIND[p.type];
-    const bytes = encodeSeries(kind, p.name, p.tags);
-    const key = seriesKey(bytes);
+    if (p.ts !== null && p.ts > Date.now() + MAX_FUTURE_MS) return this.invalid('bad_timestamp', line, 0, line.length);
+    const vals = this.vals;
+    for (let i = 0; i < p.values.length; i++) vals[i] = p.values[i] as number;
+    this.nv = p.values.length;
     const w = p.ts === null ? this.window : this.stampedWindow(p.ts);
-    let a = w.get(key);
-    if (a === undefined && this.held >= MAX_SERIES) return this.invalid('series_limit', line);
-    if (p.type === 's' && !this.addMember(key, p.member)) return this.invalid('set_limit', line);
+    this.accumulate(w, null, seriesOf(p), p.type, p.rate, weightOf(p.rate), p.member, line, 0, line.length);
+  }
+
+  /** The values in `vals[0, nv)` (or the set `member`) into the series' point of window `w`. */
+  private accumulate(
+    w: Window,
+    id: Ident | null,
+    series: Series,
+    type: MetricType,
+    rate: number,
+    weight: number,
+    member: string,
+    s: string,
+    start: number,
+    end: number,
+  ): void {
+    const key = series.key;
+    const kind = series.kind;
+    // `id` (lines of the flush window read by identity) remembers the point its series has there.
+    let a = id?.point ?? w.get(key);
+    if (a === undefined && this.held >= this.maxSeries) return this.invalid('series_limit', s, start, end);
+    if (type === 's' && !this.addMember(key, member)) return this.invalid('set_limit', s, start, end);
     if (a === undefined) {
       a = {
-        series: { key, kind, name: p.name, tags: p.tags },
+        series,
         count: 0,
         sum: 0,
         min: Number.POSITIVE_INFINITY,
         max: Number.NEGATIVE_INFINITY,
         last: Number.NaN,
-        sketch: kind === MetricKind.Histogram ? new Sketch() : null,
+        sketch: kind === HISTOGRAM ? new Sketch() : null,
       };
       w.set(key, a);
       this.held++;
     }
-    if (p.type === 's') {
+    if (id !== null && id.point === null) {
+      id.point = a;
+      this.touched.push(id);
+    }
+    if (type === 's') {
       this.setKeys.add(key);
       this.counts.metrics++;
       return;
     }
-    const weight = Math.min(MAX_WEIGHT, Math.max(1, Math.round(1 / p.rate)));
-    const scaled = p.values.map((v) => (kind === MetricKind.Counter ? v / p.rate : v * weight));
-    const total = scaled.reduce((s, v) => s + v, 0);
-    if (!Number.isFinite(a.sum + total)) return this.invalid('overflow', line);
-    for (let i = 0; i < p.values.length; i++) {
-      const v = p.values[i] as number;
+    const vals = this.vals;
+    const nv = this.nv;
+    const counter = kind === COUNTER;
+    // Summed in the order the values came, as one would add them up by hand.
+    let total = 0;
+    for (let i = 0; i < nv; i++) total += counter ? (vals[i] as number) / rate : (vals[i] as number) * weight;
+    if (!Number.isFinite(a.sum + total)) return this.invalid('overflow', s, start, end);
+    for (let i = 0; i < nv; i++) {
+      const v = vals[i] as number;
       if (a.sketch !== null) addWeighted(a.sketch, v, weight);
       else a.count++;
-      const seen = kind === MetricKind.Counter ? (scaled[i] as number) : v;
+      const seen = counter ? v / rate : v;
       if (seen < a.min) a.min = seen;
       if (seen > a.max) a.max = seen;
-      if (kind === MetricKind.Gauge) a.last = v;
+      if (kind === GAUGE) a.last = v;
     }
     if (a.sketch !== null) a.count = a.sketch.count;
     a.sum += total;
@@ -159,11 +246,15 @@ export class DogStatsdAggregator {
     this.window = new Map();
     this.stamped = new Map();
     this.held = 0;
+    // The identities forget the window's points, which go with the messages (and are not kept alive by them).
+    for (const id of this.touched) id.point = null;
+    this.touched = [];
     return out;
   }
 
-  private invalid(reason: InvalidReason, line: string): void {
-    if (this.counts.invalidByReason[reason] === undefined) this.opts.onFirstInvalid?.(reason, line);
+  /** The line s[start, end) refused. */
+  private invalid(reason: InvalidReason, s: string, start: number, end: number): void {
+    if (this.counts.invalidByReason[reason] === undefined) this.opts.onFirstInvalid?.(reason, s.slice(start, end));
     this.counts.invalid++;
     this.counts.invalidByReason[reason] = (this.counts.invalidByReason[reason] ?? 0) + 1;
   }
@@ -220,7 +311,20 @@ function addWeighted(s: Sketch, v: number, n: number): void {
   s.sum += v * n;
   if (v < s.min) s.min = v;
   if (v > s.max) s.max = v;
-  if (v > SKETCH_MIN_VALUE) s.pos.add(sketchKey(v), n);
-  else if (v < -SKETCH_MIN_VALUE) s.neg.add(sketchKey(-v), n);
+  if (v > MIN_VALUE) s.pos.add(keyOf(v), n);
+  else if (v < -MIN_VALUE) s.neg.add(keyOf(-v), n);
   else s.zero += n;
+}
+
+/**
+ * encodeMetrics for the aggregator's messages, each series written from its key instead of encoded
+ * again: a DogStatsD series' key is the latin1 image of its encoding (seriesOf in
+ * dogstatsd-ident.ts), so the bytes are the same, without sorting and writing every series' tags at
+ * every flush.
+ */
+export function encodeDogStatsdMetrics(m: MetricsMessage): Buffer {
+  const w = new Writer(1024);
+  writeMetricsHeader(w, m.seq, m.ts, m.windowMs, m.points.length);
+  for (const p of m.points) writePoint(w, Buffer.from(p.series.key, 'latin1'), p.count, p.sum, p.min, p.max, p.last, p.sketch);
+  return w.frame(MessageType.Metrics);
 }

@@ -133,6 +133,7 @@ export class Sidecar implements IpcHandler {
       udp: opts.dogstatsdUdp,
       socketPath: opts.dogstatsdSocket,
       flushMs: opts.flushMs,
+      maxSeries: opts.maxSeries,
       onEvent: (event) => {
         counters.received.events++;
         this.outbox.keep({ kind: 'event', origin: DOGSTATSD_ORIGIN, event }, this.state.state);

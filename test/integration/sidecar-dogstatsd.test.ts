@@ -54,4 +54,23 @@ describe('DogStatsD input (dogstatsd_udp, dogstatsd_socket)', () => {
       await sc.kill('SIGTERM');
     }
   });
+
+  test('max_series bounds the DogStatsD flush window: the line of one series more is refused (series_limit) and counted in status', async () => {
+    const sc = await startSidecar(join(tmp.dir, 'dsd-max'), ['--set', 'flush_ms=60000', '--set', 'max_series=2', '--set', 'dogstatsd_udp=127.0.0.1:0']);
+    const udp = createSocket('udp4');
+    try {
+      const st = JSON.parse((await runCli(['status', '--json', '--socket', sc.socket])).stdout);
+      udp.send('a:1|c\nb:1|c\nc:1|c\na:1|c', st.dogstatsd.udpPort as number, '127.0.0.1');
+      const status = async () => JSON.parse((await runCli(['status', '--json', '--socket', sc.socket])).stdout);
+      const s2 = await waitFor('the datagram to be read', async () => {
+        const s = await status();
+        return s.dogstatsd.lines === 4 ? s : null;
+      });
+      assert.deepEqual(s2.dogstatsd.invalidByReason, { series_limit: 1 });
+      assert.equal(s2.dogstatsd.metrics, 3);
+    } finally {
+      udp.close();
+      await sc.kill('SIGTERM');
+    }
+  });
 });

@@ -460,11 +460,17 @@ function buckets(store: Sketch['pos']): [number, number][] {
   return out;
 }
 
+/** A pack by its fields (decoded points are objects of their own class, with the sketch built when read). */
 function packView(packs: UpMetricPack[]): unknown {
   return packs.map((p) => ({
     ...p,
     points: p.points.map((pt) => ({
-      ...pt,
+      series: pt.series,
+      count: pt.count,
+      sum: pt.sum,
+      min: pt.min,
+      max: pt.max,
+      last: pt.last,
       sketch:
         pt.sketch === null
           ? null

@@ -7,6 +7,8 @@ import { type CollectorSettings, SettingError, parseSettings } from '../settings
 import type { CollectorStore } from '../store/contract';
 import { openStore } from '../store/open-store';
 import { SqliteCollectorStore } from '../store/sqlite-store';
+import { systemClock } from '../clock';
+import { startPruner } from '../store-pruner';
 import { Tunnel } from '../tunnel';
 import { CollectorStats } from '../types';
 import { EXIT_RUNTIME, EXIT_USAGE, defaultDataDir, die, failStore, modeText, storeSpecOf } from './common';
@@ -109,6 +111,8 @@ export async function run(o: RunOpts): Promise<void> {
       maxConnectionsPerIp: settings.max_connections_per_ip,
       tunnelSessionTimeoutMs: settings.tunnel_session_timeout_ms,
       keyPollMs: settings.key_revocation_poll_ms,
+      heartbeatMs: settings.collector_heartbeat_ms,
+      deadAfterMs: settings.collector_dead_after_ms,
     });
   } catch (err) {
     log.fatal({ err }, 'cannot listen');
@@ -117,6 +121,15 @@ export async function run(o: RunOpts): Promise<void> {
     die(EXIT_RUNTIME, `cannot listen: ${(err as Error).message}`);
   }
   const agentServer = agents;
+  // Stored data older than store_retention_days goes, in short batches that never hold ingest up.
+  const pruner = startPruner({
+    store,
+    retentionDays: settings.store_retention_days,
+    intervalMs: settings.store_prune_interval_ms,
+    batchRows: settings.store_prune_batch_rows,
+    clock: systemClock,
+    log,
+  });
   tunnel = new Tunnel({
     agents: agentServer,
     log,
@@ -151,8 +164,9 @@ export async function run(o: RunOpts): Promise<void> {
     deadline.unref();
     // Stop accepting and end agent sessions first (they write to the store), then HTTP, then the db.
     agentTunnel.close();
-    agentServer
-      .close()
+    pruner
+      .stop()
+      .then(() => agentServer.close())
       .then(() => closeServer(http))
       .then(() => store.close())
       .then(

@@ -1,6 +1,7 @@
 import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, StoreMetricsResult, StoreTextResult } from '../types';
 import type { AgentListRow } from './agents';
+import type { KeyImport } from './copy-keys';
 import type { CreatedKey, KeyRow } from './keys';
 import type { BtRegistrationRow, EventRow, ListQuery, MetricQuery, MetricRow, SnapshotRow, TraceQuery, TraceRow } from './queries';
 import type { ActiveToken, ReadTokenRow } from './read-tokens';
@@ -57,7 +58,7 @@ export interface ReapResult {
   agents: AgentRef[];
 }
 
-export interface CollectorStore {
+export interface CollectorStore extends KeyImport {
   readonly kind: StoreKind;
   /** Where the data is, for logs and errors: a file path, or the URL without its password. */
   readonly location: string;
@@ -70,6 +71,7 @@ export interface CollectorStore {
   createKey(project: string, now?: number): Promise<CreatedKey>;
   revokeKey(fingerprint: string, now?: number): Promise<RevokedKey>;
   listKeys(): Promise<KeyRow[]>;
+  // And importProject, importKey, importToken (copy-keys.ts): rows written as they are, for moving a collector's keys to another store.
 
   // Read tokens of the HTTP API (read-tokens.ts).
   createToken(projectId: string | null, now?: number): Promise<{ tokenId: string; token: string }>;

@@ -5,6 +5,7 @@ import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, St
 import { type AgentListRow, AgentStore } from './agents';
 import type { CollectorInfo, CollectorRow, LicenseGrant, ReapResult } from './contract';
 import { FleetStore } from './fleet';
+import { SqliteKeyImport } from './key-import';
 import { type CreatedKey, type KeyRow, KeyStore } from './keys';
 import { MetricStore } from './metrics';
 import { type OpenOptions, errText, isCorruption, openDatabaseFile, secureFiles, setDurability } from './open';
@@ -20,6 +21,7 @@ import {
   type TraceRow,
 } from './queries';
 import { ReadTokens } from './read-tokens';
+import { SqlitePruner } from './prune';
 import { type RebuildResult, rebuildFromTables } from './rebuild';
 import { migrate } from './schema';
 import { TextStore } from './text-items';
@@ -81,6 +83,8 @@ interface Parts {
   keys: KeyStore;
   agents: AgentStore;
   fleet: FleetStore;
+  pruner: SqlitePruner;
+  keyImport: SqliteKeyImport;
   metrics: MetricStore;
   text: TextStore;
   queries: Queries;
@@ -114,6 +118,8 @@ export class SqliteStore {
         keys: new KeyStore(db),
         agents,
         fleet: new FleetStore(db, agents),
+        pruner: new SqlitePruner(db),
+        keyImport: new SqliteKeyImport(db),
         metrics: new MetricStore(db, opts.rollupGraceMs ?? 120_000),
         text: new TextStore(db),
         queries: new Queries(db),
@@ -281,6 +287,23 @@ export class SqliteStore {
   }
   storeText(agent: AgentRef, items: TextItem[]): StoreTextResult {
     return this.guard(() => this.text.storeText(agent, items));
+  }
+
+  // prune.ts
+  /** At most maxRows rows older than `before` deleted, in one short transaction; returns how many. */
+  prune(before: number, maxRows: number): number {
+    return this.guard(() => this.p.pruner.prune(before, maxRows));
+  }
+
+  // key-import.ts
+  importProject(projectId: string, name: string, createdAt: number): boolean {
+    return this.p.keyImport.importProject(projectId, name, createdAt);
+  }
+  importKey(projectId: string, secret: Buffer, createdAt: number): boolean {
+    return this.p.keyImport.importKey(projectId, secret, createdAt);
+  }
+  importToken(tokenId: string, projectId: string | null, hash: Buffer, createdAt: number): boolean {
+    return this.p.keyImport.importToken(tokenId, projectId, hash, createdAt);
   }
 
   // queries.ts

@@ -36,6 +36,28 @@ export function projectSlug(name: string): string {
   return s.length > 0 ? s : 'project';
 }
 
+/** The project name or id `keys create --project` was given, trimmed; throws ProjectNameError when unusable. */
+export function checkProjectName(project: string): string {
+  const trimmed = project.trim();
+  if (trimmed.length === 0) throw new ProjectNameError('it is empty');
+  if (trimmed.length > 200) throw new ProjectNameError('it is longer than 200 characters');
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+  if (/[\u0000-\u001f\u007f]/.test(trimmed)) throw new ProjectNameError('it contains control characters');
+  return trimmed;
+}
+
+/** A new project id for a project named `name`: slug(name)-<6 hex>; throws ProjectNameError when it would not be valid. */
+export function newProjectId(name: string): string {
+  const projectId = `${projectSlug(name)}-${randomBytes(3).toString('hex')}`;
+  if (!isProjectId(projectId)) throw new ProjectNameError(`"${projectId}" is not a valid project id`);
+  return projectId;
+}
+
+/** The error for a name several projects share (made before rotation existed): the project id must be given instead. */
+export function ambiguousProjectName(name: string, projectIds: string[]): ProjectNameError {
+  return new ProjectNameError(`${projectIds.length} projects are named "${name}" (${projectIds.join(', ')}); give the project id instead`);
+}
+
 function prepare(db: Database.Database) {
   return {
     projectKeys: db.prepare<[string], { id: number; secret: Buffer; revoked_at: number | null }>(
@@ -76,12 +98,7 @@ export class KeyStore {
    * keys work until one is revoked. Otherwise a new project, id = slug(name)-<6 hex>.
    */
   createKey(project: string, now = Date.now()): CreatedKey {
-    const trimmed = project.trim();
-    if (trimmed.length === 0) throw new ProjectNameError('it is empty');
-    if (trimmed.length > 200) throw new ProjectNameError('it is longer than 200 characters');
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
-    if (/[\u0000-\u001f\u007f]/.test(trimmed)) throw new ProjectNameError('it contains control characters');
-    return this.keyTx(trimmed, now);
+    return this.keyTx(checkProjectName(project), now);
   }
 
   private createKeyIn(name: string, now: number): CreatedKey {
@@ -93,23 +110,24 @@ export class KeyStore {
       }
       throw new ProjectNameError(`could not add a key to project "${existing.project_id}"`);
     }
-    const slug = projectSlug(name);
     for (let attempt = 0; attempt < 16; attempt++) {
-      const projectId = `${slug}-${randomBytes(3).toString('hex')}`;
-      if (!isProjectId(projectId)) throw new ProjectNameError(`"${projectId}" is not a valid project id`);
+      const projectId = newProjectId(name);
       if (this.st.insertProject.run(projectId, name, now).changes === 0) continue;
       const secret = randomBytes(32);
       this.st.insertKey.run(projectId, secret, now);
       return { projectId, secret, created: true };
     }
-    throw new ProjectNameError(`could not find a free project id for "${slug}"`);
+    throw new ProjectNameError(`could not find a free project id for "${projectSlug(name)}"`);
   }
 
   /** The project with this name; a name two projects share (made before rotation existed) is ambiguous. */
   private onlyProjectNamed(name: string): { project_id: string } | undefined {
     const rows = this.st.projectsByName.all(name);
     if (rows.length > 1)
-      throw new ProjectNameError(`${rows.length} projects are named "${name}" (${rows.map((r) => r.project_id).join(', ')}); give the project id instead`);
+      throw ambiguousProjectName(
+        name,
+        rows.map((r) => r.project_id),
+      );
     return rows[0];
   }
 

@@ -14,9 +14,15 @@ import { METRIC_COLUMN_NAMES, type MetricTable } from './schema';
  */
 
 /**
- * Merge a point into its row, in SQL. The caller merged the sketch already (it passes the
- * merged bytes). min(a, b) with a NULL argument is NULL, hence the coalesce: NULL means "no values".
- * A gauge's last value is the one received last (last_at), whatever order the packs came in.
+ * The SQL function merging two rows' sketches (bucket bytes), registered on the connection
+ * by MetricStore: a row's sketch is merged where it lies instead of being read back first.
+ */
+export const MERGE_SKETCH_FUNCTION = 'apm_merge_sketch';
+
+/**
+ * Merge a point into its row, in SQL. min(a, b) with a NULL argument is NULL, hence the
+ * coalesce: NULL means "no values". A gauge's last value is the one received last (last_at),
+ * whatever order the packs came in. Sketches: the one present, or both merged.
  */
 export function upsertSql(table: MetricTable): string {
   const newer = 'excluded.last IS NOT NULL AND (last IS NULL OR excluded.last_at >= last_at)';
@@ -30,12 +36,8 @@ export function upsertSql(table: MetricTable): string {
         max = coalesce(max(max, excluded.max), max, excluded.max),
         last = CASE WHEN ${newer} THEN excluded.last ELSE last END,
         last_at = CASE WHEN ${newer} THEN excluded.last_at ELSE last_at END,
-        sketch = coalesce(excluded.sketch, sketch)`;
-}
-
-/** The stored sketch of one row (to merge a new one into). */
-export function selectSketchSql(table: MetricTable): string {
-  return `SELECT sketch FROM ${table} WHERE agent_id = ? AND project_id = ? AND series_key = ? AND interval_start = ?`;
+        sketch = CASE WHEN sketch IS NULL OR excluded.sketch IS NULL THEN coalesce(excluded.sketch, sketch)
+          ELSE ${MERGE_SKETCH_FUNCTION}(sketch, excluded.sketch) END`;
 }
 
 /** A metric row as the queries read it. */

@@ -1,6 +1,8 @@
+import { StoreUrlError } from '../errors';
 import type { CollectorStore } from './contract';
 import type { SqliteStoreOptions } from './index';
 import { orderedByAgent } from './ordered';
+import { parsePostgresUrl } from './pg/url';
 import { SqliteCollectorStore } from './sqlite-store';
 
 /**
@@ -18,12 +20,16 @@ export type StoreSpec = { kind: 'sqlite' } | { kind: 'postgres'; url: string };
 export const STORE_HELP =
   'sqlite (default: collector.db in --data-dir) or postgres://USER@HOST:PORT/DB (password from PGPASSWORD or PGPASSFILE); default $APM_COLLECTOR_STORE';
 
-/** Parse a --store value; the message of a thrown Error is fit for the command line. */
+/** Parse a --store value; throws StoreUrlError, whose message is fit for the command line. */
 export function parseStoreSpec(value: string | undefined): StoreSpec {
   const v = (value ?? '').trim();
   if (v === '' || v === 'sqlite') return { kind: 'sqlite' };
-  if (/^postgres(ql)?:\/\//i.test(v)) return { kind: 'postgres', url: v };
-  throw new Error(`expected "sqlite" or a postgres://USER@HOST:PORT/DB URL, got ${JSON.stringify(v.replace(/:[^@/]*@/, ':***@').slice(0, 200))}`);
+  if (/^postgres(ql)?:\/\//i.test(v)) {
+    // Checked here (no password in it, a database named, …) so a bad flag is a usage error.
+    parsePostgresUrl(v);
+    return { kind: 'postgres', url: v };
+  }
+  throw new StoreUrlError(`expected "sqlite" or a postgres://USER@HOST:PORT/DB URL, got ${JSON.stringify(v.replace(/:[^@/]*@/, ':***@').slice(0, 200))}`);
 }
 
 export interface OpenStoreOptions extends SqliteStoreOptions {
@@ -40,8 +46,8 @@ export async function openStore(spec: StoreSpec, dataDir: string, opts: OpenStor
 /** Bring the store's schema to this version: PostgreSQL's migrations, or SQLite's (applied on every open). */
 export async function migrateStore(spec: StoreSpec, dataDir: string): Promise<{ from: number; to: number; location: string }> {
   if (spec.kind === 'postgres') {
-    const { migratePostgres, redactedUrl } = await import('./pg/index.js');
-    return { ...(await migratePostgres(spec.url)), location: redactedUrl(spec.url) };
+    const { migratePostgres, parsePostgresUrl } = await import('./pg/index.js');
+    return { ...(await migratePostgres(spec.url)), location: parsePostgresUrl(spec.url).location };
   }
   const { SqliteStore, SCHEMA_VERSION } = await import('./index.js');
   const s = SqliteStore.open(dataDir);

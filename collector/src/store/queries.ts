@@ -5,8 +5,8 @@ import { type MetricDbRow, decodeSketch } from './metric-table';
 /** What the API reads: metric points and rollups, traces, events, registrations. Nothing here writes. */
 
 export const MAX_QUERY_LIMIT = 10_000;
-const DEFAULT_QUERY_LIMIT = 1000;
-const DEFAULT_LIST_LIMIT = 100;
+export const DEFAULT_QUERY_LIMIT = 1000;
+export const DEFAULT_LIST_LIMIT = 100;
 
 export interface MetricQuery {
   /** Only this project's agents. */
@@ -100,10 +100,10 @@ export interface BtRegistrationRow {
   firstSeenAt: number;
 }
 
-type Filter = Pick<MetricQuery, 'project' | 'agent' | 'name' | 'from' | 'to'> & { traceId?: string };
+export type Filter = Pick<MetricQuery, 'project' | 'agent' | 'name' | 'from' | 'to'> & { traceId?: string };
 
-/** Each filter a query may give, and its condition on the named parameter. */
-const CONDITIONS: Record<keyof Filter, string> = {
+/** Each filter a query may give, and its condition on the named parameter (`@key`; pg/queries.ts numbers them). */
+export const CONDITIONS: Record<keyof Filter, string> = {
   project: 'project_id = @project',
   agent: 'agent_id = @agent',
   name: 'name = @name',
@@ -124,7 +124,7 @@ function where(q: Filter, keys: (keyof Filter)[], params: Record<string, unknown
   return parts.length > 0 ? ` WHERE ${parts.join(' AND ')}` : '';
 }
 
-function clampLimit(limit: number | undefined, dflt: number): number {
+export function clampLimit(limit: number | undefined, dflt: number): number {
   return Math.max(1, Math.min(MAX_QUERY_LIMIT, Math.floor(limit ?? dflt)));
 }
 
@@ -132,7 +132,7 @@ function finiteOrNull(v: number): number | null {
   return Number.isFinite(v) ? v : null;
 }
 
-function toMetricRow(r: MetricDbRow): MetricRow {
+export function toMetricRow(r: MetricDbRow): MetricRow {
   const row: MetricRow = {
     project: r.project_id,
     agentId: r.agent_id,
@@ -167,8 +167,71 @@ function toMetricRow(r: MetricDbRow): MetricRow {
 /** Where a text item came from: the columns every text table starts with (with project_id). */
 const ORIGIN_COLUMNS = 'agent_id, app, instance_id';
 
-function origin(r: Record<string, unknown>): { project: string; agentId: string; app: string; instanceId: string } {
+export function origin(r: Record<string, unknown>): { project: string; agentId: string; app: string; instanceId: string } {
   return { project: r.project_id as string, agentId: r.agent_id as string, app: r.app as string, instanceId: r.instance_id as string };
+}
+
+/** The columns each list reads after project_id, and how its rows map to API rows (shared with pg/queries.ts). */
+export const TRACE_COLUMNS = `${ORIGIN_COLUMNS}, txid, trace_id, name, start_time, duration_ms, error, body_json`;
+export const SNAPSHOT_COLUMNS = `${ORIGIN_COLUMNS}, ts, kind, body_json`;
+export const EVENT_COLUMNS = `${ORIGIN_COLUMNS}, ts, type, message, body_json`;
+/** Every table counts() reports. */
+export const COUNTED_TABLES = [
+  'agents',
+  'projects',
+  'keys',
+  'metric_packs',
+  'metric_points',
+  'traces',
+  'active_stacks',
+  'events',
+  'snapshots',
+  'bt_registrations',
+];
+
+export function traceRow(r: Record<string, unknown>): TraceRow {
+  return {
+    ...origin(r),
+    txid: r.txid as string,
+    traceId: r.trace_id as string,
+    name: r.name as string,
+    startTime: r.start_time as number,
+    durationMs: r.duration_ms as number,
+    error: (r.error as string | null) ?? null,
+    trace: JSON.parse(r.body_json as string) as unknown,
+  };
+}
+
+export function snapshotRow(r: Record<string, unknown>): SnapshotRow {
+  return {
+    ...origin(r),
+    ts: r.ts as number,
+    kind: r.kind as string,
+    // The stored body is the whole snapshot pack; its `data` is what the app gave.
+    data: (JSON.parse(r.body_json as string) as { data?: unknown }).data ?? null,
+  };
+}
+
+export function eventRow(r: Record<string, unknown>): EventRow {
+  return {
+    ...origin(r),
+    ts: r.ts as number,
+    type: r.type as string,
+    message: r.message as string,
+    event: JSON.parse(r.body_json as string) as unknown,
+  };
+}
+
+export interface BtDbRow {
+  project_id: string;
+  agent_id: string;
+  name: string;
+  app: string;
+  first_seen: number;
+}
+
+export function btRegistrationRow(r: BtDbRow): BtRegistrationRow {
+  return { project: r.project_id, agentId: r.agent_id, name: r.name, app: r.app, firstSeenAt: r.first_seen };
 }
 
 export class Queries {
@@ -207,53 +270,30 @@ export class Queries {
 
   /** The most recent traces, newest first. */
   listTraces(q: TraceQuery = {}): TraceRow[] {
-    const rows = (r: Record<string, unknown>): TraceRow => ({
-      ...origin(r),
-      txid: r.txid as string,
-      traceId: r.trace_id as string,
-      name: r.name as string,
-      startTime: r.start_time as number,
-      durationMs: r.duration_ms as number,
-      error: (r.error as string | null) ?? null,
-      trace: JSON.parse(r.body_json as string) as unknown,
-    });
-    return this.list('traces', `${ORIGIN_COLUMNS}, txid, trace_id, name, start_time, duration_ms, error, body_json`, q, rows, ['traceId', 'name']);
+    return this.list('traces', TRACE_COLUMNS, q, traceRow, ['traceId', 'name']);
   }
 
   /** The most recent snapshots, newest first. */
   listSnapshots(q: ListQuery = {}): SnapshotRow[] {
-    return this.list('snapshots', `${ORIGIN_COLUMNS}, ts, kind, body_json`, q, (r) => ({
-      ...origin(r),
-      ts: r.ts as number,
-      kind: r.kind as string,
-      // The stored body is the whole snapshot pack; its `data` is what the app gave.
-      data: (JSON.parse(r.body_json as string) as { data?: unknown }).data ?? null,
-    }));
+    return this.list('snapshots', SNAPSHOT_COLUMNS, q, snapshotRow);
   }
 
   /** The most recent events, newest first. */
   listEvents(q: ListQuery = {}): EventRow[] {
-    return this.list('events', `${ORIGIN_COLUMNS}, ts, type, message, body_json`, q, (r) => ({
-      ...origin(r),
-      ts: r.ts as number,
-      type: r.type as string,
-      message: r.message as string,
-      event: JSON.parse(r.body_json as string) as unknown,
-    }));
+    return this.list('events', EVENT_COLUMNS, q, eventRow);
   }
 
   /** Registrations by agent and name (at most `limit`, default all up to MAX_QUERY_LIMIT). */
   listBtRegistrations(q: ListQuery = {}): BtRegistrationRow[] {
     const params: Record<string, unknown> = { limit: clampLimit(q.limit, MAX_QUERY_LIMIT) };
     const sql = `SELECT project_id, agent_id, name, app, first_seen FROM bt_registrations${where(q, ['project', 'agent'], params)} ORDER BY agent_id, project_id, name LIMIT @limit`;
-    const rows = this.all<{ project_id: string; agent_id: string; name: string; app: string; first_seen: number }>(sql, params);
-    return rows.map((r) => ({ project: r.project_id, agentId: r.agent_id, name: r.name, app: r.app, firstSeenAt: r.first_seen }));
+    return this.all<BtDbRow>(sql, params).map(btRegistrationRow);
   }
 
   /** Row counts of the data tables (for status output and tests). */
   counts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const t of ['agents', 'projects', 'keys', 'metric_packs', 'metric_points', 'traces', 'active_stacks', 'events', 'snapshots', 'bt_registrations']) {
+    for (const t of COUNTED_TABLES) {
       out[t] = (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
     }
     return out;

@@ -47,6 +47,12 @@ export function matchToken(presented: string, active: readonly ActiveToken[]): A
   return found;
 }
 
+/** A new token and its id (the caller stores hashToken(token) under the id, retrying when the id is taken). */
+export function newToken(): { tokenId: string; token: string } {
+  const tokenId = randomBytes(4).toString('hex');
+  return { tokenId, token: `${PREFIX}.${tokenId}.${randomBytes(32).toString('base64url')}` };
+}
+
 interface DbRow {
   token_id: string;
   project_id: string | null;
@@ -72,8 +78,7 @@ export class ReadTokens {
   /** A new token (returned in clear, once) for one project, or for all when projectId is null. */
   create(projectId: string | null, now = Date.now()): { tokenId: string; token: string } {
     for (let attempt = 0; attempt < 16; attempt++) {
-      const tokenId = randomBytes(4).toString('hex');
-      const token = `${PREFIX}.${tokenId}.${randomBytes(32).toString('base64url')}`;
+      const { tokenId, token } = newToken();
       if (this.st.insert.run(tokenId, projectId, hashToken(token), now).changes === 1) return { tokenId, token };
     }
     throw new TokenIdExhaustedError();

@@ -270,6 +270,15 @@ ${createTableSql('agents_new', ['project_id TEXT NOT NULL', 'agent_id TEXT NOT N
     value TEXT NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 8: pruning by age (prune.ts) finds the oldest rows of each table through an index on its time
+  // column instead of scanning the table. metric_points (by_start) and metric_packs (by_time) had one.
+  `
+  CREATE INDEX IF NOT EXISTS metric_rollups_by_start ON metric_rollups (interval_start);
+  CREATE INDEX IF NOT EXISTS traces_by_start ON traces (start_time);
+  CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts);
+  CREATE INDEX IF NOT EXISTS snapshots_by_ts ON snapshots (ts);
+  CREATE INDEX IF NOT EXISTS active_stacks_by_ts ON active_stacks (ts);
+  `,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 

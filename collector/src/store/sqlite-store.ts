@@ -3,6 +3,7 @@ import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, St
 import type { AgentListRow } from './agents';
 import type { CollectorInfo, CollectorRow, CollectorStore, LicenseGrant, ReapResult, RevokedKey } from './contract';
 import { SqliteStore, type SqliteStoreOptions } from './index';
+import type { KeyImport } from './copy-keys';
 import type { CreatedKey, KeyRow } from './keys';
 import type { BtRegistrationRow, EventRow, ListQuery, MetricQuery, MetricRow, SnapshotRow, TraceQuery, TraceRow } from './queries';
 import type { ActiveToken, ReadTokenRow } from './read-tokens';
@@ -12,7 +13,7 @@ import type { ActiveToken, ReadTokenRow } from './read-tokens';
  * commits. A call runs to its commit before it returns the promise, so calls made in order
  * commit in order, as they did before the contract was asynchronous.
  */
-export class SqliteCollectorStore implements CollectorStore {
+export class SqliteCollectorStore implements CollectorStore, KeyImport {
   readonly kind = 'sqlite' as const;
 
   constructor(readonly sqlite: SqliteStore) {}
@@ -111,8 +112,18 @@ export class SqliteCollectorStore implements CollectorStore {
   async storeText(agent: AgentRef, items: TextItem[]): Promise<StoreTextResult> {
     return this.sqlite.storeText(agent, items);
   }
-  async prune(_before: number, _maxRows: number): Promise<number> {
-    throw new Error('pruning by age is not wired to SQLite yet');
+  async prune(before: number, maxRows: number): Promise<number> {
+    return this.sqlite.prune(before, maxRows);
+  }
+
+  async importProject(projectId: string, name: string, createdAt: number): Promise<boolean> {
+    return this.sqlite.importProject(projectId, name, createdAt);
+  }
+  async importKey(projectId: string, secret: Buffer, createdAt: number): Promise<boolean> {
+    return this.sqlite.importKey(projectId, secret, createdAt);
+  }
+  async importToken(tokenId: string, projectId: string | null, hash: Buffer, createdAt: number): Promise<boolean> {
+    return this.sqlite.importToken(tokenId, projectId, hash, createdAt);
   }
 
   async queryMetrics(q?: MetricQuery): Promise<MetricRow[]> {

@@ -1,6 +1,7 @@
 import { Reader, Writer } from '../buffer';
 import { MalformedMessageError } from '../errors';
 import { Sketch } from '../sketch';
+import { skipBuckets } from '../sketch-bytes';
 import { LIMITS, MessageType } from './types';
 
 // Metrics (binary, durable).
@@ -40,6 +41,48 @@ export interface MetricPoint {
   last: number;
   /** Histograms: the distribution; null otherwise. */
   sketch: Sketch | null;
+  /**
+   * Histograms decoded with `keepSketchBytes`: the sketch's buckets as received
+   * (Sketch.encodeBuckets bytes, checked; a view into the decoded buffer). `sketch`
+   * is then built from them only when read.
+   */
+  readonly sketchBytes?: Buffer;
+}
+
+/**
+ * A point decoded with `keepSketchBytes`: a histogram holds its sketch as the checked bytes
+ * it arrived in, and builds the Sketch only when `sketch` is first read. Every point of such
+ * a decode is one of these (one object shape for the receiver's loops).
+ */
+class ReceivedPoint implements MetricPoint {
+  private built: Sketch | null = null;
+
+  constructor(
+    readonly series: Series,
+    readonly count: number,
+    readonly sum: number,
+    readonly min: number,
+    readonly max: number,
+    readonly last: number,
+    readonly sketchBytes: Buffer | undefined,
+  ) {}
+
+  get sketch(): Sketch | null {
+    if (this.built === null && this.sketchBytes !== undefined) {
+      const s = new Sketch();
+      s.decodeBuckets(new Reader(this.sketchBytes));
+      s.count = this.count;
+      s.sum = this.sum;
+      s.min = this.min;
+      s.max = this.max;
+      this.built = s;
+    }
+    return this.built;
+  }
+
+  set sketch(s: Sketch | null) {
+    this.built = s;
+  }
 }
 
 export interface MetricsMessage {
@@ -112,17 +155,23 @@ export function encodeMetrics(m: MetricsMessage, w = new Writer(1024)): Buffer {
   return w.frame(MessageType.Metrics);
 }
 
-/** Read one point written by writePoint. */
-export function readPoint(r: Reader, seriesCache?: Map<string, Series>): MetricPoint {
+/**
+ * Read one point written by writePoint. `keepSketchBytes`: a histogram's buckets are
+ * checked and kept as bytes (MetricPoint.sketchBytes) rather than built into a Sketch
+ * (for a receiver that stores them as they came).
+ */
+export function readPoint(r: Reader, seriesCache?: Map<string, Series>, keepSketchBytes = false): MetricPoint {
   const slen = r.varint();
-  const sview = r.view(slen);
   if (slen === 0) throw new MalformedMessageError('empty series');
-  const key = sview.toString('latin1');
+  if (slen > r.remaining) throw new MalformedMessageError('truncated bytes');
+  // The key straight from the buffer: a view is only needed to parse a series not seen before.
+  const key = r.buf.toString('latin1', r.pos, r.pos + slen);
   let series = seriesCache?.get(key);
   if (series === undefined) {
-    series = decodeSeriesBody(sview, key);
+    series = decodeSeriesBody(r.buf.subarray(r.pos, r.pos + slen), key);
     seriesCache?.set(key, series);
   }
+  r.pos += slen;
   const count = r.varint();
   const sum = r.f64();
   const min = r.f64();
@@ -135,6 +184,11 @@ export function readPoint(r: Reader, seriesCache?: Map<string, Series>): MetricP
   if (series.kind === MetricKind.Gauge) {
     last = r.f64();
     if (!Number.isFinite(last)) throw new MalformedMessageError('gauge value is not finite');
+  } else if (series.kind === MetricKind.Histogram && keepSketchBytes) {
+    const at = r.pos;
+    const total = skipBuckets(r);
+    if (total !== count) throw new MalformedMessageError(`sketch holds ${total} values, point says ${count}`);
+    return new ReceivedPoint(series, count, sum, min, max, last, r.buf.subarray(at, r.pos));
   } else if (series.kind === MetricKind.Histogram) {
     sketch = new Sketch();
     const total = sketch.decodeBuckets(r);
@@ -144,6 +198,7 @@ export function readPoint(r: Reader, seriesCache?: Map<string, Series>): MetricP
     sketch.min = min;
     sketch.max = max;
   }
+  if (keepSketchBytes) return new ReceivedPoint(series, count, sum, min, max, last, undefined);
   return { series, count, sum, min, max, last, sketch };
 }
 

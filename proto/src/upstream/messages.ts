@@ -184,7 +184,11 @@ export function encodeMetricBatch(packs: UpMetricPack[]): Buffer {
   return w.body();
 }
 
-/** Read one pack written by writeMetricPack. */
+/**
+ * Read one pack written by writeMetricPack. Histogram points keep their sketch as the
+ * checked bytes it came in (MetricPoint.sketchBytes): the collector stores those bytes,
+ * and a Sketch is built only for a point whose `sketch` is read.
+ */
 export function readMetricPack(r: Reader, seriesCache?: Map<string, Series>): UpMetricPack {
   const packId = r.str();
   if (packId.length === 0 || packId.length > 256) throw new MalformedMessageError('pack id empty or too long');
@@ -194,7 +198,7 @@ export function readMetricPack(r: Reader, seriesCache?: Map<string, Series>): Up
   const np = r.varint();
   if (np > r.remaining) throw new MalformedMessageError(`pack declares ${np} points`);
   const points: MetricPoint[] = [];
-  for (let j = 0; j < np; j++) points.push(readPoint(r, seriesCache));
+  for (let j = 0; j < np; j++) points.push(readPoint(r, seriesCache, true));
   return { packId, intervalStart, intervalMs, points };
 }
 
