@@ -15,7 +15,15 @@
  *
  * The window starts after a warm-up; the receiver's CPU comes from
  * /proc/<pid>/stat (utime + stime), so rates per CPU-second of the receiver
- * ("per core") sit beside the wall-clock rates. Counters are read with the same
+ * ("per core") sit beside the wall-clock rates.
+ *
+ * Floors, measured in this process in the same run, on the same frames (every
+ * sender's), per CPU-second of one core:
+ *   decoder    proto's decodeShimMessage alone (the sidecar's first step, with a
+ *              series cache as the sidecar keeps one)
+ *   JSON.parse JSON.parse(body) alone, for the kinds whose body is JSON
+ * The raw socket stays as context: it only counts bytes, which is not the same
+ * work as decoding them. Counters are read with the same
  * status request `apm-sidecar status --json` makes (in-process, so the timestamps
  * are exact); the CLI itself is run once per sidecar run as a cross-check.
  *
@@ -28,7 +36,8 @@ const { mkdtempSync, rmSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join, resolve } = require('node:path');
 const { cpuSeconds } = require('./lib/proc');
-const { num, table } = require('./lib/stats');
+const { median, num, table } = require('./lib/stats');
+const { proto, metricsFrames, traceFrames, eventFrames } = require('./lib/frames');
 
 const ROOT = resolve(__dirname, '..');
 const CLI = join(ROOT, 'sidecar/dist/cli.js');
@@ -284,6 +293,56 @@ async function scenario(kind, mode, { seconds, warmup, cpuProfDir, tmp }) {
   }
 }
 
+/** Whether a body is JSON (events, snapshots, active stacks; traces until IPC protocol 3). */
+function isJson(body) {
+  try {
+    JSON.parse(body.toString('utf8'));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Frames per CPU-second of `fn` over every payload, median of rounds (this process, one core). */
+function perCpuSecond(payloads, fn, rounds = 7, roundMs = 150) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < roundMs) for (const p of payloads) fn(p); // warm-up: JIT, caches
+  const rates = [];
+  for (let r = 0; r < rounds; r++) {
+    const c0 = process.cpuUsage();
+    const w0 = Date.now();
+    let n = 0;
+    while (Date.now() - w0 < roundMs) {
+      for (const p of payloads) fn(p);
+      n += payloads.length;
+    }
+    const c = process.cpuUsage(c0);
+    rates.push(n / ((c.user + c.system) / 1e6));
+  }
+  return median(rates);
+}
+
+/** The floors of one kind: its senders' frames through the proto decoder alone and, for JSON bodies, JSON.parse alone. */
+function floors(kind) {
+  const frames = [];
+  for (let i = 0; i < CHILDREN; i++) {
+    if (kind === 'metrics') frames.push(...metricsFrames(i).frames);
+    else frames.push(...(kind === 'traces' ? traceFrames(i) : eventFrames(i)));
+  }
+  const payloads = frames.map((f) => ({ type: f[4], body: f.subarray(5) }));
+  const seriesCache = new Map();
+  const decoder = perCpuSecond(payloads, (p) => proto.decodeShimMessage(p.type, p.body, seriesCache));
+  const jsonBodies = payloads.every((p) => isJson(p.body));
+  const json = jsonBodies ? perCpuSecond(payloads, (p) => JSON.parse(p.body.toString('utf8'))) : null;
+  // Context for binary traces: JSON.parse of the same traces as JSON bodies (their protocol-2 form).
+  const asJson = kind === 'traces' && !jsonBodies ? payloads.map((p) => Buffer.from(JSON.stringify(proto.decodeTrace(p.body)))) : null;
+  const traceJson =
+    asJson === null
+      ? null
+      : { bytes: asJson.reduce((a, b) => a + b.length, 0) / asJson.length, perCpuSec: perCpuSecond(asJson, (b) => JSON.parse(b.toString('utf8'))) };
+  return { frameType: proto.messageTypeName(payloads[0].type), decoderPerCpuSec: decoder, jsonParsePerCpuSec: json, traceJson };
+}
+
 async function run({
   seconds = Number(argv('--seconds', 5)),
   warmup = Number(argv('--warmup', 2)),
@@ -292,7 +351,9 @@ async function run({
   tmp = argv('--tmp', tmpdir()),
 } = {}) {
   const results = [];
+  const floor = {};
   for (const kind of kinds) {
+    floor[kind] = floors(kind);
     for (const mode of ['sidecar', 'raw']) {
       results.push(await scenario(kind, mode, { seconds, warmup, tmp, cpuProfDir: mode === 'sidecar' ? cpuProfDir : undefined }));
     }
@@ -300,7 +361,17 @@ async function run({
   const pairs = kinds.map((kind) => {
     const s = results.find((r) => r.kind === kind && r.mode === 'sidecar');
     const r = results.find((x) => x.kind === kind && x.mode === 'raw');
-    return { kind, sidecar: s, raw: r, wallRatio: s.framesPerSec / r.framesPerSec, cpuRatio: s.framesPerCpuSec / r.framesPerCpuSec };
+    const f = floor[kind];
+    return {
+      kind,
+      sidecar: s,
+      raw: r,
+      floor: f,
+      decoderRatio: s.framesPerCpuSec / f.decoderPerCpuSec,
+      jsonParseRatio: f.jsonParsePerCpuSec === null ? null : s.framesPerCpuSec / f.jsonParsePerCpuSec,
+      wallRatio: s.framesPerSec / r.framesPerSec,
+      cpuRatio: s.framesPerCpuSec / r.framesPerCpuSec,
+    };
   });
   return { seconds, warmup, tmp, senders: CHILDREN, results, pairs };
 }
@@ -314,23 +385,41 @@ function report(res) {
     const r = p.raw;
     const unit = p.kind === 'metrics' ? 'metrics frames' : `${p.kind.slice(0, -1)} frames`;
     rows.push([
-      `${unit} (${num(s.frameBytes)} B)`,
+      `${unit} (${p.floor.frameType}, ${num(s.frameBytes)} B)`,
       num(s.framesPerSec),
       num(s.framesPerCpuSec),
       num(s.receiverCores, 2),
-      num(r.framesPerSec),
+      num(p.floor.decoderPerCpuSec),
+      `${num(p.decoderRatio * 100, 1)}%`,
+      p.jsonParseRatio === null ? '—' : num(p.floor.jsonParsePerCpuSec),
+      p.jsonParseRatio === null ? '—' : `${num(p.jsonParseRatio * 100, 1)}%`,
       num(r.framesPerCpuSec),
-      num(r.receiverCores, 2),
-      `${num(p.wallRatio * 100, 1)}%`,
-      `${num(p.cpuRatio * 100, 1)}%`,
     ]);
   }
   const lines = [
     table(
-      ['frames', 'sidecar /s', 'sidecar /CPU-s', 'sidecar cores', 'raw /s', 'raw /CPU-s', 'raw cores', 'sidecar ÷ raw (wall)', 'sidecar ÷ raw (per CPU-s)'],
+      [
+        'frames',
+        'sidecar /s',
+        'sidecar /CPU-s',
+        'sidecar cores',
+        'floor: decoder alone /CPU-s',
+        'sidecar ÷ decoder',
+        'floor: JSON.parse alone /CPU-s',
+        'sidecar ÷ JSON.parse',
+        'context: raw socket /CPU-s',
+      ],
       rows,
     ),
   ];
+  const t = res.pairs.find((p) => p.kind === 'traces');
+  if (t?.floor.traceJson) {
+    const j = t.floor.traceJson;
+    lines.push(
+      '',
+      `traces: the same traces as JSON bodies (${num(j.bytes)} B, their IPC protocol 2 form): JSON.parse alone ${num(j.perCpuSec)} /CPU-s; the sidecar takes ${num((t.sidecar.framesPerCpuSec / j.perCpuSec) * 100, 1)}% of that.`,
+    );
+  }
   const m = res.results.find((x) => x.kind === 'metrics' && x.mode === 'sidecar');
   if (m) {
     lines.push(

@@ -16,11 +16,12 @@
  */
 const { createServer } = require('node:net');
 const { join, resolve } = require('node:path');
-const nacl = require('tweetnacl');
 
 const ROOT = resolve(__dirname, '../..');
 const proto = require(join(ROOT, 'proto/dist/index.js'));
 const up = require(join(ROOT, 'proto/dist/upstream/index.js'));
+// As the collector (key-proof.ts): the handshake's X25519 in node:crypto, secretbox from tweetnacl.
+const nacl = { ...require('tweetnacl'), ...up.nodeX25519 };
 
 const key = up.parseAccessKey(process.env.APM_BENCH_KEY ?? '');
 const MAX_FRAME = 5 * 1024 * 1024;

@@ -13,4 +13,4 @@ export * from './prometheus';
 export * from './clock';
 export { type AgentServer, type AgentServerOptions, startAgentServer } from './agent-server';
 export { Tunnel, TUNNEL_PATH, type TunnelOptions } from './tunnel';
-export { proveKey, KEY_REFUSED_MESSAGE } from './key-proof';
+export { proveKey, KEY_REFUSED_MESSAGE, handshakeNacl } from './key-proof';

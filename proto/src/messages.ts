@@ -1,16 +1,18 @@
 import { UnknownMessageTypeError } from './errors';
 import { decodeHello, decodeHeartbeat } from './ipc/control';
 import { type MetricsMessage, type Series, decodeMetrics } from './ipc/metrics';
-import { decodeActiveStack, decodeBtRegistration, decodeEvent, decodeSnapshot, decodeTrace } from './ipc/packs';
+import { decodeActiveStack, decodeBtRegistration, decodeEvent, decodeSnapshot } from './ipc/packs';
+import { decodeTrace } from './ipc/trace';
 import { type ActiveStackPack, type BtRegistration, type EventPack, type Hello, MessageType, type ProfilePack, type SnapshotPack } from './ipc/types';
 
 // The IPC messages, one file a job under ipc/: shared constants and shapes, the
-// JSON field validators, session/control messages, text packs and the binary
-// metrics codec. Importers use this module (or the package root) only.
+// JSON field validators, session/control messages, text packs, the binary trace
+// and metrics codecs. Importers use this module (or the package root) only.
 export * from './ipc/types';
 export { type Obj, parseJson } from './ipc/json';
 export * from './ipc/control';
 export * from './ipc/packs';
+export * from './ipc/trace';
 export * from './ipc/metrics';
 
 export type ShimToSidecar =

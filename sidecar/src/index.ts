@@ -22,3 +22,4 @@ export { FrameBatcher, type FrameBody } from './transport/batcher';
 export { AckWindow } from './transport/ack-window';
 export { TcpTransport, type TcpTransportOptions } from './transport/tcp';
 export type { Carrier } from './upstream/session';
+export { naclImpl } from './upstream/nacl';

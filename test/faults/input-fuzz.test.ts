@@ -4,7 +4,7 @@
 // lines. The unit property tests (test/unit/proto-fuzz, upstream-seal) run a few hundred cases
 // each; these run byLevel(1500, 10000, 100000) per parser (700 for the handshake at quick) and report the figures.
 import assert from 'node:assert/strict';
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { type ApmError, FrameParser, type Series, decodeShimMessage } from '@apm-sidecar/proto';
@@ -26,6 +26,7 @@ import {
   decodeTextBatch,
   decodeUpAck,
   decodeUpError,
+  nodeX25519,
   readClientHello,
 } from '@apm-sidecar/proto/upstream';
 import { proveKey } from '@apm-sidecar/collector';
@@ -50,34 +51,11 @@ function tally(codes: Codes, err: ApmError | undefined): void {
 }
 
 /**
- * X25519 through node:crypto in the shape the handshake takes (tweetnacl's own takes ~3 ms per
- * handshake: 100,000 cases would spend minutes on the curve, not on the parsers under test).
+ * The agent's X25519 as the sidecar computes it (proto's nodeX25519, node:crypto; the collector's
+ * proveKey uses the same): tweetnacl's own takes ~3 ms per handshake, and 100,000 cases would spend
+ * minutes on the curve, not on the parsers under test.
  */
-const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
-const fastNacl: Nacl = {
-  ...nacl,
-  box: {
-    keyPair() {
-      const { publicKey, privateKey } = generateKeyPairSync('x25519');
-      return {
-        publicKey: new Uint8Array(publicKey.export({ type: 'spki', format: 'der' }).subarray(SPKI_X25519.length)),
-        secretKey: new Uint8Array(privateKey.export({ type: 'pkcs8', format: 'der' }).subarray(PKCS8_X25519.length)),
-      };
-    },
-  },
-  scalarMult(n, p) {
-    const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, n]), format: 'der', type: 'pkcs8' });
-    const publicKey = createPublicKey({ key: Buffer.concat([SPKI_X25519, p]), format: 'der', type: 'spki' });
-    try {
-      return new Uint8Array(diffieHellman({ privateKey, publicKey }));
-    } catch {
-      // node:crypto refuses a small-order point; tweetnacl returns zeros, which the handshake refuses.
-      return new Uint8Array(32);
-    }
-  },
-  randomBytes: (n) => new Uint8Array(randomBytes(n)),
-};
+const fastNacl: Nacl = { ...nacl, ...nodeX25519 };
 
 const KEY: AccessKey = { projectId: 'fuzz', secret: randomBytes(32) };
 const PROJECT_KEYS = [{ id: 1, secret: KEY.secret, revokedAt: null }];

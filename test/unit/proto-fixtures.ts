@@ -4,6 +4,7 @@
 // their value, so they are compared through their buckets).
 import {
   MessageType,
+  PROTOCOL_VERSION,
   type MetricKindCode,
   type MetricPoint,
   type MetricsMessage,
@@ -165,7 +166,7 @@ export function sampleFrames(): Sample[] {
   const out: Sample[] = [];
 
   const hello = {
-    v: 2,
+    v: PROTOCOL_VERSION,
     app: 'checkout',
     pid: 4242,
     shimVersion: '0.1.0',
@@ -176,7 +177,7 @@ export function sampleFrames(): Sample[] {
     runtime: 'node 20',
   };
   out.push(sample(encodeHello(hello), { type: 'Hello', body: hello }));
-  const hello2 = { v: 2, app: 'カート', pid: 0, shimVersion: '0.1.0', instanceId: 'i-0002', secret: 'ß'.repeat(32), seq: 0 };
+  const hello2 = { v: PROTOCOL_VERSION, app: 'カート', pid: 0, shimVersion: '0.1.0', instanceId: 'i-0002', secret: 'ß'.repeat(32), seq: 0 };
   out.push(sample(encodeHello(hello2), { type: 'Hello', body: hello2 }));
 
   const welcome = { state: 'active' as const, settings: { flushMs: 1000, maxFrameBytes: 1048576 }, ackedSeq: 17, agentId: 'agent-9', sidecarVersion: '0.1.0' };

@@ -14,6 +14,7 @@ import {
   type MetricKindCode,
   type MetricPoint,
   type MetricsMessage,
+  PROTOCOL_VERSION,
   type Series,
   Writer,
   decodeMetrics,
@@ -57,7 +58,7 @@ const finite = fc.double({ noNaN: true, noDefaultInfinity: true });
 
 const helloArb: fc.Arbitrary<Hello> = fc.record(
   {
-    v: fc.constant(2),
+    v: fc.constant(PROTOCOL_VERSION),
     app: jsonText(100),
     pid: fc.maxSafeNat(),
     shimVersion: jsonText(30),

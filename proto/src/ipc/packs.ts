@@ -5,15 +5,9 @@ import { type ActiveStackPack, type BtRegistration, type EventPack, LIMITS, Mess
 
 // Text-heavy packs (traces, stacks, events, snapshots, BT registrations): JSON bodies, validated field by field.
 
-export function encodeTrace(m: ProfilePack): Buffer {
-  return json(MessageType.Trace, m);
-}
+// Trace messages are binary on the IPC (ipc/trace.ts); this validates the JSON form upstream text batches carry.
 
-export function decodeTrace(p: Buffer): ProfilePack {
-  return traceFromObject(parseJson(p, 'trace'));
-}
-
-/** Validate a parsed trace object (also used for upstream text batches). */
+/** Validate a parsed trace object (upstream text batches). */
 export function traceFromObject(o: Obj): ProfilePack {
   const stepsRaw = o.steps;
   if (!Array.isArray(stepsRaw)) throw new MalformedMessageError('trace.steps must be an array');

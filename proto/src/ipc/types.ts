@@ -2,9 +2,9 @@ import { UnknownMessageTypeError } from '../errors';
 
 /**
  * IPC protocol version carried in Hello. 2: Hello carries the instance's
- * secret and the shim's highest assigned durable seq.
+ * secret and the shim's highest assigned durable seq. 3: Trace is binary (ipc/trace.ts).
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /**
  * Message types (the frame's type byte).
@@ -68,7 +68,7 @@ export const LIMITS = {
 
 // ---------------------------------------------------------------------------
 // JSON-bodied messages. Small control messages and text-heavy packs are JSON:
-// they are rare or dominated by their text. Metrics are binary (the hot path).
+// they are rare or dominated by their text. Metrics and traces are binary (the hot paths).
 
 export interface Hello {
   v: number;

@@ -4,3 +4,4 @@ export * from './handshake';
 export * from './messages';
 export * from './seal';
 export * from './types';
+export * from './x25519';
