@@ -151,6 +151,10 @@ async function main() {
   // (l) likewise: the handshake, TCP connect → active, next to a bare TCP connect + round trips.
   step('(l) upstream handshake: connect → active against a real collector, next to TCP connect + 1 and 2 round trips');
   execFileSync(process.execPath, [join(__dirname, 'handshake.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
+
+  // (m) likewise: collectors on SQLite, on PostgreSQL, and two on one PostgreSQL, PostgreSQL's CPU apart.
+  step('(m) scale-out: metric points and traces per second and per CPU-second, SQLite vs one and two collectors on one PostgreSQL');
+  execFileSync(process.execPath, [join(__dirname, 'scale-out.js'), ...(quick ? ['--quick'] : [])], { cwd: __dirname, stdio: 'inherit' });
 }
 
 /**

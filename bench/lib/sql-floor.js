@@ -50,7 +50,10 @@ function sqlFloors({ tmp, migrate, rows, packBytes, frames }) {
     (db) => {
       migrate(db, 'floor.db');
       const cols = 'agent_id, project_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch';
-      const values = `VALUES (${cols.split(', ').map(() => '?').join(', ')})`;
+      const values = `VALUES (${cols
+        .split(', ')
+        .map(() => '?')
+        .join(', ')})`;
       return {
         insert: db.prepare(`INSERT INTO metric_points (${cols}) ${values}`),
         upsert: db.prepare(`INSERT INTO metric_rollups (${cols}) ${values}
@@ -83,7 +86,9 @@ function sqlFloors({ tmp, migrate, rows, packBytes, frames }) {
   run(
     'packRow',
     (db) => {
-      db.exec('CREATE TABLE k (agent_id TEXT NOT NULL, pack_id TEXT NOT NULL, interval_start INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (agent_id, pack_id)) WITHOUT ROWID');
+      db.exec(
+        'CREATE TABLE k (agent_id TEXT NOT NULL, pack_id TEXT NOT NULL, interval_start INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (agent_id, pack_id)) WITHOUT ROWID',
+      );
       return db.prepare('INSERT INTO k VALUES (?, ?, ?, ?)');
     },
     (insert) => (f) => {

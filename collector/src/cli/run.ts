@@ -71,6 +71,11 @@ export async function run(o: RunOpts): Promise<void> {
     );
   }
   if (store instanceof SqliteCollectorStore) watchRepairs(store, log);
+  else if ('onError' in store) {
+    // A pooled PostgreSQL connection that dropped between queries: said once per failure, no URL password (the pg errors carry none).
+    (store as { onError: (err: Error) => void }).onError = (err) =>
+      log.warn({ code: 'ERR_STORE_UNAVAILABLE', err: err.message }, 'a PostgreSQL connection of the store failed; the pool opens another');
+  }
   log.info({ store: store.kind, location: store.location, settings }, 'store opened');
   const stats = new CollectorStats();
   // The agents' HTTP tunnel shares the HTTP port; it is attached once the agent server runs.
