@@ -1,5 +1,9 @@
 import { type KeyObject, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
+import { HandshakeError } from './errors';
 import type { Nacl } from './handshake';
+
+/** OpenSSL's code for a derivation that failed (a small-order peer key): node:crypto's, not one of ours. */
+const OSSL_DERIVATION_FAILED = `ERR_OSSL_${'FAILED_DURING_DERIVATION'}`;
 
 /**
  * The handshake's key exchange (`box.keyPair`, `scalarMult`) through node:crypto: the same
@@ -26,13 +30,13 @@ const KEY_BYTES = 32;
 const issued = new WeakMap<Uint8Array, KeyObject>();
 
 function publicKeyObject(p: Uint8Array): KeyObject {
-  if (p.length !== KEY_BYTES) throw new RangeError(`an X25519 public key has ${KEY_BYTES} bytes, not ${p.length}`);
+  if (p.length !== KEY_BYTES) throw new HandshakeError(`an X25519 public key has ${KEY_BYTES} bytes, not ${p.length}`);
   // A public key is not secret: the JWK form (a base64url string) is the cheapest import.
   return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(p.buffer, p.byteOffset, p.byteLength).toString('base64url') }, format: 'jwk' });
 }
 
 function privateKeyObject(n: Uint8Array): KeyObject {
-  if (n.length !== KEY_BYTES) throw new RangeError(`an X25519 secret key has ${KEY_BYTES} bytes, not ${n.length}`);
+  if (n.length !== KEY_BYTES) throw new HandshakeError(`an X25519 secret key has ${KEY_BYTES} bytes, not ${n.length}`);
   const der = Buffer.alloc(PKCS8_X25519.length + KEY_BYTES);
   PKCS8_X25519.copy(der, 0);
   der.set(n, PKCS8_X25519.length);
@@ -50,7 +54,7 @@ function keyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } {
   der.fill(0);
   issued.set(secretKey, privateKey);
   const x = publicKey.export({ format: 'jwk' }).x;
-  if (x === undefined) throw new Error('node:crypto exported an X25519 public key without x');
+  if (x === undefined) throw new HandshakeError('node:crypto exported an X25519 public key without x');
   return { publicKey: new Uint8Array(Buffer.from(x, 'base64url')), secretKey };
 }
 
@@ -62,7 +66,7 @@ function scalarMult(n: Uint8Array, p: Uint8Array): Uint8Array {
     return new Uint8Array(diffieHellman({ privateKey, publicKey: publicKeyObject(p) }));
   } catch (err) {
     // OpenSSL fails exactly when the shared secret is all zeros (a small-order point).
-    if ((err as NodeJS.ErrnoException).code === 'ERR_OSSL_FAILED_DURING_DERIVATION') return new Uint8Array(KEY_BYTES);
+    if ((err as NodeJS.ErrnoException).code === OSSL_DERIVATION_FAILED) return new Uint8Array(KEY_BYTES);
     throw err;
   }
 }

@@ -1,4 +1,4 @@
-import { type BucketStore, Reader, type Sketch, type Writer } from '@apm-sidecar/proto';
+import { type BucketStore, MalformedMessageError, Reader, type Sketch, type Writer } from '@apm-sidecar/proto';
 
 /**
  * A stored sketch (Sketch.encodeBuckets bytes) merged with a batch's sketch, computed on the
@@ -21,7 +21,7 @@ function writeMerged(r: Reader, add: BucketStore, w: Writer): void {
   let first = Number.POSITIVE_INFINITY;
   let last = Number.NEGATIVE_INFINITY;
   if (n > 0) {
-    if (n > r.remaining) throw new RangeError(`stored sketch declares ${n} buckets, ${r.remaining} bytes left`);
+    if (n > r.remaining) throw new MalformedMessageError(`stored sketch declares ${n} buckets, ${r.remaining} bytes left`);
     lo = r.zigzag();
     if (scratch.length < n) scratch = new Float64Array(Math.max(n, scratch.length * 2));
     for (let i = 0; i < n; i++) {
