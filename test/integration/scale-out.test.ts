@@ -5,8 +5,11 @@
  * dead collector marked disconnected by the other, and each collector's API showing the whole fleet.
  */
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { type CollectorProc, getJson } from '../helpers/collector';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { type TestContext, after, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { type CollectorProc, getJson, runCollector } from '../helpers/collector';
 import { byLevel, seed } from '../helpers/figures';
 import { type LoadApp, type Tally, addTallies, collectorSums, judge, startLoadApp, tallyOf } from '../helpers/ledger';
 import { migratedStore, portFreeOn, startPgCollector, storeKey } from '../helpers/pg-collectors';
@@ -15,6 +18,17 @@ import { Prng } from '../helpers/prng';
 import { type Proc, type SidecarProc, sleep, startSidecar, tempDir, waitFor } from '../helpers/procs';
 
 const HOSTS = ['127.0.0.1', '127.0.0.2'];
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 /** Heartbeats fast, so a dead collector is noticed within a second. */
 const FLEET = ['--set', 'collector_heartbeat_ms=200', '--set', 'collector_dead_after_ms=1000', '--set', 'rollup_grace_ms=3600000'];
 const SIDECAR = [
@@ -51,8 +65,8 @@ interface AgentRow {
   licensed: boolean;
 }
 
-async function agents(c: CollectorProc): Promise<AgentRow[]> {
-  const r = await getJson<AgentRow[]>(c.httpPort, '/api/agents', c.httpHost);
+async function agents(c: CollectorProc, token?: string): Promise<AgentRow[]> {
+  const r = await getJson<AgentRow[]>(c.httpPort, '/api/agents', { address: c.httpHost, ...(token !== undefined && { token }) });
   assert.equal(r.status, 200);
   return r.body;
 }
@@ -171,7 +185,32 @@ test('--licenses 2 is the store’s: three agents over two collectors, exactly t
   assert.deepEqual(await licensed(b), ['lic-2', 'lic-3']);
 });
 
-test('the API of collector B lists the agents connected to A, and marks them disconnected within collector_dead_after_ms once A is killed -9', async (t) => {
+/**
+ * B's web page, in a real browser, with a read token created through the shared store: B is
+ * reached as 127.0.0.2, which protected mode does not answer without a token.
+ */
+async function pageOfBListsAgentOfA(t: TestContext, token: string, b: CollectorProc): Promise<void> {
+  if (!existsSync(CHROMIUM)) {
+    t.diagnostic('chromium not installed: the page of collector B was checked through its API only');
+    return;
+  }
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`http://${b.httpHost}:${b.httpPort}/?refresh=300`);
+    await page.waitForSelector('#token-form:not([hidden])', { timeout: 30_000 });
+    await page.fill('#token-input', token);
+    await page.click('#token-form button[type="submit"]');
+    const row = page.locator('tr[data-agent-id="on-a"]');
+    await row.waitFor({ timeout: 30_000 });
+    await page.getByText('1 in all: 1 live').waitFor({ timeout: 30_000 });
+    await page.screenshot({ path: join(process.env.APM_ARTIFACTS_DIR ?? tmp.dir, 'collector-page-fleet.png'), fullPage: true });
+  } finally {
+    await browser.close();
+  }
+}
+
+test('the API and the page of collector B list the agents connected to A, and marks them disconnected within collector_dead_after_ms once A is killed -9', async (t) => {
   const pg = await postgresFor(t);
   if (pg === null) return;
   const store = await migratedStore(pg, 'fleet');
@@ -179,18 +218,23 @@ test('the API of collector B lists the agents connected to A, and marks them dis
   const port = await portFreeOn(HOSTS);
   const a = track(await startPgCollector(store, HOSTS[0] as string, port, FLEET));
   const b = track(await startPgCollector(store, HOSTS[1] as string, port, FLEET));
+  // A read token made through the store, so B (reached as 127.0.0.2, not a name protected mode answers) serves its API and page.
+  const made = await runCollector(['tokens', 'create', '--store', store.url], { env: store.env });
+  assert.equal(made.code, 0, made.stderr);
+  const token = (made.stdout.trim().split('\n').at(-1) as string).trim();
   await sidecarOn('on-a', key, [HOSTS[0] as string], port);
   const seenByB = await waitFor(
     'B to list the agent of A as live',
-    async () => (await agents(b)).find((r) => r.agentId === 'on-a' && r.state === 'live'),
+    async () => (await agents(b, token)).find((r) => r.agentId === 'on-a' && r.state === 'live'),
     20000,
   );
   assert.equal(seenByB.licensed, true);
+  await pageOfBListsAgentOfA(t, token, b);
   const killedAt = Date.now();
   await a.kill('SIGKILL');
   await waitFor(
     'B to mark the agent of the dead collector disconnected',
-    async () => (await agents(b)).find((r) => r.agentId === 'on-a')?.state === 'disconnected',
+    async () => (await agents(b, token)).find((r) => r.agentId === 'on-a')?.state === 'disconnected',
     10000,
   );
   const took = Date.now() - killedAt;
