@@ -46,12 +46,7 @@ const ORIGIN = { app: 'shop', instanceId: 'i-1', pid: 7 };
  * Cases a store does not meet yet, by store: they run and report, marked TODO (a failure is
  * shown, not counted) until the store catches up; the other stores must pass them.
  */
-const NOT_YET: Partial<Record<StoreFactory['name'], Record<string, string>>> = {
-  sqlite: {
-    'a starting collector disconnects the agents no live collector holds, and leaves the others':
-      "SqliteCollectorStore.resetSessions disconnects every agent that `self` does not hold, live collectors' too (it ignores deadAfterMs)",
-  },
-};
+const NOT_YET: Partial<Record<StoreFactory['name'], Record<string, string>>> = {};
 
 /** `it` for one store: skipped (saying why) where that store cannot run here; TODO where NOT_YET says so. */
 function storeIt(

@@ -54,10 +54,12 @@ function prepare(db: Database.Database) {
     agentSeen: db.prepare('UPDATE agents SET last_seen = max(last_seen, ?) WHERE project_id = ? AND agent_id = ?'),
     agentLicensed: db.prepare('UPDATE agents SET licensed = ? WHERE project_id = ? AND agent_id = ?'),
     // Sessions no live collector holds: none, or one of a collector whose row is gone or other than `self`'s.
-    orphans: db.prepare<[string], { project_id: string; agent_id: string }>(
-      `SELECT project_id, agent_id FROM agents
-       WHERE (state <> 'disconnected' OR collector_id IS NOT NULL)
-         AND (collector_id IS NULL OR collector_id <> ?)`,
+    // Sessions no live collector holds: none, or one of a collector other than `self` whose heartbeat is older than `live`.
+    orphans: db.prepare<[{ self: string; live: number }], { project_id: string; agent_id: string }>(
+      `SELECT project_id, agent_id FROM agents a
+       WHERE (a.state <> 'disconnected' OR a.collector_id IS NOT NULL)
+         AND (a.collector_id IS NULL OR (a.collector_id <> @self
+           AND NOT EXISTS (SELECT 1 FROM collectors c WHERE c.id = a.collector_id AND c.heartbeat_at >= @live)))`,
     ),
     byCollector: db.prepare<[string], { project_id: string; agent_id: string }>('SELECT project_id, agent_id FROM agents WHERE collector_id = ?'),
     listAgents: db.prepare<[], AgentDbRow>('SELECT * FROM agents ORDER BY agent_id, project_id'),
@@ -169,13 +171,14 @@ export class AgentStore {
   }
 
   /**
-   * Agents whose session no live collector holds become disconnected (since `at`). `self` is the
-   * collector starting: on SQLite, one collector per file, so every other holder is gone.
-   * Licenses stay with their agents until released (license_release_ms after the disconnection),
-   * so a restart does not hand a seat to someone else. Returns how many agents changed.
+   * Agents whose session no live collector holds become disconnected (since `at`): `self` is the
+   * collector starting, and another is live while its heartbeat is younger than `deadAfterMs`
+   * (one killed a moment ago is reaped once it is older). Licenses stay with their agents until
+   * released (license_release_ms after the disconnection), so a restart does not hand a seat to
+   * someone else. Returns how many agents changed.
    */
-  resetSessions(self: string, at: number): number {
-    return this.resetTx(this.st.orphans.all(self), at, 'collector restarted');
+  resetSessions(self: string, at: number, deadAfterMs = 0): number {
+    return this.resetTx(this.st.orphans.all({ self, live: at - deadAfterMs }), at, 'collector restarted');
   }
 
   /** The agents whose session collector `id` holds become disconnected (it stopped, or stopped heartbeating). */

@@ -244,9 +244,9 @@ export class SqliteStore {
   agentLicensed(agent: AgentRef, licensed: boolean): void {
     this.guard(() => this.agents.agentLicensed(agent, licensed));
   }
-  /** Every session no live collector holds ends (`self`: the collector starting; one collector per SQLite file). */
-  resetSessions(at: number, self = ''): number {
-    return this.agents.resetSessions(self, at);
+  /** Every session no live collector holds ends (`self`: the collector starting; deadAfterMs: how old a live heartbeat may be). */
+  resetSessions(at: number, self = '', deadAfterMs = 0): number {
+    return this.agents.resetSessions(self, at, deadAfterMs);
   }
   listAgents(q: { project?: string } = {}): AgentListRow[] {
     return this.agents.listAgents(q);

@@ -61,8 +61,8 @@ export class SqliteCollectorStore implements CollectorStore, KeyImport {
   async reapCollectors(at: number, deadAfterMs: number): Promise<ReapResult> {
     return this.sqlite.reapCollectors(at, deadAfterMs);
   }
-  async resetSessions(self: CollectorInfo, at: number): Promise<number> {
-    return this.sqlite.resetSessions(at, self.id);
+  async resetSessions(self: CollectorInfo, at: number, deadAfterMs: number): Promise<number> {
+    return this.sqlite.resetSessions(at, self.id, deadAfterMs);
   }
   async leave(self: CollectorInfo, at: number): Promise<void> {
     this.sqlite.leave(self, at);
