@@ -6,6 +6,7 @@ import { migrate } from './cli/migrate';
 import { type RunOpts, run } from './cli/run';
 import { tokensCreate, tokensList, tokensRevoke } from './cli/tokens';
 import { LOG_LEVELS } from './logger';
+import { SETTINGS } from './settings';
 import { STORE_HELP } from './store/open-store';
 
 export { defaultDataDir, parseHostPort } from './cli/common';
@@ -41,7 +42,7 @@ export function main(argv: string[]): void {
     .addOption(
       new Option(
         '--set <key=value>',
-        'set a collector duration or limit (repeatable): idle_ping_ms, tunnel_session_timeout_ms, disconnected_retention_ms, stall_after_ms, license_release_ms, rollup_grace_ms, max_frame_bytes, handshake_timeout_ms, max_connections, max_connections_per_ip, key_revocation_poll_ms',
+        `set a collector duration or limit (repeatable): ${Object.keys(SETTINGS).join(', ')}`,
       )
         .default([])
         .argParser(collect),
