@@ -225,7 +225,7 @@ test('the API and the page of collector B list the agents connected to A, and ma
   await sidecarOn('on-a', key, [HOSTS[0] as string], port);
   const seenByB = await waitFor(
     'B to list the agent of A as live',
-    async () => (await agents(b, token)).find((r) => r.agentId === 'on-a' && r.state === 'live'),
+    async () => (await agents(b, token)).find((r) => r.agentId === 'on-a' && r.state === 'live' && r.licensed),
     20000,
   );
   assert.equal(seenByB.licensed, true);
