@@ -40,12 +40,7 @@ export function main(argv: string[]): void {
       ).argParser(parseCount),
     )
     .addOption(
-      new Option(
-        '--set <key=value>',
-        `set a collector duration or limit (repeatable): ${Object.keys(SETTINGS).join(', ')}`,
-      )
-        .default([])
-        .argParser(collect),
+      new Option('--set <key=value>', `set a collector duration or limit (repeatable): ${Object.keys(SETTINGS).join(', ')}`).default([]).argParser(collect),
     )
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--metrics-open', '/metrics answers every client without a token (default: loopback clients, or a collector-wide token)'))
