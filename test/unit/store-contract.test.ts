@@ -42,20 +42,13 @@ function packs(...ps: [packId: string, start: number, points: MetricPoint[]][]):
 
 const ORIGIN = { app: 'shop', instanceId: 'i-1', pid: 7 };
 
-/**
- * Cases a store does not meet yet, by store: they run and report, marked TODO (a failure is
- * shown, not counted) until the store catches up; the other stores must pass them.
- */
-const NOT_YET: Partial<Record<StoreFactory['name'], Record<string, string>>> = {};
-
-/** `it` for one store: skipped (saying why) where that store cannot run here; TODO where NOT_YET says so. */
+/** `it` for one store: skipped (saying why) where that store cannot run here. */
 function storeIt(
   f: StoreFactory,
   name: string,
   fn: (env: { fresh: () => Promise<string>; open: (loc: string, o?: StoreOpts) => Promise<CollectorStore> }) => Promise<void>,
 ) {
-  const todo = NOT_YET[f.name]?.[name];
-  it(name, todo === undefined ? {} : { todo }, async (t) => {
+  it(name, async (t) => {
     const why = f.skip();
     if (why !== undefined) return t.skip(why);
     await fn({ fresh: () => f.fresh(), open: (loc, o) => f.open(loc, o) });

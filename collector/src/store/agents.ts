@@ -21,7 +21,8 @@ export interface AgentListRow extends AgentRow {
   stateSince: number;
 }
 
-interface AgentDbRow {
+/** An agents row as both stores read it; `licensed` is 0/1 in SQLite, a boolean in PostgreSQL. */
+export interface AgentDbRow<L = number> {
   agent_id: string;
   project_id: string;
   app: string;
@@ -32,7 +33,24 @@ interface AgentDbRow {
   state_since: number;
   first_seen: number;
   last_seen: number;
-  licensed: number;
+  licensed: L;
+}
+
+/** A row as the API lists it; `pendingSeen` is a newer last-seen time not written yet (agentSeen is throttled). */
+export function agentListRow(r: AgentDbRow<number | boolean>, pendingSeen: number | undefined): AgentListRow {
+  return {
+    agentId: r.agent_id,
+    projectId: r.project_id,
+    app: r.app,
+    apps: parseApps(r.apps_json),
+    host: r.host,
+    version: r.version,
+    state: r.state as AgentState,
+    stateSince: r.state_since,
+    firstSeenAt: r.first_seen,
+    lastSeenAt: pendingSeen !== undefined && pendingSeen > r.last_seen ? pendingSeen : r.last_seen,
+    licensed: r.licensed === 1 || r.licensed === true,
+  };
 }
 
 function prepare(db: Database.Database) {
@@ -191,22 +209,7 @@ export class AgentStore {
   /** Every agent ever seen (the API filters disconnected ones by age). app = the agent's first app. */
   listAgents(q: { project?: string } = {}): AgentListRow[] {
     const rows = this.st.listAgents.all().filter((r) => q.project === undefined || r.project_id === q.project);
-    return rows.map((r) => {
-      const pending = this.seenPending.get(agentKey({ projectId: r.project_id, agentId: r.agent_id }))?.at;
-      return {
-        agentId: r.agent_id,
-        projectId: r.project_id,
-        app: r.app,
-        apps: parseApps(r.apps_json),
-        host: r.host,
-        version: r.version,
-        state: r.state as AgentState,
-        stateSince: r.state_since,
-        firstSeenAt: r.first_seen,
-        lastSeenAt: pending !== undefined && pending > r.last_seen ? pending : r.last_seen,
-        licensed: r.licensed === 1,
-      };
-    });
+    return rows.map((r) => agentListRow(r, this.seenPending.get(agentKey({ projectId: r.project_id, agentId: r.agent_id }))?.at));
   }
 
   agentsByState(): Record<AgentState, number> {

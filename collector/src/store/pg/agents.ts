@@ -1,7 +1,7 @@
 import type { Pool, PoolClient } from 'pg';
 import type { AgentInfo } from '@apm-sidecar/proto/upstream';
 import { type AgentRef, type AgentState, type AgentStateChange, type StateCause, agentKey } from '../../types';
-import type { AgentListRow } from '../agents';
+import { type AgentDbRow as SharedRow, type AgentListRow, agentListRow } from '../agents';
 import { inTransaction } from './tx';
 
 /**
@@ -15,19 +15,7 @@ import { inTransaction } from './tx';
  * every seenPersistMs per agent, on a state change, and on close.
  */
 
-interface AgentDbRow {
-  agent_id: string;
-  project_id: string;
-  app: string;
-  apps_json: string;
-  host: string;
-  version: string;
-  state: string;
-  state_since: number;
-  first_seen: number;
-  last_seen: number;
-  licensed: boolean;
-}
+type AgentDbRow = SharedRow<boolean>;
 
 // An agent that names no app keeps the apps it had.
 const AGENT_INFO = `
@@ -66,15 +54,6 @@ const CONNECTED = `
   RETURNING o.state AS from_state`;
 
 const SEEN = 'UPDATE agents SET last_seen = GREATEST(last_seen, $3) WHERE project_id = $1 AND agent_id = $2';
-
-function parseApps(json: string): string[] {
-  try {
-    const parsed: unknown = JSON.parse(json);
-    return Array.isArray(parsed) ? parsed.filter((a): a is string => typeof a === 'string') : [];
-  } catch {
-    return [];
-  }
-}
 
 export class PgAgentStore {
   /** agentSeen: newest time per agent not yet written, and when each agent's last_seen was last written. */
@@ -168,22 +147,7 @@ export class PgAgentStore {
       q.project === undefined
         ? await this.pool.query<AgentDbRow>('SELECT * FROM agents ORDER BY agent_id, project_id')
         : await this.pool.query<AgentDbRow>('SELECT * FROM agents WHERE project_id = $1 ORDER BY agent_id, project_id', [q.project]);
-    return r.rows.map((row) => {
-      const pending = this.seenPending.get(agentKey({ projectId: row.project_id, agentId: row.agent_id }))?.at;
-      return {
-        agentId: row.agent_id,
-        projectId: row.project_id,
-        app: row.app,
-        apps: parseApps(row.apps_json),
-        host: row.host,
-        version: row.version,
-        state: row.state as AgentState,
-        stateSince: row.state_since,
-        firstSeenAt: row.first_seen,
-        lastSeenAt: pending !== undefined && pending > row.last_seen ? pending : row.last_seen,
-        licensed: row.licensed,
-      };
-    });
+    return r.rows.map((row) => agentListRow(row, this.seenPending.get(agentKey({ projectId: row.project_id, agentId: row.agent_id }))?.at));
   }
 
   async agentsByState(): Promise<Record<AgentState, number>> {
