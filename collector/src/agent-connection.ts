@@ -29,7 +29,7 @@ import type { AgentServerOptions } from './agent-server';
 import type { Clock } from './clock';
 import { HandshakeTimeoutError, StoreWriteError } from './errors';
 import { KEY_REFUSED_MESSAGE, proveKey } from './key-proof';
-import type { LicenseGrant } from './store/contract';
+import type { AgentConnect } from './store/contract';
 import { type AgentRef, type AgentState, type AgentStateChange, agentKey } from './types';
 import { type AgentLink, PREAUTH_MAX_FRAME_BYTES, type Wire, refusalFrame, remoteIp } from './agent-wire';
 
@@ -48,11 +48,14 @@ export interface ConnectionHost {
   readonly seriesCache: Map<string, Series>;
   /** This collector's id in the store: the sessions it holds are written under it. */
   readonly collectorId: string;
-  /** Take (or keep) a license from the store's one pool. */
-  acquireLicense(agent: AgentRef, at: number): Promise<LicenseGrant>;
-  /** The agent's row, 'live', and its session held by this collector (after the agent's earlier state writes). */
-  agentConnected(projectId: string, info: AgentInfo, at: number): Promise<AgentStateChange | null>;
+  /**
+   * The agent's row, 'live', its session held by this collector (after the agent's earlier state
+   * writes), and a license taken (or kept) from the store's one pool: one commit.
+   */
+  connectAgent(projectId: string, info: AgentInfo, at: number): Promise<AgentConnect>;
   connectionClosed(c: AgentConnection, wasActive: boolean, cause: string): void;
+  /** The connection ended while connectAgent was committed: unless the agent has another, it is disconnected. */
+  connectLost(c: AgentConnection, cause: string): void;
   /** A newer connection of the same agent wins; the old one is closed. */
   replaceOlder(current: AgentConnection): void;
   warnLimited(code: string, fields: Record<string, unknown>, message: string): void;
@@ -403,18 +406,21 @@ export class AgentConnection implements AgentLink {
   private async activate(info: AgentInfo): Promise<void> {
     const o = this.srv.opts;
     const now = this.clock.now();
-    this.srv.logState(this.ref, await stored('the agent', () => this.srv.agentConnected(this.projectId, info, now)), 'connected');
-    if (this.gone) return;
+    const { change, license: lic } = await stored('the agent and its license', () => this.srv.connectAgent(this.projectId, info, now));
+    this.srv.logState(this.ref, change, 'connected');
+    if (this.gone) {
+      // It left while that was committed: the store shows it live and licensed, with no session.
+      this.srv.connectLost(this, 'closed before its session began');
+      return;
+    }
     this.srv.replaceOlder(this);
     if (this.handshakeTimer !== null) this.clock.clearTimeout(this.handshakeTimer);
     this.handshakeTimer = null;
-    const lic = await stored("the agent's license", () => this.srv.acquireLicense(this.ref, now));
-    if (this.gone) return;
     const s = this.sealer as Sealer;
     const settings: Record<string, number> = { idlePingMs: o.idlePingMs };
     if (o.tunnelSessionTimeoutMs !== undefined) settings.tunnelSessionTimeoutMs = o.tunnelSessionTimeoutMs;
-    this.write(s.text(Inner.Config, encodeAgentConfig({ configVersion: 1, settings })));
-    this.write(s.text(Inner.License, encodeLicense(lic)));
+    // One write for both: one segment, one wake-up of the agent.
+    this.write(Buffer.concat([s.text(Inner.Config, encodeAgentConfig({ configVersion: 1, settings })), s.text(Inner.License, encodeLicense(lic))]));
     if (!lic.granted) {
       // Listed (greyed, unlicensed) but not live: it has no session. (agentConnected above set 'live'; a
       // refusal only happens to an agent with no other connection, since a connected agent holds its license.)

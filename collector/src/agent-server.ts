@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { AgentConnection, type AgentLink, type ConnectionHost, type RejectReason, type Wire, refusalFrame, remoteIp } from './agent-connection';
 import { type Clock, systemClock } from './clock';
 import { StoreWriteError } from './errors';
-import type { CollectorInfo, LicenseGrant } from './store/contract';
+import type { AgentConnect, CollectorInfo } from './store/contract';
 import { type AgentRef, type AgentState, type AgentStateChange, type CollectorStats, type CollectorStore, agentKey } from './types';
 
 export interface AgentServerOptions {
@@ -187,12 +187,12 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
       this.log.info({ agentId: a.agentId, projectId: a.projectId }, `license released after ${this.opts.licenseReleaseMs} ms disconnected`);
   }
 
-  acquireLicense(agent: AgentRef, at: number): Promise<LicenseGrant> {
-    const key = agentKey(agent);
+  connectAgent(projectId: string, info: AgentInfo, at: number): Promise<AgentConnect> {
+    const key = agentKey({ projectId, agentId: info.agentId });
     const t = this.releaseTimers.get(key);
     if (t !== undefined) this.clock.clearTimeout(t);
     this.releaseTimers.delete(key);
-    return this.opts.store.acquireLicense(agent, at, this.opts.licenseReleaseMs);
+    return this.opts.store.connectAgent(projectId, info, at, this.collectorId, this.opts.licenseReleaseMs);
   }
 
   /** The license of an agent disconnected here is freed license_release_ms later unless it came back (checked by the store). */
@@ -289,11 +289,6 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     );
   }
 
-  /** An agent completed the handshake here: its row, 'live', and its session held by this collector. */
-  agentConnected(projectId: string, info: AgentInfo, at: number): Promise<AgentStateChange | null> {
-    return this.opts.store.agentConnected(projectId, info, at, this.collectorId);
-  }
-
   /**
    * Agents' state changes the store could not take, written again on the key poll. One that a
    * connection of the agent has since overtaken (its connect wrote 'live') is given up.
@@ -345,6 +340,12 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
     this.releaseLater(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
+  }
+
+  connectLost(c: AgentConnection, cause: string): void {
+    for (const other of this.conns) if (other !== c && other.agentKey === c.agentKey) return;
+    this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
+    this.releaseLater(c.agent);
   }
 
   private closing = false;

@@ -87,6 +87,11 @@ export class RawAgent {
     this.sock.once('connect', () => this.sock.write(hs.hello()));
   }
 
+  /** ServerHello received: ClientFinished and AgentInfo are sent. */
+  get sealed(): boolean {
+    return this.sealer !== null;
+  }
+
   /** One metric pack (no points): data, as far as liveness is concerned. */
   sendData(at: number): void {
     this.sendPack(`${this.agentId}-${++this.packs}`, at, []);

@@ -17,14 +17,14 @@ after(async () => {
   tmp.cleanup();
 });
 
-/** The SQLite store with every metric batch held `delayMs` before it is written. */
-function slowed(store: CollectorStore, delayMs: number): CollectorStore {
+/** The SQLite store with every call of `method` held `delayMs` before it is made. */
+function slowed(store: CollectorStore, delayMs: number, method: 'storeMetrics' | 'connectAgent' = 'storeMetrics'): CollectorStore {
   return new Proxy(store, {
     get(target, prop, receiver) {
-      if (prop === 'storeMetrics')
-        return async (...args: Parameters<CollectorStore['storeMetrics']>) => {
+      if (prop === method)
+        return async (...args: unknown[]) => {
           await sleep(delayMs);
-          return target.storeMetrics(...args);
+          return (target[method] as (...a: unknown[]) => Promise<unknown>)(...args);
         };
       const v: unknown = Reflect.get(target, prop, receiver);
       return typeof v === 'function' ? v.bind(target) : v;
@@ -32,16 +32,12 @@ function slowed(store: CollectorStore, delayMs: number): CollectorStore {
   });
 }
 
-test('frames that wait behind a slow commit are handled as sent, whatever chunks they arrived in: all stored, in order, none refused', async () => {
-  const sqlite = SqliteStore.open(`${tmp.dir}/c`);
-  const key = sqlite.createKey('slow');
-  const stats = new CollectorStats();
-  const S = Object.fromEntries(Object.entries(SETTINGS).map(([k, v]) => [k, v.def])) as Record<keyof typeof SETTINGS, number>;
-  const agents = await startAgentServer({
+const S = Object.fromEntries(Object.entries(SETTINGS).map(([k, v]) => [k, v.def])) as Record<keyof typeof SETTINGS, number>;
+
+function serverOptions() {
+  return {
     host: '127.0.0.1',
     port: 0,
-    store: slowed(new SqliteCollectorStore(sqlite), 25),
-    stats,
     log: createLogger('silent'),
     idlePingMs: S.idle_ping_ms,
     stallAfterMs: S.stall_after_ms,
@@ -50,6 +46,17 @@ test('frames that wait behind a slow commit are handled as sent, whatever chunks
     handshakeTimeoutMs: S.handshake_timeout_ms,
     maxConnections: S.max_connections,
     maxConnectionsPerIp: S.max_connections_per_ip,
+  };
+}
+
+test('frames that wait behind a slow commit are handled as sent, whatever chunks they arrived in: all stored, in order, none refused', async () => {
+  const sqlite = SqliteStore.open(`${tmp.dir}/c`);
+  const key = sqlite.createKey('slow');
+  const stats = new CollectorStats();
+  const agents = await startAgentServer({
+    ...serverOptions(),
+    store: slowed(new SqliteCollectorStore(sqlite), 25),
+    stats,
   });
   cleanups.push(async () => {
     await agents.close();
@@ -80,4 +87,35 @@ test('frames that wait behind a slow commit are handled as sent, whatever chunks
   assert.equal(stats.rejected.tampered + stats.rejected.frameGap + stats.rejected.malformed, 0);
   assert.equal(stored(), expected, 'every pack stored once');
   assert.equal(agent.acks.length, 24, 'each frame acked once its batch committed');
+});
+
+test('an agent gone while its connection is being committed ends disconnected, and its license is released', async () => {
+  const sqlite = SqliteStore.open(`${tmp.dir}/gone`);
+  const key = sqlite.createKey('gone');
+  sqlite.setLicenseCapacity(1);
+  const agents = await startAgentServer({
+    ...serverOptions(),
+    licenseReleaseMs: 300,
+    store: slowed(new SqliteCollectorStore(sqlite), 300, 'connectAgent'),
+    stats: new CollectorStats(),
+  });
+  cleanups.push(async () => {
+    await agents.close();
+    sqlite.close();
+  });
+  const state = (id: string) => sqlite.listAgents().find((a) => a.agentId === id);
+  const early = new RawAgent(agents.port, parseAccessKey(formatAccessKey(key)), 'early-leaver');
+  cleanups.push(() => early.destroy());
+  // Its AgentInfo is on the way once the collector sent ServerHello: leave while it is committed.
+  await waitFor('the handshake under way', () => early.sealed);
+  await sleep(100);
+  assert.equal(early.license, null, 'still being committed');
+  early.destroy();
+  await waitFor('the agent registered', () => state('early-leaver') !== undefined, 5000);
+  await waitFor('the agent shown disconnected', () => state('early-leaver')?.state === 'disconnected', 5000);
+  await waitFor('its license released', () => state('early-leaver')?.licensed === false, 5000);
+  // Its license is freed license_release_ms later: another agent gets the only one.
+  const next = new RawAgent(agents.port, parseAccessKey(formatAccessKey(key)), 'next-agent');
+  cleanups.push(() => next.destroy());
+  await waitFor('the next agent licensed', () => next.license?.granted === true, 10000);
 });

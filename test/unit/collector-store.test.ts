@@ -14,7 +14,16 @@ import {
   keyFingerprint,
   parseAccessKey,
 } from '@apm-sidecar/proto/upstream';
-import { MIGRATIONS, SCHEMA_VERSION, SqliteStore, StoreCorruptError, StoreDurabilityError, assertSynchronous, projectSlug } from '@apm-sidecar/collector';
+import {
+  MIGRATIONS,
+  SCHEMA_VERSION,
+  SqliteStore,
+  StoreCorruptError,
+  StoreDurabilityError,
+  assertSynchronous,
+  projectSlug,
+  sessionWrites,
+} from '@apm-sidecar/collector';
 import { tempDirsRemovedAfter } from '../helpers/temp-dirs';
 
 const tempDir = tempDirsRemovedAfter('apm-store-');
@@ -91,6 +100,41 @@ describe('SqliteStore: files and durability', () => {
       assert.equal(store.pragma('journal_mode'), 'wal');
       assert.equal(store.pragma('synchronous'), 2);
       assert.ok((store.pragma('busy_timeout') as number) > 0);
+    } finally {
+      store.close();
+    }
+  });
+
+  it('session writes run at synchronous NORMAL and leave FULL behind, also when they throw', () => {
+    const db = new Database(join(tempDir(), 'x.db'));
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = FULL');
+      const session = sessionWrites(db);
+      assert.equal(
+        session(() => db.pragma('synchronous', { simple: true })),
+        1,
+      );
+      assert.equal(db.pragma('synchronous', { simple: true }), 2);
+      assert.throws(() =>
+        session(() => {
+          throw new Error('write failed');
+        }),
+      );
+      assert.equal(db.pragma('synchronous', { simple: true }), 2);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('an agent connecting, its state and license writes leave the store at synchronous FULL for data', () => {
+    const store = SqliteStore.open(tempDir());
+    try {
+      const info = { agentId: 'a', host: 'h', version: 'v', apps: ['app'] };
+      assert.equal(store.connectAgent('p', info, 1000, 'c1', 300_000).license.granted, true);
+      store.setAgentState({ projectId: 'p', agentId: 'a' }, 'disconnected', { at: 2000, reason: 'test' }, 'c1');
+      store.releaseLicenses(400_000, 300_000);
+      assert.equal(store.pragma('synchronous'), 2);
     } finally {
       store.close();
     }

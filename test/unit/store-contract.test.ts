@@ -317,6 +317,49 @@ for (const f of storeFactories()) {
       );
     });
 
+    storeIt(f, 'connectAgent: the row, its state and its license in one transaction, as agentConnected then acquireLicense', async ({ fresh, open }) => {
+      const loc = await fresh();
+      const a = await open(loc);
+      const b = await open(loc);
+      await a.setLicenseCapacity(1);
+      const release = 300_000;
+      assert.deepEqual(await a.connectAgent('p', info('x'), T0, 'A', release), {
+        change: { from: 'disconnected', to: 'live' },
+        license: { granted: true, reason: 'license 1 of 1' },
+      });
+      assert.deepEqual(await b.connectAgent('p', info('y'), T0 + 1, 'B', release), {
+        change: { from: 'disconnected', to: 'live' },
+        license: { granted: false, reason: 'all 1 licenses are in use' },
+      });
+      // x again on B (a failover): already live, its license kept, its session now B's.
+      assert.deepEqual(await b.connectAgent('p', info('x'), T0 + 2, 'B', release), { change: null, license: { granted: true, reason: 'license kept' } });
+      const rows = await a.listAgents();
+      assert.deepEqual(
+        rows.map((r) => [r.agentId, r.state, r.licensed]),
+        [
+          ['x', 'live', true],
+          ['y', 'live', false],
+        ],
+      );
+      // The session is B's: A's late 'disconnected' for x no longer applies, B's does.
+      assert.equal(await a.setAgentState(ag('x'), 'disconnected', cause(T0 + 3), 'A'), null);
+      assert.deepEqual(await b.setAgentState(ag('x'), 'disconnected', cause(T0 + 3), 'B'), { from: 'live', to: 'disconnected' });
+      // Once x's license is due, y's next connect takes it.
+      assert.deepEqual((await a.connectAgent('p', info('y'), T0 + 3 + release, 'A', release)).license, { granted: true, reason: 'license 1 of 1' });
+    });
+
+    storeIt(f, 'concurrent connects from two instances never exceed the capacity', async ({ fresh, open }) => {
+      const loc = await fresh();
+      const a = await open(loc);
+      const b = await open(loc);
+      await a.setLicenseCapacity(3);
+      const ids = Array.from({ length: 12 }, (_, i) => `agent-${String(i).padStart(2, '0')}`);
+      const got = await Promise.all(ids.map((id, i) => (i % 2 === 0 ? a : b).connectAgent('p', info(id), T0, i % 2 === 0 ? 'A' : 'B', 300_000)));
+      assert.equal(got.filter((g) => g.license.granted).length, 3);
+      assert.equal((await b.listAgents()).filter((r) => r.licensed).length, 3);
+      assert.equal((await b.listAgents()).filter((r) => r.state === 'live').length, ids.length);
+    });
+
     storeIt(f, 'concurrent acquires from two instances never exceed the capacity', async ({ fresh, open }) => {
       const loc = await fresh();
       const a = await open(loc);

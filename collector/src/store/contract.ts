@@ -40,6 +40,12 @@ export interface CollectorRow extends CollectorInfo {
   agents: number;
 }
 
+/** What connectAgent did: the agent's state change (null when it was already live) and its license. */
+export interface AgentConnect {
+  change: AgentStateChange | null;
+  license: LicenseGrant;
+}
+
 export interface LicenseGrant {
   granted: boolean;
   /** For people: 'license kept', 'license 2 of 5', 'all 5 licenses are in use', … */
@@ -96,6 +102,11 @@ export interface CollectorStore extends KeyImport {
   // Agents and their liveness (agents.ts).
   /** An agent completed the handshake on collector `collectorId`: its info, state 'live', and the session is that collector's. */
   agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string): Promise<AgentStateChange | null>;
+  /**
+   * agentConnected, then acquireLicense, in one transaction: the handshake's one commit before
+   * Config and License are sent.
+   */
+  connectAgent(projectId: string, info: AgentInfo, at: number, collectorId: string, releaseMs: number): Promise<AgentConnect>;
   /** An agent's info (host, version, apps) changed; its state does not. */
   agentInfo(projectId: string, info: AgentInfo, at: number): Promise<void>;
   /**

@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
+import type { AgentInfo } from '@apm-sidecar/proto/upstream';
 import type { AgentRef } from '../types';
 import type { AgentStore } from './agents';
-import type { CollectorInfo, CollectorRow, LicenseGrant, ReapResult } from './contract';
+import type { AgentConnect, CollectorInfo, CollectorRow, LicenseGrant, ReapResult } from './contract';
 
 /**
  * The collectors sharing this store and the one license pool (DESIGN §7, §11), on SQLite.
@@ -55,6 +56,7 @@ export class FleetStore {
   private readonly leaveTx: (self: CollectorInfo, at: number) => void;
   private readonly acquireTx: (agent: AgentRef, at: number, releaseMs: number) => LicenseGrant;
   private readonly releaseTx: (at: number, releaseMs: number) => AgentRef[];
+  private readonly connectTx: (projectId: string, info: AgentInfo, at: number, collectorId: string | null, releaseMs: number) => AgentConnect;
 
   constructor(
     db: Database.Database,
@@ -85,6 +87,11 @@ export class FleetStore {
       if (capacity > 0 && held >= capacity) return { granted: false, reason: `all ${capacity} licenses are in use` };
       this.st.grant.run(agent.projectId, agent.agentId);
       return { granted: true, reason: capacity === 0 ? 'unlimited licenses' : `license ${held + 1} of ${capacity}` };
+    }).immediate;
+    // The two inner transactions become savepoints of this one: one commit.
+    this.connectTx = db.transaction((projectId: string, info: AgentInfo, at: number, collectorId: string | null, releaseMs: number) => {
+      const change = this.agents.agentConnected(projectId, info, at, collectorId);
+      return { change, license: this.acquireTx({ projectId, agentId: info.agentId }, at, releaseMs) };
     }).immediate;
   }
 
@@ -127,6 +134,11 @@ export class FleetStore {
 
   acquireLicense(agent: AgentRef, at: number, releaseMs: number): LicenseGrant {
     return this.acquireTx(agent, at, releaseMs);
+  }
+
+  /** agentConnected and acquireLicense in one IMMEDIATE transaction. */
+  connectAgent(projectId: string, info: AgentInfo, at: number, collectorId: string | null, releaseMs: number): AgentConnect {
+    return this.connectTx(projectId, info, at, collectorId, releaseMs);
   }
 
   releaseLicenses(at: number, releaseMs: number): AgentRef[] {

@@ -3,12 +3,12 @@ import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstr
 import { StoreCorruptError } from '../errors';
 import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, StoreMetricsResult, StoreTextResult } from '../types';
 import { type AgentListRow, AgentStore } from './agents';
-import type { CollectorInfo, CollectorRow, LicenseGrant, ReapResult } from './contract';
+import type { AgentConnect, CollectorInfo, CollectorRow, LicenseGrant, ReapResult } from './contract';
 import { FleetStore } from './fleet';
 import { SqliteKeyImport } from './key-import';
 import { type CreatedKey, type KeyRow, KeyStore } from './keys';
 import { MetricStore } from './metrics';
-import { type OpenOptions, errText, isCorruption, openDatabaseFile, secureFiles, setDurability } from './open';
+import { type OpenOptions, type SessionWrite, errText, isCorruption, openDatabaseFile, secureFiles, sessionWrites, setDurability } from './open';
 import {
   type BtRegistrationRow,
   type EventRow,
@@ -28,7 +28,7 @@ import { TextStore } from './text-items';
 
 export type { AgentListRow } from './agents';
 export { type KeyRow, projectSlug } from './keys';
-export { DB_FILE, assertSynchronous } from './open';
+export { DB_FILE, assertSynchronous, sessionWrites } from './open';
 export {
   type BtRegistrationRow,
   type EventRow,
@@ -48,7 +48,7 @@ export { MIGRATIONS, SCHEMA_VERSION } from './schema';
 /**
  * The collector's SQLite storage (one file, `<dataDir>/collector.db`), one part per file:
  *
- *   open.ts          the file, its modes, WAL + synchronous FULL
+ *   open.ts          the file, its modes, WAL + synchronous FULL (NORMAL for session writes)
  *   schema.ts        tables and migrations
  *   keys.ts          projects, access keys, revocation
  *   read-tokens.ts   read tokens of the HTTP API
@@ -60,7 +60,8 @@ export { MIGRATIONS, SCHEMA_VERSION } from './schema';
  *
  * Every write method is one IMMEDIATE transaction, committed before it returns, so an ack
  * sent after it never covers data that could be lost (agentSeen is the one exception: it is
- * throttled, see agents.ts). An agent is (project, agent_id) in every table: the same
+ * throttled, see agents.ts). Session writes (agents' states and licenses, reaping) commit
+ * without an fsync of their own (open.ts, sessionWrites); data, keys and tokens with one. An agent is (project, agent_id) in every table: the same
  * agent_id under two projects is two agents, with their own rows, packs, points and items.
  */
 
@@ -88,6 +89,7 @@ interface Parts {
   metrics: MetricStore;
   text: TextStore;
   queries: Queries;
+  session: SessionWrite;
 }
 
 export class SqliteStore {
@@ -123,6 +125,7 @@ export class SqliteStore {
         metrics: new MetricStore(db, opts.rollupGraceMs ?? 120_000),
         text: new TextStore(db),
         queries: new Queries(db),
+        session: sessionWrites(db),
       };
     } catch (err) {
       db.close();
@@ -230,23 +233,23 @@ export class SqliteStore {
 
   // agents.ts
   agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string | null = null): AgentStateChange | null {
-    return this.guard(() => this.agents.agentConnected(projectId, info, at, collectorId));
+    return this.guard(() => this.p.session(() => this.agents.agentConnected(projectId, info, at, collectorId)));
   }
   agentInfo(projectId: string, info: AgentInfo, at: number): void {
     this.guard(() => this.agents.agentInfo(projectId, info, at));
   }
   setAgentState(agent: AgentRef, to: AgentState, cause: StateCause, collectorId?: string): AgentStateChange | null {
-    return this.guard(() => this.agents.setAgentState(agent, to, cause, collectorId));
+    return this.guard(() => this.p.session(() => this.agents.setAgentState(agent, to, cause, collectorId)));
   }
   agentSeen(agent: AgentRef, at: number): void {
     this.guard(() => this.agents.agentSeen(agent, at));
   }
   agentLicensed(agent: AgentRef, licensed: boolean): void {
-    this.guard(() => this.agents.agentLicensed(agent, licensed));
+    this.guard(() => this.p.session(() => this.agents.agentLicensed(agent, licensed)));
   }
   /** Every session no live collector holds ends (`self`: the collector starting; deadAfterMs: how old a live heartbeat may be). */
   resetSessions(at: number, self = '', deadAfterMs = 0): number {
-    return this.agents.resetSessions(self, at, deadAfterMs);
+    return this.p.session(() => this.agents.resetSessions(self, at, deadAfterMs));
   }
   listAgents(q: { project?: string } = {}): AgentListRow[] {
     return this.agents.listAgents(q);
@@ -260,10 +263,10 @@ export class SqliteStore {
     this.guard(() => this.p.fleet.heartbeat(self, at));
   }
   reapCollectors(at: number, deadAfterMs: number): ReapResult {
-    return this.guard(() => this.p.fleet.reapCollectors(at, deadAfterMs));
+    return this.guard(() => this.p.session(() => this.p.fleet.reapCollectors(at, deadAfterMs)));
   }
   leave(self: CollectorInfo, at: number): void {
-    this.guard(() => this.p.fleet.leave(self, at));
+    this.guard(() => this.p.session(() => this.p.fleet.leave(self, at)));
   }
   listCollectors(): CollectorRow[] {
     return this.p.fleet.listCollectors();
@@ -275,10 +278,13 @@ export class SqliteStore {
     return this.guard(() => this.p.fleet.setLicenseCapacity(capacity));
   }
   acquireLicense(agent: AgentRef, at: number, releaseMs: number): LicenseGrant {
-    return this.guard(() => this.p.fleet.acquireLicense(agent, at, releaseMs));
+    return this.guard(() => this.p.session(() => this.p.fleet.acquireLicense(agent, at, releaseMs)));
+  }
+  connectAgent(projectId: string, info: AgentInfo, at: number, collectorId: string | null, releaseMs: number): AgentConnect {
+    return this.guard(() => this.p.session(() => this.p.fleet.connectAgent(projectId, info, at, collectorId, releaseMs)));
   }
   releaseLicenses(at: number, releaseMs: number): AgentRef[] {
-    return this.guard(() => this.p.fleet.releaseLicenses(at, releaseMs));
+    return this.guard(() => this.p.session(() => this.p.fleet.releaseLicenses(at, releaseMs)));
   }
 
   // metrics.ts, text-items.ts

@@ -156,6 +156,29 @@ export function setDurability(db: Database.Database, busyTimeoutMs: number | und
   assertSynchronous(db, 2);
 }
 
+/**
+ * Session writes: an agent's state and license, the collectors' reaping. They commit with
+ * synchronous=NORMAL instead of FULL: in WAL mode that is as safe against a crash of the
+ * collector (kill -9) and keeps the file consistent, but skips the fsync, so a power loss may
+ * undo the last few of them. The next FULL commit (any data batch, a key, the collector's
+ * heartbeat every collector_heartbeat_ms) makes them durable. What such a loss could undo is
+ * rebuilt anyway: a restarted collector ends the sessions of dead collectors and agents connect
+ * again, taking their licenses again. Data, keys and tokens keep FULL (ack after an fsync).
+ */
+export type SessionWrite = <T>(write: () => T) => T;
+
+export function sessionWrites(db: Database.Database): SessionWrite {
+  // SQLite applies a PRAGMA when it compiles the statement, so a prepared one would act only once.
+  return <T>(write: () => T): T => {
+    db.exec('PRAGMA synchronous = NORMAL');
+    try {
+      return write();
+    } finally {
+      db.exec('PRAGMA synchronous = FULL');
+    }
+  };
+}
+
 /** 0600 on the database and, when present, its -wal and -shm files (SQLite gives them the db's mode, but be sure). */
 export function secureFiles(path: string): void {
   for (const p of [path, `${path}-wal`, `${path}-shm`]) {

@@ -28,6 +28,8 @@ export function orderedByAgent(store: CollectorStore): CollectorStore {
   const ordered: Partial<CollectorStore> = {
     agentConnected: (projectId, info, at, collectorId) =>
       inOrder({ projectId, agentId: info.agentId }, () => store.agentConnected(projectId, info, at, collectorId)),
+    connectAgent: (projectId, info, at, collectorId, releaseMs) =>
+      inOrder({ projectId, agentId: info.agentId }, () => store.connectAgent(projectId, info, at, collectorId, releaseMs)),
     setAgentState: (agent, to, cause, collectorId) => inOrder(agent, () => store.setAgentState(agent, to, cause, collectorId)),
     acquireLicense: (agent, at, releaseMs) => inOrder(agent, () => store.acquireLicense(agent, at, releaseMs)),
     agentLicensed: (agent, licensed) => inOrder(agent, () => store.agentLicensed(agent, licensed)),

@@ -1,7 +1,7 @@
 import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, StoreMetricsResult, StoreTextResult } from '../types';
 import type { AgentListRow } from './agents';
-import type { CollectorInfo, CollectorRow, CollectorStore, LicenseGrant, ReapResult, RevokedKey } from './contract';
+import type { AgentConnect, CollectorInfo, CollectorRow, CollectorStore, LicenseGrant, ReapResult, RevokedKey } from './contract';
 import { SqliteStore, type SqliteStoreOptions } from './index';
 import type { KeyImport } from './copy-keys';
 import type { CreatedKey, KeyRow } from './keys';
@@ -73,6 +73,9 @@ export class SqliteCollectorStore implements CollectorStore, KeyImport {
 
   async agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string): Promise<AgentStateChange | null> {
     return this.sqlite.agentConnected(projectId, info, at, collectorId);
+  }
+  async connectAgent(projectId: string, info: AgentInfo, at: number, collectorId: string, releaseMs: number): Promise<AgentConnect> {
+    return this.sqlite.connectAgent(projectId, info, at, collectorId, releaseMs);
   }
   async agentInfo(projectId: string, info: AgentInfo, at: number): Promise<void> {
     this.sqlite.agentInfo(projectId, info, at);

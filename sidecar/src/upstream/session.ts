@@ -95,6 +95,8 @@ export class UpstreamSession {
     private readonly events: SessionEvents,
   ) {
     this.socket = (opts.dial ?? dialTcp)(opts.host, opts.port);
+    // The ephemeral key pair is made while the TCP connection is being set up, not after.
+    this.handshake = new ClientHandshake(naclImpl, opts.key, opts.agentInfo.agentId);
     this.connectTimer = setTimeout(
       () => this.close(`no connection to ${opts.host}:${opts.port} within ${opts.connectTimeoutMs} ms`, new ConnectTimeoutError(opts.connectTimeoutMs)),
       opts.connectTimeoutMs,
@@ -161,11 +163,12 @@ export class UpstreamSession {
     this.events.closed(cause, error);
   }
 
-  private write(frame: Buffer): void {
+  /** Write `frames` frames, already concatenated in `bytes`. */
+  private write(bytes: Buffer, frames = 1): void {
     this.lastSent = Date.now();
-    this.bytesSent += frame.length;
-    this.framesSent++;
-    this.socket.write(frame);
+    this.bytesSent += bytes.length;
+    this.framesSent += frames;
+    this.socket.write(bytes);
   }
 
   private connected(): void {
@@ -176,8 +179,7 @@ export class UpstreamSession {
     this.lastReceived = Date.now();
     const every = Math.max(10, Math.floor(this.opts.soTimeoutMs / 3));
     this.idleTimer = setInterval(() => this.idleCheck(), every);
-    this.handshake = new ClientHandshake(naclImpl, this.opts.key, this.opts.agentInfo.agentId);
-    this.write(this.handshake.hello());
+    this.write((this.handshake as ClientHandshake).hello());
   }
 
   private idleCheck(): void {
@@ -207,8 +209,8 @@ export class UpstreamSession {
       this.handshake = null;
       this.sealer = new Sealer(naclImpl, keys, Direction.AgentToCollector);
       this.opener = new Opener(naclImpl, keys, Direction.CollectorToAgent);
-      this.write(finished);
-      this.write(this.sealer.text(Inner.AgentInfo, encodeAgentInfo(this.opts.agentInfo)));
+      // One write (one segment, one wake-up of the collector) for both.
+      this.write(Buffer.concat([finished, this.sealer.text(Inner.AgentInfo, encodeAgentInfo(this.opts.agentInfo))]), 2);
       this.phase = 'configuring';
       return;
     }

@@ -67,14 +67,16 @@ export class PgAgentStore {
 
   /** An agent completed the handshake on collector `collectorId`: its info, state 'live', its session that collector's. */
   async agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string): Promise<AgentStateChange | null> {
-    const agent = { projectId, agentId: info.agentId };
-    return inTransaction(this.pool, async (c) => {
-      await this.writeInfo(c, projectId, info, at);
-      const r = await c.query<{ from_state: AgentState }>({ name: 'apm-agent-connected', text: CONNECTED, values: [projectId, info.agentId, at, collectorId] });
-      this.infoWritten(agent, at);
-      const from = r.rows[0]?.from_state;
-      return from === undefined || from === 'live' ? null : { from, to: 'live' };
-    });
+    return inTransaction(this.pool, (c) => this.connectedIn(c, projectId, info, at, collectorId));
+  }
+
+  /** agentConnected's writes, in the caller's transaction `c`. */
+  async connectedIn(c: PoolClient, projectId: string, info: AgentInfo, at: number, collectorId: string): Promise<AgentStateChange | null> {
+    await this.writeInfo(c, projectId, info, at);
+    const r = await c.query<{ from_state: AgentState }>({ name: 'apm-agent-connected', text: CONNECTED, values: [projectId, info.agentId, at, collectorId] });
+    this.infoWritten({ projectId, agentId: info.agentId }, at);
+    const from = r.rows[0]?.from_state;
+    return from === undefined || from === 'live' ? null : { from, to: 'live' };
   }
 
   /** Create or update the agent's row (app = its first app); a new row is 'disconnected' until a state change. */

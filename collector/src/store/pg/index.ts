@@ -2,7 +2,7 @@ import { Client, type Pool } from 'pg';
 import type { AgentInfo, TextItem, UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { AgentRef, AgentState, AgentStateChange, ProjectKey, StateCause, StoreMetricsResult, StoreTextResult } from '../../types';
 import type { AgentListRow } from '../agents';
-import type { CollectorInfo, CollectorRow, CollectorStore, LicenseGrant, ReapResult, RevokedKey } from '../contract';
+import type { AgentConnect, CollectorInfo, CollectorRow, CollectorStore, LicenseGrant, ReapResult, RevokedKey } from '../contract';
 import type { CreatedKey, KeyRow } from '../keys';
 import type { BtRegistrationRow, EventRow, ListQuery, MetricQuery, MetricRow, SnapshotRow, TraceQuery, TraceRow } from '../queries';
 import type { ActiveToken, ReadTokenRow } from '../read-tokens';
@@ -10,11 +10,12 @@ import { PgAgentStore } from './agents';
 import { PgCollectors } from './collectors';
 import { connectionConfig, createPool, storeError } from './connect';
 import { PgKeys } from './keys';
-import { PgLicenses } from './licenses';
+import { PgLicenses, acquireIn } from './licenses';
 import { PgMetricStore } from './metrics';
 import { PgPruner } from './prune';
 import { PgQueries } from './queries';
 import { checkSchema, migrate } from './schema';
+import { LICENSE_LOCK, inTransaction } from './tx';
 import { PgTextStore } from './text-items';
 import { type PgTarget, parsePostgresUrl } from './url';
 
@@ -184,6 +185,17 @@ export class PostgresStore implements CollectorStore {
   // Agents (agents.ts)
   agentConnected(projectId: string, info: AgentInfo, at: number, collectorId: string): Promise<AgentStateChange | null> {
     return this.agents.agentConnected(projectId, info, at, collectorId);
+  }
+  /** One transaction under the license pool's lock: the agent's row and state, then its license. */
+  connectAgent(projectId: string, info: AgentInfo, at: number, collectorId: string, releaseMs: number): Promise<AgentConnect> {
+    return inTransaction(
+      this.pool,
+      async (c) => {
+        const change = await this.agents.connectedIn(c, projectId, info, at, collectorId);
+        return { change, license: await acquireIn(c, { projectId, agentId: info.agentId }, at, releaseMs) };
+      },
+      LICENSE_LOCK,
+    );
   }
   agentInfo(projectId: string, info: AgentInfo, at: number): Promise<void> {
     return this.agents.agentInfo(projectId, info, at);

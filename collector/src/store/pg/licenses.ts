@@ -36,6 +36,23 @@ async function capacityIn(c: Pool | PoolClient): Promise<number> {
   return v === undefined ? 0 : Number(v);
 }
 
+/** acquireLicense's work in the caller's transaction `c`, which holds LICENSE_LOCK. */
+export async function acquireIn(c: PoolClient, agent: AgentRef, at: number, releaseMs: number): Promise<LicenseGrant> {
+  await releaseIn(c, at, releaseMs);
+  const row = await c.query<{ licensed: boolean }>('SELECT licensed FROM agents WHERE project_id = $1 AND agent_id = $2 FOR UPDATE', [
+    agent.projectId,
+    agent.agentId,
+  ]);
+  const licensed = row.rows[0]?.licensed;
+  if (licensed === undefined) return { granted: false, reason: 'the agent is not registered' };
+  if (licensed) return { granted: true, reason: 'license kept' };
+  const capacity = await capacityIn(c);
+  const held = (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM agents WHERE licensed')).rows[0]?.n ?? 0;
+  if (capacity > 0 && held >= capacity) return { granted: false, reason: `all ${capacity} licenses are in use` };
+  await c.query('UPDATE agents SET licensed = true WHERE project_id = $1 AND agent_id = $2', [agent.projectId, agent.agentId]);
+  return { granted: true, reason: capacity === 0 ? 'unlimited licenses' : `license ${held + 1} of ${capacity}` };
+}
+
 export class PgLicenses {
   constructor(private readonly pool: Pool) {}
 
@@ -62,25 +79,7 @@ export class PgLicenses {
 
   /** Take (or keep) a license for an agent that connected, after freeing those due; one transaction under the pool's lock. */
   acquireLicense(agent: AgentRef, at: number, releaseMs: number): Promise<LicenseGrant> {
-    return inTransaction(
-      this.pool,
-      async (c) => {
-        await releaseIn(c, at, releaseMs);
-        const row = await c.query<{ licensed: boolean }>('SELECT licensed FROM agents WHERE project_id = $1 AND agent_id = $2 FOR UPDATE', [
-          agent.projectId,
-          agent.agentId,
-        ]);
-        const licensed = row.rows[0]?.licensed;
-        if (licensed === undefined) return { granted: false, reason: 'the agent is not registered' };
-        if (licensed) return { granted: true, reason: 'license kept' };
-        const capacity = await capacityIn(c);
-        const held = (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM agents WHERE licensed')).rows[0]?.n ?? 0;
-        if (capacity > 0 && held >= capacity) return { granted: false, reason: `all ${capacity} licenses are in use` };
-        await c.query('UPDATE agents SET licensed = true WHERE project_id = $1 AND agent_id = $2', [agent.projectId, agent.agentId]);
-        return { granted: true, reason: capacity === 0 ? 'unlimited licenses' : `license ${held + 1} of ${capacity}` };
-      },
-      LICENSE_LOCK,
-    );
+    return inTransaction(this.pool, (c) => acquireIn(c, agent, at, releaseMs), LICENSE_LOCK);
   }
 
   /** Free the licenses of agents disconnected for `releaseMs` or longer; returns those agents. */
