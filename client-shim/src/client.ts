@@ -54,27 +54,27 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
    * that learns the id cannot act for this instance. Never exposed or logged.
    */
   readonly #secret = randomHex(32);
-  private readonly conn: Connection;
-  private readonly registry: MetricRegistry;
+  readonly #conn: Connection;
+  readonly #registry: MetricRegistry;
   /** What waits for the sidecar: durable and best-effort frames, flush() waiters. */
-  private readonly out: Outbox;
-  private readonly explicitBufferBytes: boolean;
-  private readonly closeTimeoutMs: number;
-  private readonly explicitFlushMs: number | undefined;
-  private flushMs: number;
-  private maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
-  private flushTimer: NodeJS.Timeout | null = null;
-  private windowStart = Date.now();
-  private seq = 0;
-  private _state: ShimState = 'connecting';
-  private closing: Promise<void> | null = null;
-  private http: HttpInstrumentation | null = null;
-  private readonly btNames = new Set<string>();
+  readonly #out: Outbox;
+  readonly #explicitBufferBytes: boolean;
+  readonly #closeTimeoutMs: number;
+  readonly #explicitFlushMs: number | undefined;
+  #flushMs: number;
+  #maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+  #flushTimer: NodeJS.Timeout | null = null;
+  #windowStart = Date.now();
+  #seq = 0;
+  #state: ShimState = 'connecting';
+  #closing: Promise<void> | null = null;
+  #http: HttpInstrumentation | null = null;
+  readonly #btNames = new Set<string>();
   /** Per transaction name: its duration histogram and error counter (bound once, not looked up per call). */
-  private readonly txHandles = new Map<string, { duration: Histogram; errors: Counter }>();
-  private readonly writer = new Writer(16 * 1024);
-  private readonly body = new Writer(16 * 1024);
-  private readonly dropped: Record<string, number> = {};
+  readonly #txHandles = new Map<string, { duration: Histogram; errors: Counter }>();
+  readonly #writer = new Writer(16 * 1024);
+  readonly #body = new Writer(16 * 1024);
+  readonly #dropped: Record<string, number> = {};
   /** Last error the sidecar reported (for diagnostics). */
   lastSidecarError: ErrorMessage | null = null;
   /** Why the shim last refused to connect (e.g. ERR_SOCKET_OWNER); null once connected. */
@@ -84,16 +84,16 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     const o: object = typeof opts === 'object' && opts !== null ? opts : {};
     const app = option(o, 'app');
     this.app = typeof app === 'string' && app.length > 0 ? app.slice(0, 256) : 'app';
-    this.explicitBufferBytes = option(o, 'bufferBytes') !== undefined;
-    this.closeTimeoutMs = Math.min(positive(option(o, 'closeTimeoutMs'), 2000), MAX_TIMER_MS);
+    this.#explicitBufferBytes = option(o, 'bufferBytes') !== undefined;
+    this.#closeTimeoutMs = Math.min(positive(option(o, 'closeTimeoutMs'), 2000), MAX_TIMER_MS);
     const flushMs = option(o, 'flushMs');
-    this.explicitFlushMs = flushMs === undefined ? undefined : Math.min(positive(flushMs, 1000), MAX_TIMER_MS);
-    this.flushMs = this.explicitFlushMs ?? 1000;
-    this.registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)), this.app);
+    this.#explicitFlushMs = flushMs === undefined ? undefined : Math.min(positive(flushMs, 1000), MAX_TIMER_MS);
+    this.#flushMs = this.#explicitFlushMs ?? 1000;
+    this.#registry = new MetricRegistry(this, Math.floor(positive(option(o, 'maxSeries'), 10000)), this.app);
     const socketOpt = option(o, 'socket');
     const socket = typeof socketOpt === 'string' ? socketOpt : undefined;
     const reconnectMinMs = Math.min(positive(option(o, 'reconnectMinMs'), 100), MAX_TIMER_MS);
-    this.conn = new Connection(
+    this.#conn = new Connection(
       {
         path: () => resolveSocket(socket),
         hello: () =>
@@ -104,7 +104,7 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
             shimVersion: SHIM_VERSION,
             instanceId: this.instanceId,
             secret: this.#secret,
-            seq: this.seq,
+            seq: this.#seq,
             host: (require('node:os') as typeof import('node:os')).hostname(),
             runtime: `node ${process.version}`,
           }),
@@ -114,44 +114,44 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
       },
       this,
     );
-    this.out = new Outbox(this.conn, positive(option(o, 'bufferBytes'), 8 * 1024 * 1024), this, this.btNames);
-    this.startFlushTimer();
-    this.conn.start();
+    this.#out = new Outbox(this.#conn, positive(option(o, 'bufferBytes'), 8 * 1024 * 1024), this, this.#btNames);
+    this.#startFlushTimer();
+    this.#conn.start();
     const http = option(o, 'instrumentHttp');
     if (http === true || (typeof http === 'object' && http !== null)) this.instrumentHttp(http);
   }
 
   /** HTTP auto-instrumentation (see http-instrumentation.ts); once per process, undone by close(). */
   instrumentHttp(opts?: HttpInstrumentationOptions | boolean): HttpInstrumentation {
-    if (this.http === null && this.closing === null) {
+    if (this.#http === null && this.#closing === null) {
       // Loaded on first use (bundled apart as dist/shim-http.js): an app that does not instrument
       // HTTP does not load it.
       const { instrumentHttp } = require('./http-instrumentation') as typeof import('./http-instrumentation');
-      this.http = instrumentHttp(this, opts);
+      this.#http = instrumentHttp(this, opts);
     }
-    return this.http ?? { stop() {} };
+    return this.#http ?? { stop() {} };
   }
 
   get state(): ShimState {
-    return this._state;
+    return this.#state;
   }
 
   counter(name: string, tags?: Record<string, string | number | boolean>): Counter {
-    return this.metric(MetricKind.Counter, name, tags);
+    return this.#metric(MetricKind.Counter, name, tags);
   }
 
   gauge(name: string, tags?: Record<string, string | number | boolean>): Gauge {
-    return this.metric(MetricKind.Gauge, name, tags);
+    return this.#metric(MetricKind.Gauge, name, tags);
   }
 
   histogram(name: string, tags?: Record<string, string | number | boolean>): Histogram {
-    return this.metric(MetricKind.Histogram, name, tags);
+    return this.#metric(MetricKind.Histogram, name, tags);
   }
 
   /** The registry's handle for the series; one that only counts drops if the registry throws (a hostile name or tags object). */
-  private metric(kind: MetricKindCode, name: string, tags: Record<string, string | number | boolean> | undefined): Counter & Gauge & Histogram {
+  #metric(kind: MetricKindCode, name: string, tags: Record<string, string | number | boolean> | undefined): Counter & Gauge & Histogram {
     try {
-      return this.registry.get(kind, name, tags) as Counter & Gauge & Histogram;
+      return this.#registry.get(kind, name, tags) as Counter & Gauge & Histogram;
     } catch {
       return new DroppingHandle(this, 'invalid');
     }
@@ -162,8 +162,8 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
     try {
       const incoming = incomingHeaders === undefined ? undefined : readIncoming(incomingHeaders);
       const label = typeof name === 'string' && name.length > 0 ? name.slice(0, 1024) : '';
-      if (incoming?.notxdetect === true || this._state === 'muted') return new NoopTransaction(label, noopHeaders(incoming, true));
-      if (this._state === 'standby' || this.closing !== null) return new NoopTransaction(label, noopHeaders(incoming, false));
+      if (incoming?.notxdetect === true || this.#state === 'muted') return new NoopTransaction(label, noopHeaders(incoming, true));
+      if (this.#state === 'standby' || this.#closing !== null) return new NoopTransaction(label, noopHeaders(incoming, false));
       if (label.length === 0) {
         this.drop('invalid');
         return new NoopTransaction(label, noopHeaders(incoming, false));
@@ -176,81 +176,81 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   }
 
   transactionEnded(_tx: ActiveTransaction, pack: ProfilePack): void {
-    let h = this.txHandles.get(pack.name);
+    let h = this.#txHandles.get(pack.name);
     if (h === undefined) {
       const tags = { tx: tagValue(pack.name) };
       h = { duration: this.histogram(TX_DURATION, tags), errors: this.counter(TX_ERRORS, tags) };
-      if (this.txHandles.size < 1000) this.txHandles.set(pack.name, h);
+      if (this.#txHandles.size < 1000) this.#txHandles.set(pack.name, h);
     }
     h.duration.record(pack.durationMs);
     if (pack.error !== undefined) h.errors.add(1);
-    if (this._state === 'standby' || this._state === 'muted') return;
-    this.bestEffort(() => encodeTrace(pack));
+    if (this.#state === 'standby' || this.#state === 'muted') return;
+    this.#bestEffort(() => encodeTrace(pack));
   }
 
   activeStack(tx: Transaction, frames: string[] | string): void {
     try {
-      this.activeStackUnsafe(tx, frames);
+      this.#activeStackUnsafe(tx, frames);
     } catch {
       this.drop('invalid');
     }
   }
 
-  private activeStackUnsafe(tx: Transaction, frames: string[] | string): void {
+  #activeStackUnsafe(tx: Transaction, frames: string[] | string): void {
     if (!(tx instanceof ActiveTransaction) || tx.isEnded) return;
-    if (this._state === 'standby' || this._state === 'muted') return;
+    if (this.#state === 'standby' || this.#state === 'muted') return;
     const out = stackFrames(frames);
     if (out === null) return this.drop('invalid');
-    this.bestEffort(() => encodeActiveStack({ txid: tx.txid, name: tx.name, ts: Date.now(), elapsedMs: tx.elapsedMs, frames: out }));
+    this.#bestEffort(() => encodeActiveStack({ txid: tx.txid, name: tx.name, ts: Date.now(), elapsedMs: tx.elapsedMs, frames: out }));
   }
 
   // --- events, snapshots, registrations ------------------------------------
 
   event(e: EventInput): void {
     try {
-      this.eventUnsafe(e);
+      this.#eventUnsafe(e);
     } catch {
       this.drop('invalid');
     }
   }
 
-  private eventUnsafe(e: EventInput): void {
+  #eventUnsafe(e: EventInput): void {
     if (typeof e !== 'object' || e === null || typeof e.type !== 'string' || typeof e.message !== 'string') return this.drop('invalid');
-    if (this._state === 'muted') return this.drop('muted');
+    if (this.#state === 'muted') return this.drop('muted');
     const pack = eventPack(e);
     if (pack === null) return this.drop('invalid');
-    this.bestEffort(() => encodeEvent(pack));
+    this.#bestEffort(() => encodeEvent(pack));
   }
 
   snapshot(data: unknown, kind = 'app'): void {
-    if (this._state === 'muted') return this.drop('muted');
+    if (this.#state === 'muted') return this.drop('muted');
     if (data === undefined || typeof kind !== 'string') return this.drop('invalid');
-    this.bestEffort(() => snapshotFrame(Date.now(), kind.slice(0, 256), data));
+    this.#bestEffort(() => snapshotFrame(Date.now(), kind.slice(0, 256), data));
   }
 
   /** Durable: kept until the sidecar has committed it, resent after reconnects. */
   registerBusinessTransaction(name: string): void {
     if (typeof name !== 'string' || name.length === 0 || name.length > 1024) return this.drop('invalid');
-    if (this.closing !== null) return this.drop('closed');
+    if (this.#closing !== null) return this.drop('closed');
     // Muted: interceptors are unproductive, no new business transactions are registered.
-    if (this._state === 'muted') return this.drop('muted');
-    if (this.btNames.has(name)) return;
-    if (this.btNames.size >= MAX_BT_NAMES) return this.drop('bt_limit');
-    this.btNames.add(name);
-    const seq = ++this.seq;
-    this.out.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }), name);
+    if (this.#state === 'muted') return this.drop('muted');
+    if (this.#btNames.has(name)) return;
+    if (this.#btNames.size >= MAX_BT_NAMES) return this.drop('bt_limit');
+    this.#btNames.add(name);
+    const seq = ++this.#seq;
+    this.#out.enqueueDurable(seq, encodeBtRegistration({ seq, name, ts: Date.now() }), name);
   }
 
   // --- lifecycle ----------------------------------------------------------
 
   stats(): ShimStats {
     return {
-      state: this._state,
-      sent: this.out.sent,
-      acked: this.out.acked,
-      buffered: this.out.durable.size + this.out.pending.size,
-      bufferedBytes: this.out.durable.bytes + this.out.pending.bytes,
-      dropped: { ...this.dropped },
+      state: this.#state,
+      sent: this.#out.sent,
+      acked: this.#out.acked,
+      buffered: this.#out.durable.size + this.#out.pending.size,
+      bufferedBytes: this.#out.durable.bytes + this.#out.pending.bytes,
+      dropped: { ...this.#dropped },
     };
   }
 
@@ -260,9 +260,9 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
    */
   flush(timeoutMs = 5000): Promise<boolean> {
     try {
-      if (this.closing !== null) return Promise.resolve(false);
-      this.flushMetrics();
-      return this.out.waitFor(this.seq, Math.min(positive(timeoutMs, 5000), MAX_TIMER_MS));
+      if (this.#closing !== null) return Promise.resolve(false);
+      this.#flushMetrics();
+      return this.#out.waitFor(this.#seq, Math.min(positive(timeoutMs, 5000), MAX_TIMER_MS));
     } catch {
       return Promise.resolve(false);
     }
@@ -270,48 +270,48 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
 
   /** Flush, write what can be written within closeTimeoutMs, and stop. Safe to call twice. */
   close(): Promise<void> {
-    if (this.closing !== null) return this.closing;
+    if (this.#closing !== null) return this.#closing;
     try {
-      this.flushMetrics();
+      this.#flushMetrics();
     } catch {
       this.drop('internal');
     }
-    if (this.flushTimer !== null) clearInterval(this.flushTimer);
-    this.flushTimer = null;
-    this.http?.stop();
-    this.out.settleWaiters();
+    if (this.#flushTimer !== null) clearInterval(this.#flushTimer);
+    this.#flushTimer = null;
+    this.#http?.stop();
+    this.#out.settleWaiters();
     try {
-      this.closing = this.conn.close(this.closeTimeoutMs).catch(() => undefined);
+      this.#closing = this.#conn.close(this.#closeTimeoutMs).catch(() => undefined);
     } catch {
-      this.closing = Promise.resolve();
+      this.#closing = Promise.resolve();
     }
-    return this.closing;
+    return this.#closing;
   }
 
   // --- ConnectionHandler ----------------------------------------------------
 
   welcome(w: Welcome): void {
-    this.maxFrameBytes = w.settings.maxFrameBytes > 0 ? w.settings.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
+    this.#maxFrameBytes = w.settings.maxFrameBytes > 0 ? w.settings.maxFrameBytes : DEFAULT_MAX_FRAME_BYTES;
     // The sidecar's shim_buffer_bytes applies unless the app chose its own bound.
-    if (!this.explicitBufferBytes && w.settings.bufferBytes !== undefined && w.settings.bufferBytes > 0) this.out.budget = w.settings.bufferBytes;
-    if (this.explicitFlushMs === undefined && w.settings.flushMs > 0 && w.settings.flushMs !== this.flushMs) {
-      this.flushMs = Math.min(w.settings.flushMs, MAX_TIMER_MS);
-      this.startFlushTimer();
+    if (!this.#explicitBufferBytes && w.settings.bufferBytes !== undefined && w.settings.bufferBytes > 0) this.#out.budget = w.settings.bufferBytes;
+    if (this.#explicitFlushMs === undefined && w.settings.flushMs > 0 && w.settings.flushMs !== this.#flushMs) {
+      this.#flushMs = Math.min(w.settings.flushMs, MAX_TIMER_MS);
+      this.#startFlushTimer();
     }
     this.lastConnectError = null;
     // The sidecar already committed everything up to ackedSeq (the ack was lost with the connection).
-    this.out.ack(w.ackedSeq);
-    this.out.rewind();
-    this.setState(shimState(w.state), 'welcome');
-    this.out.pump();
+    this.#out.ack(w.ackedSeq);
+    this.#out.rewind();
+    this.#setState(shimState(w.state), 'welcome');
+    this.#out.pump();
   }
 
   stateChange(s: StateChange): void {
-    this.setState(shimState(s.state), s.cause);
+    this.#setState(shimState(s.state), s.cause);
   }
 
   ack(seq: number): void {
-    this.out.ack(seq);
+    this.#out.ack(seq);
   }
 
   sidecarError(e: ErrorMessage): void {
@@ -325,79 +325,79 @@ export class ApmClient implements ConnectionHandler, TransactionSink {
   }
 
   lost(cause: string): void {
-    this.out.rewind();
-    this.setState('disconnected', cause);
+    this.#out.rewind();
+    this.#setState('disconnected', cause);
   }
 
   drain(): void {
-    this.out.pump();
+    this.#out.pump();
   }
 
   drop(reason: string, n = 1): void {
-    this.dropped[reason] = (this.dropped[reason] ?? 0) + n;
+    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + n;
     if (dropChannel.hasSubscribers) dropChannel.publish({ reason, n });
   }
 
   // --- internals ------------------------------------------------------------
 
-  private setState(next: ShimState, cause: string): void {
-    if (next === this._state) return;
-    const from = this._state;
-    this._state = next;
+  #setState(next: ShimState, cause: string): void {
+    if (next === this.#state) return;
+    const from = this.#state;
+    this.#state = next;
     if (stateChannel.hasSubscribers) stateChannel.publish({ from, to: next, cause });
   }
 
-  private startFlushTimer(): void {
-    if (this.flushTimer !== null) clearInterval(this.flushTimer);
-    this.flushTimer = setInterval(() => this.tick(), this.flushMs);
-    this.flushTimer.unref();
+  #startFlushTimer(): void {
+    if (this.#flushTimer !== null) clearInterval(this.#flushTimer);
+    this.#flushTimer = setInterval(() => this.#tick(), this.#flushMs);
+    this.#flushTimer.unref();
   }
 
-  private tick(): void {
+  #tick(): void {
     try {
-      this.flushMetrics();
-      if (this.out.sentSinceFlush === 0 && this.conn.ready && !this.conn.congested) this.out.write(encodeHeartbeat(Date.now()));
-      this.out.sentSinceFlush = 0;
+      this.#flushMetrics();
+      if (this.#out.sentSinceFlush === 0 && this.#conn.ready && !this.#conn.congested) this.#out.write(encodeHeartbeat(Date.now()));
+      this.#out.sentSinceFlush = 0;
     } catch {
       this.drop('internal');
     }
   }
 
   /** Encode dirty handles into durable metrics frames of at most maxFrameBytes. */
-  private flushMetrics(): void {
+  #flushMetrics(): void {
     const now = Date.now();
-    const ts = this.windowStart;
-    this.windowStart = now;
+    const ts = this.#windowStart;
+    this.#windowStart = now;
     // The wall clock may step back (NTP): a negative window would not encode.
     const windowMs = now > ts ? now - ts : 0;
-    const dirty = this.registry.takeDirty();
-    if (dirty.length > 0) packPoints(dirty, this.body, this.maxFrameBytes - 64, (n, points) => this.emitMetrics(ts, windowMs, n, points));
+    const dirty = this.#registry.takeDirty();
+    if (dirty.length > 0) packPoints(dirty, this.#body, this.#maxFrameBytes - 64, (n, points) => this.#emitMetrics(ts, windowMs, n, points));
   }
 
-  private emitMetrics(ts: number, windowMs: number, n: number, points: Buffer): void {
-    const seq = ++this.seq;
-    writeMetricsHeader(this.writer, seq, ts, windowMs, n);
-    this.writer.bytes(points);
-    const frame = this.writer.frame(MessageType.Metrics);
-    if (frame.length - 4 > this.maxFrameBytes) {
+  #emitMetrics(ts: number, windowMs: number, n: number, points: Buffer): void {
+    const seq = ++this.#seq;
+    writeMetricsHeader(this.#writer, seq, ts, windowMs, n);
+    this.#writer.bytes(points);
+    const frame = this.#writer.frame(MessageType.Metrics);
+    if (frame.length - 4 > this.#maxFrameBytes) {
       // A single point larger than a frame cannot happen within the series limits; count it if it does.
       // Give the seq back: nothing was sent with it, and flush() waits for every seq to be acked.
-      this.seq--;
+      this.#seq--;
       this.drop('too_large', n);
       return;
     }
-    this.out.enqueueDurable(seq, frame);
+    this.#out.enqueueDurable(seq, frame);
   }
 
-  private bestEffort(encode: () => Buffer): void {
-    if (this.closing !== null) return this.drop('closed');
+  #bestEffort(encode: () => Buffer): void {
+    if (this.#closing !== null) return this.drop('closed');
     let frame: Buffer;
     try {
       frame = encode();
     } catch {
       return this.drop('invalid');
     }
-    if (frame.length - 4 > this.maxFrameBytes) return this.drop('too_large');
-    this.out.enqueue(frame);
+    if (frame.length - 4 > this.#maxFrameBytes) return this.drop('too_large');
+    this.#out.enqueue(frame);
   }
 }

@@ -65,51 +65,54 @@ export const SOCKET_HIGH_WATER = 1024 * 1024;
  * current one are ignored.
  */
 export class Connection {
-  private socket: Socket | null = null;
-  private phase: Phase = 'idle';
-  private attempt = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private corked = false;
-  private held = false;
-  private readyAt = 0;
+  #socket: Socket | null = null;
+  #phase: Phase = 'idle';
+  #attempt = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #corked = false;
+  #held = false;
+  #readyAt = 0;
   /** Write completions on the current socket, and the value the stall check saw last. */
-  private writesDone = 0;
-  private writesDoneAtCheck = 0;
-  private stallTimer: NodeJS.Timeout | null = null;
+  #writesDone = 0;
+  #writesDoneAtCheck = 0;
+  #stallTimer: NodeJS.Timeout | null = null;
   readonly uncork = (): void => {
-    this.corked = false;
+    this.#corked = false;
     process.removeListener('exit', this.uncork);
-    this.socket?.uncork();
+    this.#socket?.uncork();
   };
-  private readonly written = (): void => {
-    this.writesDone++;
+  readonly #written = (): void => {
+    this.#writesDone++;
   };
-  private readonly checkStall = (): void => {
-    this.stallTimer = null;
-    const s = this.socket;
+  readonly #checkStall = (): void => {
+    this.#stallTimer = null;
+    const s = this.#socket;
     if (s === null || s.writableLength === 0) return;
-    if (this.writesDone === this.writesDoneAtCheck) {
+    if (this.#writesDone === this.#writesDoneAtCheck) {
       this.reset('sidecar stopped reading');
       return;
     }
-    this.armStallCheck();
+    this.#armStallCheck();
   };
 
-  constructor(
-    private readonly opts: ConnectionOptions,
-    private readonly handler: ConnectionHandler,
-  ) {}
+  readonly #opts: ConnectionOptions;
+  readonly #handler: ConnectionHandler;
+
+  constructor(opts: ConnectionOptions, handler: ConnectionHandler) {
+    this.#opts = opts;
+    this.#handler = handler;
+  }
 
   get ready(): boolean {
-    return this.phase === 'ready';
+    return this.#phase === 'ready';
   }
 
   get congested(): boolean {
-    return this.socket !== null && this.socket.writableLength > SOCKET_HIGH_WATER;
+    return this.#socket !== null && this.#socket.writableLength > SOCKET_HIGH_WATER;
   }
 
   start(): void {
-    if (this.phase === 'idle') this.open();
+    if (this.#phase === 'idle') this.#open();
   }
 
   /**
@@ -117,18 +120,18 @@ export class Connection {
    * one writev: a server ending many requests per turn sends their traces in one syscall, not one each.
    */
   send(frame: Buffer): void {
-    const s = this.socket;
+    const s = this.#socket;
     if (s === null) return;
-    if (!this.corked) {
-      this.corked = true;
+    if (!this.#corked) {
+      this.#corked = true;
       s.cork();
       setImmediate(this.uncork);
       // An app exiting before the check phase (process.exit() after an await) still gets the
       // frames out: uncorking writes synchronously to the socket when nothing is queued before.
       process.once('exit', this.uncork);
     }
-    s.write(frame, this.written);
-    if (this.stallTimer === null) this.armStallCheck();
+    s.write(frame, this.#written);
+    if (this.#stallTimer === null) this.#armStallCheck();
   }
 
   /**
@@ -136,8 +139,8 @@ export class Connection {
    * so the ack or the close can arrive; the caller bounds it with a deadline.
    */
   hold(on: boolean): void {
-    this.held = on;
-    const s = this.socket;
+    this.#held = on;
+    const s = this.#socket;
     if (s !== null) {
       if (on) s.ref();
       else s.unref();
@@ -146,21 +149,21 @@ export class Connection {
 
   /** Drop the current connection (if any) and retry after backoff. */
   reset(cause: string): void {
-    if (this.phase === 'closed') return;
-    this.teardown();
-    this.handler.lost(cause);
-    this.schedule();
+    if (this.#phase === 'closed') return;
+    this.#teardown();
+    this.#handler.lost(cause);
+    this.#schedule();
   }
 
   /** Stop for good; waits for queued bytes to be written, bounded by `timeoutMs`. */
   close(timeoutMs: number): Promise<void> {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
-    this.disarmStallCheck();
-    const s = this.socket;
-    const wasReady = this.phase === 'ready';
-    this.phase = 'closed';
-    this.socket = null;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#disarmStallCheck();
+    const s = this.#socket;
+    const wasReady = this.#phase === 'ready';
+    this.#phase = 'closed';
+    this.#socket = null;
     if (s === null) return Promise.resolve();
     if (!wasReady) {
       s.destroy();
@@ -177,44 +180,44 @@ export class Connection {
         clearTimeout(t);
         resolve();
       });
-      if (this.corked) this.uncork();
+      if (this.#corked) this.uncork();
       s.end();
     });
   }
 
-  private open(): void {
-    this.phase = 'connecting';
+  #open(): void {
+    this.#phase = 'connecting';
     let path: string;
     try {
-      path = this.opts.path();
+      path = this.#opts.path();
     } catch {
-      this.handler.lost('no socket path');
-      this.schedule();
+      this.#handler.lost('no socket path');
+      this.#schedule();
       return;
     }
     const refused = socketOwnerProblem(path);
     if (refused !== null) {
       // Treated like an absent sidecar: keep buffering and retry (the owner may change).
-      this.phase = 'idle';
-      this.handler.refused({ code: SOCKET_OWNER_CODE, message: refused });
-      this.handler.lost(`${SOCKET_OWNER_CODE}: ${refused}`);
-      this.schedule();
+      this.#phase = 'idle';
+      this.#handler.refused({ code: SOCKET_OWNER_CODE, message: refused });
+      this.#handler.lost(`${SOCKET_OWNER_CODE}: ${refused}`);
+      this.#schedule();
       return;
     }
     const s = createConnection({ path });
-    this.socket = s;
-    this.writesDone = 0;
-    this.writesDoneAtCheck = 0;
-    if (!this.held) s.unref();
+    this.#socket = s;
+    this.#writesDone = 0;
+    this.#writesDoneAtCheck = 0;
+    if (!this.#held) s.unref();
     s.setNoDelay?.(true);
-    const parser = new FrameParser(DEFAULT_MAX_FRAME_BYTES, (type, payload) => this.frame(s, type, payload));
+    const parser = new FrameParser(DEFAULT_MAX_FRAME_BYTES, (type, payload) => this.#frame(s, type, payload));
     s.on('connect', () => {
-      if (s !== this.socket) return;
-      this.phase = 'handshaking';
-      s.write(this.opts.hello());
+      if (s !== this.#socket) return;
+      this.#phase = 'handshaking';
+      s.write(this.#opts.hello());
     });
     s.on('data', (chunk: Buffer) => {
-      if (s !== this.socket) return;
+      if (s !== this.#socket) return;
       try {
         parser.push(chunk);
       } catch (err) {
@@ -222,74 +225,74 @@ export class Connection {
       }
     });
     s.on('drain', () => {
-      if (s === this.socket && this.phase === 'ready') this.handler.drain();
+      if (s === this.#socket && this.#phase === 'ready') this.#handler.drain();
     });
     s.on('error', (err: NodeJS.ErrnoException) => {
-      if (s === this.socket) this.reset(err.code ?? err.message);
+      if (s === this.#socket) this.reset(err.code ?? err.message);
     });
     s.on('close', () => {
-      if (s === this.socket) this.reset('socket closed');
+      if (s === this.#socket) this.reset('socket closed');
     });
   }
 
-  private frame(s: Socket, type: number, payload: Buffer): void {
-    if (s !== this.socket) return;
+  #frame(s: Socket, type: number, payload: Buffer): void {
+    if (s !== this.#socket) return;
     switch (type) {
       case MessageType.Welcome: {
         const w = decodeWelcome(payload);
-        this.phase = 'ready';
-        this.readyAt = Date.now();
-        this.handler.welcome(w);
+        this.#phase = 'ready';
+        this.#readyAt = Date.now();
+        this.#handler.welcome(w);
         return;
       }
       case MessageType.StateChange:
-        this.handler.stateChange(decodeStateChange(payload));
+        this.#handler.stateChange(decodeStateChange(payload));
         return;
       case MessageType.Ack:
         // u48 seq (see proto decodeAck); read here so the shim bundle needs no Reader.
         if (payload.length !== 6) throw new MalformedMessageError('ack must be 6 bytes');
-        this.handler.ack(payload.readUIntLE(0, 6));
+        this.#handler.ack(payload.readUIntLE(0, 6));
         return;
       case MessageType.Error:
-        this.handler.sidecarError(decodeError(payload));
+        this.#handler.sidecarError(decodeError(payload));
         return;
       default:
         throw new UnexpectedMessageError(`sidecar sent message type ${type}`);
     }
   }
 
-  private armStallCheck(): void {
-    this.writesDoneAtCheck = this.writesDone;
-    this.stallTimer = setTimeout(this.checkStall, this.opts.stallTimeoutMs);
-    this.stallTimer.unref();
+  #armStallCheck(): void {
+    this.#writesDoneAtCheck = this.#writesDone;
+    this.#stallTimer = setTimeout(this.#checkStall, this.#opts.stallTimeoutMs);
+    this.#stallTimer.unref();
   }
 
-  private disarmStallCheck(): void {
-    if (this.stallTimer !== null) clearTimeout(this.stallTimer);
-    this.stallTimer = null;
+  #disarmStallCheck(): void {
+    if (this.#stallTimer !== null) clearTimeout(this.#stallTimer);
+    this.#stallTimer = null;
   }
 
-  private teardown(): void {
-    const s = this.socket;
+  #teardown(): void {
+    const s = this.#socket;
     // A connection that stayed up longer than the longest backoff was healthy: start the
     // backoff over. One that is welcomed and then dropped at once (a sidecar rejecting
     // what we send, or overloaded) keeps backing off instead of reconnecting in a tight loop.
-    if (this.phase === 'ready' && Date.now() - this.readyAt >= this.opts.reconnectMaxMs) this.attempt = 0;
-    this.socket = null;
-    this.corked = false;
+    if (this.#phase === 'ready' && Date.now() - this.#readyAt >= this.#opts.reconnectMaxMs) this.#attempt = 0;
+    this.#socket = null;
+    this.#corked = false;
     process.removeListener('exit', this.uncork);
-    this.disarmStallCheck();
+    this.#disarmStallCheck();
     if (s !== null) s.destroy();
-    if (this.phase !== 'closed') this.phase = 'idle';
+    if (this.#phase !== 'closed') this.#phase = 'idle';
   }
 
-  private schedule(): void {
-    if (this.phase === 'closed' || this.timer !== null) return;
-    const delay = backoffDelay(this.attempt++, this.opts.reconnectMinMs, this.opts.reconnectMaxMs);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      if (this.phase === 'idle') this.open();
+  #schedule(): void {
+    if (this.#phase === 'closed' || this.#timer !== null) return;
+    const delay = backoffDelay(this.#attempt++, this.#opts.reconnectMinMs, this.#opts.reconnectMaxMs);
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      if (this.#phase === 'idle') this.#open();
     }, delay);
-    this.timer.unref();
+    this.#timer.unref();
   }
 }

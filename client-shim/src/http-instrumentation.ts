@@ -10,6 +10,9 @@ import type { ShimState } from './state';
 import type { ActiveTransaction, OutgoingHeaders, Transaction } from './transaction';
 import { tagValue } from './packs';
 
+// For the package's defaultRoute(), which loads this file on its first call.
+export { defaultRoute };
+
 /**
  * A detected transaction. Not `instanceof`: this module is bundled apart from the client
  * (dist/shim-http.js, loaded on first use), so it does not share the client's classes.

@@ -11,4 +11,12 @@ export type { Counter, Gauge, Histogram } from './metrics';
 export type { EndOptions, OutgoingHeaders, Transaction } from './transaction';
 export { backoffDelay } from './backoff';
 export type { HttpInstrumentation, HttpInstrumentationOptions } from './http-instrumentation';
-export { defaultRoute } from './http-route';
+
+/**
+ * The route instrumentHttp() names a request by when no `route` option gives one
+ * (`/users/42?x=1` → `/users/:id`). It lives with the HTTP instrumentation
+ * (dist/shim-http.js), loaded by the first call.
+ */
+export function defaultRoute(url: unknown): string {
+  return (require('./http-instrumentation') as typeof import('./http-instrumentation')).defaultRoute(url);
+}

@@ -1,4 +1,4 @@
-import { LIMITS, MetricKind, type MetricKindCode, Sketch, type Tags, type Writer, encodeSeries, writePoint } from '@apm-sidecar/proto';
+import { LIMITS, MetricKind, type MetricKindCode, SketchRecorder, type Tags, type Writer, encodeSeries, writePoint } from '@apm-sidecar/proto';
 
 /**
  * Bound metric handles, aggregated in-process between flushes.
@@ -108,7 +108,7 @@ export class GaugeHandle extends Handle implements Gauge {
 }
 
 export class HistogramHandle extends Handle implements Histogram {
-  private readonly sketch = new Sketch();
+  private readonly sketch = new SketchRecorder();
 
   record(v: number): void {
     // v - v is 0 only for finite numbers (NaN and ±Infinity give NaN).

@@ -4,7 +4,18 @@ export { FrameParser, encodeFrame, DEFAULT_MAX_FRAME_BYTES } from './frame';
 export type { FrameHandler } from './frame';
 export { foreignPeer, FOREIGN_SAMPLE_BYTES } from './foreign-peer';
 export * from './messages';
-export { Sketch, BucketStore, SKETCH_ALPHA, SKETCH_MIN_VALUE, SKETCH_MIN_KEY, SKETCH_MAX_KEY, sketchKey, sketchValue } from './sketch';
+export {
+  Sketch,
+  SketchRecorder,
+  BucketStore,
+  BucketRecorder,
+  SKETCH_ALPHA,
+  SKETCH_MIN_VALUE,
+  SKETCH_MIN_KEY,
+  SKETCH_MAX_KEY,
+  sketchKey,
+  sketchValue,
+} from './sketch';
 export { skipBuckets, mergeBucketBytes } from './sketch-bytes';
 export * from './correlation';
 export * from './socket-path';

@@ -31,8 +31,12 @@ export function sketchValue(key: number): number {
 
 const EMPTY = new Float64Array(0);
 
-/** Dense counts for a contiguous key range, growing by doubling. */
-export class BucketStore {
+// Each class comes in two halves: what records values and encodes them (all a shim needs),
+// and a subclass that also reads, merges and answers quantiles (the sidecar and the collector).
+// A bundle of the shim then holds only the first.
+
+/** Dense counts for a contiguous key range, growing by doubling: adding and encoding. */
+export class BucketRecorder {
   counts: Float64Array = EMPTY;
   offset = 0;
   lo = Number.POSITIVE_INFINITY;
@@ -53,13 +57,8 @@ export class BucketStore {
     if (key > this.hi) this.hi = key;
   }
 
-  get(key: number): number {
-    const i = key - this.offset;
-    return i >= 0 && i < this.counts.length ? (this.counts[i] as number) : 0;
-  }
-
   /** Make room for keys [lo, hi] as well as the ones held, with at most one allocation. */
-  private reserve(lo: number, hi: number): void {
+  protected reserve(lo: number, hi: number): void {
     if (lo - this.offset >= 0 && hi - this.offset < this.counts.length) return;
     lo = Math.min(this.lo, lo);
     hi = Math.max(this.hi, hi);
@@ -76,6 +75,32 @@ export class BucketStore {
     }
     this.counts = next;
     this.offset = offset;
+  }
+
+  /** Forget the counts, keep the allocation (the shim reuses a handle's store every flush). */
+  clear(): void {
+    if (!this.empty) this.counts.fill(0, this.lo - this.offset, this.hi - this.offset + 1);
+    this.lo = Number.POSITIVE_INFINITY;
+    this.hi = Number.NEGATIVE_INFINITY;
+  }
+
+  /** n | zigzag(lo) | n × varint(count); n = 0 for an empty store. */
+  encode(w: Writer): void {
+    if (this.empty) {
+      w.varint(0);
+      return;
+    }
+    w.varint(this.hi - this.lo + 1);
+    w.zigzag(this.lo);
+    for (let k = this.lo; k <= this.hi; k++) w.varint(this.counts[k - this.offset] as number);
+  }
+}
+
+/** A BucketRecorder that can also be read, merged and decoded into. */
+export class BucketStore extends BucketRecorder {
+  get(key: number): number {
+    const i = key - this.offset;
+    return i >= 0 && i < this.counts.length ? (this.counts[i] as number) : 0;
   }
 
   merge(other: BucketStore): void {
@@ -95,24 +120,6 @@ export class BucketStore {
     for (let i = lo - other.offset, end = hi - other.offset; i <= end; i++) dst[i + shift] += src[i] as number;
     if (lo < this.lo) this.lo = lo;
     if (hi > this.hi) this.hi = hi;
-  }
-
-  /** Forget the counts, keep the allocation (the shim reuses a handle's store every flush). */
-  clear(): void {
-    if (!this.empty) this.counts.fill(0, this.lo - this.offset, this.hi - this.offset + 1);
-    this.lo = Number.POSITIVE_INFINITY;
-    this.hi = Number.NEGATIVE_INFINITY;
-  }
-
-  /** n | zigzag(lo) | n × varint(count); n = 0 for an empty store. */
-  encode(w: Writer): void {
-    if (this.empty) {
-      w.varint(0);
-      return;
-    }
-    w.varint(this.hi - this.lo + 1);
-    w.zigzag(this.lo);
-    for (let k = this.lo; k <= this.hi; k++) w.varint(this.counts[k - this.offset] as number);
   }
 
   /** Decode into this (empty) store; returns the total count. */
@@ -137,15 +144,20 @@ export class BucketStore {
   }
 }
 
-/** count, sum, min, max and the bucket stores of one distribution. */
-export class Sketch {
+/** count, sum, min, max and the bucket stores of one distribution: adding and encoding. */
+export class SketchRecorder {
   count = 0;
   sum = 0;
   min = Number.POSITIVE_INFINITY;
   max = Number.NEGATIVE_INFINITY;
   zero = 0;
-  readonly pos = new BucketStore();
-  readonly neg = new BucketStore();
+  readonly pos: BucketRecorder;
+  readonly neg: BucketRecorder;
+
+  constructor(Store: new () => BucketRecorder = BucketRecorder) {
+    this.pos = new Store();
+    this.neg = new Store();
+  }
 
   /** Caller guarantees v is a finite number. */
   add(v: number): void {
@@ -158,6 +170,33 @@ export class Sketch {
     else this.zero++;
   }
 
+  clear(): void {
+    this.count = 0;
+    this.sum = 0;
+    this.min = Number.POSITIVE_INFINITY;
+    this.max = Number.NEGATIVE_INFINITY;
+    this.zero = 0;
+    this.pos.clear();
+    this.neg.clear();
+  }
+
+  /** Buckets only: zero | positive store | negative store. count/sum/min/max travel beside it. */
+  encodeBuckets(w: Writer): void {
+    w.varint(this.zero);
+    this.pos.encode(w);
+    this.neg.encode(w);
+  }
+}
+
+/** A sketch that can also be merged, queried and decoded into (the sidecar's and the collector's). */
+export class Sketch extends SketchRecorder {
+  declare readonly pos: BucketStore;
+  declare readonly neg: BucketStore;
+
+  constructor() {
+    super(BucketStore);
+  }
+
   merge(o: Sketch): void {
     if (o.count === 0) return;
     this.count += o.count;
@@ -167,16 +206,6 @@ export class Sketch {
     this.zero += o.zero;
     this.pos.merge(o.pos);
     this.neg.merge(o.neg);
-  }
-
-  clear(): void {
-    this.count = 0;
-    this.sum = 0;
-    this.min = Number.POSITIVE_INFINITY;
-    this.max = Number.NEGATIVE_INFINITY;
-    this.zero = 0;
-    this.pos.clear();
-    this.neg.clear();
   }
 
   /**
@@ -205,13 +234,6 @@ export class Sketch {
       if (seen > rank) return sketchValue(k);
     }
     return this.max;
-  }
-
-  /** Buckets only: zero | positive store | negative store. count/sum/min/max travel beside it. */
-  encodeBuckets(w: Writer): void {
-    w.varint(this.zero);
-    this.pos.encode(w);
-    this.neg.encode(w);
   }
 
   /** Decode buckets written by encodeBuckets; returns the total count they hold. */

@@ -1,6 +1,6 @@
 import { Reader, Writer } from '../buffer';
 import { MalformedMessageError } from '../errors';
-import { Sketch } from '../sketch';
+import { Sketch, type SketchRecorder } from '../sketch';
 import { skipBuckets } from '../sketch-bytes';
 import { LIMITS, MessageType } from './types';
 
@@ -139,11 +139,20 @@ export function writeMetricsHeader(w: Writer, seq: number, ts: number, windowMs:
 }
 
 /** Write one point; `last` is used for gauges, `sketch` for histograms. */
-export function writePoint(w: Writer, seriesBytes: Buffer, count: number, sum: number, min: number, max: number, last: number, sketch: Sketch | null): void {
+export function writePoint(
+  w: Writer,
+  seriesBytes: Buffer,
+  count: number,
+  sum: number,
+  min: number,
+  max: number,
+  last: number,
+  sketch: SketchRecorder | null,
+): void {
   w.varint(seriesBytes.length).bytes(seriesBytes).varint(count).f64(sum).f64(min).f64(max);
   const kind = seriesBytes[0];
   if (kind === MetricKind.Gauge) w.f64(last);
-  else if (kind === MetricKind.Histogram) (sketch as Sketch).encodeBuckets(w);
+  else if (kind === MetricKind.Histogram) (sketch as SketchRecorder).encodeBuckets(w);
 }
 
 export function encodeMetrics(m: MetricsMessage, w = new Writer(1024)): Buffer {

@@ -36,8 +36,12 @@ export const MessageType = {
 export type MessageTypeName = keyof typeof MessageType;
 export type MessageTypeCode = (typeof MessageType)[MessageTypeName];
 
-const TYPE_NAMES: (MessageTypeName | undefined)[] = [];
-for (const [name, code] of Object.entries(MessageType)) TYPE_NAMES[code] = name as MessageTypeName;
+/** Names by type code (pure: a bundle that never names a type, the shim's, drops it). */
+const TYPE_NAMES = /* @__PURE__ */ (() => {
+  const names: (MessageTypeName | undefined)[] = [];
+  for (const [name, code] of Object.entries(MessageType)) names[code] = name as MessageTypeName;
+  return names;
+})();
 
 export function messageTypeName(type: number): MessageTypeName {
   const n = TYPE_NAMES[type];
@@ -91,7 +95,7 @@ export interface Hello {
 export const HELLO_SECRET_MIN = 32;
 export const HELLO_SECRET_MAX = 128;
 /** Durable seqs are u48 on the wire. */
-export const MAX_SEQ = 2 ** 48 - 1;
+export const MAX_SEQ = 0xffff_ffff_ffff; // 2 ** 48 − 1
 
 export interface ShimSettings {
   flushMs: number;
