@@ -89,6 +89,9 @@ export function createMetricsRegistry(src: MetricsSource): Registry {
     "Writes of agents' state or license the store could not take (written again later).",
     () => stats.storeErrors,
   );
+  single(registry, 'apm_collector_prune_runs_total', 'Runs of the pruner (store_prune_interval_ms apart).', () => stats.pruned.runs);
+  single(registry, 'apm_collector_pruned_rows_total', 'Stored rows deleted for being older than store_retention_days.', () => stats.pruned.rows);
+  single(registry, 'apm_collector_prune_errors_total', 'Runs of the pruner that failed (the next run tries again).', () => stats.pruned.errors);
   return registry;
 }
 

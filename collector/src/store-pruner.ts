@@ -67,6 +67,8 @@ export interface PrunerOptions {
   clock: Clock;
   log: Pick<Logger, 'info' | 'warn'>;
   onPruned?: (run: PruneRun) => void;
+  /** Where runs, rows and errors are counted (the collector's stats: /api/stats, /metrics); default a new object. */
+  counts?: PrunerCounts;
   /** How busy the process was since the last call (0..1); default eventLoopBusy(). */
   busy?: () => number;
 }
@@ -88,7 +90,7 @@ export function startPruner(opts: PrunerOptions): Pruner {
   const busy = opts.busy ?? eventLoopBusy();
   const batchRows = Math.max(1, Math.floor(opts.batchRows));
   const retentionMs = opts.retentionDays * DAY_MS;
-  const counts: PrunerCounts = { runs: 0, rows: 0, errors: 0 };
+  const counts: PrunerCounts = opts.counts ?? { runs: 0, rows: 0, errors: 0 };
   let timer: unknown = null;
   let running: Promise<void> | null = null;
   let stopped = false;

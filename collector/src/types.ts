@@ -76,6 +76,8 @@ export class CollectorStats {
   duplicatePacks = 0;
   /** Writes of an agent's state or license that failed (the store could not take them); the next change writes again. */
   storeErrors = 0;
+  /** The pruner's runs, the rows it deleted (older than store_retention_days) and its failed runs (store-pruner.ts). */
+  readonly pruned = { runs: 0, rows: 0, errors: 0 };
 
   toJSON(): unknown {
     return {
@@ -83,6 +85,7 @@ export class CollectorStats {
       droppedLate: this.droppedLate,
       rejected: this.rejected,
       storeErrors: this.storeErrors,
+      pruned: this.pruned,
       duplicatePacks: this.duplicatePacks,
       sessions: this.sessions,
       frames: this.frames,

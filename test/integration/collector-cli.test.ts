@@ -256,4 +256,35 @@ describe('apm-collector CLI', () => {
       await proc.kill();
     }
   });
+  test('old data is pruned by the running collector and counted in /api/stats and /metrics', async () => {
+    const dataDir = join(tmp.dir, 'prune');
+    const old = Date.now() - 3 * 86_400_000;
+    const side = SqliteStore.open(dataDir);
+    const origin = { app: 'shop', instanceId: 'i1', pid: 1 };
+    side.agentConnected('p-000000', { agentId: 'pod-1', host: 'h', version: '1', apps: ['shop'] }, old);
+    side.storeText(
+      { projectId: 'p-000000', agentId: 'pod-1' },
+      Array.from({ length: 7 }, (_, i) => ({ kind: 'event' as const, origin, event: { ts: old + i, type: 'log', message: `old ${i}` } })),
+    );
+    side.close();
+    const { proc, addr } = await startCollector(dataDir, ['--set', 'store_retention_days=1', '--set', 'store_prune_interval_ms=50']);
+    try {
+      const pruned = await waitFor(
+        'a run of the pruner',
+        async () => {
+          const s = JSON.parse((await get(addr.http.port, '/api/stats')).body) as { pruned: { runs: number; rows: number; errors: number } };
+          return s.pruned.rows > 0 ? s.pruned : undefined;
+        },
+        10000,
+      );
+      assert.equal(pruned.rows, 7);
+      assert.equal(pruned.errors, 0);
+      const metrics = (await get(addr.http.port, '/metrics')).body;
+      assert.match(metrics, /^apm_collector_pruned_rows_total 7$/m);
+      assert.match(metrics, /^apm_collector_prune_errors_total 0$/m);
+      assert.deepEqual(JSON.parse((await get(addr.http.port, '/api/events')).body), []);
+    } finally {
+      await proc.kill();
+    }
+  });
 });

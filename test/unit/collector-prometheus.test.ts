@@ -64,6 +64,7 @@ describe('collector /metrics (prom-client)', () => {
     stats.frames['a\\b\n"c'] = 3;
     stats.frames.Broken = Number.NaN;
     stats.droppedLate = 4;
+    Object.assign(stats.pruned, { runs: 3, rows: 5000, errors: 1 });
     const text = await prometheusText(createMetricsRegistry({ stats, agentsByState: () => ({ live: 1, stalled: 0, disconnected: 2 }) }));
     const lines = text.split('\n');
     assert.equal(lines.pop(), '', 'ends with a newline');
@@ -91,7 +92,12 @@ describe('collector /metrics (prom-client)', () => {
         '# TYPE apm_collector_received_total counter',
         '# TYPE apm_collector_duplicate_packs_total counter',
         '# TYPE apm_collector_store_errors_total counter',
+        '# TYPE apm_collector_prune_runs_total counter',
+        '# TYPE apm_collector_pruned_rows_total counter',
+        '# TYPE apm_collector_prune_errors_total counter',
       ],
     );
+    assert.ok(lines.includes('apm_collector_pruned_rows_total 5000'));
+    assert.ok(lines.includes('apm_collector_prune_errors_total 1'));
   });
 });

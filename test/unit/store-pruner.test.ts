@@ -246,7 +246,8 @@ describe('startPruner: pruning on a schedule, in batches', () => {
     const store = scriptedStore([boom, boom, 5]);
     const runs: PruneRun[] = [];
     const { log, lines, cleanup } = fileLogger();
-    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log, onPruned: (r) => runs.push(r) });
+    const counts = { runs: 0, rows: 0, errors: 0 };
+    const p = startPruner({ store, retentionDays: 15, intervalMs: INTERVAL, batchRows: 10, clock, log, counts, onPruned: (r) => runs.push(r) });
     try {
       for (let i = 1; i <= 3; i++) {
         clock.advance(INTERVAL);
@@ -255,6 +256,7 @@ describe('startPruner: pruning on a schedule, in batches', () => {
       assert.match(runs[0]?.error ?? '', /ECONNREFUSED/);
       assert.equal(runs[2]?.rows, 5);
       assert.deepEqual({ ...p.counts }, { runs: 3, rows: 5, errors: 2 });
+      assert.deepEqual(counts, { runs: 3, rows: 5, errors: 2 }, 'counted into the object given (the collector passes its stats.pruned)');
       const text = lines().map((l) => JSON.stringify(l));
       assert.ok(!text.join('\n').includes('s3cret-pw'), 'the password is not logged');
       assert.equal(text.filter((l) => l.includes('pruning old data failed')).length, 1, 'logged once while failing');

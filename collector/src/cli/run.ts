@@ -134,6 +134,7 @@ export async function run(o: RunOpts): Promise<void> {
     batchRows: settings.store_prune_batch_rows,
     clock: systemClock,
     log,
+    counts: stats.pruned,
   });
   tunnel = new Tunnel({
     agents: agentServer,
