@@ -111,3 +111,148 @@ export function textArray(values: readonly (string | null)[]): Buffer {
     OID.text,
   );
 }
+
+/**
+ * Several arrays of one statement written into one allocation, through a DataView: a batch's
+ * columns, each a view of the shared buffer. The buffer is sized by the caller from the
+ * `*Size` functions; a column written past it throws RangeError (a bug, never data).
+ *
+ * Numeric columns come as numbers with NaN for NULL where the column takes NULL (`nullNaN`):
+ * the values that reach a nullable column are finite or absent (min, max and last of a row
+ * without them), so NaN is free to mean "none" there. Without `nullNaN`, NaN and ±Infinity are
+ * written as the float8 values they are.
+ */
+export class ArrayBatch {
+  private readonly buf: Buffer;
+  private readonly view: DataView;
+  private at = 0;
+
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  }
+
+  static fixedSize(n: number, elemBytes: number): number {
+    return HEADER + n * (4 + elemBytes);
+  }
+
+  static bytesSize(values: readonly (Buffer | null)[], n: number): number {
+    let size = HEADER + 4 * n;
+    for (let i = 0; i < n; i++) {
+      const v = values[i] as Buffer | null;
+      if (v !== null) size += v.length;
+    }
+    return size;
+  }
+
+  private header(oid: number, n: number, hasNull: boolean): number {
+    const v = this.view;
+    const from = this.at;
+    if (n === 0) {
+      v.setInt32(from, 0);
+      v.setInt32(from + 4, 0);
+      v.setInt32(from + 8, oid);
+      this.at = from + 12;
+      return from;
+    }
+    v.setInt32(from, 1);
+    v.setInt32(from + 4, hasNull ? 1 : 0);
+    v.setInt32(from + 8, oid);
+    v.setInt32(from + 12, n);
+    v.setInt32(from + 16, 1);
+    this.at = from + HEADER;
+    return from;
+  }
+
+  private done(from: number): Buffer {
+    return this.buf.subarray(from, this.at);
+  }
+
+  /** float8[] of values[0..n); with `nullNaN`, NaN is NULL. */
+  float8(values: ArrayLike<number>, n: number, nullNaN: boolean): Buffer {
+    const from = this.header(OID.float8, n, nullNaN && hasNaN(values, n));
+    const v = this.view;
+    let at = this.at;
+    for (let i = 0; i < n; i++) {
+      const x = values[i] as number;
+      if (nullNaN && x !== x) {
+        v.setInt32(at, -1);
+        at += 4;
+      } else {
+        v.setInt32(at, 8);
+        v.setFloat64(at + 4, x);
+        at += 12;
+      }
+    }
+    this.at = at;
+    return this.done(from);
+  }
+
+  /** int8[] of the safe integers values[0..n) (a fraction is dropped); with `nullNaN`, NaN is NULL. */
+  int8(values: ArrayLike<number>, n: number, nullNaN: boolean): Buffer {
+    const from = this.header(OID.int8, n, nullNaN && hasNaN(values, n));
+    const v = this.view;
+    let at = this.at;
+    for (let i = 0; i < n; i++) {
+      const x = values[i] as number;
+      if (nullNaN && x !== x) {
+        v.setInt32(at, -1);
+        at += 4;
+      } else {
+        const t = Math.trunc(x);
+        const hi = Math.floor(t / TWO_32);
+        v.setInt32(at, 8);
+        v.setInt32(at + 4, hi);
+        v.setUint32(at + 8, t - hi * TWO_32);
+        at += 12;
+      }
+    }
+    this.at = at;
+    return this.done(from);
+  }
+
+  /** int2[] of the small integers values[0..n). */
+  int2(values: ArrayLike<number>, n: number): Buffer {
+    const from = this.header(OID.int2, n, false);
+    const v = this.view;
+    let at = this.at;
+    for (let i = 0; i < n; i++) {
+      v.setInt32(at, 2);
+      v.setInt16(at + 4, values[i] as number);
+      at += 6;
+    }
+    this.at = at;
+    return this.done(from);
+  }
+
+  /** bytea[] (or text[] of UTF-8 bytes, with `oid` OID.text) of values[0..n); null elements are NULL. */
+  bytes(values: readonly (Buffer | null)[], n: number, oid: number = OID.bytea): Buffer {
+    let hasNull = false;
+    for (let i = 0; i < n; i++) if (values[i] === null) hasNull = true;
+    const from = this.header(oid, n, hasNull);
+    const v = this.view;
+    const buf = this.buf;
+    let at = this.at;
+    for (let i = 0; i < n; i++) {
+      const b = values[i] as Buffer | null;
+      if (b === null) {
+        v.setInt32(at, -1);
+        at += 4;
+      } else {
+        v.setInt32(at, b.length);
+        buf.set(b, at + 4);
+        at += 4 + b.length;
+      }
+    }
+    this.at = at;
+    return this.done(from);
+  }
+}
+
+function hasNaN(values: ArrayLike<number>, n: number): boolean {
+  for (let i = 0; i < n; i++) {
+    const x = values[i] as number;
+    if (x !== x) return true;
+  }
+  return false;
+}
