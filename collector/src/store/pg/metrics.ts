@@ -1,4 +1,4 @@
-import { type MetricPoint, MetricKind, type Series, Writer, mergeBucketBytes } from '@apm-sidecar/proto';
+import { type MetricPoint, MetricKind, type Series, Writer } from '@apm-sidecar/proto';
 import type { UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { Pool, PoolClient } from 'pg';
 import type { AgentRef, StoreMetricsResult } from '../../types';
@@ -7,6 +7,7 @@ import { ROLLUP_MS, isMinuteFinal, minuteOf } from '../rollup';
 import type { MetricTable } from '../schema';
 import { withAgentLock } from './agent-tx';
 import { ArrayBatch, OID, bytesArray, float8Array, textArray } from './binary-array';
+import { mergeSketchBytes } from './sketch-bytes';
 import { pgText } from './sql-values';
 
 /**
@@ -16,7 +17,7 @@ import { pgText } from './sql-values';
  * as late, and each point merges into its interval row and its minute rollup:
  *
  *   count, sum  added          min, max  min/max          gauge last  the most recently received
- *   sketch      bucket counts added (mergeBucketBytes on the bytes), stored as Sketch.encodeBuckets bytes
+ *   sketch      bucket counts added (mergeSketchBytes, sketch-bytes.ts), stored as Sketch.encodeBuckets bytes
  *
  * One transaction per call, under the agent's lock (agent-tx.ts), in four round trips:
  *
@@ -172,7 +173,7 @@ class TableRows {
     if (histogram) {
       const a = this.sketch[r] as Buffer | null;
       const b = sketchBytesOf(pt);
-      this.sketch[r] = a === null ? b : b === null ? a : mergeBucketBytes(a, b);
+      this.sketch[r] = a === null ? b : b === null ? a : mergeSketchBytes(a, b);
     }
   }
 
@@ -180,7 +181,7 @@ class TableRows {
   mergeStored(stored: Map<number, Buffer>): void {
     for (const [r, bytes] of stored) {
       const batch = this.sketch[r] as Buffer | null;
-      if (batch !== null) this.sketch[r] = mergeBucketBytes(bytes, batch);
+      if (batch !== null) this.sketch[r] = mergeSketchBytes(bytes, batch);
     }
   }
 
