@@ -175,7 +175,7 @@ export class ArrayBatch {
     let at = this.at;
     for (let i = 0; i < n; i++) {
       const x = values[i] as number;
-      if (nullNaN && x !== x) {
+      if (nullNaN && Number.isNaN(x)) {
         v.setInt32(at, -1);
         at += 4;
       } else {
@@ -195,7 +195,7 @@ export class ArrayBatch {
     let at = this.at;
     for (let i = 0; i < n; i++) {
       const x = values[i] as number;
-      if (nullNaN && x !== x) {
+      if (nullNaN && Number.isNaN(x)) {
         v.setInt32(at, -1);
         at += 4;
       } else {
@@ -252,7 +252,7 @@ export class ArrayBatch {
 function hasNaN(values: ArrayLike<number>, n: number): boolean {
   for (let i = 0; i < n; i++) {
     const x = values[i] as number;
-    if (x !== x) return true;
+    if (Number.isNaN(x)) return true;
   }
   return false;
 }

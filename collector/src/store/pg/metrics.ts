@@ -166,8 +166,8 @@ class TableRows {
     if (has) {
       const min = this.min[r] as number;
       const max = this.max[r] as number;
-      this.min[r] = min !== min || pt.min < min ? pt.min : min;
-      this.max[r] = max !== max || pt.max > max ? pt.max : max;
+      this.min[r] = Number.isNaN(min) || pt.min < min ? pt.min : min;
+      this.max[r] = Number.isNaN(max) || pt.max > max ? pt.max : max;
     }
     if (gauge) this.last[r] = pt.last;
     if (histogram) {
@@ -223,7 +223,7 @@ class TableRows {
       name[r] = s.name;
       tags[r] = s.tags;
       const last = this.last[r] as number;
-      lastAt[r] = last !== last ? Number.NaN : now;
+      lastAt[r] = Number.isNaN(last) ? Number.NaN : now;
     }
     return [
       out.bytes(key, n),
