@@ -74,25 +74,32 @@ function upsertSql(table: MetricTable, first: number): string {
 const UPSERT_BOTH = `WITH points AS (${upsertSql('metric_points', 3)})
   ${upsertSql('metric_rollups', 3 + ARRAY_TYPES.length)}`;
 
-/** The stored sketch of each key (starts $s, series $s+1) of `table` that has one, by primary key: (1-based place, sketch). */
+/**
+ * The stored sketches of the keys (starts $s, series $s+1) of `table` that have one, in one
+ * bytea: per sketch, its key's 1-based place (int4), its length (int4), its bytes. One value
+ * rather than a row per sketch: the driver parses a row into an object of strings, and the
+ * sketches are most of what the batch reads.
+ */
 function storedSketchesSql(t: number, table: MetricTable, s: number): string {
   // LIMIT keeps the subquery a lookup per key (a parameterized primary-key probe), whatever the
   // table's statistics say: joined plainly, a plan made while they were stale scans all of the
   // agent's rows for every batch.
-  return `SELECT ${t}, NULL, k.i::int4, m.sketch FROM unnest($${s}::float8[], $${s + 1}::bytea[]) WITH ORDINALITY AS k(start, series, i)
+  return `SELECT ${t}, NULL, string_agg(int4send(k.i::int4) || int4send(length(m.sketch)) || m.sketch, ''::bytea)
+    FROM unnest($${s}::float8[], $${s + 1}::bytea[]) WITH ORDINALITY AS k(start, series, i)
     CROSS JOIN LATERAL (SELECT sketch FROM ${table}
       WHERE agent_id = $1 AND project_id = $2 AND interval_start = k.start AND series_key = k.series AND sketch IS NOT NULL LIMIT 1) m`;
 }
 
 /**
- * The new pack ids ($4, received at $3), then the stored sketches of the rows named by
- * ($5 starts, $6 series) in metric_points and ($7, $8) in metric_rollups.
+ * The new pack ids ($4, received at $3), a row each, then the stored sketches of the rows
+ * named by ($5 starts, $6 series) in metric_points and ($7, $8) in metric_rollups, a row each
+ * table (storedSketchesSql; NULL when none).
  */
 const PACKS_AND_SKETCHES = `WITH new AS (
     INSERT INTO metric_packs (agent_id, project_id, pack_id, received_at)
     SELECT $1, $2, p, $3::int8 FROM unnest($4::text[]) AS p
     ON CONFLICT DO NOTHING RETURNING pack_id)
-  SELECT 0 AS t, pack_id AS id, NULL::int4 AS i, NULL::bytea AS sketch FROM new
+  SELECT 0 AS t, pack_id AS id, NULL::bytea AS sketches FROM new
   UNION ALL
   ${storedSketchesSql(1, 'metric_points', 5)}
   UNION ALL
@@ -101,8 +108,7 @@ const PACKS_AND_SKETCHES = `WITH new AS (
 interface PackOrSketchRow {
   t: number;
   id: string | null;
-  i: number | null;
-  sketch: Buffer | null;
+  sketches: Buffer | null;
 }
 
 /**
@@ -314,10 +320,17 @@ export class PgMetricStore {
     const stored: [Map<number, Buffer>, Map<number, Buffer>] = [new Map(), new Map()];
     for (const r of res.rows) {
       if (r.t === 0) fresh.add(r.id as string);
-      else if (r.sketch !== null && r.i !== null) {
+      else if (r.sketches !== null) {
         const rows = first[r.t - 1] as TableRows;
-        const row = rows.histograms[r.i - 1];
-        if (row !== undefined) (stored[r.t - 1] as Map<number, Buffer>).set(row, r.sketch);
+        const into = stored[r.t - 1] as Map<number, Buffer>;
+        const b = r.sketches;
+        for (let at = 0; at + 8 <= b.length; ) {
+          const i = b.readInt32BE(at);
+          const len = b.readInt32BE(at + 4);
+          const row = rows.histograms[i - 1];
+          if (row !== undefined) into.set(row, b.subarray(at + 8, at + 8 + len));
+          at += 8 + len;
+        }
       }
     }
 
