@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { Pool } from 'pg';
 import { ArrayBatch, OID, bytesArray, float8Array, int2Array, int8Array } from '@apm-sidecar/collector/dist/store/pg/binary-array';
+import { queryBound } from '@apm-sidecar/collector/dist/store/pg/bound-query';
 import { type PgServer, postgresMissing, startPostgres } from '../helpers/postgres';
 
 /**
@@ -35,6 +36,27 @@ describe('binary arrays for PostgreSQL (pg/binary-array.ts)', () => {
     assert.deepEqual(out.float8([1, 2, 3], 2, true), float8Array([1, 2]));
     // No NaN: the has-nulls flag is clear.
     assert.equal(out.float8([1, 2], 2, true).readInt32BE(4), 0);
+  });
+
+  it('in bind mode, is a Bind message: each parameter behind its length, all binary, and refuses a parameter too many or too few', () => {
+    const out = new ArrayBatch(2 + ArrayBatch.fixedSize(1, 8), { statement: 's1', params: 2 });
+    out.param(Buffer.from('ab'));
+    assert.throws(() => out.message(), /1 parameters not written/);
+    out.float8([0.5], 1, false);
+    const m = out.message();
+    const want = Buffer.concat([
+      Buffer.from('B'),
+      Buffer.from([0, 0, 0, m.length - 1]),
+      Buffer.from('\0s1\0', 'latin1'),
+      Buffer.from([0, 1, 0, 1, 0, 2]),
+      Buffer.from([0, 0, 0, 2]),
+      Buffer.from('ab'),
+      Buffer.from([0, 0, 0, 32]),
+      float8Array([0.5]),
+      Buffer.from([0, 1, 0, 0]),
+    ]);
+    assert.equal(m.toString('hex'), want.toString('hex'));
+    assert.throws(() => out.param(Buffer.from('x')), /more parameters than declared/);
   });
 
   it('empty columns are arrays of no dimension', () => {
@@ -97,6 +119,45 @@ describe('binary arrays read by PostgreSQL', { skip: postgresMissing() }, () => 
     const out = new ArrayBatch(2 * ArrayBatch.bytesSize(b, b.length));
     assert.deepEqual(await elements(out.bytes(b, b.length), 'bytea'), ['\\x0001ff', '\\x', null, `\\x${Buffer.from('é"\\{},', 'utf8').toString('hex')}`]);
     assert.deepEqual(await elements(out.bytes(b.slice(1), 3, OID.text), 'text'), ['', null, 'é"\\{},']);
+  });
+
+  it('runs a statement with a Bind message built in place: parsed once per connection, answers and errors as the driver gives them', async () => {
+    const text = 'SELECT $1::text AS a, sum(x) AS s, count(*)::int AS n FROM unnest($2::float8[]) AS x';
+    const bind = (a: string, xs: number[]) => {
+      const p = Buffer.from(a, 'utf8');
+      const out = new ArrayBatch(p.length + ArrayBatch.fixedSize(xs.length, 8), { statement: 'bound-1', params: 2 });
+      out.param(p);
+      out.float8(xs, xs.length, true);
+      return out.message();
+    };
+    const c = await (pool as Pool).connect();
+    try {
+      for (let round = 0; round < 3; round++) {
+        const r = await queryBound<{ a: string; s: number; n: number }>(c, 'bound-1', text, bind(`é${round}`, [1, 2.5, Number.NaN, round]));
+        assert.deepEqual(r.rows, [{ a: `é${round}`, s: 3.5 + round, n: 4 }]);
+      }
+      // An error: rejected with the server's error, and the connection still answers (in and out of a transaction).
+      await c.query('BEGIN');
+      await assert.rejects(queryBound(c, 'bound-2', 'SELECT 1 / ($1::int - 1) AS x', bindInt(1)), /division by zero/);
+      await c.query('ROLLBACK');
+      assert.deepEqual((await queryBound(c, 'bound-2', 'SELECT 1 / ($1::int - 1) AS x', bindInt(2))).rows, [{ x: 1 }]);
+      // A message whose values the server refuses (NaN in an int column is not reachable; a text that is not UTF-8 is).
+      const badText = new ArrayBatch(2 + ArrayBatch.fixedSize(0, 8), { statement: 'bound-1', params: 2 });
+      badText.param(Buffer.from([0xff, 0xfe]));
+      badText.float8([], 0, true);
+      await assert.rejects(queryBound(c, 'bound-1', text, badText.message()), /invalid byte sequence/);
+      assert.equal((await c.query('SELECT 7 AS x')).rows[0].x, 7);
+    } finally {
+      c.release();
+    }
+
+    function bindInt(v: number): Buffer {
+      const out = new ArrayBatch(4, { statement: 'bound-2', params: 1 });
+      const b = Buffer.alloc(4);
+      b.writeInt32BE(v);
+      out.param(b);
+      return out.message();
+    }
   });
 
   it('reads empty arrays as no rows, and a large batch of 100,000 rows of several columns in one buffer', async () => {

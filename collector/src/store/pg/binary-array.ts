@@ -121,15 +121,63 @@ export function textArray(values: readonly (string | null)[]): Buffer {
  * the values that reach a nullable column are finite or absent (min, max and last of a row
  * without them), so NaN is free to mean "none" there. Without `nullNaN`, NaN and ±Infinity are
  * written as the float8 values they are.
+ *
+ * With `bind`, the buffer is the statement's whole Bind message (protocol message 'B'): every
+ * parameter in binary format, each written in place behind its length, so the message goes to
+ * the socket as it is (bound-query.ts) instead of being copied parameter by parameter into the
+ * driver's own buffer, which grows by reallocation to the size of the batch on every call.
+ *
+ *   'B' | length int4 | portal "" | statement cstring | 1 int2 | 1 int2 (all binary)
+ *   | n int2 | n × (length int4 | bytes) | 1 int2 | 0 int2 (results in text)
  */
 export class ArrayBatch {
   private readonly buf: Buffer;
   private readonly view: DataView;
   private at = 0;
+  /** Bind mode: parameters still to write (-1: not a Bind message). */
+  private paramsLeft = -1;
 
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size);
+  /** `size`: the arrays' bytes, from the `*Size` functions (with `bind`, bindSize is added here). */
+  constructor(size: number, bind?: { statement: string; params: number }) {
+    this.buf = Buffer.allocUnsafe(bind === undefined ? size : size + ArrayBatch.bindSize(bind.statement, bind.params));
     this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+    if (bind !== undefined) {
+      const v = this.view;
+      v.setUint8(0, 0x42);
+      // 1: the length, once known; 5: the unnamed portal.
+      v.setUint8(5, 0);
+      const at = 6 + this.buf.write(bind.statement, 6, 'utf8');
+      v.setUint8(at, 0);
+      v.setInt16(at + 1, 1);
+      v.setInt16(at + 3, 1);
+      v.setInt16(at + 5, bind.params);
+      this.at = at + 7;
+      this.paramsLeft = bind.params;
+    }
+  }
+
+  /** Bytes of a Bind message's own parts, for `params` parameters. */
+  static bindSize(statement: string, params: number): number {
+    return 1 + 4 + 1 + Buffer.byteLength(statement, 'utf8') + 1 + 6 + 4 * params + 4;
+  }
+
+  /** A parameter of plain bytes (in bind mode; text in binary format is its UTF-8 bytes). */
+  param(bytes: Buffer): void {
+    const from = this.header(-1, 0, false);
+    this.buf.set(bytes, this.at);
+    this.at += bytes.length;
+    this.done(from);
+  }
+
+  /** The Bind message, once every parameter is written. */
+  message(): Buffer {
+    if (this.paramsLeft !== 0) throw new Error(`Bind message: ${this.paramsLeft} parameters not written`);
+    const v = this.view;
+    v.setInt16(this.at, 1);
+    v.setInt16(this.at + 2, 0);
+    this.at += 4;
+    v.setInt32(1, this.at - 1);
+    return this.buf.subarray(0, this.at);
   }
 
   static fixedSize(n: number, elemBytes: number): number {
@@ -145,9 +193,13 @@ export class ArrayBatch {
     return size;
   }
 
+  /** Start a value (in bind mode behind room for its length); oid -1: no array header. Returns where the value starts. */
   private header(oid: number, n: number, hasNull: boolean): number {
     const v = this.view;
+    if (this.paramsLeft === 0) throw new Error('Bind message: more parameters than declared');
+    if (this.paramsLeft > 0) this.at += 4;
     const from = this.at;
+    if (oid === -1) return from;
     if (n === 0) {
       v.setInt32(from, 0);
       v.setInt32(from + 4, 0);
@@ -165,6 +217,10 @@ export class ArrayBatch {
   }
 
   private done(from: number): Buffer {
+    if (this.paramsLeft > 0) {
+      this.view.setInt32(from - 4, this.at - from);
+      this.paramsLeft--;
+    }
     return this.buf.subarray(from, this.at);
   }
 

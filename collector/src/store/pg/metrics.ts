@@ -7,6 +7,7 @@ import { ROLLUP_MS, isMinuteFinal, minuteOf } from '../rollup';
 import type { MetricTable } from '../schema';
 import { withAgentLock } from './agent-tx';
 import { ArrayBatch, OID, bytesArray, float8Array, textArray } from './binary-array';
+import { queryBound } from './bound-query';
 import { mergeSketchBytes } from './sketch-bytes';
 import { pgText } from './sql-values';
 
@@ -25,7 +26,8 @@ import { pgText } from './sql-values';
  *   2  the pack ids inserted (ON CONFLICT DO NOTHING RETURNING: the new ones), and the stored
  *      sketches of the histogram rows the batch touches (read after the lock, so current), each
  *      by its primary key and named by its place in the keys sent
- *   3  both tables' rows upserted from binary arrays (unnest, binary-array.ts), one row each:
+ *   3  both tables' rows upserted from binary arrays (unnest, binary-array.ts), one row each,
+ *      in a Bind message built here (bound-query.ts):
  *      the batch's points of one row are merged here first (a statement may not update a row twice)
  *   4  COMMIT
  *
@@ -69,6 +71,8 @@ function upsertSql(table: MetricTable, first: number): string {
       last_at = CASE WHEN ${newer} THEN excluded.last_at ELSE t.last_at END,
       sketch = coalesce(excluded.sketch, t.sketch)`;
 }
+
+const UPSERT_NAME = 'apm-metric-upsert';
 
 /** Both tables in one statement; the rollups' arrays follow the points'. */
 const UPSERT_BOTH = `WITH points AS (${upsertSql('metric_points', 3)})
@@ -372,9 +376,18 @@ export class PgMetricStore {
     }
     rows[0].mergeStored(stored[0]);
     rows[1].mergeStored(stored[1]);
-    const out = new ArrayBatch(rows[0].arraysSize() + rows[1].arraysSize());
-    const values: unknown[] = [agent.agentId, agent.projectId, ...rows[0].columns(out, now), ...rows[1].columns(out, now)];
-    await c.query({ name: 'apm-metric-upsert', text: UPSERT_BOTH, values });
+    // The statement's Bind message, every parameter written in place (bound-query.ts).
+    const agentId = Buffer.from(agent.agentId, 'utf8');
+    const projectId = Buffer.from(agent.projectId, 'utf8');
+    const out = new ArrayBatch(agentId.length + projectId.length + rows[0].arraysSize() + rows[1].arraysSize(), {
+      statement: UPSERT_NAME,
+      params: 2 + 2 * ARRAY_TYPES.length,
+    });
+    out.param(agentId);
+    out.param(projectId);
+    rows[0].columns(out, now);
+    rows[1].columns(out, now);
+    await queryBound(c, UPSERT_NAME, UPSERT_BOTH, out.message());
     return { stored: storedPoints, duplicatePacks, late: latePoints };
   }
 
