@@ -253,6 +253,17 @@ class TableRows {
   }
 }
 
+/** The stored sketches of one table's answer (storedSketchesSql) into `into`, by row of `rows`. */
+function readSketches(b: Buffer, rows: TableRows, into: Map<number, Buffer>): void {
+  for (let at = 0; at + 8 <= b.length; ) {
+    const i = b.readInt32BE(at);
+    const len = b.readInt32BE(at + 4);
+    const row = rows.histograms[i - 1];
+    if (row !== undefined) into.set(row, b.subarray(at + 8, at + 8 + len));
+    at += 8 + len;
+  }
+}
+
 const sketchWriter = new Writer(4096);
 
 /** A histogram point's bucket bytes: as received when the decoder kept them, else encoded. */
@@ -322,20 +333,11 @@ export class PgMetricStore {
     const fresh = new Set<string>();
     // The stored sketches by table, then by row of `first`.
     const stored: [Map<number, Buffer>, Map<number, Buffer>] = [new Map(), new Map()];
-    for (const r of res.rows) {
+    const answer = res.rows;
+    for (let k = 0; k < answer.length; k++) {
+      const r = answer[k] as PackOrSketchRow;
       if (r.t === 0) fresh.add(r.id as string);
-      else if (r.sketches !== null) {
-        const rows = first[r.t - 1] as TableRows;
-        const into = stored[r.t - 1] as Map<number, Buffer>;
-        const b = r.sketches;
-        for (let at = 0; at + 8 <= b.length; ) {
-          const i = b.readInt32BE(at);
-          const len = b.readInt32BE(at + 4);
-          const row = rows.histograms[i - 1];
-          if (row !== undefined) into.set(row, b.subarray(at + 8, at + 8 + len));
-          at += 8 + len;
-        }
-      }
+      else if (r.sketches !== null) readSketches(r.sketches, first[r.t - 1] as TableRows, stored[r.t - 1] as Map<number, Buffer>);
     }
 
     let storedPoints = 0;
