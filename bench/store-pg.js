@@ -5,12 +5,13 @@
  * spends), with PostgreSQL's own CPU (every server process, from the schedstat of each of its threads)
  * reported apart. Also traces per second, and ingest while pruning runs beside it.
  *
- *   node bench/store-pg.js [--quick] [--duration MS] [--agents N] [--only sqlite|postgres] [--url URL]
+ *   node bench/store-pg.js [--quick] [--duration MS] [--agents N] [--only sqlite|postgres|pg-metrics] [--url URL]
  *
  *   --duration  measured window per phase (default 4000 ms, after a warm-up)
  *   --agents    agents storing at once (default 8), each a stream of frames stored one after
  *               the other, as a session does; PostgreSQL phases use a pool of as many clients
- *   --only      measure one store only (e.g. under --cpu-prof)
+ *   --only      measure one store only (e.g. under --cpu-prof); pg-metrics: PostgreSQL's first
+ *               metric phase alone (no pruning, no traces), for a profile of that path only
  *   --url       an existing, empty PostgreSQL database (its server CPU is measured when the server
  *               runs on this machine; the password from PGPASSWORD); by default a throwaway server
  *               is made in a temporary directory by the tests' harness (test/dist/helpers/postgres.js),
@@ -277,7 +278,7 @@ async function main() {
     step(`decode alone: ${num(decodePerFrame * 1e6)} µs per frame`);
     const rows = [];
 
-    if (ONLY !== 'postgres') {
+    if (ONLY !== 'postgres' && ONLY !== 'pg-metrics') {
       const sqlite = SqliteStore.open(join(tmp, 'sqlite'), {});
       const r = await run(metricFrames(sqlite), null, 0);
       sqlite.close();
@@ -304,6 +305,11 @@ async function main() {
     const rp = await run(metricFrames(metrics), postmaster, 0);
     rows.push(figures('PostgreSQL, one pool', rp, decodePerFrame));
     step('PostgreSQL done');
+    if (ONLY === 'pg-metrics') {
+      await pool.end();
+      report(rows, null, decodePerFrame);
+      return;
+    }
 
     // Ingest from the next minute on, while batches of 5000 rows of everything the first phase wrote are pruned.
     const secondFrame = (Math.ceil(rp.nextFrame / 6) + 1) * 6;

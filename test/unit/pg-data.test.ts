@@ -248,6 +248,57 @@ describe('PostgreSQL store, data half', { skip: postgresMissing() }, () => {
     }
   });
 
+  it('stores a batch holding more series than its series cache keeps: a series seen again in the batch is still one row', async () => {
+    const pool = await freshPool();
+    // A cache of 2: the batch's third series fills it; LAT comes again after that, in a pack of the same interval.
+    const pg = new PgMetricStore(pool, GRACE, 2);
+    const q = new PgQueries(pool);
+    const packs = wire([pack('s1', T0, [point(LAT, [1]), point(LAT2, [2])]), pack('s2', T0, [point(REQ, [1]), point(LAT, [3]), point(POOL, [4])])]);
+    const lite = sqlite();
+    try {
+      assert.deepEqual(await pg.storeMetrics(A, packs, NOW), await lite.storeMetrics(A, packs, NOW));
+      // And the next batch, with the cache full from the first.
+      const more = wire([pack('s3', T0, [point(LAT, [5]), point(ODD, [1]), point(LAT2, [6])])]);
+      assert.deepEqual(await pg.storeMetrics(A, more, NOW), await lite.storeMetrics(A, more, NOW));
+      for (const mq of [{}, { rollup: true }] as MetricQuery[])
+        assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
+    } finally {
+      lite.close();
+    }
+  });
+
+  it('stores large batches as SQLite does: a replay of many intervals, resent in part with new packs among the resent ones', async () => {
+    const pool = await freshPool();
+    const pg = new PgMetricStore(pool, GRACE);
+    const q = new PgQueries(pool);
+    const lite = sqlite();
+    const kinds = [MetricKind.Histogram, MetricKind.Counter, MetricKind.Gauge] as const;
+    const all = Array.from({ length: 300 }, (_, i) => series(kinds[i % 3] as MetricKindCode, `m${i % 7}`, { i: String(i) }));
+    // 18 packs over three minutes of 10 s intervals, 300 series each, values as multiples of 1/4.
+    const packs = Array.from({ length: 18 }, (_, k) =>
+      pack(
+        `r${k}`,
+        T0 + k * 10_000,
+        all.map((s, i) => point(s, [((i + k) % 13) / 4, ((i * k) % 29) / 4 + 1])),
+      ),
+    );
+    // Before the first minute is final (its end + GRACE).
+    const now = T0 + 175_000;
+    try {
+      // Half the packs first, then all of them with every other pack new: duplicates and new packs in one batch, merging into stored rows.
+      const first = wire(packs.filter((_, k) => k % 2 === 0));
+      assert.deepEqual(await pg.storeMetrics(A, first, now), await lite.storeMetrics(A, first, now));
+      const again = wire(packs);
+      const want = await lite.storeMetrics(A, again, now);
+      assert.deepEqual(await pg.storeMetrics(A, again, now), want);
+      assert.deepEqual(want, { stored: 9 * 300, duplicatePacks: 9, late: 0 });
+      for (const mq of [{}, { rollup: true }, { name: 'm3' }] as MetricQuery[])
+        assert.deepStrictEqual(await q.queryMetrics(mq), await lite.queryMetrics(mq), JSON.stringify(mq));
+    } finally {
+      lite.close();
+    }
+  });
+
   it('drops and counts the points of a final minute, once: a resend of that pack is a duplicate', async () => {
     const pool = await freshPool();
     const pg = new PgMetricStore(pool, GRACE);

@@ -1,4 +1,4 @@
-import { type MetricPoint, MetricKind, type Series, Sketch, Writer } from '@apm-sidecar/proto';
+import { type MetricPoint, MetricKind, type Series, Writer } from '@apm-sidecar/proto';
 import type { UpMetricPack } from '@apm-sidecar/proto/upstream';
 import type { Pool, PoolClient } from 'pg';
 import type { AgentRef, StoreMetricsResult } from '../../types';
@@ -6,8 +6,9 @@ import { encodeSketch } from '../metric-table';
 import { ROLLUP_MS, isMinuteFinal, minuteOf } from '../rollup';
 import type { MetricTable } from '../schema';
 import { withAgentLock } from './agent-tx';
-import { OID, bytesArray, float8Array, int2Array, int8Array, textArray } from './binary-array';
-import { mergeEncodedSketch } from './sketch-bytes';
+import { ArrayBatch, OID, bytesArray, float8Array, textArray } from './binary-array';
+import { queryBound } from './bound-query';
+import { mergeSketchBytes } from './sketch-bytes';
 import { pgText } from './sql-values';
 
 /**
@@ -17,16 +18,24 @@ import { pgText } from './sql-values';
  * as late, and each point merges into its interval row and its minute rollup:
  *
  *   count, sum  added          min, max  min/max          gauge last  the most recently received
- *   sketch      bucket counts added (Sketch.merge), stored as Sketch.encodeBuckets bytes
+ *   sketch      bucket counts added (mergeSketchBytes, sketch-bytes.ts), stored as Sketch.encodeBuckets bytes
  *
  * One transaction per call, under the agent's lock (agent-tx.ts), in four round trips:
  *
  *   1  BEGIN and the lock
  *   2  the pack ids inserted (ON CONFLICT DO NOTHING RETURNING: the new ones), and the stored
- *      sketches of the histogram rows the batch touches (read after the lock, so current)
- *   3  both tables' rows upserted from binary arrays (unnest, binary-array.ts), one row each:
+ *      sketches of the histogram rows the batch touches (read after the lock, so current), each
+ *      by its primary key and named by its place in the keys sent
+ *   3  both tables' rows upserted from binary arrays (unnest, binary-array.ts), one row each,
+ *      in a Bind message built here (bound-query.ts):
  *      the batch's points of one row are merged here first (a statement may not update a row twice)
  *   4  COMMIT
+ *
+ * The batch's rows are built as columns (TableRows) before the pack ids are known, from every
+ * pack not late: the common batch is all new packs, and those columns are what is sent. When
+ * some pack turns out to be stored already (a resend), the rows are built again from the new
+ * packs only. A histogram's sketch is the bytes it arrived in (MetricPoint.sketchBytes), merged
+ * on the bytes with the batch's other points of its row and with the stored sketch.
  *
  * Sums of one row are added in another order than SQLite's, one point at a time, when a
  * batch holds several points of a row that already exists: equal up to rounding.
@@ -36,41 +45,12 @@ const SERIES_CACHE_MAX = 50_000;
 
 /** A series' column values, encoded once. */
 interface SeriesCols {
+  /** The series key as the decoder names it (Series.key). */
+  id: string;
   key: Buffer;
   name: Buffer;
   tags: Buffer;
   kind: number;
-}
-
-/** One row of a table as this batch changes it. */
-interface Row {
-  s: SeriesCols;
-  start: number;
-  ms: number;
-  count: number;
-  sum: number;
-  min: number | null;
-  max: number | null;
-  last: number | null;
-  /** The batch's sketch; `own` once it is a copy this store may add to (a point's own sketch is never changed). */
-  sketch: Sketch | null;
-  own: boolean;
-}
-
-/** Rows (or anything else) of one table by interval start, then series. */
-type ByRow<T> = Map<number, Map<SeriesCols, T>>;
-
-function getRow<T>(m: ByRow<T>, start: number, s: SeriesCols): T | undefined {
-  return m.get(start)?.get(s);
-}
-
-function setRow<T>(m: ByRow<T>, start: number, s: SeriesCols, v: T): void {
-  let inner = m.get(start);
-  if (inner === undefined) {
-    inner = new Map();
-    m.set(start, inner);
-  }
-  inner.set(s, v);
 }
 
 const COLUMNS = 'agent_id, project_id, series_key, name, tags_json, kind, interval_start, interval_ms, count, sum, min, max, last, last_at, sketch';
@@ -92,140 +72,332 @@ function upsertSql(table: MetricTable, first: number): string {
       sketch = coalesce(excluded.sketch, t.sketch)`;
 }
 
+const UPSERT_NAME = 'apm-metric-upsert';
+
 /** Both tables in one statement; the rollups' arrays follow the points'. */
 const UPSERT_BOTH = `WITH points AS (${upsertSql('metric_points', 3)})
   ${upsertSql('metric_rollups', 3 + ARRAY_TYPES.length)}`;
 
 /**
- * The new pack ids ($4, received at $3), then the stored sketches of the rows named by
- * ($5 starts, $6 series) in metric_points and ($7, $8) in metric_rollups.
+ * The stored sketches of the keys (starts $s, series $s+1) of `table` that have one, in one
+ * bytea: per sketch, its key's 1-based place (int4), its length (int4), its bytes. One value
+ * rather than a row per sketch: the driver parses a row into an object of strings, and the
+ * sketches are most of what the batch reads.
+ */
+function storedSketchesSql(t: number, table: MetricTable, s: number): string {
+  // LIMIT keeps the subquery a lookup per key (a parameterized primary-key probe), whatever the
+  // table's statistics say: joined plainly, a plan made while they were stale scans all of the
+  // agent's rows for every batch.
+  return `SELECT ${t}, NULL, string_agg(int4send(k.i::int4) || int4send(length(m.sketch)) || m.sketch, ''::bytea)
+    FROM unnest($${s}::float8[], $${s + 1}::bytea[]) WITH ORDINALITY AS k(start, series, i)
+    CROSS JOIN LATERAL (SELECT sketch FROM ${table}
+      WHERE agent_id = $1 AND project_id = $2 AND interval_start = k.start AND series_key = k.series AND sketch IS NOT NULL LIMIT 1) m`;
+}
+
+/**
+ * The new pack ids ($4, received at $3), a row each, then the stored sketches of the rows
+ * named by ($5 starts, $6 series) in metric_points and ($7, $8) in metric_rollups, a row each
+ * table (storedSketchesSql; NULL when none).
  */
 const PACKS_AND_SKETCHES = `WITH new AS (
     INSERT INTO metric_packs (agent_id, project_id, pack_id, received_at)
     SELECT $1, $2, p, $3::int8 FROM unnest($4::text[]) AS p
     ON CONFLICT DO NOTHING RETURNING pack_id)
-  SELECT 0 AS t, pack_id AS id, NULL::float8 AS start, NULL::bytea AS series, NULL::bytea AS sketch FROM new
+  SELECT 0 AS t, pack_id AS id, NULL::bytea AS sketches FROM new
   UNION ALL
-  SELECT 1, NULL, m.interval_start, m.series_key, m.sketch FROM unnest($5::float8[], $6::bytea[]) AS k(start, series)
-    JOIN metric_points m ON m.agent_id = $1 AND m.project_id = $2 AND m.interval_start = k.start AND m.series_key = k.series
-    WHERE m.sketch IS NOT NULL
+  ${storedSketchesSql(1, 'metric_points', 5)}
   UNION ALL
-  SELECT 2, NULL, m.interval_start, m.series_key, m.sketch FROM unnest($7::float8[], $8::bytea[]) AS k(start, series)
-    JOIN metric_rollups m ON m.agent_id = $1 AND m.project_id = $2 AND m.interval_start = k.start AND m.series_key = k.series
-    WHERE m.sketch IS NOT NULL`;
+  ${storedSketchesSql(2, 'metric_rollups', 7)}`;
 
 interface PackOrSketchRow {
   t: number;
   id: string | null;
-  start: number | null;
-  series: Buffer | null;
-  sketch: Buffer | null;
+  sketches: Buffer | null;
 }
 
-/** Histogram rows of one table whose stored sketch is needed, each once. */
-class SketchKeys {
-  private readonly seen: ByRow<true> = new Map();
-  readonly starts: number[] = [];
-  readonly series: Buffer[] = [];
-  add(start: number, s: SeriesCols): void {
-    if (getRow(this.seen, start, s) !== undefined) return;
-    setRow(this.seen, start, s, true);
-    this.starts.push(start);
-    this.series.push(s.key);
+/**
+ * The batch's rows of one table, as columns (row r is element r of each), each row once:
+ * found by interval start, then series. NaN in min, max and last is "none" (NULL).
+ */
+class TableRows {
+  private readonly index = new Map<number, Map<SeriesCols, number>>();
+  n = 0;
+  readonly series: SeriesCols[] = [];
+  readonly kind: number[] = [];
+  readonly start: number[] = [];
+  readonly ms: number[] = [];
+  readonly count: number[] = [];
+  readonly sum: number[] = [];
+  readonly min: number[] = [];
+  readonly max: number[] = [];
+  readonly last: number[] = [];
+  readonly sketch: (Buffer | null)[] = [];
+  /** The histogram rows, in order: the keys whose stored sketch is read. */
+  readonly histograms: number[] = [];
+
+  /** The rows of the interval starting at `start` (to look up once per pack). */
+  rowsAt(start: number): Map<SeriesCols, number> {
+    let rows = this.index.get(start);
+    if (rows === undefined) {
+      rows = new Map();
+      this.index.set(start, rows);
+    }
+    return rows;
+  }
+
+  find(start: number, s: SeriesCols): number | undefined {
+    return this.index.get(start)?.get(s);
+  }
+
+  /** Merge a point into its row (of `rows`, the interval starting at `start`, `ms` long), as SQLite's upsert would. */
+  add(rows: Map<SeriesCols, number>, s: SeriesCols, pt: MetricPoint, start: number, ms: number): void {
+    const has = pt.count > 0 && Number.isFinite(pt.min) && Number.isFinite(pt.max);
+    const gauge = s.kind === MetricKind.Gauge && Number.isFinite(pt.last);
+    const histogram = s.kind === MetricKind.Histogram;
+    const r = rows.get(s);
+    if (r === undefined) {
+      const n = this.n++;
+      rows.set(s, n);
+      this.series.push(s);
+      this.kind.push(s.kind);
+      this.start.push(start);
+      this.ms.push(ms);
+      this.count.push(pt.count);
+      this.sum.push(pt.sum);
+      this.min.push(has ? pt.min : Number.NaN);
+      this.max.push(has ? pt.max : Number.NaN);
+      this.last.push(gauge ? pt.last : Number.NaN);
+      this.sketch.push(histogram ? sketchBytesOf(pt) : null);
+      if (histogram) this.histograms.push(n);
+      return;
+    }
+    (this.count[r] as number) += pt.count;
+    (this.sum[r] as number) += pt.sum;
+    if (has) {
+      const min = this.min[r] as number;
+      const max = this.max[r] as number;
+      this.min[r] = Number.isNaN(min) || pt.min < min ? pt.min : min;
+      this.max[r] = Number.isNaN(max) || pt.max > max ? pt.max : max;
+    }
+    if (gauge) this.last[r] = pt.last;
+    if (histogram) {
+      const a = this.sketch[r] as Buffer | null;
+      const b = sketchBytesOf(pt);
+      this.sketch[r] = a === null ? b : b === null ? a : mergeSketchBytes(a, b);
+    }
+  }
+
+  /** Each row's batch sketch merged with its stored one (by row). */
+  mergeStored(stored: Map<number, Buffer>): void {
+    for (const [r, bytes] of stored) {
+      const batch = this.sketch[r] as Buffer | null;
+      if (batch !== null) this.sketch[r] = mergeSketchBytes(bytes, batch);
+    }
+  }
+
+  /** The keys of the histogram rows: starts, series. */
+  keys(): [Buffer, Buffer] {
+    const h = this.histograms;
+    const starts = new Array<number>(h.length);
+    const series = new Array<Buffer>(h.length);
+    for (let k = 0; k < h.length; k++) {
+      const r = h[k] as number;
+      starts[k] = this.start[r] as number;
+      series[k] = (this.series[r] as SeriesCols).key;
+    }
+    return [float8Array(starts), bytesArray(series)];
+  }
+
+  /** Bytes of the 13 arrays of `columns`. */
+  arraysSize(): number {
+    const n = this.n;
+    let varying = 0;
+    for (let r = 0; r < n; r++) {
+      const s = this.series[r] as SeriesCols;
+      const sk = this.sketch[r] as Buffer | null;
+      varying += s.key.length + s.name.length + s.tags.length + (sk === null ? 0 : sk.length);
+    }
+    return 4 * ArrayBatch.fixedSize(n, 0) + ArrayBatch.fixedSize(n, 2) + 8 * ArrayBatch.fixedSize(n, 8) + varying;
+  }
+
+  /** The 13 binary arrays, in ARRAY_TYPES order, into `out`. */
+  columns(out: ArrayBatch, now: number): Buffer[] {
+    const n = this.n;
+    const key = new Array<Buffer>(n);
+    const name = new Array<Buffer>(n);
+    const tags = new Array<Buffer>(n);
+    const lastAt = new Array<number>(n);
+    for (let r = 0; r < n; r++) {
+      const s = this.series[r] as SeriesCols;
+      key[r] = s.key;
+      name[r] = s.name;
+      tags[r] = s.tags;
+      const last = this.last[r] as number;
+      lastAt[r] = Number.isNaN(last) ? Number.NaN : now;
+    }
+    return [
+      out.bytes(key, n),
+      out.bytes(name, n, OID.text),
+      out.bytes(tags, n, OID.text),
+      out.int2(this.kind, n),
+      out.float8(this.start, n, false),
+      out.int8(this.ms, n, false),
+      out.int8(this.count, n, false),
+      out.float8(this.sum, n, false),
+      out.float8(this.min, n, true),
+      out.float8(this.max, n, true),
+      out.float8(this.last, n, true),
+      out.int8(lastAt, n, true),
+      out.bytes(this.sketch, n),
+    ];
   }
 }
 
-export class PgMetricStore {
-  /** By series key (the latin1 image of its bytes, as the decoder and the sketch answers name it). */
-  private readonly seriesCache = new Map<string, SeriesCols>();
-  private readonly sketchWriter = new Writer(4096);
+/** The stored sketches of one table's answer (storedSketchesSql) into `into`, by row of `rows`. */
+function readSketches(b: Buffer, rows: TableRows, into: Map<number, Buffer>): void {
+  for (let at = 0; at + 8 <= b.length; ) {
+    const i = b.readInt32BE(at);
+    const len = b.readInt32BE(at + 4);
+    const row = rows.histograms[i - 1];
+    if (row !== undefined) into.set(row, b.subarray(at + 8, at + 8 + len));
+    at += 8 + len;
+  }
+}
 
+const sketchWriter = new Writer(4096);
+
+/** A histogram point's bucket bytes: as received when the decoder kept them, else encoded. */
+function sketchBytesOf(pt: MetricPoint): Buffer | null {
+  if (pt.sketchBytes !== undefined) return pt.sketchBytes;
+  return pt.sketch === null ? null : encodeSketch(pt.sketch, sketchWriter);
+}
+
+export class PgMetricStore {
+  /** By series key (the latin1 image of its bytes, as the decoder names it). */
+  private readonly seriesCache = new Map<string, SeriesCols>();
+
+  /**
+   * `seriesCacheMax`: series whose columns are kept encoded. The cache is emptied when full
+   * before a batch, never during one: a batch's rows are found by their series' entry, and
+   * a second entry for a series would make it two rows of one key.
+   */
   constructor(
     private readonly pool: Pool,
     private readonly rollupGraceMs: number,
+    private readonly seriesCacheMax = SERIES_CACHE_MAX,
   ) {}
 
   /** One transaction: all the packs, or (on error) none. */
   async storeMetrics(agent: AgentRef, packs: UpMetricPack[], now: number): Promise<StoreMetricsResult> {
     if (packs.length === 0) return { stored: 0, duplicatePacks: 0, late: 0 };
+    if (this.seriesCache.size >= this.seriesCacheMax) this.seriesCache.clear();
     return withAgentLock(this.pool, agent, (c) => this.storeIn(c, agent, packs, now));
+  }
+
+  /**
+   * Both tables' rows of `packs` (those `use` allows). `known`: the series' entries an earlier
+   * build of this batch used (the cache may have been emptied by another batch meanwhile, and
+   * rows are found by the entry).
+   */
+  private rowsOf(packs: UpMetricPack[], use: (i: number) => boolean, known?: Map<string, SeriesCols>): [TableRows, TableRows] {
+    const points = new TableRows();
+    const rollups = new TableRows();
+    for (let i = 0; i < packs.length; i++) {
+      if (!use(i)) continue;
+      const pack = packs[i] as UpMetricPack;
+      const start = pack.intervalStart;
+      const minute = minuteOf(start);
+      const p = points.rowsAt(start);
+      const m = rollups.rowsAt(minute);
+      for (const pt of pack.points) {
+        const s = known?.get(pt.series.key) ?? this.cols(pt.series);
+        points.add(p, s, pt, start, pack.intervalMs);
+        rollups.add(m, s, pt, minute, ROLLUP_MS);
+      }
+    }
+    return [points, rollups];
   }
 
   private async storeIn(c: PoolClient, agent: AgentRef, packs: UpMetricPack[], now: number): Promise<StoreMetricsResult> {
     const late = packs.map((p) => isMinuteFinal(p.intervalStart, now, this.rollupGraceMs));
-    // The sketches to read are those of every pack not late: a pack that turns out to be a
-    // duplicate only costs a row read for nothing.
-    const pointKeys = new SketchKeys();
-    const rollupKeys = new SketchKeys();
-    packs.forEach((pack, i) => {
-      if (late[i] === true) return;
-      const minute = minuteOf(pack.intervalStart);
-      for (const pt of pack.points) {
-        if (pt.series.kind !== MetricKind.Histogram || pt.sketch === null) continue;
-        const s = this.cols(pt.series);
-        pointKeys.add(pack.intervalStart, s);
-        rollupKeys.add(minute, s);
-      }
-    });
+    // Built from every pack not late, before the new ones are known: a pack that turns out to
+    // be a duplicate only costs its merge and a row read for nothing.
+    const first = this.rowsOf(packs, (i) => late[i] !== true);
+    const [pointStarts, pointSeries] = first[0].keys();
+    const [rollupStarts, rollupSeries] = first[1].keys();
     const res = await c.query<PackOrSketchRow>({
       name: 'apm-metric-packs',
       text: PACKS_AND_SKETCHES,
-      values: [
-        agent.agentId,
-        agent.projectId,
-        now,
-        textArray(packs.map((p) => p.packId)),
-        float8Array(pointKeys.starts),
-        bytesArray(pointKeys.series),
-        float8Array(rollupKeys.starts),
-        bytesArray(rollupKeys.series),
-      ],
+      values: [agent.agentId, agent.projectId, now, textArray(packs.map((p) => p.packId)), pointStarts, pointSeries, rollupStarts, rollupSeries],
     });
     const fresh = new Set<string>();
-    const stored: [ByRow<Buffer>, ByRow<Buffer>] = [new Map(), new Map()];
-    for (const r of res.rows) {
+    // The stored sketches by table, then by row of `first`.
+    const stored: [Map<number, Buffer>, Map<number, Buffer>] = [new Map(), new Map()];
+    const answer = res.rows;
+    for (let k = 0; k < answer.length; k++) {
+      const r = answer[k] as PackOrSketchRow;
       if (r.t === 0) fresh.add(r.id as string);
-      else if (r.sketch !== null && r.start !== null && r.series !== null) {
-        const s = this.seriesCache.get(r.series.toString('latin1'));
-        if (s !== undefined) setRow(stored[r.t - 1] as ByRow<Buffer>, r.start, s, r.sketch);
-      }
+      else if (r.sketches !== null) readSketches(r.sketches, first[r.t - 1] as TableRows, stored[r.t - 1] as Map<number, Buffer>);
     }
 
     let storedPoints = 0;
     let duplicatePacks = 0;
     let latePoints = 0;
-    const points: ByRow<Row> = new Map();
-    const rollups: ByRow<Row> = new Map();
-    packs.forEach((pack, i) => {
+    let all = true;
+    const use = packs.map((pack, i) => {
       // A pack id twice in one batch: the first is the new one, as in SQLite.
       if (!fresh.delete(pgText(pack.packId))) {
         duplicatePacks++;
-        return;
+        if (late[i] !== true) all = false;
+        return false;
       }
       if (late[i] === true) {
         latePoints += pack.points.length;
-        return;
+        return false;
       }
-      const minute = minuteOf(pack.intervalStart);
-      for (const pt of pack.points) {
-        const s = this.cols(pt.series);
-        merge(points, s, pt, pack.intervalStart, pack.intervalMs);
-        merge(rollups, s, pt, minute, ROLLUP_MS);
-        storedPoints++;
-      }
+      storedPoints += pack.points.length;
+      return true;
     });
-    if (storedPoints > 0) {
-      const values = [agent.agentId, agent.projectId, ...this.arrays(points, stored[0], now), ...this.arrays(rollups, stored[1], now)];
-      await c.query({ name: 'apm-metric-upsert', text: UPSERT_BOTH, values });
+    if (storedPoints === 0) return { stored: 0, duplicatePacks, late: latePoints };
+
+    let rows = first;
+    if (!all) {
+      // Some packs were stored before: their points are left out, and each stored sketch goes to its row among the rest.
+      const known = new Map<string, SeriesCols>();
+      for (const sc of first[1].series) known.set(sc.id, sc);
+      rows = this.rowsOf(packs, (i) => use[i] === true, known);
+      for (let t = 0; t < 2; t++) {
+        const moved = new Map<number, Buffer>();
+        const from = first[t] as TableRows;
+        for (const [r, bytes] of stored[t] as Map<number, Buffer>) {
+          const to = (rows[t] as TableRows).find(from.start[r] as number, from.series[r] as SeriesCols);
+          if (to !== undefined) moved.set(to, bytes);
+        }
+        stored[t] = moved;
+      }
     }
+    rows[0].mergeStored(stored[0]);
+    rows[1].mergeStored(stored[1]);
+    // The statement's Bind message, every parameter written in place (bound-query.ts).
+    const agentId = Buffer.from(agent.agentId, 'utf8');
+    const projectId = Buffer.from(agent.projectId, 'utf8');
+    const out = new ArrayBatch(agentId.length + projectId.length + rows[0].arraysSize() + rows[1].arraysSize(), {
+      statement: UPSERT_NAME,
+      params: 2 + 2 * ARRAY_TYPES.length,
+    });
+    out.param(agentId);
+    out.param(projectId);
+    rows[0].columns(out, now);
+    rows[1].columns(out, now);
+    await queryBound(c, UPSERT_NAME, UPSERT_BOTH, out.message());
     return { stored: storedPoints, duplicatePacks, late: latePoints };
   }
 
   private cols(s: Series): SeriesCols {
     let e = this.seriesCache.get(s.key);
     if (e === undefined) {
-      if (this.seriesCache.size >= SERIES_CACHE_MAX) this.seriesCache.clear();
       e = {
+        id: s.key,
         key: Buffer.from(s.key, 'latin1'),
         name: Buffer.from(pgText(s.name), 'utf8'),
         tags: Buffer.from(JSON.stringify(s.tags), 'utf8'),
@@ -235,88 +407,4 @@ export class PgMetricStore {
     }
     return e;
   }
-
-  /** The 13 binary arrays of `rows`, in ARRAY_TYPES order; sketches merged with the stored ones. */
-  private arrays(rows: ByRow<Row>, storedSketches: ByRow<Buffer>, now: number): Buffer[] {
-    const key: Buffer[] = [];
-    const name: Buffer[] = [];
-    const tags: Buffer[] = [];
-    const kind: number[] = [];
-    const start: number[] = [];
-    const ms: number[] = [];
-    const count: number[] = [];
-    const sum: number[] = [];
-    const min: (number | null)[] = [];
-    const max: (number | null)[] = [];
-    const last: (number | null)[] = [];
-    const lastAt: (number | null)[] = [];
-    const sketch: (Buffer | null)[] = [];
-    for (const byStart of rows.values()) {
-      for (const r of byStart.values()) {
-        key.push(r.s.key);
-        name.push(r.s.name);
-        tags.push(r.s.tags);
-        kind.push(r.s.kind);
-        start.push(r.start);
-        ms.push(r.ms);
-        count.push(r.count);
-        sum.push(r.sum);
-        min.push(r.min);
-        max.push(r.max);
-        last.push(r.last);
-        lastAt.push(r.last === null ? null : now);
-        sketch.push(r.sketch === null ? null : this.mergedSketch(r.sketch, getRow(storedSketches, r.start, r.s)));
-      }
-    }
-    return [
-      bytesArray(key),
-      bytesArray(name, OID.text),
-      bytesArray(tags, OID.text),
-      int2Array(kind),
-      float8Array(start),
-      int8Array(ms),
-      int8Array(count),
-      float8Array(sum),
-      float8Array(min),
-      float8Array(max),
-      float8Array(last),
-      int8Array(lastAt),
-      bytesArray(sketch),
-    ];
-  }
-
-  private mergedSketch(batch: Sketch, stored: Buffer | undefined): Buffer {
-    return stored === undefined ? encodeSketch(batch, this.sketchWriter) : mergeEncodedSketch(stored, batch, this.sketchWriter);
-  }
-}
-
-/** Merge a point into its row of `rows` (the interval starting at `start`, `ms` long), as SQLite's upsert would. */
-function merge(rows: ByRow<Row>, s: SeriesCols, pt: MetricPoint, start: number, ms: number): void {
-  const has = pt.count > 0 && Number.isFinite(pt.min) && Number.isFinite(pt.max);
-  const min = has ? pt.min : null;
-  const max = has ? pt.max : null;
-  const last = s.kind === MetricKind.Gauge && Number.isFinite(pt.last) ? pt.last : null;
-  const sketch = s.kind === MetricKind.Histogram ? pt.sketch : null;
-  const r = getRow(rows, start, s);
-  if (r === undefined) {
-    setRow(rows, start, s, { s, start, ms, count: pt.count, sum: pt.sum, min, max, last, sketch, own: false });
-    return;
-  }
-  r.count += pt.count;
-  r.sum += pt.sum;
-  if (min !== null) r.min = r.min === null ? min : Math.min(r.min, min);
-  if (max !== null) r.max = r.max === null ? max : Math.max(r.max, max);
-  if (last !== null) r.last = last;
-  if (sketch === null) return;
-  if (r.sketch === null) {
-    r.sketch = sketch;
-    return;
-  }
-  if (!r.own) {
-    const copy = new Sketch();
-    copy.merge(r.sketch);
-    r.sketch = copy;
-    r.own = true;
-  }
-  r.sketch.merge(sketch);
 }
