@@ -5,7 +5,7 @@
  * spends), with PostgreSQL's own CPU (every server process, from the schedstat of each of its threads)
  * reported apart. Also traces per second, and ingest while pruning runs beside it.
  *
- *   node bench/store-pg.js [--quick] [--duration MS] [--agents N] [--only sqlite|postgres|pg-metrics] [--url URL]
+ *   node bench/store-pg.js [--quick] [--duration MS] [--agents N] [--only sqlite|postgres|pg-metrics] [--url URL] [--socket]
  *
  *   --duration  measured window per phase (default 4000 ms, after a warm-up)
  *   --agents    agents storing at once (default 8), each a stream of frames stored one after
@@ -58,6 +58,7 @@ const WARM_MS = quick ? 300 : 1000;
 const AGENTS = Number(arg('--agents', 8));
 const ONLY = arg('--only', undefined);
 const URL = arg('--url', process.env.APM_BENCH_PG_URL);
+const SOCKET = process.argv.includes('--socket');
 const MAX_BODY = 64 * 1024 - 1;
 const step = (s) => process.stderr.write(`[store-pg] ${s}\n`);
 
@@ -257,14 +258,16 @@ async function postmasterOf(pool) {
 }
 
 async function postgres() {
-  if (URL !== undefined) return { url: URL, stop: async () => {} };
+  if (URL !== undefined) return { url: URL, config: { connectionString: URL }, stop: async () => {} };
   const helper = join(ROOT, 'test/dist/helpers/postgres.js');
   if (!existsSync(helper)) throw new Error('no PostgreSQL: give --url, or build the tests (npx tsc -b) for test/dist/helpers/postgres.js');
   const { startPostgres } = require(helper);
   const pg = await startPostgres();
   // The harness gives the password apart, as a collector takes it (PGPASSWORD).
   process.env.PGPASSWORD = pg.password;
-  return { url: pg.url, stop: () => pg.stop() };
+  // --socket: over the server's Unix socket instead of TCP on loopback (what a collector beside its database would use).
+  const config = SOCKET ? { host: pg.socketDir, port: pg.port, user: pg.user, database: 'postgres' } : { connectionString: pg.url };
+  return { url: pg.url, config, stop: () => pg.stop() };
 }
 
 // ------------------------------------------------------------------ main
@@ -291,7 +294,7 @@ async function main() {
     }
 
     server = await postgres();
-    const pool = new Pool({ connectionString: server.url, max: AGENTS });
+    const pool = new Pool({ ...server.config, max: AGENTS });
     await pool.query(DATA_TABLES_SQL);
     const postmaster = await postmasterOf(pool);
     // Durability differs between a production server and the tests' throwaway one (fsync off): say which this is.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { Pool } from 'pg';
+import { readFileSync } from 'node:fs';
+import { Pool, Query } from 'pg';
 import { ArrayBatch, OID, bytesArray, float8Array, int2Array, int8Array } from '@apm-sidecar/collector/dist/store/pg/binary-array';
 import { queryBound } from '@apm-sidecar/collector/dist/store/pg/bound-query';
 import { type PgServer, postgresMissing, startPostgres } from '../helpers/postgres';
@@ -183,5 +184,16 @@ describe('binary arrays read by PostgreSQL', { skip: postgresMissing() }, () => 
       bl: b.reduce((a, x) => a + (x === null ? 0 : x.length), 0),
     };
     assert.deepEqual(r.rows[0], want);
+  });
+});
+
+describe('the driver bound-query.ts replaces one step of', () => {
+  it('is pg 8.23.1, whose Query.prepare and connection methods it relies on: an upgrade must re-check it', () => {
+    const pkg = JSON.parse(readFileSync(require.resolve('pg/package.json', { paths: [require.resolve('@apm-sidecar/collector')] }), 'utf8')) as {
+      version: string;
+    };
+    assert.equal(pkg.version, '8.23.1');
+    const proto = Query.prototype as unknown as Record<string, unknown>;
+    for (const m of ['prepare', 'hasBeenParsed', '_getRows']) assert.equal(typeof proto[m], 'function', `Query.prototype.${m}`);
   });
 });

@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import {
   type AccessKey,
   ClientHandshake,
+  type Ephemeral,
   HandshakeError,
   type Nacl,
   ServerHandshake,
@@ -86,6 +87,27 @@ describe('X25519 through node:crypto is tweetnacl’s X25519', () => {
     }
   });
 
+  it('an ephemeral key (the secret kept inside OpenSSL) agrees as tweetnacl does, once, and small-order peers give zeros', () => {
+    const ephemeral = nodeX25519.ephemeral;
+    assert.ok(ephemeral !== undefined);
+    const mk = (): Ephemeral => ephemeral();
+    for (let i = 0; i < 20; i++) {
+      const e = mk();
+      const peer = nacl.box.keyPair();
+      const mine = e.agree(peer.publicKey);
+      assert.deepEqual(Buffer.from(mine), Buffer.from(nacl.scalarMult(peer.secretKey, e.publicKey)));
+      throwsCode(() => e.agree(peer.publicKey), HandshakeError, 'ERR_HANDSHAKE', 'a second agreement');
+    }
+    for (const [name, point] of LOW_ORDER_POINTS)
+      assert.ok(
+        mk()
+          .agree(point)
+          .every((x) => x === 0),
+        name,
+      );
+    throwsCode(() => mk().agree(new Uint8Array(31)), HandshakeError, 'ERR_HANDSHAKE', 'a short peer key');
+  });
+
   it('keys of the wrong size are refused with ERR_HANDSHAKE', () => {
     const a = nodeX25519.box.keyPair();
     assert.throws(() => nodeX25519.scalarMult(a.secretKey, new Uint8Array(31)), { code: 'ERR_HANDSHAKE' });
@@ -123,8 +145,10 @@ describe('the handshake with X25519 in node:crypto', () => {
 
   it('both sides wipe the ephemeral secret they were handed once the DH secret is computed', () => {
     const handed: Uint8Array[] = [];
+    // Without ephemeral(), the handshake uses box.keyPair and must wipe the secret it was handed.
+    const { ephemeral: _unused, ...withoutEphemeral } = fast;
     const watching: Nacl = {
-      ...fast,
+      ...withoutEphemeral,
       box: {
         keyPair() {
           const kp = nodeX25519.box.keyPair();
@@ -148,6 +172,7 @@ describe('the sidecar and the collector compute the handshake’s X25519 in node
     ] as const) {
       assert.equal(impl.box.keyPair, nodeX25519.box.keyPair, who);
       assert.equal(impl.scalarMult, nodeX25519.scalarMult, who);
+      assert.equal(impl.ephemeral, nodeX25519.ephemeral, who);
       assert.equal(impl.secretbox, nacl.secretbox, who);
     }
   });

@@ -45,10 +45,37 @@ const KEY_BYTES = 32;
 export interface Nacl {
   box: { keyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } };
   scalarMult(n: Uint8Array, p: Uint8Array): Uint8Array;
+  /**
+   * An ephemeral key that agrees once, its secret kept where it was made (node:crypto's
+   * OpenSSL key): used instead of box.keyPair + scalarMult when given. Same X25519.
+   */
+  ephemeral?(): Ephemeral;
   randomBytes(n: number): Uint8Array;
   secretbox: {
     (msg: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array;
     open(box: Uint8Array, nonce: Uint8Array, key: Uint8Array): Uint8Array | null;
+  };
+}
+
+export interface Ephemeral {
+  publicKey: Uint8Array;
+  /** X25519 with the peer's public key; the secret is dropped after this one call. */
+  agree(peer: Uint8Array): Uint8Array;
+}
+
+/** nacl.ephemeral(), or the same from box.keyPair + scalarMult (the secret's bytes wiped after). */
+function ephemeralOf(nacl: Nacl): Ephemeral {
+  if (nacl.ephemeral !== undefined) return nacl.ephemeral();
+  const kp = nacl.box.keyPair();
+  return {
+    publicKey: kp.publicKey,
+    agree(peer: Uint8Array): Uint8Array {
+      try {
+        return nacl.scalarMult(kp.secretKey, peer);
+      } finally {
+        kp.secretKey.fill(0);
+      }
+    },
   };
 }
 
@@ -112,20 +139,19 @@ function transcript(clientHelloRaw: Buffer, serverEph: Uint8Array, serverNonce: 
 
 /** Agent side. */
 export class ClientHandshake {
-  private readonly secretKey: Uint8Array;
+  private readonly eph: Ephemeral;
   private readonly helloRaw: Buffer;
   private done = false;
 
   constructor(
-    private readonly nacl: Nacl,
+    nacl: Nacl,
     private readonly key: AccessKey,
     agentId: string,
   ) {
-    const kp = nacl.box.keyPair();
-    this.secretKey = kp.secretKey;
+    this.eph = ephemeralOf(nacl);
     const nonce = nacl.randomBytes(32);
     const body = new Writer(256);
-    helloFields(body, UPSTREAM_VERSION, key.projectId, agentId, kp.publicKey, nonce);
+    helloFields(body, UPSTREAM_VERSION, key.projectId, agentId, this.eph.publicKey, nonce);
     const fields = body.body();
     const tag = hmac256(key.secret, LABEL_HELLO, fields);
     const w = new Writer(256);
@@ -157,8 +183,7 @@ export class ClientHandshake {
       throw new HandshakeError(`malformed ServerHello: ${(err as Error).message}`);
     }
     const th = transcript(this.helloRaw, eph, nonce);
-    const dh = this.nacl.scalarMult(this.secretKey, eph);
-    this.secretKey.fill(0);
+    const dh = this.eph.agree(eph);
     const d = derive(this.key.secret, dh, th);
     if (!equal(tag, hmac256(d.serverConfirm, th))) throw new ServerProofError();
     const w = new Writer(64);
@@ -209,12 +234,11 @@ export class ServerHandshake {
     if (hello.v !== UPSTREAM_VERSION) throw new HandshakeError(`upstream version ${hello.v} is not supported (this collector speaks ${UPSTREAM_VERSION})`);
     const fields = hello.raw.subarray(0, hello.raw.length - 32);
     if (!equal(hello.tag, hmac256(secret, LABEL_HELLO, fields))) throw new BadKeyError(`access key for project "${hello.projectId}" does not match`);
-    const kp = nacl.box.keyPair();
-    this.eph = kp.publicKey;
+    const own = ephemeralOf(nacl);
+    this.eph = own.publicKey;
     this.nonce = nacl.randomBytes(32);
     this.th = transcript(hello.raw, this.eph, this.nonce);
-    const dh = nacl.scalarMult(kp.secretKey, hello.ephemeral);
-    kp.secretKey.fill(0);
+    const dh = own.agree(hello.ephemeral);
     this.derived = derive(secret, dh, this.th);
   }
 

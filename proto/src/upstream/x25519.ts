@@ -1,6 +1,6 @@
 import { type KeyObject, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
 import { HandshakeError } from './errors';
-import type { Nacl } from './handshake';
+import type { Ephemeral, Nacl } from './handshake';
 
 /** OpenSSL's code for a derivation that failed (a small-order peer key): node:crypto's, not one of ours. */
 const OSSL_DERIVATION_FAILED = `ERR_OSSL_${'FAILED_DURING_DERIVATION'}`;
@@ -61,7 +61,26 @@ function keyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } {
 function scalarMult(n: Uint8Array, p: Uint8Array): Uint8Array {
   const own = issued.get(n);
   issued.delete(n);
-  const privateKey = own ?? privateKeyObject(n);
+  return agreeWith(own ?? privateKeyObject(n), p);
+}
+
+/** A key that never leaves OpenSSL: nothing to export (≈ 47 µs for the PKCS#8 form) and nothing to wipe. */
+function ephemeral(): Ephemeral {
+  let { publicKey, privateKey }: { publicKey: KeyObject; privateKey: KeyObject | null } = generateKeyPairSync('x25519');
+  const x = publicKey.export({ format: 'jwk' }).x;
+  if (x === undefined) throw new HandshakeError('node:crypto exported an X25519 public key without x');
+  return {
+    publicKey: new Uint8Array(Buffer.from(x, 'base64url')),
+    agree(peer: Uint8Array): Uint8Array {
+      const key = privateKey;
+      privateKey = null;
+      if (key === null) throw new HandshakeError('an ephemeral key agrees once');
+      return agreeWith(key, peer);
+    },
+  };
+}
+
+function agreeWith(privateKey: KeyObject, p: Uint8Array): Uint8Array {
   try {
     return new Uint8Array(diffieHellman({ privateKey, publicKey: publicKeyObject(p) }));
   } catch (err) {
@@ -71,4 +90,4 @@ function scalarMult(n: Uint8Array, p: Uint8Array): Uint8Array {
   }
 }
 
-export const nodeX25519: Pick<Nacl, 'box' | 'scalarMult'> = { box: { keyPair }, scalarMult };
+export const nodeX25519: Pick<Nacl, 'box' | 'scalarMult' | 'ephemeral'> = { box: { keyPair }, scalarMult, ephemeral };
