@@ -1,3 +1,4 @@
+import { InternalError } from '@apm-sidecar/proto';
 import { pgText } from './sql-values';
 
 /**
@@ -171,7 +172,7 @@ export class ArrayBatch {
 
   /** The Bind message, once every parameter is written. */
   message(): Buffer {
-    if (this.paramsLeft !== 0) throw new Error(`Bind message: ${this.paramsLeft} parameters not written`);
+    if (this.paramsLeft !== 0) throw new InternalError(`Bind message: ${this.paramsLeft} parameters not written`);
     const v = this.view;
     v.setInt16(this.at, 1);
     v.setInt16(this.at + 2, 0);
@@ -196,7 +197,7 @@ export class ArrayBatch {
   /** Start a value (in bind mode behind room for its length); oid -1: no array header. Returns where the value starts. */
   private header(oid: number, n: number, hasNull: boolean): number {
     const v = this.view;
-    if (this.paramsLeft === 0) throw new Error('Bind message: more parameters than declared');
+    if (this.paramsLeft === 0) throw new InternalError('Bind message: more parameters than declared');
     if (this.paramsLeft > 0) this.at += 4;
     const from = this.at;
     if (oid === -1) return from;
