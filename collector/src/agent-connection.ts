@@ -172,6 +172,16 @@ export class AgentConnection implements AgentLink {
     return this.ending || this.phase === 'closed';
   }
 
+  /**
+   * Its agent's session is, or is being, written as this connection's (connectAgent was called):
+   * only such a connection stands for the agent when another one of it ends. One still in the
+   * handshake, possibly with a wrong key, does not.
+   */
+  get holdsSession(): boolean {
+    return this.registered && this.phase !== 'closed';
+  }
+  private registered = false;
+
   get helloAccepted(): boolean {
     return !this.ending && this.phase !== 'hello' && this.phase !== 'closed';
   }
@@ -406,7 +416,16 @@ export class AgentConnection implements AgentLink {
   private async activate(info: AgentInfo): Promise<void> {
     const o = this.srv.opts;
     const now = this.clock.now();
-    const { change, license: lic } = await stored('the agent and its license', () => this.srv.connectAgent(this.projectId, info, now));
+    this.registered = true;
+    let connected: AgentConnect;
+    try {
+      connected = await stored('the agent and its license', () => this.srv.connectAgent(this.projectId, info, now));
+    } catch (err) {
+      // It may have committed all the same (a reply lost): the agent must not stay live with no session.
+      this.srv.connectLost(this, 'its connection could not be stored');
+      throw err;
+    }
+    const { change, license: lic } = connected;
     this.srv.logState(this.ref, change, 'connected');
     if (this.gone) {
       // It left while that was committed: the store shows it live and licensed, with no session.

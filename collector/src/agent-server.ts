@@ -299,7 +299,7 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     if (first.done === true) return;
     const [key, u] = first.value;
     this.unwrittenStates.delete(key);
-    if ([...this.conns].some((c) => c.agentKey === key)) return;
+    if ([...this.conns].some((c) => c.holdsSession && c.agentKey === key)) return;
     this.setAgentState(u.agent, u.to, u.reason, u.at);
   }
 
@@ -336,14 +336,14 @@ class AgentServerImpl implements AgentServer, ConnectionHost {
     if (!wasActive) return;
     this.opts.stats.sessions[c.transportName]--;
     // Still the agent's current connection? Then the agent is gone (at once, as on a failed write).
-    for (const other of this.conns) if (other.agentKey === c.agentKey) return;
+    for (const other of this.conns) if (other.holdsSession && other.agentKey === c.agentKey) return;
     this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
     this.releaseLater(c.agent);
     this.log.info({ agentId: c.agent.agentId, projectId: c.agent.projectId, cause }, 'agent disconnected');
   }
 
   connectLost(c: AgentConnection, cause: string): void {
-    for (const other of this.conns) if (other !== c && other.agentKey === c.agentKey) return;
+    for (const other of this.conns) if (other !== c && other.holdsSession && other.agentKey === c.agentKey) return;
     this.setAgentState(c.agent, 'disconnected', cause, this.clock.now());
     this.releaseLater(c.agent);
   }

@@ -5,10 +5,20 @@
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { type CollectorStore, CollectorStats, SETTINGS, SqliteCollectorStore, SqliteStore, createLogger, startAgentServer } from '@apm-sidecar/collector';
+import {
+  type CollectorStore,
+  CollectorStats,
+  SETTINGS,
+  handshakeNacl,
+  SqliteCollectorStore,
+  SqliteStore,
+  createLogger,
+  startAgentServer,
+} from '@apm-sidecar/collector';
 import { RawAgent } from '../helpers/raw-agent';
 import { sleep, tempDir, waitFor } from '../helpers/procs';
-import { parseAccessKey, formatAccessKey } from '@apm-sidecar/proto/upstream';
+import { connect } from 'node:net';
+import { ClientHandshake, parseAccessKey, formatAccessKey } from '@apm-sidecar/proto/upstream';
 
 const tmp = tempDir('apm-slow-store-');
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -118,4 +128,37 @@ test('an agent gone while its connection is being committed ends disconnected, a
   const next = new RawAgent(agents.port, parseAccessKey(formatAccessKey(key)), 'next-agent');
   cleanups.push(() => next.destroy());
   await waitFor('the next agent licensed', () => next.license?.granted === true, 10000);
+});
+
+test('an agent gone while its connection is committed ends disconnected even while a stalled retry names it', async () => {
+  const sqlite = SqliteStore.open(`${tmp.dir}/gone-stalled`);
+  const key = sqlite.createKey('gone2');
+  const agents = await startAgentServer({
+    ...serverOptions(),
+    licenseReleaseMs: 300,
+    store: slowed(new SqliteCollectorStore(sqlite), 300, 'connectAgent'),
+    stats: new CollectorStats(),
+  });
+  cleanups.push(async () => {
+    await agents.close();
+    sqlite.close();
+  });
+  const state = (id: string) => sqlite.listAgents().find((a) => a.agentId === id);
+  const access = parseAccessKey(formatAccessKey(key));
+  const leaver = new RawAgent(agents.port, access, 'victim');
+  cleanups.push(() => leaver.destroy());
+  await waitFor('the handshake under way', () => leaver.sealed);
+  await sleep(50);
+  leaver.destroy();
+  // Its retry sends a ClientHello and then stalls (or never had the key): still in the handshake
+  // when the commit ends, it holds no session and must not keep the agent live.
+  const stalled = connect({ host: '127.0.0.1', port: agents.port });
+  stalled.on('error', () => {});
+  cleanups.push(() => {
+    stalled.destroy();
+  });
+  stalled.write(new ClientHandshake(handshakeNacl, access, 'victim').hello());
+  await waitFor('the agent shown disconnected', () => state('victim')?.state === 'disconnected', 5000);
+  await waitFor('its license released', () => state('victim')?.licensed === false, 5000);
+  assert.equal(stalled.destroyed, false, 'the retry was still in its handshake');
 });

@@ -60,6 +60,18 @@ describe('binary arrays for PostgreSQL (pg/binary-array.ts)', () => {
     assert.throws(() => out.param(Buffer.from('x')), { code: 'ERR_INTERNAL', message: /more parameters than declared/ });
   });
 
+  it('an integer beyond int8 refuses the batch (ERR_MALFORMED_MESSAGE) instead of wrapping; the limits themselves are written', () => {
+    for (const x of [2 ** 63, -(2 ** 63) - 4096, 2 ** 64, Number.POSITIVE_INFINITY]) {
+      const out = new ArrayBatch(1024);
+      assert.throws(() => out.int8([x], 1, true), { code: 'ERR_MALFORMED_MESSAGE' }, String(x));
+      assert.throws(() => int8Array([x]), { code: 'ERR_MALFORMED_MESSAGE' }, String(x));
+    }
+    const out = new ArrayBatch(1024);
+    const b = out.int8([-(2 ** 63), 2 ** 63 - 1024], 2, true);
+    assert.equal(b.readBigInt64BE(b.length - 20), -(2n ** 63n));
+    assert.equal(b.readBigInt64BE(b.length - 8), 2n ** 63n - 1024n);
+  });
+
   it('empty columns are arrays of no dimension', () => {
     const out = new ArrayBatch(ArrayBatch.fixedSize(0, 8) * 2 + ArrayBatch.fixedSize(0, 2) + ArrayBatch.bytesSize([], 0));
     for (const a of [out.float8([], 0, true), out.int8([], 0, false), out.int2([], 0), out.bytes([], 0, OID.text)]) {

@@ -1,4 +1,4 @@
-import { InternalError } from '@apm-sidecar/proto';
+import { InternalError, MalformedMessageError } from '@apm-sidecar/proto';
 import { pgText } from './sql-values';
 
 /**
@@ -17,6 +17,14 @@ export const OID = { bytea: 17, int8: 20, int2: 21, text: 25, float8: 701 } as c
 
 const HEADER = 20;
 const TWO_32 = 2 ** 32;
+const TWO_63 = 2 ** 63;
+
+/** x truncated to an integer PostgreSQL's int8 holds; beyond it the batch is refused, never wrapped. */
+function int8Of(x: number): number {
+  const t = Math.trunc(x);
+  if (!(t >= -TWO_63 && t < TWO_63)) throw new MalformedMessageError(`${x} does not fit a 64-bit integer column`);
+  return t;
+}
 
 function header(b: Buffer, oid: number, n: number, hasNull: boolean): number {
   if (n === 0) {
@@ -59,7 +67,7 @@ export function int8Array(values: readonly (number | null)[]): Buffer {
       b.writeInt32BE(-1, at);
       at += 4;
     } else {
-      const n = Math.trunc(v);
+      const n = int8Of(v);
       const hi = Math.floor(n / TWO_32);
       b.writeInt32BE(8, at);
       b.writeInt32BE(hi, at + 4);
@@ -256,7 +264,7 @@ export class ArrayBatch {
         v.setInt32(at, -1);
         at += 4;
       } else {
-        const t = Math.trunc(x);
+        const t = int8Of(x);
         const hi = Math.floor(t / TWO_32);
         v.setInt32(at, 8);
         v.setInt32(at + 4, hi);
